@@ -1,0 +1,246 @@
+"""Nested dataclass configs, YAML files and dotted KEY=VALUE overrides.
+
+One `RunConfig` describes one training run completely; it is what a run directory's
+`config.yaml` holds and what `beyondbp train` builds from a file plus overrides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A user-facing configuration problem; the message names the bad field."""
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "gpt"  # gpt | mlp
+    size: str | None = None  # a named size from beyondbp.model.NAMED_SIZES; overrides the fields below
+    n_layer: int = 2
+    d_model: int = 64
+    n_head: int = 4
+    context: int = 128
+    vocab_size: int | None = None  # None: taken from the tokenizer
+    mlp_ratio: int = 4
+    tie_embeddings: bool = False
+    dropout: float = 0.0
+    # MLP track (kind=mlp)
+    depth: int = 3
+    width: int = 256
+    activation: str = "tanh"
+
+
+@dataclass
+class MethodConfig:
+    name: str = "bp"
+    feedback: str = "shared"  # shared | per_layer
+    projection: str = "gaussian"  # gaussian | optical
+    feedback_scale: float = 1.0
+    preprojector_error: bool = True
+    blockwise: bool = True
+    asymmetric_residuals: bool = True
+    asymmetric_nonlinearity: bool = True
+    train_last_n: int = 1  # shallow: number of topmost blocks trained
+
+
+@dataclass
+class TrainConfig:
+    tokens: int = 2_000_000
+    batch_tokens: int = 16_384
+    micro_batch_tokens: int | None = None  # gradient accumulation when smaller than batch_tokens
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # cosine | constant_cooldown
+    warmup_frac: float = 0.05
+    cooldown_frac: float = 0.2
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    n_evals: int = 24
+    eval_tokens: int = 65_536
+    alignment_every: int = 0  # evaluations between alignment measurements; 0 = off
+    checkpoint_every_s: float = 60.0
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA) | float32 | bfloat16
+    compile: bool = False
+    threads: int = 0  # torch intra-op threads; 0 = leave as is
+    progress: str = "auto"  # auto | on | off
+    epochs: int = 20  # MLP track only
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "shakespeare"  # built-in name, a .txt/.jsonl file, a folder, or hf:NAME[:CONFIG]
+    tokenizer: str = "byte"  # byte | bpe | gpt2
+    vocab_size: int | None = None  # for bpe
+    text_field: str = "text"
+    hf_split: str = "train"
+    hf_streaming: bool = False
+    hf_max_docs: int | None = None
+    val_fraction: float = 0.05
+    cache_dir: str | None = None  # default: ~/.cache/beyondbp
+    dataset: str = "digits"  # MLP track: digits | mnist | fashion_mnist
+
+
+@dataclass
+class RunConfig:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Convert `value` (from YAML or a command-line string) to `typ`, or raise ConfigError."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(value, args[0], key)
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(str(value).replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if typ is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if typ is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
+    types_ = _field_types(type(obj))
+    name = path[0]
+    if name not in types_:
+        valid = ", ".join(sorted(types_))
+        raise ConfigError(f"unknown key {full_key!r} (valid keys here: {valid})")
+    current = getattr(obj, name)
+    if dataclasses.is_dataclass(current):
+        if len(path) == 1:
+            if isinstance(current, MethodConfig) and not isinstance(value, dict):
+                current.name = _coerce(value, str, full_key)  # `method=dfa` names the method
+                return
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full_key}: expected a mapping of keys, got {value!r}")
+            for k, v in value.items():
+                _set(current, [str(k)], v, f"{full_key}.{k}")
+            return
+        _set(current, path[1:], value, full_key)
+        return
+    if len(path) > 1:
+        raise ConfigError(f"unknown key {full_key!r} ({'.'.join(full_key.split('.')[:-len(path)+1])} is not a section)")
+    setattr(obj, name, _coerce(value, types_[name], full_key))
+
+
+def apply_mapping(cfg: Any, mapping: dict, prefix: str = "") -> Any:
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"config{(' ' + prefix) if prefix else ''}: expected a mapping, got {type(mapping).__name__}")
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        _set(cfg, str(k).split("."), v, key)
+    return cfg
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] -> {'a.b': 1, 'c': 'x'}; values parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: expected a mapping at top level")
+    return data
+
+
+def build_config(config_file: str | Path | None = None, overrides: list[str] | dict | None = None,
+                 base: RunConfig | None = None) -> RunConfig:
+    cfg = base if base is not None else RunConfig()
+    if config_file is not None:
+        apply_mapping(cfg, load_yaml(config_file))
+    if overrides:
+        mapping = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
+        apply_mapping(cfg, mapping)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> RunConfig:
+    return apply_mapping(RunConfig(), data)
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every dotted key with its default, for --help and the README."""
+    rows: list[tuple[str, Any]] = []
+    default = cls()
+    for f in dataclasses.fields(cls):
+        value = getattr(default, f.name)
+        if dataclasses.is_dataclass(value):
+            rows.extend(describe_keys(type(value), f"{prefix}{f.name}."))
+        else:
+            rows.append((f"{prefix}{f.name}", value))
+    return rows
