@@ -87,6 +87,8 @@ _EXTRA_COMMANDS: list = []
 def _register_extra_commands() -> None:
     """Subcommands that live beside their modules (study, mlp, bench), when present."""
     import importlib
+    if _EXTRA_COMMANDS:
+        return
     for module in ("study_cli", "mlp_cli", "bench_cli"):
         try:
             mod = importlib.import_module(f".{module}", __package__)
@@ -94,7 +96,8 @@ def _register_extra_commands() -> None:
             if exc.name != f"{__package__}.{module}":
                 raise
             continue
-        _EXTRA_COMMANDS.append(mod.add_parser)
+        if mod.add_parser not in _EXTRA_COMMANDS:  # main() may run more than once in a process
+            _EXTRA_COMMANDS.append(mod.add_parser)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,7 +34,9 @@ class ModelConfig:
     # MLP track (kind=mlp)
     depth: int = 3
     width: int = 256
-    activation: str = "tanh"
+    activation: str = "tanh"  # tanh | relu | sigmoid
+    n_inputs: int | None = None  # None: taken from the dataset
+    n_classes: int | None = None  # None: taken from the dataset
 
 
 @dataclass
@@ -53,9 +55,9 @@ class MethodConfig:
 @dataclass
 class TrainConfig:
     tokens: int = 2_000_000
-    batch_tokens: int = 16_384
+    batch_tokens: int = 4_096
     micro_batch_tokens: int | None = None  # gradient accumulation when smaller than batch_tokens
-    lr: float = 3e-3
+    lr: float = 6e-3
     min_lr_ratio: float = 0.1
     schedule: str = "cosine"  # cosine | constant_cooldown
     warmup_frac: float = 0.05
@@ -74,6 +76,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     progress: str = "auto"  # auto | on | off
     epochs: int = 20  # MLP track only
+    batch_examples: int = 64  # MLP track only: examples per minibatch
 
 
 @dataclass
@@ -85,6 +88,7 @@ class DataConfig:
     hf_split: str = "train"
     hf_streaming: bool = False
     hf_max_docs: int | None = None
+    hf_data_files: str | None = None  # local files for hf:json / hf:text / hf:csv (a path or glob)
     val_fraction: float = 0.05
     cache_dir: str | None = None  # default: ~/.cache/beyondbp
     dataset: str = "digits"  # MLP track: digits | mnist | fashion_mnist
@@ -140,6 +144,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
     if typ is str:
+        if isinstance(value, bool):  # YAML reads on/off/yes/no as booleans; `progress=off` means "off"
+            return "on" if value else "off"
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return str(value)

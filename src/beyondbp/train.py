@@ -70,13 +70,13 @@ def learning_rate(cfg: RunConfig, step: int, n_steps: int) -> float:
         return t.lr * (step + 1) / warmup
     min_lr = t.lr * t.min_lr_ratio
     if t.schedule == "cosine":
-        progress = (step - warmup) / max(1, n_steps - warmup)
+        progress = (step - warmup) / max(1, n_steps - 1 - warmup)
         return min_lr + 0.5 * (t.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
     if t.schedule == "constant_cooldown":
         cooldown_start = int(n_steps * (1 - t.cooldown_frac))
         if step < cooldown_start:
             return t.lr
-        return t.lr - (t.lr - min_lr) * (step - cooldown_start) / max(1, n_steps - cooldown_start)
+        return t.lr - (t.lr - min_lr) * (step - cooldown_start) / max(1, n_steps - 1 - cooldown_start)
     raise ConfigError(f"train.schedule: unknown schedule {t.schedule!r} (valid: cosine, constant_cooldown)")
 
 
@@ -220,6 +220,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     if cfg.model.vocab_size < data.vocab_size:
         raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's {data.vocab_size}")
     plan = make_plan(cfg, ctx.world_size)
+    data.check(plan.n_seqs, cfg.model.context)
     learning_rate(cfg, 0, plan.n_steps)  # validates the schedule name before any work
     device = dist_utils.device_for(ctx, pick_device(cfg))
     if cfg.train.threads > 0:
