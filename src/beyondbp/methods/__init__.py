@@ -12,6 +12,7 @@ from ..config import ConfigError, MethodConfig
 from .base import TrainingMethod
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
+_discovered = False  # importing one method module directly must not stop the others being found
 
 
 def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
@@ -22,13 +23,15 @@ def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
 
 
 def _discover() -> None:
+    global _discovered
+    _discovered = True
     for info in pkgutil.iter_modules(__path__):
         if info.name != "base":
             importlib.import_module(f"{__name__}.{info.name}")
 
 
 def available() -> dict[str, type[TrainingMethod]]:
-    if not REGISTRY:
+    if not _discovered:
         _discover()
     return dict(sorted(REGISTRY.items()))
 

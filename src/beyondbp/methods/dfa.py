@@ -1,0 +1,169 @@
+"""Direct Feedback Alignment (Nøkland 2016), the canonical variant of the paper's Table 2.
+
+Every layer receives a fixed random projection B e of the global error instead of the gradient
+backpropagated from the layer above: dW_i = -[(B e) ⊙ f'(a_i)] h_{i-1}^T. Here e is the
+gradient of the mean loss at the logits (softmax - onehot, already divided by the number of
+tokens).
+
+How the feedback enters, in one backward: every injection point's output goes to the next layer
+DETACHED (no gradient flows between layers, and no layer computes the gradient of its input —
+this is what makes DFA's 4N real) and also into `FeedbackTap`, an identity placed on the error
+point z. In the backward the tap receives g = dLoss/dz, passes g on to z unchanged and hands
+B_i g to every injection point, from which autograd computes the layer's weight gradients.
+One `objective.backward()` does everything: no hooks, no nested backward, so DDP works.
+
+Injection points:
+- GPT: the embedding output (the first layer) and, in every block but the last, three layers:
+  the attention sublayer output (before the residual sum; backpropagated through the attention
+  sublayer to its LayerNorm), the MLP hidden activation (so the signal is B e ⊙ f'(a)), and the
+  MLP output. The last block and the head are trained with backpropagation (the paper's rule).
+- Any other model with `embed`/`blocks`/`head`/`loss_fn` (the MLP track): every block is one
+  injection point and the output layer gets its true gradient (Nøkland's DFA).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..feedback import FeedbackBank, validate_feedback_config
+from ..model import Block, relu_tanh_backward
+from . import register
+from .base import TrainingMethod
+
+
+class FeedbackTap(torch.autograd.Function):
+    """Identity on z; in the backward, g = dLoss/dz goes on to z and B_i g to each injection point."""
+
+    @staticmethod
+    def forward(ctx, feedback: FeedbackBank, z: torch.Tensor, *points: torch.Tensor):
+        ctx.feedback = feedback
+        ctx.point_shapes = [(p.shape, p.dtype) for p in points]
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        signals = ctx.feedback(grad_z)
+        point_grads = [s.reshape(shape).to(dtype) if needed else None
+                       for s, (shape, dtype), needed in zip(signals, ctx.point_shapes, ctx.needs_input_grad[2:])]
+        return (None, grad_z, *point_grads)
+
+
+@dataclass(frozen=True)
+class Switches:
+    """The paper's four changes to DFA for Transformers (see dfa_block.py)."""
+    preprojector_error: bool = False
+    blockwise: bool = False
+    asymmetric_residuals: bool = False
+    asymmetric_nonlinearity: bool = False
+
+
+def per_layer_block_forward(block: Block, x: torch.Tensor, act=F.relu) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A GPT block's forward with each layer's input detached: (output, [attn out, MLP hidden, MLP out])."""
+    attn_out = block.attn(block.ln_1(x))
+    x = x + attn_out.detach()
+    hidden = act(block.mlp.c_fc(block.ln_2(x)))
+    mlp_out = block.mlp.c_proj(hidden.detach())
+    return x + mlp_out.detach(), [attn_out, hidden, mlp_out]
+
+
+def gpt_block_matmul_flops(cfg) -> dict[str, int]:
+    """Forward FLOPs per token of each matmul of a GPT block (they sum to block_forward_flops_per_token)."""
+    d, r, T = cfg.d_model, cfg.mlp_ratio, cfg.context
+    return {"qkv": 6 * d * d, "attention": 4 * T * d, "attn_proj": 2 * d * d,
+            "fc": 2 * r * d * d, "mlp_proj": 2 * r * d * d}
+
+
+def output_width(module: nn.Module) -> int:
+    """Width of what a block (or model) outputs: its last Linear layer's out_features."""
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise TypeError(f"{type(module).__name__} has no Linear layer to read its output width from")
+    return linears[-1].out_features
+
+
+@register
+class DirectFeedbackAlignment(TrainingMethod):
+    name = "dfa"
+    summary = "direct feedback alignment: random projection of the logits' error to every layer; compute 4ND"
+    supports = ("gpt", "mlp")
+
+    def __init__(self, model, cfg, seed=0):
+        super().__init__(model, cfg, seed)
+        validate_feedback_config(cfg)
+        self.switches = self.make_switches(cfg)
+        self.transformer = all(isinstance(b, Block) for b in model.blocks)
+        if self.switches.preprojector_error:
+            d_err = output_width(model.blocks[-1])
+        else:
+            d_err = output_width(model)  # the projector to the logits is the model's last Linear
+        self.feedback = FeedbackBank(cfg, d_err, self.injection_widths(), self.generator(offset=2))
+
+    @staticmethod
+    def make_switches(cfg) -> Switches:
+        return Switches()  # canonical DFA: none of the paper's changes
+
+    def injection_widths(self) -> list[int]:
+        model = self.model
+        if not self.transformer:
+            return [output_width(b) for b in model.blocks]
+        d, r = model.config.d_model, model.config.mlp_ratio
+        per_block = [d] if self.switches.blockwise else [d, r * d, d]
+        return [d] + per_block * (len(model.blocks) - 1)  # the embedding output first
+
+    def forward(self, idx, targets):
+        logits = self.logits_with_feedback(idx)
+        loss = self.model.loss_fn(logits, targets)
+        return loss, loss
+
+    def logits_with_feedback(self, idx: torch.Tensor) -> torch.Tensor:
+        model, switches = self.model, self.switches
+        h = model.embed(idx)
+        points = []
+        if self.transformer:
+            points.append(h)
+            h = h.detach()
+            act = relu_tanh_backward if switches.asymmetric_nonlinearity else F.relu
+            for block in model.blocks[:-1]:
+                if switches.blockwise:
+                    out = block(h, residual_backward=not switches.asymmetric_residuals, act=act)
+                    points.append(out)
+                    h = out.detach()
+                else:
+                    h, layer_outputs = per_layer_block_forward(block, h, act)
+                    points += layer_outputs
+            top = model.blocks[-1](h)  # the last block learns by backpropagation
+        else:
+            for block in model.blocks:
+                out = block(h)
+                points.append(out)
+                h = out.detach()
+            top = h  # the output layer gets its true gradient, nothing below it does
+        if switches.preprojector_error:
+            return model.head(FeedbackTap.apply(self.feedback, top, *points))
+        return FeedbackTap.apply(self.feedback, model.head(top), *points)
+
+    def compute_per_token(self):
+        n = self.model.n_params_nonembedding()
+        return {"paper": 4 * n, "optimistic": 2 * n, "exact": self.exact_flops_per_token()}
+
+    def exact_flops_per_token(self) -> int:
+        """Forward + the backward matmuls autograd runs + the feedback projection(s)."""
+        model = self.model
+        forward = model.flops_per_token()["exact"] // 3  # BP's exact count is 3x the forward
+        if not self.transformer:
+            return 2 * forward + self.feedback.flops_per_token()  # weight gradients only
+        m = gpt_block_matmul_flops(model.config)
+        full_backward = 2 * sum(m.values())
+        if self.switches.blockwise:
+            lower_backward = full_backward  # within a block everything is backpropagated
+        else:
+            weight_grads = m["qkv"] + m["attn_proj"] + m["fc"] + m["mlp_proj"]
+            # input gradients inside a layer: to the LayerNorm gains (qkv, fc) and through attention
+            input_grads = m["qkv"] + 2 * m["attention"] + m["attn_proj"] + m["fc"]
+            lower_backward = weight_grads + input_grads
+        head_backward = 2 * model.head_forward_flops_per_token()  # its input gradient feeds the last block
+        backward = (len(model.blocks) - 1) * lower_backward + full_backward + head_backward
+        return forward + backward + self.feedback.flops_per_token()
