@@ -263,6 +263,8 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
         atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
         logged_steps = {r["step"] for r in kept}
     wrapped = dist_utils.wrap(method, ctx, device)
+    if cfg.train.compile:  # graph-compiles the method's forward; the feedback tap stays a custom Function
+        wrapped = torch.compile(wrapped)
 
     def save_checkpoint():
         if not ctx.is_main:
@@ -346,7 +348,8 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
                     loss, objective = wrapped(xs, ys)
                 (objective / plan.accum).backward()
                 step_loss += loss.detach().float() / plan.accum
-            step_loss = dist_utils.mean_across(step_loss, ctx).item()
+            # one all-reduce: the global loss and whether any rank got a signal, so all stop together
+            step_loss, stop = dist_utils.step_consensus(step_loss, flag.signum is not None, ctx)
             if not math.isfinite(step_loss):
                 status = "diverged"
                 break
@@ -359,10 +362,10 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
             elapsed += time.perf_counter() - t0
             bar.update(cfg.train.batch_tokens)
             bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
-            if flag.signum is not None:
+            if stop:
                 save_checkpoint()
                 bar.close()
-                raise Interrupted(f"interrupted by signal {flag.signum} at step {step}; "
+                raise Interrupted(f"interrupted by signal {flag.signum or 'on another process'} at step {step}; "
                                   f"rerun the same command to resume")
             if time.monotonic() - last_ckpt > cfg.train.checkpoint_every_s:
                 save_checkpoint()
