@@ -202,6 +202,7 @@ def test_process_count_not_dividing_the_batch_is_a_one_line_error(tmp_path):
     assert errors == {"beyondbp: error: train.batch_tokens: 3 sequences per batch do not split over "
                       "2 processes x 1 micro-batches; change train.batch_tokens or the process count"}
     assert str(Path(train_module.__file__).parent) not in done.stderr  # no traceback from our code
-    assert re.findall(r"exitcode\s*:\s*(\d+)", done.stderr) == ["2", "2"]  # each worker exits 2
+    codes = re.findall(r"exitcode\s*:\s*(\d+)", done.stderr)  # torchrun's failure report (repeats the root cause)
+    assert len(codes) >= 2 and set(codes) == {"2"}  # each worker exits 2
     assert done.returncode != 0
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
