@@ -1,0 +1,138 @@
+"""`beyondbp study run|status|report|plan`: a grid of runs, its progress and its report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+STATE_ORDER = ("completed", "diverged", "failed", "running", "interrupted", "pending")
+
+SPEC_HELP = """spec keys (dotted KEY=VALUE overrides, values as YAML):
+  methods=[bp,dfa_block]          training methods
+  sizes=[cpu-20k,cpu-60k]         named sizes, or sizes.NAME.n_layer=... for custom shapes
+  tokens=2e6 | tokens_per_param=20  training tokens per run (fixed, or x non-embedding parameters)
+  lrs.bp=[1e-3,3e-3]              learning rates swept per method (the best per size is kept)
+  seeds=[0,1]                     seeds
+  per_method.dfa.train.alignment_every=4   a RunConfig key for one method only
+  base.train.batch_tokens=8192    any RunConfig key for every run (see `beyondbp train --help`)
+"""
+
+
+def _spec_source(args) -> tuple[str | None, str | None]:
+    spec = args.spec
+    if spec is not None and "=" in spec:  # `study run --preset X KEY=VALUE`: argparse took an override as SPEC
+        args.overrides.insert(0, spec)
+        spec = None
+    return spec, args.preset
+
+
+def _load_plan(args):
+    from .study import load_spec, plan_study
+    spec_file, preset = _spec_source(args)
+    return plan_study(load_spec(spec_file, preset, args.overrides))
+
+
+def cmd_run(args) -> int:
+    from .report import write_report
+    from .study import run_study
+    plan = _load_plan(args)
+    counts = run_study(plan, args.out, workers=args.workers)
+    print(_counts_line(counts), file=sys.stderr)
+    out = write_report(args.out, bootstrap=args.bootstrap)
+    print(f"report: {out / 'report.html'}", file=sys.stderr)
+    return 0 if counts.get("failed", 0) == 0 else 1
+
+
+def cmd_plan(args) -> int:
+    plan = _load_plan(args)
+    total = 0.0
+    for run in plan.runs:
+        total += run.cost
+        print(f"{run.name:40s} {run.n_params:>12,} params {run.tokens:>14,} tokens {run.cost:10.3g} FLOPs")
+    print(f"{len(plan.runs)} runs, {total:.3g} FLOPs in all (exact BP count)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from .study import load_study, read_summary, run_state
+    plan = load_study(args.dir)
+    counts: dict[str, int] = {}
+    for run in plan.runs:
+        run_dir = Path(args.dir) / "runs" / run.name
+        state = run_state(run_dir)
+        counts[state] = counts.get(state, 0) + 1
+        summary = read_summary(run_dir) or {}
+        detail = ""
+        if summary.get("final_val_loss") is not None:
+            detail = f"val loss {summary['final_val_loss']:.4f}"
+        elif summary.get("error"):
+            detail = summary["error"]
+        print(f"{run.name:40s} {state:12s} {detail}".rstrip())
+    print(_counts_line(counts))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    out = write_report(args.dir, bootstrap=args.bootstrap)
+    print((out / "table1.md").read_text())
+    print((out / "verdict.md").read_text())
+    print(f"report: {out / 'report.html'}")
+    return 0
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s)]
+    return f"{total} runs: " + ", ".join(parts)
+
+
+def _add_spec_args(p) -> None:
+    p.add_argument("spec", nargs="?", metavar="SPEC", help="study spec (YAML file)")
+    p.add_argument("--preset", help="a built-in spec: smoke, quick, cpu, gpu, paper")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """Accepts `SPEC --out DIR KEY=VALUE`: positionals before and after options."""
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._parsing:
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
+def add_parser(subparsers) -> None:
+    study = subparsers.add_parser("study", help="run a grid of runs, fit frontiers, write the report")
+    sub = study.add_subparsers(dest="study_command", required=True, parser_class=_IntermixedParser)
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser("run", help="train every run of a study (rerun the same command to resume)",
+                       epilog=SPEC_HELP, formatter_class=fmt)
+    _add_spec_args(p)
+    p.add_argument("--out", required=True, help="study folder")
+    p.add_argument("--workers", type=int, default=None,
+                   help="runs trained at once (default: one per GPU, else one per CPU core)")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap samples for the intervals")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("plan", help="list a study's runs without training", epilog=SPEC_HELP, formatter_class=fmt)
+    _add_spec_args(p)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("status", help="state of every run of a study folder")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("report", help="fit frontiers and write DIR/report/")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap samples for the intervals")
+    p.set_defaults(func=cmd_report)
+
