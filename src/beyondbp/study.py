@@ -19,6 +19,9 @@ Spec keys (every one overridable as dotted KEY=VALUE):
   per_method           RunConfig keys for one method only ({dfa: {train.alignment_every: 4}})
   base                 RunConfig keys shared by every run (data, model.context, train schedule,
                        evaluation schedule: train.n_evals, train.eval_tokens)
+  slurm                how `--executor slurm` submits runs (beyondbp.slurm): partition, account,
+                       gpus_per_run, nodes, cpus_per_task, mem_gb, timeout_min, setup, extra,
+                       cluster (slurm | local), prepare_data; may change between invocations
 """
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ from .config import (ConfigError, ModelConfig, RunConfig, _coerce, apply_mapping
                      parse_overrides, to_dict)
 
 SPEC_KEYS = ("name", "description", "methods", "sizes", "tokens", "tokens_per_param", "lrs", "seeds",
-             "per_method", "base")
+             "per_method", "base", "slurm")
 # execution settings that may change between invocations on one study folder
 EXECUTION_KEYS = ("threads", "progress", "checkpoint_every_s")
 FINISHED = ("completed", "diverged")
@@ -228,7 +231,7 @@ def normalise_spec(raw: dict) -> dict:
             continue  # a preset configures methods a user may leave out with methods=[...]
         per_method[m] = _expand_dotted(mapping or {}, f"per_method.{m}")
 
-    return {
+    spec = {
         "name": str(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),
         "methods": list(methods),
@@ -240,6 +243,10 @@ def normalise_spec(raw: dict) -> dict:
         "per_method": per_method,
         "base": base,
     }
+    if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.slurm
+        from .slurm import normalise_slurm
+        spec["slurm"] = normalise_slurm(raw["slurm"])
+    return spec
 
 
 # --- plan ---------------------------------------------------------------------------------
@@ -332,6 +339,7 @@ def plan_study(spec: dict) -> StudyPlan:
 
 def _comparable(spec: dict) -> dict:
     spec = copy.deepcopy(spec)
+    spec.pop("slurm", None)
     for key in EXECUTION_KEYS:
         spec["base"]["train"].pop(key, None)
     return spec

@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 
-STATE_ORDER = ("completed", "diverged", "failed", "running", "interrupted", "pending")
+STATE_ORDER = ("completed", "diverged", "failed", "running", "queued", "interrupted", "pending")
+SLURM_FLAGS = (("cluster", "--cluster"), ("partition", "--partition"), ("account", "--account"),
+               ("gpus_per_run", "--gpus-per-run"), ("time", "--time"), ("wait", "--wait"))
 
 SPEC_HELP = """spec keys (dotted KEY=VALUE overrides, values as YAML):
   methods=[bp,dfa_block]          training methods
@@ -34,10 +36,44 @@ def _load_plan(args):
 
 
 def cmd_run(args) -> int:
+    from .config import ConfigError
     from .report import write_report
     from .study import run_study
+    if args.executor == "slurm":
+        return _run_slurm(args)
+    for attr, flag in SLURM_FLAGS:
+        if getattr(args, attr) not in (None, False):
+            raise ConfigError(f"{flag}: applies to --executor slurm only")
     plan = _load_plan(args)
     counts = run_study(plan, args.out, workers=args.workers)
+    print(_counts_line(counts), file=sys.stderr)
+    out = write_report(args.out, bootstrap=args.bootstrap)
+    print(f"report: {out / 'report.html'}", file=sys.stderr)
+    return 0 if counts.get("failed", 0) == 0 else 1
+
+
+def _run_slurm(args) -> int:
+    """Submit one Slurm job per unfinished run; print the job ids; with --wait, then report."""
+    from .config import ConfigError
+    from .report import write_report
+    from .slurm import parse_time_minutes, plan_for_slurm, require_submitit, resolve_settings, run_study_slurm
+    from .study import load_spec
+    if args.workers is not None:
+        raise ConfigError("--workers: applies to --executor local only (Slurm runs one job per run)")
+    require_submitit()
+    spec_file, preset = _spec_source(args)
+    spec = load_spec(spec_file, preset, args.overrides)
+    cli = {"cluster": args.cluster, "partition": args.partition, "account": args.account,
+           "gpus_per_run": args.gpus_per_run,
+           "timeout_min": parse_time_minutes(args.time) if args.time is not None else None}
+    settings = resolve_settings(spec, cli)
+    plan = plan_for_slurm(spec, settings)
+    job_ids = run_study_slurm(plan, args.out, settings, wait=args.wait)
+    if not args.wait:
+        print(f"{len(job_ids)} jobs submitted; follow them with `beyondbp study status {args.out}`, "
+              f"then `beyondbp study report {args.out}`", file=sys.stderr)
+        return 0
+    counts = _print_status(plan, args.out, quiet=True)
     print(_counts_line(counts), file=sys.stderr)
     out = write_report(args.out, bootstrap=args.bootstrap)
     print(f"report: {out / 'report.html'}", file=sys.stderr)
@@ -55,12 +91,23 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .study import load_study, read_summary, run_state
+    from .study import load_study
     plan = load_study(args.dir)
+    print(_counts_line(_print_status(plan, args.dir)))
+    return 0
+
+
+def _print_status(plan, study_dir, quiet: bool = False) -> dict[str, int]:
+    """One line per run (state, val loss or error, Slurm job); returns {state: count}."""
+    from .study import read_summary, run_state
+    runs_dir = Path(study_dir) / "runs"
+    slurm_runs = any((runs_dir / run.name / "slurm_job.json").exists() for run in plan.runs)
+    if slurm_runs:
+        from .slurm import run_status  # queued/running from the scheduler (sacct), else from files
     counts: dict[str, int] = {}
     for run in plan.runs:
-        run_dir = Path(args.dir) / "runs" / run.name
-        state = run_state(run_dir)
+        run_dir = runs_dir / run.name
+        state, job = run_status(run_dir) if slurm_runs else (run_state(run_dir), "")
         counts[state] = counts.get(state, 0) + 1
         summary = read_summary(run_dir) or {}
         detail = ""
@@ -68,9 +115,10 @@ def cmd_status(args) -> int:
             detail = f"val loss {summary['final_val_loss']:.4f}"
         elif summary.get("error"):
             detail = summary["error"]
-        print(f"{run.name:40s} {state:12s} {detail}".rstrip())
-    print(_counts_line(counts))
-    return 0
+        detail = "; ".join(d for d in (detail, job) if d)
+        if not quiet:
+            print(f"{run.name:40s} {state:12s} {detail}".rstrip())
+    return counts
 
 
 def cmd_report(args) -> int:
@@ -120,6 +168,17 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--workers", type=int, default=None,
                    help="runs trained at once (default: one per GPU, else one per CPU core)")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: worker processes here; slurm: one submitit job per run (spec section slurm:)")
+    p.add_argument("--cluster", choices=("slurm", "local"), default=None,
+                   help="--executor slurm only: local runs the submitit jobs on this machine (tests, debugging)")
+    p.add_argument("--partition", default=None, help="Slurm partition (slurm.partition)")
+    p.add_argument("--account", default=None, help="Slurm account (slurm.account)")
+    p.add_argument("--gpus-per-run", type=int, default=None,
+                   help="GPUs per run, one torch.distributed rank each (slurm.gpus_per_run, default 1)")
+    p.add_argument("--time", default=None, help="time limit per job, e.g. 72:00:00 (slurm.timeout_min)")
+    p.add_argument("--wait", action="store_true",
+                   help="--executor slurm: wait for the jobs, then write the report (default: submit and exit)")
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap samples for the intervals")
     p.set_defaults(func=cmd_run)
 
