@@ -6,6 +6,7 @@ or value, and exits with status 2; an interrupted run exits with 130 after check
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .config import ConfigError, describe_keys
@@ -100,6 +101,16 @@ def _register_extra_commands() -> None:
             _EXTRA_COMMANDS.append(mod.add_parser)
 
 
+def _say(message: str) -> None:
+    """Print one line to stderr in a single write, so lines from several ranks never interleave."""
+    sys.stderr.flush()
+    data = (message + "\n").encode("utf-8", "replace")
+    try:
+        os.write(sys.stderr.fileno(), data)
+    except (AttributeError, OSError, ValueError):  # stderr replaced (pytest capsys, notebooks)
+        sys.stderr.write(message + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     _register_extra_commands()
     parser = build_parser()
@@ -107,20 +118,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except ConfigError as exc:
-        print(f"beyondbp: error: {exc}", file=sys.stderr)
+        _say(f"beyondbp: error: {exc}")
         return 2
     except KeyboardInterrupt:
-        print("beyondbp: interrupted", file=sys.stderr)
+        _say("beyondbp: interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - last-resort one-liner; tracebacks with BEYONDBP_DEBUG=1
         from .train import Interrupted
         if isinstance(exc, Interrupted):
-            print(f"beyondbp: {exc}", file=sys.stderr)
+            _say(f"beyondbp: {exc}")
             return 130
-        import os
         if os.environ.get("BEYONDBP_DEBUG"):
             raise
-        print(f"beyondbp: error: {type(exc).__name__}: {exc} (set BEYONDBP_DEBUG=1 for a traceback)", file=sys.stderr)
+        _say(f"beyondbp: error: {type(exc).__name__}: {exc} (set BEYONDBP_DEBUG=1 for a traceback)")
         return 1
 
 
