@@ -5,7 +5,8 @@ kind "mlp"); AdamW (`train.make_optimizer`: decay on weight matrices only) at a 
 learning rate applies them, without clipping. `mlp_base_config` holds the track's
 defaults (lr, beta2, weight decay). A run directory holds
 `config.yaml`, `metrics.jsonl` (one row per epoch, epoch 0 before any training),
-`summary.json`, `angles.png` and `comparison.md` (this run beside its sibling runs).
+`summary.json` (both also in the Transformer track's columns: step, tokens = examples,
+val_loss = test loss, compute_*; so `beyondbp study` sweeps MLPs too), `angles.png` and `comparison.md` (this run beside its sibling runs).
 
 Alignment, per epoch, on a fixed batch of test examples (as in Lillicrap et al.'s figure):
 - `angle_hidden[layerK]`: angle between the signal the method delivers to hidden layer K's
@@ -30,6 +31,7 @@ from .config import ConfigError, RunConfig, build_config, dump_yaml
 from .methods import build_method
 from .mlp import load_image_data, resolve_mlp_config
 from .model import build_model
+from .train import PF_DAY
 
 ANGLE_EXAMPLES = 256
 COMPARED_METHODS = ("bp", "fa", "dfa")
@@ -67,7 +69,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     cfg.model.kind = "mlp"
     data = load_image_data(cfg.data)
     resolve_mlp_config(cfg.model, data.n_inputs, data.n_classes)
-    _validate_train(cfg)
+    validate_train(cfg)
     summary_path = out / "summary.json"
     check_same_config(out, cfg)
     if summary_path.exists() and json.loads(summary_path.read_text()).get("status") in ("completed", "diverged"):
@@ -89,6 +91,8 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     atomic_write(out / "config.yaml", dump_yaml(cfg))
     (out / "metrics.jsonl").write_text("")
 
+    per_example = method.compute_per_token()  # one "token" is one example
+    steps_per_epoch = math.ceil(len(train_x) / cfg.train.batch_examples)
     rows, elapsed, status = [], 0.0, "completed"
     bar = _progress(cfg, quiet)
     for epoch in range(cfg.train.epochs + 1):
@@ -102,9 +106,16 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
                 break
         angle_hidden, angle_weights = measure_angles(method, probe_x, probe_y)
         test_error, test_loss = evaluate(model, test_x, test_y)
-        rows.append({"epoch": epoch, "examples": epoch * len(train_x), "train_loss": train_loss,
+        examples = epoch * len(train_x)
+        rows.append({"epoch": epoch, "examples": examples, "train_loss": train_loss,
                      "test_loss": test_loss, "test_error": test_error, "angle_hidden": angle_hidden,
-                     "angle_weights": angle_weights, "elapsed_s": elapsed})
+                     "angle_weights": angle_weights, "elapsed_s": elapsed,
+                     # the Transformer track's columns, so studies and reports read MLP runs alike
+                     "step": epoch * steps_per_epoch, "tokens": examples, "val_loss": test_loss,
+                     "compute_flops": examples * per_example["paper"],
+                     "compute_pf_days": examples * per_example["paper"] / PF_DAY,
+                     "compute_flops_optimistic": examples * per_example["optimistic"],
+                     "compute_flops_exact": examples * per_example["exact"]})
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rows[-1]) + "\n")
         if epoch > 0:
@@ -112,16 +123,18 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
             bar.set_postfix(loss=f"{train_loss:.3f}", test_error=f"{test_error:.3f}", refresh=False)
     bar.close()
 
-    per_example = method.compute_per_token()
     examples = rows[-1]["examples"]
     summary = {
         "method": cfg.method.name, "seed": cfg.seed, "dataset": cfg.data.dataset,
         "depth": cfg.model.depth, "width": cfg.model.width, "activation": cfg.model.activation,
         "n_params": model.n_params(), "epochs": rows[-1]["epoch"], "examples": examples,
+        "tokens": examples, "steps": rows[-1]["step"],
         "compute_flops": examples * per_example["paper"],
+        "compute_pf_days": examples * per_example["paper"] / PF_DAY,
         "compute_flops_optimistic": examples * per_example["optimistic"],
         "compute_flops_exact": examples * per_example["exact"],
         "test_error": rows[-1]["test_error"] if status == "completed" else None,
+        "final_val_loss": rows[-1]["test_loss"] if status == "completed" else None,
         "train_loss": rows[-1]["train_loss"], "angle_hidden": rows[-1]["angle_hidden"],
         "angle_weights": rows[-1]["angle_weights"], "elapsed_s": elapsed, "status": status,
     }
@@ -150,7 +163,7 @@ def run_mlp_all(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
             else "diverged", "runs": summaries}
 
 
-def _validate_train(cfg: RunConfig) -> None:
+def validate_train(cfg: RunConfig) -> None:
     t = cfg.train
     if t.epochs < 0:
         raise ConfigError(f"train.epochs: must be >= 0, got {t.epochs}")

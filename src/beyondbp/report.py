@@ -145,10 +145,11 @@ def _interval(ci) -> str:
     return "" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
 
-def table1_rows(fits: AccountingFits, methods: list[str]) -> list[dict]:
+def table1_rows(fits: AccountingFits, methods: list[str], track: str = "transformer") -> list[dict]:
+    """Table 1's rows; the paper's columns only for the Transformer track (its Table 1 is about GPTs)."""
     rows = []
     for m in methods:
-        fit, paper = fits.fits.get(m), PAPER_TABLE1.get(m)
+        fit, paper = fits.fits.get(m), PAPER_TABLE1.get(m) if track == "transformer" else None
         rows.append({
             "method": m,
             "alpha_C": fit.alpha_C if fit else None, "alpha_C_ci": fit.alpha_C_ci if fit else None,
@@ -210,10 +211,13 @@ def table1_tex(rows: list[dict]) -> str:
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
-def verdict_sentence(method: str, v: dict, unit: str) -> str:
+def verdict_sentence(method: str, v: dict, unit: str, c_range: tuple[float, float] | None = None) -> str:
     text = SCENARIO_WORDS[v["scenario"]].format(alt=method)
     if v.get("crossover_pf_days") is not None:
         text += f"; the frontiers cross at {v['crossover_pf_days']:.3g} {unit}"
+        if c_range is not None and v["crossover_pf_days"] > c_range[1]:
+            text += (f", {v['crossover_pf_days'] / c_range[1]:.3g}x beyond the largest compute studied "
+                     f"({c_range[1]:.3g} {unit}): an extrapolation of the fits")
     if v.get("confidence") is not None:
         text += f" (scenario {v['scenario']}, confidence {100 * v['confidence']:.0f}% over bootstrap samples)"
     else:
@@ -233,7 +237,7 @@ def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: 
             lines += [f"No verdict: BP has no fitted frontier ({fits.unfitted.get(REFERENCE, 'no completed runs')}).", ""]
             continue
         for method, v in fits.verdicts.items():
-            lines.append(f"- {verdict_sentence(method, v, unit)}")
+            lines.append(f"- {verdict_sentence(method, v, unit, fits.c_range)}")
         for method, why in fits.unfitted.items():
             lines.append(f"- {method}: no verdict ({why}).")
         lines.append("")
@@ -252,7 +256,8 @@ def _color(method: str, index: int) -> str:
     return COLORS.get(method) or matplotlib.colormaps["tab10"](index % 10)
 
 
-def frontier_figure(results: list[RunResult], fits: AccountingFits, methods: list[str]):
+def frontier_figure(results: list[RunResult], fits: AccountingFits, methods: list[str],
+                    ylabel: str = "validation loss"):
     """The paper's Figure 3: every run's loss against compute (thin), fitted frontiers (bold),
     the compute range where each method's frontier is lowest shaded."""
     import matplotlib
@@ -290,7 +295,7 @@ def frontier_figure(results: list[RunResult], fits: AccountingFits, methods: lis
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("compute (PF-days, the paper's accounting)")
-    ax.set_ylabel("validation loss")
+    ax.set_ylabel(ylabel)
     ax.set_title("Compute-efficient frontiers (shaded: where each method's frontier is lowest)")
     if any(m in fits.fits for m in methods):
         ax.legend(fontsize=8)
@@ -423,7 +428,7 @@ def write_report(study_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> 
     all_fits = {name: fit_accounting(frontier_points(kept, name), bootstrap, seed) for name in ACCOUNTINGS}
     out = Path(study_dir) / "report"
     out.mkdir(exist_ok=True)
-    t1 = table1_rows(all_fits["paper"], methods)
+    t1 = table1_rows(all_fits["paper"], methods, spec.get("track", "transformer"))
     (out / "table1.md").write_text(table1_markdown(t1))
     (out / "table1.csv").write_text(table1_csv(t1))
     (out / "table1.tex").write_text(table1_tex(t1))
@@ -437,7 +442,8 @@ def write_report(study_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> 
 
     import matplotlib.pyplot as plt
     images = {}
-    fig = frontier_figure(results, all_fits["paper"], methods)
+    fig = frontier_figure(results, all_fits["paper"], methods,
+                          "test loss" if spec.get("track") == "mlp" else "validation loss")
     fig.savefig(out / "frontier.svg")
     images["Figure 3: loss against compute, fitted frontiers"] = _png_bytes(fig)
     (out / "frontier.png").write_bytes(images["Figure 3: loss against compute, fitted frontiers"])

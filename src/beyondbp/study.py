@@ -7,12 +7,15 @@ resumable: completed runs are skipped, interrupted ones resume from their checkp
 
 Spec keys (every one overridable as dotted KEY=VALUE):
   name, description    labels for the report
+  track                transformer (default) or mlp: the fully-connected track (`beyondbp mlp`),
+                       sizes then set model.depth/width/activation, the budget is
+                       base.train.epochs (no tokens key), and one "token" is one example
   methods              training methods, e.g. [bp, dfa_block, shallow]
   sizes                named sizes (beyondbp.model.NAMED_SIZES) or mappings of model keys,
                        as a list ([cpu-20k, {name: tiny, n_layer: 2, d_model: 16, n_head: 2}])
                        or a mapping name -> named size / model keys
   tokens               training tokens per run (fixed, as in the paper), or
-  tokens_per_param     tokens = ratio x non-embedding parameters (Kaplan's N)
+  tokens_per_param     tokens = ratio x non-embedding parameters (Kaplan's N); transformer only
   lrs                  learning rates swept per method ({bp: [1e-3, 3e-3]}); the best per size
                        is kept for the frontier. A method without an entry uses base.train.lr
   seeds                list of seeds
@@ -45,11 +48,12 @@ import yaml
 from .config import (ConfigError, ModelConfig, RunConfig, _coerce, apply_mapping, load_yaml,
                      parse_overrides, to_dict)
 
-SPEC_KEYS = ("name", "description", "methods", "sizes", "tokens", "tokens_per_param", "lrs", "seeds",
+SPEC_KEYS = ("name", "description", "track", "methods", "sizes", "tokens", "tokens_per_param", "lrs", "seeds",
              "per_method", "base", "slurm")
 # execution settings that may change between invocations on one study folder
 EXECUTION_KEYS = ("threads", "progress", "checkpoint_every_s")
 FINISHED = ("completed", "diverged")
+TRACKS = ("transformer", "mlp")
 
 
 # --- spec: load, override, normalise ------------------------------------------------------
@@ -118,7 +122,15 @@ def _expand_dotted(mapping: dict, where: str) -> dict:
     return nested
 
 
-def _normalise_sizes(sizes) -> dict[str, dict]:
+def _base_config(track: str) -> RunConfig:
+    """The RunConfig defaults a track's runs start from."""
+    if track == "mlp":
+        from .mlp_train import mlp_base_config
+        return mlp_base_config()
+    return RunConfig()
+
+
+def _normalise_sizes(sizes, track: str = "transformer") -> dict[str, dict]:
     from .model import NAMED_SIZES
     if isinstance(sizes, dict):
         items = list(sizes.items())
@@ -129,7 +141,9 @@ def _normalise_sizes(sizes) -> dict[str, dict]:
                 items.append((entry, entry))
             elif isinstance(entry, dict):
                 entry = dict(entry)
-                name = entry.pop("name", None) or f"L{entry.get('n_layer', '?')}d{entry.get('d_model', '?')}"
+                name = entry.pop("name", None) or (f"D{entry.get('depth', 3)}w{entry.get('width', 256)}"
+                                                   if track == "mlp" else
+                                                   f"L{entry.get('n_layer', '?')}d{entry.get('d_model', '?')}")
                 items.append((str(name), entry))
             else:
                 raise ConfigError(f"sizes: expected a named size or a mapping of model keys, got {entry!r}")
@@ -145,6 +159,9 @@ def _normalise_sizes(sizes) -> dict[str, dict]:
         if "_" in name or "/" in name:
             raise ConfigError(f"sizes: size name {name!r} must not contain '_' or '/' (it names run folders)")
         if isinstance(value, str):
+            if track == "mlp":
+                raise ConfigError(f"sizes.{name}: an MLP size is a mapping of model keys "
+                                  f"(depth, width, activation), got {value!r}")
             if value not in NAMED_SIZES:
                 raise ConfigError(f"sizes: unknown size {value!r} (valid: {', '.join(NAMED_SIZES)})")
             value = {"size": value}
@@ -183,21 +200,32 @@ def normalise_spec(raw: dict) -> dict:
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} (valid spec keys: {', '.join(SPEC_KEYS)})")
 
+    track = str(raw.get("track") or "transformer")
+    if track not in TRACKS:
+        raise ConfigError(f"track: unknown track {track!r} (valid: {', '.join(TRACKS)})")
     methods = raw.get("methods")
     if isinstance(methods, str):
         methods = [methods]
     if not isinstance(methods, list) or not methods:
         raise ConfigError("methods: must list at least one training method")
     valid = available()
+    kind = "mlp" if track == "mlp" else "gpt"
     for m in methods:
         if m not in valid:
             raise ConfigError(f"methods: unknown method {m!r} (valid: {', '.join(valid)})")
+        if kind not in valid[m].supports:
+            raise ConfigError(f"methods: {m!r} cannot train the {track} track "
+                              f"(methods for it: {', '.join(n for n, c in valid.items() if kind in c.supports)})")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"methods: a method is listed twice: {methods}")
 
     tokens = _positive(raw.get("tokens"), int, "tokens")
     ratio = _positive(raw.get("tokens_per_param"), float, "tokens_per_param")
-    if (tokens is None) == (ratio is None):
+    if track == "mlp":
+        if tokens is not None or ratio is not None:
+            raise ConfigError(f"{'tokens' if tokens is not None else 'tokens_per_param'}: the mlp track's "
+                              f"budget is base.train.epochs; leave tokens out")
+    elif (tokens is None) == (ratio is None):
         raise ConfigError("tokens: give exactly one of tokens (per run) or tokens_per_param")
 
     seeds = raw.get("seeds", [0])
@@ -208,7 +236,7 @@ def normalise_spec(raw: dict) -> dict:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: a seed is listed twice: {seeds}")
 
-    base_cfg = apply_mapping(RunConfig(), raw.get("base") or {}, prefix="base.")
+    base_cfg = apply_mapping(_base_config(track), raw.get("base") or {}, prefix="base.")
     base = to_dict(base_cfg)
     base.pop("method")  # a run's method comes from `methods`, its seed from `seeds`
     base.pop("seed")
@@ -234,8 +262,9 @@ def normalise_spec(raw: dict) -> dict:
     spec = {
         "name": str(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),
+        "track": track,
         "methods": list(methods),
-        "sizes": _normalise_sizes(raw.get("sizes")),
+        "sizes": _normalise_sizes(raw.get("sizes"), track),
         "tokens": tokens,
         "tokens_per_param": ratio,
         "lrs": lrs,
@@ -311,15 +340,20 @@ def plan_study(spec: dict) -> StudyPlan:
     """Every run of the grid as a validated RunConfig; raises ConfigError before any run starts."""
     from .train import learning_rate, make_plan
     plan = StudyPlan(spec)
+    track = spec.get("track", "transformer")
     for method in spec["methods"]:
         for size, model_keys in spec["sizes"].items():
             for lr in spec["lrs"][method]:
                 for seed in spec["seeds"]:
-                    cfg = apply_mapping(RunConfig(), copy.deepcopy(spec["base"]), prefix="base.")
+                    cfg = apply_mapping(_base_config(track), copy.deepcopy(spec["base"]), prefix="base.")
                     apply_mapping(cfg, {"model": model_keys}, prefix="sizes.")
                     apply_mapping(cfg, copy.deepcopy(spec["per_method"].get(method, {})),
                                   prefix=f"per_method.{method}.")
                     cfg.method.name, cfg.seed, cfg.train.lr = method, seed, lr
+                    name = run_name(method, size, lr, seed)
+                    if track == "mlp":
+                        plan.runs.append(_plan_mlp_run(name, method, size, lr, seed, cfg))
+                        continue
                     n_params, forward_flops = model_counts(cfg)
                     if spec["tokens"] is not None:
                         tokens = spec["tokens"]
@@ -329,10 +363,33 @@ def plan_study(spec: dict) -> StudyPlan:
                     cfg.train.tokens = max(batch, tokens // batch * batch) if batch > 0 else tokens
                     make_plan(cfg)
                     learning_rate(cfg, 0, 1)
-                    name = run_name(method, size, lr, seed)
                     plan.runs.append(PlannedRun(name, method, size, lr, seed, cfg, n_params,
                                                 3.0 * forward_flops * cfg.train.tokens))
     return plan
+
+
+def _plan_mlp_run(name: str, method: str, size: str, lr: float, seed: int, cfg: RunConfig) -> PlannedRun:
+    """An MLP run: its model shape from the dataset, its tokens = epochs x training examples."""
+    from .mlp import resolve_mlp_config
+    from .mlp_train import validate_train
+    cfg.model.kind = "mlp"
+    n_inputs, n_classes, n_train = _image_data_shape(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
+    resolve_mlp_config(cfg.model, n_inputs, n_classes)
+    validate_train(cfg)
+    widths = [cfg.model.n_inputs] + [cfg.model.width] * cfg.model.depth + [cfg.model.n_classes]
+    n_params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    forward_flops = sum(2 * a * b for a, b in zip(widths, widths[1:]))
+    examples = cfg.train.epochs * n_train
+    cfg.train.tokens = examples
+    return PlannedRun(name, method, size, lr, seed, cfg, n_params, 3.0 * forward_flops * examples)
+
+
+@functools.lru_cache(maxsize=None)
+def _image_data_shape(data_key: str) -> tuple[int, int, int]:
+    from .config import DataConfig
+    from .mlp import load_image_data
+    data = load_image_data(DataConfig(**json.loads(data_key)))
+    return data.n_inputs, data.n_classes, len(data.train_x)
 
 
 # --- study folder ---------------------------------------------------------------------------
@@ -456,7 +513,8 @@ def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> su
     lock_fd = os.open(run_dir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(lock_fd, fcntl.LOCK_EX)
     log = open(run_dir / "train.log", "a")
-    cmd = [sys.executable, "-m", "beyondbp", "train", "--config", str(run_dir / "run.yaml"), "--out", str(run_dir)]
+    command = "mlp" if cfg.model.kind == "mlp" else "train"
+    cmd = [sys.executable, "-m", "beyondbp", command, "--config", str(run_dir / "run.yaml"), "--out", str(run_dir)]
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
                                 pass_fds=(lock_fd,),
@@ -554,7 +612,10 @@ def prepare_data(runs: list[PlannedRun]) -> None:
         key = json.dumps(dataclasses.asdict(run.cfg.data), sort_keys=True)
         if key not in seen:
             seen.add(key)
-            load_token_data(run.cfg.data)
+            if run.cfg.model.kind == "mlp":
+                _image_data_shape(key)
+            else:
+                load_token_data(run.cfg.data)
 
 
 def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:

@@ -18,6 +18,8 @@ SPEC_HELP = """spec keys (dotted KEY=VALUE overrides, values as YAML):
   seeds=[0,1]                     seeds
   per_method.dfa.train.alignment_every=4   a RunConfig key for one method only
   base.train.batch_tokens=8192    any RunConfig key for every run (see `beyondbp train --help`)
+  track=mlp                       the fully-connected track: sizes.NAME.width=..., base.train.epochs=...
+                                  (see --preset mlp)
 """
 
 
@@ -83,9 +85,10 @@ def _run_slurm(args) -> int:
 def cmd_plan(args) -> int:
     plan = _load_plan(args)
     total = 0.0
+    unit = "examples" if plan.spec.get("track") == "mlp" else "tokens"
     for run in plan.runs:
         total += run.cost
-        print(f"{run.name:40s} {run.n_params:>12,} params {run.tokens:>14,} tokens {run.cost:10.3g} FLOPs")
+        print(f"{run.name:40s} {run.n_params:>12,} params {run.tokens:>14,} {unit} {run.cost:10.3g} FLOPs")
     print(f"{len(plan.runs)} runs, {total:.3g} FLOPs in all (exact BP count)")
     return 0
 
