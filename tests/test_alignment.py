@@ -89,3 +89,23 @@ def test_hidden_signal_alignment_is_the_cosine_of_b_e_and_the_backpropagated_gra
         assert math.isclose(signals[k], expected[k], rel_tol=1e-9, abs_tol=1e-12)
     bp = build_method(model, MethodConfig(name="bp"), model_kind="mlp")
     assert all(abs(v - 1.0) < 1e-9 for v in hidden_signal_alignment(bp, x, y).values())
+
+
+def test_blockwise_dfa_signal_is_aligned_only_as_far_as_b_resembles_the_residual_identity():
+    """Why dfa_block's non-final blocks stay near zero (or negative) alignment in our runs:
+    through a pre-LN residual stream, BP's gradient at a block's output is mostly the
+    pre-projector error e itself (the identity path), so B e aligns with it only when B does
+    with the identity. With B = I the signal is within a few degrees of BP's; with a Gaussian B
+    it is nearly orthogonal, and no forward weight can learn to rotate the identity path."""
+    gpt = tiny_gpt()
+    x, y = batch()
+    random_b = build_method(gpt, MethodConfig(name="dfa_block"))
+    gaussian = hidden_signal_alignment(random_b, x, y)
+    identity_b = build_method(gpt, MethodConfig(name="dfa_block"))
+    for projection in identity_b.feedback.projections:
+        projection.matrix.copy_(torch.eye(*projection.matrix.shape, dtype=projection.matrix.dtype))
+    identity = hidden_signal_alignment(identity_b, x, y)
+    for block in ("block0", "block1"):
+        assert identity[block] > 0.85, identity
+        assert abs(gaussian[block]) < 0.35, gaussian
+    assert abs(gaussian["block2"] - 1.0) < 1e-9 and abs(identity["block2"] - 1.0) < 1e-9  # trained by BP
