@@ -142,3 +142,13 @@ def test_html_report_renders_in_headless_chromium(study, tmp_path):
     for img in check["imgs"]:
         assert img["data"] and img["complete"] and img["w"] > 100 and img["h"] > 100
     assert check["table1"][0] == "bp" and check["table1"][1] == "-0.07"
+
+
+def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
+    from beyondbp.report import table1_tex
+    row = {"method": "dfa_block", "alpha_C": -0.001, "alpha_C_ci": (-0.006, -0.001), "C_c": math.inf,
+           "C_c_ci": (3.07e70, math.inf), "frontier_points": 9, "paper_alpha_C": -0.04, "paper_C_c": 5.1e10,
+           "note": ""}
+    tex = table1_tex([row])
+    assert r"dfa\_block & $-0.001$ [$-0.006$, $-0.001$] & $\infty$ [$3.07\times10^{70}$, $\infty$]" in tex
+    assert "nan" not in tex

@@ -167,7 +167,10 @@ def fit_frontier(compute, loss, runs=None, bootstrap: int = 200, seed: int = 0,
 
 
 def _percentile_ci(values: np.ndarray) -> tuple[float, float]:
-    lo, hi = np.percentile(values, [2.5, 97.5])
+    """95% percentile interval, without interpolating: a flat frontier's C_c is +inf in some
+    samples, and inf - inf would turn the bound into nan."""
+    lo = np.percentile(values, 2.5, method="lower")
+    hi = np.percentile(values, 97.5, method="higher")
     return float(lo), float(hi)
 
 

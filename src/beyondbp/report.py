@@ -188,8 +188,10 @@ def table1_csv(rows: list[dict]) -> str:
 
 
 def _tex_number(x: float | None) -> str:
-    if x is None:
+    if x is None or math.isnan(x):
         return "--"
+    if math.isinf(x):  # a flat frontier (alpha_C ~ 0) puts C_c beyond floating point
+        return r"$\infty$" if x > 0 else r"$-\infty$"
     mantissa, exponent = f"{x:.2e}".split("e")
     exponent = int(exponent)
     return f"${mantissa}$" if exponent == 0 else f"${mantissa}\\times10^{{{exponent}}}$"
