@@ -376,9 +376,7 @@ def _plan_mlp_run(name: str, method: str, size: str, lr: float, seed: int, cfg: 
     n_inputs, n_classes, n_train = _image_data_shape(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
     resolve_mlp_config(cfg.model, n_inputs, n_classes)
     validate_train(cfg)
-    widths = [cfg.model.n_inputs] + [cfg.model.width] * cfg.model.depth + [cfg.model.n_classes]
-    n_params = sum(a * b + b for a, b in zip(widths, widths[1:]))
-    forward_flops = sum(2 * a * b for a, b in zip(widths, widths[1:]))
+    n_params, forward_flops = _counts_of(tuple(sorted(dataclasses.asdict(cfg.model).items())))
     examples = cfg.train.epochs * n_train
     cfg.train.tokens = examples
     return PlannedRun(name, method, size, lr, seed, cfg, n_params, 3.0 * forward_flops * examples)
