@@ -108,12 +108,22 @@ def test_gpt_dfa_feeds_every_layer_and_trains_last_block_and_head_by_bp():
     block = model.blocks[0]
     with torch.no_grad():
         x0 = model.embed(x)
-        x1 = x0 + block.attn(block.ln_1(x0))
+        x0_hat = (x0 - x0.mean(-1, keepdim=True)) / torch.sqrt(x0.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        ln1 = block.ln_1(x0)
+        attended = block.attn.attend(block.attn.c_attn(ln1))
+        x1 = x0 + block.attn.c_proj(attended)
         ln2 = block.ln_2(x1)
         pre = ln2 @ block.mlp.c_fc.weight.T + block.mlp.c_fc.bias
         hidden = F.relu(pre)
         feedback = e @ B
     flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    # every layer gets B e at its own output, times its own input: no gradient through attention
+    torch.testing.assert_close(grads["blocks.0.attn.c_attn.weight"], flat(feedback[..., :48]).T @ flat(ln1), **TOL)
+    torch.testing.assert_close(grads["blocks.0.attn.c_attn.bias"], flat(feedback[..., :48]).sum(0), **TOL)
+    torch.testing.assert_close(grads["blocks.0.attn.c_proj.weight"], flat(feedback[..., :16]).T @ flat(attended), **TOL)
+    # LayerNorm gains and biases: B e times the normalised input, and B e
+    torch.testing.assert_close(grads["blocks.0.ln_1.weight"], flat(feedback[..., :16] * x0_hat).sum(0), **TOL)
+    torch.testing.assert_close(grads["blocks.0.ln_1.bias"], flat(feedback[..., :16]).sum(0), **TOL)
     # MLP output layer: B e (first 16 columns) times its input, the hidden activation
     torch.testing.assert_close(grads["blocks.0.mlp.c_proj.weight"], flat(feedback[..., :16]).T @ flat(hidden), **TOL)
     # MLP hidden layer: (B e ⊙ relu'(a)) times its input
@@ -221,7 +231,8 @@ def test_blockwise_off_injects_per_layer_and_all_switches_off_is_canonical_dfa()
     off = MethodConfig(name="dfa_block", preprojector_error=False, blockwise=False,
                        asymmetric_residuals=False, asymmetric_nonlinearity=False)
     per_layer, grads_off = method_grads(tiny_gpt(), off, x, y)
-    assert per_layer.injection_widths() == [16] + [16, 64, 16] * 2
+    # embedding, then per block: ln_1, qkv, attention projection, ln_2, MLP hidden, MLP projection
+    assert per_layer.injection_widths() == [16] + [16, 48, 16, 16, 64, 16] * 2
     _, grads_dfa = method_grads(tiny_gpt(), MethodConfig(name="dfa"), x, y)
     for name in grads_dfa:
         torch.testing.assert_close(grads_off[name], grads_dfa[name], **TOL)
@@ -287,9 +298,10 @@ def test_compute_per_token():
     # block-wise: every block backpropagates fully inside itself, so BP's count plus the feedback
     assert ours["exact"] == model.flops_per_token()["exact"] + 2 * 16 * 16
     d, T = 16, 8
-    weight_grads = (6 + 2 + 8 + 8) * d * d  # qkv, attention projection, MLP in and out
-    input_grads = (6 + 2 + 8) * d * d + 2 * 4 * T * d  # qkv and fc (LayerNorm gains), attn proj, attention
-    per_layer_block = weight_grads + input_grads
+    # weight gradients only (qkv, attention projection, MLP in and out): no input gradient, and the
+    # attention scores (4 T d per token forward) have no backward
+    per_layer_block = (6 + 2 + 8 + 8) * d * d
+    assert model.block_forward_flops_per_token() == per_layer_block + 4 * T * d
     expected = (model.forward_flops_per_token() + 2 * per_layer_block + 2 * model.block_forward_flops_per_token()
                 + 2 * model.head_forward_flops_per_token() + 2 * 20 * 64)
     assert dfa["exact"] == expected

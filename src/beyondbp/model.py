@@ -93,12 +93,16 @@ class CausalSelfAttention(nn.Module):
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        return self.c_proj(self.attend(self.c_attn(x)))
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Causal attention of the heads in qkv ([B, T, 3C]) -> [B, T, C], before the output projection."""
+        B, T, C3 = qkv.shape
+        C = C3 // 3
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        return y.transpose(1, 2).contiguous().view(B, T, C)
 
 
 class MLP(nn.Module):

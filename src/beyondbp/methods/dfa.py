@@ -13,10 +13,13 @@ B_i g to every injection point, from which autograd computes the layer's weight 
 One `objective.backward()` does everything: no hooks, no nested backward, so DDP works.
 
 Injection points:
-- GPT: the embedding output (the first layer) and, in every block but the last, three layers:
-  the attention sublayer output (before the residual sum; backpropagated through the attention
-  sublayer to its LayerNorm), the MLP hidden activation (so the signal is B e ⊙ f'(a)), and the
-  MLP output. The last block and the head are trained with backpropagation (the paper's rule).
+- GPT: the embedding output (the first layer) and, in every block but the last, every layer
+  with parameters: ln_1, the qkv projection, the attention output projection, ln_2, the MLP
+  hidden activation (so the signal is B e ⊙ f'(a)) and the MLP output projection. Each layer's
+  input is detached, so a block's backward is its four weight-gradient matmuls and nothing
+  else: no input gradients, no backward through the softmax attention (it has no parameters).
+  With the shared B, layers of one width get the same columns of B e. The last block and the
+  head are trained with backpropagation (the paper's rule).
 - Any other model with `embed`/`blocks`/`head`/`loss_fn` (the MLP track): every block is one
   injection point and the output layer gets its true gradient (Nøkland's DFA).
 """
@@ -61,12 +64,21 @@ class Switches:
 
 
 def per_layer_block_forward(block: Block, x: torch.Tensor, act=F.relu) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """A GPT block's forward with each layer's input detached: (output, [attn out, MLP hidden, MLP out])."""
-    attn_out = block.attn(block.ln_1(x))
+    """A GPT block's forward with every layer's input detached.
+
+    Returns (output, injection points): the outputs of ln_1, the qkv projection, the attention
+    output projection, ln_2, the MLP hidden activation and the MLP output projection. Each
+    layer sees a detached input, so the backward computes weight gradients only (the softmax
+    attention itself has no parameters and no backward)."""
+    x = x.detach()
+    ln1 = block.ln_1(x)
+    qkv = block.attn.c_attn(ln1.detach())
+    attn_out = block.attn.c_proj(block.attn.attend(qkv.detach()))
     x = x + attn_out.detach()
-    hidden = act(block.mlp.c_fc(block.ln_2(x)))
+    ln2 = block.ln_2(x)
+    hidden = act(block.mlp.c_fc(ln2.detach()))
     mlp_out = block.mlp.c_proj(hidden.detach())
-    return x + mlp_out.detach(), [attn_out, hidden, mlp_out]
+    return x + mlp_out.detach(), [ln1, qkv, attn_out, ln2, hidden, mlp_out]
 
 
 def gpt_block_matmul_flops(cfg) -> dict[str, int]:
@@ -110,7 +122,7 @@ class DirectFeedbackAlignment(TrainingMethod):
         if not self.transformer:
             return [output_width(b) for b in model.blocks]
         d, r = model.config.d_model, model.config.mlp_ratio
-        per_block = [d] if self.switches.blockwise else [d, r * d, d]
+        per_block = [d] if self.switches.blockwise else [d, 3 * d, d, d, r * d, d]  # per_layer_block_forward
         return [d] + per_block * (len(model.blocks) - 1)  # the embedding output first
 
     def forward(self, idx, targets):
@@ -159,11 +171,8 @@ class DirectFeedbackAlignment(TrainingMethod):
         full_backward = 2 * sum(m.values())
         if self.switches.blockwise:
             lower_backward = full_backward  # within a block everything is backpropagated
-        else:
-            weight_grads = m["qkv"] + m["attn_proj"] + m["fc"] + m["mlp_proj"]
-            # input gradients inside a layer: to the LayerNorm gains (qkv, fc) and through attention
-            input_grads = m["qkv"] + 2 * m["attention"] + m["attn_proj"] + m["fc"]
-            lower_backward = weight_grads + input_grads
+        else:  # weight gradients only: every layer's input is detached, attention has no backward
+            lower_backward = m["qkv"] + m["attn_proj"] + m["fc"] + m["mlp_proj"]
         head_backward = 2 * model.head_forward_flops_per_token()  # its input gradient feeds the last block
         backward = (len(model.blocks) - 1) * lower_backward + full_backward + head_backward
         return forward + backward + self.feedback.flops_per_token()
