@@ -31,6 +31,11 @@ def test_bench_json_rows(capsys):
         assert row["peak_mem_mb"] > 0 and row["ref_peak_mem_mb"] > 0
     bp, dfa = rows
     assert bp["step_time_ratio_vs_bp"] == 1.0 and bp["flops_ratio_vs_bp"] == 1.0
+    # activation memory is exact: the reference keeps what our BP keeps, give or take the
+    # method wrapper; canonical DFA keeps no attention internals below the last block
+    assert bp["activation_mb"] == pytest.approx(bp["ref_activation_mb"], rel=0.05)
+    assert dfa["activation_ratio_vs_bp"] == pytest.approx(dfa["activation_mb"] / bp["activation_mb"])
+    assert dfa["activation_ratio_vs_bp"] < 0.95
     assert dfa["step_time_ratio_vs_bp"] == pytest.approx(dfa["step_time_s"] / bp["step_time_s"])
 
 

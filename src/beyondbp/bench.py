@@ -119,6 +119,31 @@ class Contestant:
     def train_step(self, x, y) -> None:
         raise NotImplementedError
 
+    def forward(self, x, y) -> None:
+        """The step's forward (what its backward will need is saved here)."""
+        raise NotImplementedError
+
+    def activation_bytes(self, step: int = 0) -> int:
+        """Bytes autograd keeps from one forward for the backward: the distinct storages of
+        every saved tensor, parameters left out (they are resident either way). Exact and
+        allocator-independent, unlike the peak resident set."""
+        params = {p.untyped_storage().data_ptr() for p in self.parameters()}
+        saved: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storage = t.untyped_storage()
+            if storage.data_ptr() not in params:
+                saved[storage.data_ptr()] = storage.nbytes()
+            return t
+
+        x, y = self.fetch(step)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            self.forward(x, y)
+        return sum(saved.values())
+
+    def parameters(self):
+        raise NotImplementedError
+
 
 class MethodContestant(Contestant):
     """A method through the steps of train.py's loop (one micro-batch, one process)."""
@@ -140,6 +165,13 @@ class MethodContestant(Contestant):
         self.method.train()
         self.n_params = model.n_params()
         self.flops_per_token = self.method.compute_per_token()["exact"]
+
+    def parameters(self):
+        return self.method.parameters()
+
+    def forward(self, x, y) -> None:
+        with autocast_context(self.cfg, self.device):
+            self.method(x, y)  # eager, also under --compile: saved-tensor hooks see eager autograd
 
     def train_step(self, x, y) -> None:
         cfg, method = self.cfg, self.method
@@ -168,11 +200,20 @@ class ReferenceContestant(Contestant):
         autocast_dtype = torch.bfloat16 if device.type == "cuda" else None
         self.trainer = ref.ReferenceTrainer(torch.compile(model) if compile_model else model,
                                             autocast_dtype=autocast_dtype)
+        self.eager_model = model
         self.name, self.batch_tokens = REFERENCE, batch_tokens
         cfg = RunConfig()
         cfg.model.n_layer, cfg.model.d_model, cfg.model.n_head, cfg.model.context = n_layer, d_model, n_head, CONTEXT
         cfg.model.vocab_size = data.vocab_size
         self.flops_per_token = build_model(cfg.model).flops_per_token()["exact"]  # BP's count, same shapes
+
+    def parameters(self):
+        return self.eager_model.parameters()
+
+    def forward(self, x, y) -> None:
+        with torch.autocast(x.device.type, dtype=self.trainer.autocast_dtype or torch.bfloat16,
+                            enabled=self.trainer.autocast_dtype is not None):
+            self.eager_model(x, y)
 
     def train_step(self, x, y) -> None:
         self.trainer.step(x, y)
@@ -272,6 +313,7 @@ def bench_size(size: str, opts: BenchOptions, device: torch.device, data, peak_f
                                                                data, device, opts.compile))
     contestants = [build() for build in builders.values()]
     info = {c.name: (c.n_params, c.flops_per_token) for c in contestants}
+    activations = {c.name: c.activation_bytes() / 2 ** 20 for c in contestants}
     timing = time_interleaved(contestants, opts.steps, opts.warmup)
     del contestants
     memory = {name: peak_memory_mb(build, device) for name, build in builders.items()}
@@ -302,6 +344,8 @@ def bench_size(size: str, opts: BenchOptions, device: torch.device, data, peak_f
             "peak_mem_mb": memory[name], "ref_peak_mem_mb": memory[REFERENCE],
             "peak_mem_ratio_vs_ref": _ratio(memory[name], memory[REFERENCE]),
             "peak_mem_ratio_vs_bp": _ratio(memory[name], memory["bp"]),
+            "activation_mb": activations[name], "ref_activation_mb": activations[REFERENCE],
+            "activation_ratio_vs_bp": _ratio(activations[name], activations["bp"]),
             "data_wait_fraction": t["data_s"] / t["step_s"],
             "ref_data_wait_fraction": ref["data_s"] / ref["step_s"],
         }
@@ -347,6 +391,7 @@ TABLE_COLUMNS = [("size", "size", "{}"), ("method", "method", "{}"), ("params", 
                  ("% peak", "achieved_flops_fraction_of_peak", "{:.1%}"),
                  ("ref % peak", "ref_achieved_flops_fraction_of_peak", "{:.1%}"),
                  ("MB", "peak_mem_mb", "{:.0f}"), ("ref MB", "ref_peak_mem_mb", "{:.0f}"),
+                 ("act MB", "activation_mb", "{:.0f}"), ("ref act MB", "ref_activation_mb", "{:.0f}"),
                  ("data wait", "data_wait_fraction", "{:.1%}"), ("target", "target", "{}"),
                  ("met", "meets_target", "{}")]
 
