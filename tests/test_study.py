@@ -170,3 +170,16 @@ def test_failed_run_is_recorded_and_the_study_continues(tmp_path, monkeypatch):
     status = subprocess.run([sys.executable, "-m", "beyondbp", "study", "status", str(tmp_path / "s")],
                             capture_output=True, text=True, check=True).stdout
     assert "1 completed, 1 failed" in status and f"{broken.name}" in status
+
+
+def test_a_study_folder_from_before_tracks_still_resumes(tmp_path):
+    from beyondbp.study import prepare_study_dir
+    spec = load_spec(write_spec(tmp_path))
+    old = dict(spec)
+    del old["track"]  # spec.yaml as written before the MLP track existed
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "spec.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert prepare_study_dir(tmp_path / "study", spec) == tmp_path / "study"
+    other = load_spec(write_spec(tmp_path), overrides=["tokens=16384"])
+    with pytest.raises(ConfigError, match="holds a study with a different spec: tokens"):
+        prepare_study_dir(tmp_path / "study", other)

@@ -395,6 +395,7 @@ def _image_data_shape(data_key: str) -> tuple[int, int, int]:
 def _comparable(spec: dict) -> dict:
     spec = copy.deepcopy(spec)
     spec.pop("slurm", None)
+    spec.setdefault("track", "transformer")  # study folders from before tracks existed
     for key in EXECUTION_KEYS:
         spec["base"]["train"].pop(key, None)
     return spec
