@@ -6,7 +6,8 @@ learning rate applies them, without clipping. `mlp_base_config` holds the track'
 defaults (lr, beta2, weight decay). A run directory holds
 `config.yaml`, `metrics.jsonl` (one row per epoch, epoch 0 before any training),
 `summary.json` (both also in the Transformer track's columns: step, tokens = examples,
-val_loss = test loss, compute_*; so `beyondbp study` sweeps MLPs too), `angles.png` and `comparison.md` (this run beside its sibling runs).
+val_loss = test loss, compute_*; so `beyondbp study` sweeps MLPs too), `angles.png` and
+`comparison.md` (this run beside its sibling runs).
 
 Alignment, per epoch, on a fixed batch of test examples (as in Lillicrap et al.'s figure):
 - `angle_hidden[layerK]`: angle between the signal the method delivers to hidden layer K's
