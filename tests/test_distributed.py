@@ -82,6 +82,7 @@ def assert_same_curve(a: list[dict], b: list[dict]) -> None:
 
 @pytest.mark.parametrize("method, extra", [
     ("bp", []),
+    ("dfa", []),  # every layer an injection point, weight gradients only
     ("dfa_block", ["train.micro_batch_tokens=512"]),  # with accumulation: no_sync, then one all-reduce
 ])
 def test_two_processes_train_the_same_run_as_one(tmp_path, monkeypatch, method, extra):
