@@ -30,8 +30,10 @@ def test_loss_falls_and_outputs_are_complete(tmp_path, tiny_overrides):
     rows = metrics(out)
     assert rows[0]["step"] == 0 and rows[-1]["step"] == summary["steps"] == 20
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0
-    for key in ("step", "tokens", "compute_flops", "compute_pf_days", "train_loss", "val_loss", "lr", "elapsed_s"):
+    for key in ("step", "tokens", "compute_flops", "compute_pf_days", "train_loss", "val_loss", "lr", "elapsed_s",
+                "residual_rms", "residual_common"):
         assert key in rows[-1]
+    assert 0.0 <= rows[-1]["residual_common"] <= 1.0 + 1e-6 and rows[-1]["residual_rms"] > 0
     for key in ("method", "n_params", "n_params_nonembedding", "tokens", "compute_flops", "compute_pf_days",
                 "final_val_loss", "tokens_per_s", "status"):
         assert key in summary
@@ -169,3 +171,14 @@ def test_sample_generates_text(tmp_path, tiny_overrides, capsys):
     assert main(["sample", "--run", str(out), "--prompt", "ROMEO:", "--tokens", "20"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("ROMEO:") and len(text.encode()) >= len("ROMEO:") + 20 - 3
+
+
+def test_residual_stats_measure_how_alike_the_positions_are():
+    from beyondbp.train import residual_stats
+    row = torch.tensor([3.0, -4.0, 0.0, 0.0])
+    same = residual_stats(row.expand(2, 5, 4))  # every position the same vector
+    assert same["residual_common"] == pytest.approx(1.0) and same["residual_rms"] == pytest.approx(2.5)
+    opposite = residual_stats(torch.stack([row, -row]))  # the mean vector is zero
+    assert opposite["residual_common"] == pytest.approx(0.0)
+    mixed = residual_stats(torch.stack([row, torch.tensor([0.0, 0.0, 5.0, 0.0])]))
+    assert mixed["residual_common"] == pytest.approx(torch.tensor([3.0, -4.0, 5.0, 0.0]).norm().item() / 2 / 5)

@@ -196,19 +196,47 @@ def _progress(cfg: RunConfig, total: int, initial: int, enabled: bool):
                 dynamic_ncols=True, leave=False)
 
 
+def residual_stats(h: torch.Tensor) -> dict[str, float]:
+    """How the residual stream entering the final LayerNorm looks ([..., d_model] activations).
+
+    `residual_rms`: root mean square of its entries; `residual_common`: norm of the mean vector
+    over all positions divided by the mean norm of a position's vector — 0 for directions that
+    vary freely between positions, 1 when every position carries the same vector (the final
+    LayerNorm then gives every position the same prediction: the collapse to the unigram
+    plateau that `dfa_block` shows on small deep models, see the README)."""
+    flat = h.detach().float().reshape(-1, h.shape[-1])
+    norms = flat.norm(dim=1)
+    return {"residual_rms": flat.pow(2).mean().sqrt().item(),
+            "residual_common": (flat.mean(0).norm() / norms.mean().clamp_min(1e-30)).item()}
+
+
 @torch.no_grad()
-def evaluate(model, data, cfg: RunConfig, device, n_seqs: int) -> float:
+def evaluate(model, data, cfg: RunConfig, device, n_seqs: int) -> tuple[float, dict[str, float]]:
+    """(mean validation loss, residual_stats of the first validation batch, for a GPT)."""
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
-    for x, y in data.val_batches(n_seqs, cfg.model.context, cfg.train.eval_tokens):
-        x, y = x.to(device), y.to(device)
-        with autocast_context(cfg, device):
-            _, loss = model(x, y)
-        total += loss.item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / max(count, 1)
+    total, count, stats = 0.0, 0, {}
+    captured: list[torch.Tensor] = []
+    final_norm = getattr(model, "ln_f", None)
+    handle = final_norm.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0])) \
+        if final_norm is not None else None
+    try:
+        for x, y in data.val_batches(n_seqs, cfg.model.context, cfg.train.eval_tokens):
+            x, y = x.to(device), y.to(device)
+            with autocast_context(cfg, device):
+                _, loss = model(x, y)
+            total += loss.item() * y.numel()
+            count += y.numel()
+            if captured and not stats:
+                stats = residual_stats(captured[0])
+                handle.remove()
+                handle = None
+            captured.clear()
+    finally:
+        if handle is not None:
+            handle.remove()
+        model.train(was_training)
+    return total / max(count, 1), stats
 
 
 def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
@@ -331,8 +359,8 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
                     x, y = data.train_batch(step, plan.n_seqs, cfg.model.context, cfg.seed)
                     extra["alignment"] = measure_alignment(method, x[:micro_seqs].to(device), y[:micro_seqs].to(device),
                                                            autocast=lambda: autocast_context(cfg, device))
-                val_loss = evaluate(model, data, cfg, device, micro_seqs)
-                log_eval(val_loss, lr, extra)
+                val_loss, residual = evaluate(model, data, cfg, device, micro_seqs)
+                log_eval(val_loss, lr, {**extra, **residual})
                 train_losses = []
                 n_evals_done += 1
             if step >= plan.n_steps:
