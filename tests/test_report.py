@@ -152,3 +152,22 @@ def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
     tex = table1_tex([row])
     assert r"dfa\_block & $-0.001$ [$-0.006$, $-0.001$] & $\infty$ [$3.07\times10^{70}$, $\infty$]" in tex
     assert "nan" not in tex
+
+
+def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():
+    from beyondbp.config import RunConfig
+    from beyondbp.report import RunResult, diagnostics_markdown
+    from beyondbp.study import PlannedRun
+
+    def result(method, size, commons):
+        run = PlannedRun(f"{method}_{size}_lr0.01_s0", method, size, 0.01, 0, RunConfig(), 1000, 1.0)
+        return RunResult(run, "completed", {"final_val_loss": 3.0},
+                         [{"step": i, "residual_common": c} for i, c in enumerate(commons)])
+
+    lines = diagnostics_markdown([result("bp", "a", [0.4, 0.99, 0.65]), result("bp", "b", [0.5, 0.7]),
+                                  result("dfa_block", "a", [0.4, 1.0]), result("dfa_block", "b", [0.3, 0.9995])])
+    text = "\n".join(lines)
+    assert "- bp: final residual_common 0.6500 to 0.7000 over 2 runs." in text
+    assert ("- dfa_block: final residual_common 0.9995 to 1.0000 over 2 runs; 2 collapsed (>= 0.999: every "
+            "position gets the same prediction): dfa_block_a_lr0.01_s0, dfa_block_b_lr0.01_s0.") in text
+    assert diagnostics_markdown([result("bp", "a", [])]) == []  # runs from before the diagnostic

@@ -56,6 +56,12 @@ class RunResult:
         value = (self.summary or {}).get("final_val_loss")
         return float(value) if value is not None and math.isfinite(value) else None
 
+    @property
+    def final_residual_common(self) -> float | None:
+        """`residual_common` at the run's last evaluation (Transformer runs; see train.residual_stats)."""
+        values = [m["residual_common"] for m in self.metrics if m.get("residual_common") is not None]
+        return values[-1] if values else None
+
 
 @dataclass
 class AccountingFits:
@@ -227,7 +233,35 @@ def verdict_sentence(method: str, v: dict, unit: str, c_range: tuple[float, floa
     return text + "."
 
 
-def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: list[RunResult]) -> str:
+# At or above this `residual_common`, every position carries (nearly) the same vector into the
+# final LayerNorm, so the model predicts one distribution everywhere: the unigram plateau.
+COLLAPSED = 0.999
+
+
+def diagnostics_markdown(kept: list[RunResult]) -> list[str]:
+    """Per method: the final residual_common of its best-learning-rate runs, collapses flagged."""
+    lines = []
+    for method in dict.fromkeys(r.run.method for r in kept):
+        values = [(r.final_residual_common, r.run.name) for r in kept
+                  if r.run.method == method and r.final_residual_common is not None]
+        if not values:
+            continue
+        low, high = min(v for v, _ in values), max(v for v, _ in values)
+        collapsed = [name for v, name in values if v >= COLLAPSED]
+        text = f"- {method}: final residual_common {low:.4f} to {high:.4f} over {len(values)} runs"
+        if collapsed:
+            text += (f"; {len(collapsed)} collapsed (>= {COLLAPSED}: every position gets the same "
+                     f"prediction): {', '.join(collapsed)}")
+        lines.append(text + ".")
+    if not lines:
+        return []
+    return ["## Diagnostics: the residual stream entering the final LayerNorm", "",
+            "residual_common = norm of the positions' mean vector / their mean norm, at each best run's "
+            "last evaluation (1 = one vector for every position).", "", *lines, ""]
+
+
+def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: list[RunResult],
+                     kept: list[RunResult] | None = None) -> str:
     lines = [f"# Verdict: {spec['name']}", "",
              "Each alternative's compute-efficient frontier L(C) = (C / C_c)^alpha_C is compared with "
              "backpropagation's (scenarios of the paper, section 2: A always better, B better at scale, "
@@ -243,6 +277,7 @@ def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: 
         for method, why in fits.unfitted.items():
             lines.append(f"- {method}: no verdict ({why}).")
         lines.append("")
+    lines += diagnostics_markdown(kept or [])
     if excluded:
         lines += ["## Runs left out of the fits", ""]
         lines += [f"- {r.run.name}: {r.state}" + (f" ({r.summary['error']})" if (r.summary or {}).get("error") else "")
@@ -369,9 +404,9 @@ def report_html(spec: dict, t1: list[dict], verdict_md: str, results: list[RunRe
         [[r["method"], _fmt(r["alpha_C"]), _interval(r["alpha_C_ci"]), _fmt(r["C_c"]), _interval(r["C_c_ci"]),
           r["frontier_points"], _fmt(r["paper_alpha_C"]), _fmt(r["paper_C_c"])] for r in t1])
     runs_table = _html_table(
-        ["run", "status", "parameters (non-embedding)", "tokens", "final val loss", "seconds"],
+        ["run", "status", "parameters (non-embedding)", "tokens", "final val loss", "residual common", "seconds"],
         [[r.run.name, r.state, f"{r.run.n_params:,}", f"{r.run.tokens:,}", _fmt(r.final_loss, 4),
-          _fmt((r.summary or {}).get("elapsed_s"))] for r in results])
+          _fmt(r.final_residual_common, 4), _fmt((r.summary or {}).get("elapsed_s"))] for r in results])
     verdict_html = ""
     for line in verdict_md.splitlines()[2:]:
         if line.startswith("## "):
@@ -434,7 +469,7 @@ def write_report(study_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> 
     (out / "table1.md").write_text(table1_markdown(t1))
     (out / "table1.csv").write_text(table1_csv(t1))
     (out / "table1.tex").write_text(table1_tex(t1))
-    verdict_md = verdict_markdown(spec, all_fits, excluded)
+    verdict_md = verdict_markdown(spec, all_fits, excluded, kept)
     (out / "verdict.md").write_text(verdict_md)
     (out / "results.json").write_text(json.dumps({
         "accountings": {name: _fit_json(f) for name, f in all_fits.items()},
