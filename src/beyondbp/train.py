@@ -216,10 +216,13 @@ def evaluate(model, data, cfg: RunConfig, device, n_seqs: int) -> tuple[float, d
     was_training = model.training
     model.eval()
     total, count, stats = 0.0, 0, {}
-    captured: list[torch.Tensor] = []
+
+    def first_batch_stats(module, inputs, output):
+        if not stats:
+            stats.update(residual_stats(inputs[0]))
+
     final_norm = getattr(model, "ln_f", None)
-    handle = final_norm.register_forward_hook(lambda m, inputs, out: captured.append(inputs[0])) \
-        if final_norm is not None else None
+    handle = final_norm.register_forward_hook(first_batch_stats) if final_norm is not None else None
     try:
         for x, y in data.val_batches(n_seqs, cfg.model.context, cfg.train.eval_tokens):
             x, y = x.to(device), y.to(device)
@@ -227,11 +230,6 @@ def evaluate(model, data, cfg: RunConfig, device, n_seqs: int) -> tuple[float, d
                 _, loss = model(x, y)
             total += loss.item() * y.numel()
             count += y.numel()
-            if captured and not stats:
-                stats = residual_stats(captured[0])
-                handle.remove()
-                handle = None
-            captured.clear()
     finally:
         if handle is not None:
             handle.remove()
