@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from beyondbp.alignment import cosine, hidden_signal_alignment, measure_alignment
 from beyondbp.config import MethodConfig, ModelConfig
 from beyondbp.methods import build_method
+from beyondbp.methods.bp import Backprop
 from beyondbp.mlp import MLPClassifier
 from beyondbp.model import GPT
 
@@ -91,17 +92,51 @@ def test_hidden_signal_alignment_is_the_cosine_of_b_e_and_the_backpropagated_gra
     assert all(abs(v - 1.0) < 1e-9 for v in hidden_signal_alignment(bp, x, y).values())
 
 
-def test_blockwise_dfa_signal_is_aligned_only_as_far_as_b_resembles_the_residual_identity():
-    """Why dfa_block's non-final blocks stay near zero (or negative) alignment in our runs:
-    through a pre-LN residual stream, BP's gradient at a block's output is mostly the
-    pre-projector error e itself (the identity path), so B e aligns with it only when B does
-    with the identity. With B = I the signal is within a few degrees of BP's; with a Gaussian B
-    it is nearly orthogonal, and no forward weight can learn to rotate the identity path."""
+def test_alignment_is_the_cosine_of_each_blocks_flattened_update_and_bp_gradient():
+    """What the number means, by hand: for each block, every parameter's update from the
+    method's own backward and its true BP gradient, flattened and concatenated; their cosine."""
+    model = tiny_gpt()
+    x, y = batch()
+    dfa = build_method(model, MethodConfig(name="dfa_block"))
+    measured = measure_alignment(dfa, x, y)
+    blocks = list(model.blocks)
+    updates = torch.autograd.grad(dfa(x, y)[1], [p for b in blocks for p in b.parameters()])
+    true = torch.autograd.grad(model(x, y)[1], [p for b in blocks for p in b.parameters()])
+    offset = 0
+    for i, block in enumerate(blocks):
+        k = len(list(block.parameters()))
+        u = torch.cat([g.flatten() for g in updates[offset:offset + k]])
+        g = torch.cat([g.flatten() for g in true[offset:offset + k]])
+        offset += k
+        assert math.isclose(measured[f"block{i}"], (u @ g / (u.norm() * g.norm())).item(), rel_tol=1e-9, abs_tol=1e-12)
+    assert abs(measured["block2"] - 1.0) < 1e-9  # the last block learns by BP
+
+
+class _Ascent(Backprop):
+    """A method that climbs the loss: its update is minus the BP gradient."""
+    name = "ascent_for_test"
+
+    def forward(self, idx, targets):
+        loss, _ = super().forward(idx, targets)
+        return loss, -loss
+
+
+def test_an_update_against_the_gradient_measures_minus_one():
+    alignment = measure_alignment(_Ascent(tiny_gpt(), MethodConfig(name="ascent_for_test")), *batch())
+    assert all(abs(v + 1.0) < 1e-9 for v in alignment.values())
+
+
+def test_blockwise_dfa_signal_at_init_is_aligned_only_as_far_as_b_resembles_the_residual_identity():
+    """Why dfa_block's non-final blocks start near zero alignment: through a pre-LN residual
+    stream, BP's gradient at a block's output is mostly the pre-projector error e itself (the
+    identity path), so B e aligns with it only when B does with the identity. With B = I the
+    signal is within a few degrees of BP's; with a Gaussian B it starts nearly orthogonal. (In
+    training it rises: README, "What alignment to expect".)"""
     gpt = tiny_gpt()
     x, y = batch()
-    random_b = build_method(gpt, MethodConfig(name="dfa_block"))
+    random_b = build_method(gpt, MethodConfig(name="dfa_block", feedback_point="output"))
     gaussian = hidden_signal_alignment(random_b, x, y)
-    identity_b = build_method(gpt, MethodConfig(name="dfa_block"))
+    identity_b = build_method(gpt, MethodConfig(name="dfa_block", feedback_point="output"))
     for projection in identity_b.feedback.projections:
         projection.matrix.copy_(torch.eye(*projection.matrix.shape, dtype=projection.matrix.dtype))
     identity = hidden_signal_alignment(identity_b, x, y)

@@ -134,6 +134,30 @@ def test_gpt_dfa_feeds_every_layer_and_trains_last_block_and_head_by_bp():
     torch.testing.assert_close(grads["wte.weight"], wte_grad, **TOL)
 
 
+def test_gpt_dfa_on_post_ln_blocks_feeds_each_layer_its_own_output():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=3, d_model=16, n_head=2, context=8, vocab_size=20, norm="post")).double()
+    x, y = gpt_batch()
+    dfa, grads = method_grads(model, MethodConfig(name="dfa"), x, y)
+    # embedding, then per block in the order the layers run: qkv, attention projection, ln_1,
+    # MLP hidden, MLP projection, ln_2
+    assert dfa.injection_widths() == [16] + [48, 16, 16, 64, 16, 16] * 2
+    logits = model(x)[0]
+    e = torch.autograd.grad(model.loss_fn(logits, y), logits)[0]
+    feedback = e @ dfa.feedback.matrices()[0].double()
+    block = model.blocks[0]
+    with torch.no_grad():
+        x0 = model.embed(x)
+        attended = block.attn.attend(block.attn.c_attn(x0))
+        ln1 = block.ln_1(x0 + block.attn.c_proj(attended))
+    flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
+    # attention reads the block input itself (no LayerNorm before it in a Post-LN block)
+    torch.testing.assert_close(grads["blocks.0.attn.c_attn.weight"], flat(feedback[..., :48]).T @ flat(x0), **TOL)
+    torch.testing.assert_close(grads["blocks.0.attn.c_proj.weight"], flat(feedback[..., :16]).T @ flat(attended), **TOL)
+    pre = ln1 @ block.mlp.c_fc.weight.T + block.mlp.c_fc.bias
+    torch.testing.assert_close(grads["blocks.0.mlp.c_fc.weight"], flat(feedback * (pre > 0)).T @ flat(ln1), **TOL)
+
+
 # --- the paper's DFA: each switch --------------------------------------------------------------
 class ReluTanhByHand(torch.autograd.Function):
     @staticmethod
@@ -165,12 +189,22 @@ def hand_block_grads(block, x, grad_out, residuals: bool, tanh_backward: bool) -
     return {n: by_param[id(p)] for n, p in zip(names, block.parameters())}
 
 
+def layernorm_jacobian_t(out: torch.Tensor, g: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """J^T g for y = (out - mean) / sqrt(var + eps) over the last dimension, written out:
+    (g - mean(g) - y mean(g y)) / sqrt(var + eps)."""
+    mean, var = out.mean(-1, keepdim=True), out.var(-1, unbiased=False, keepdim=True)
+    y = (out - mean) / torch.sqrt(var + eps)
+    return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / torch.sqrt(var + eps)
+
+
 @pytest.mark.parametrize("asym_res", [True, False])
 @pytest.mark.parametrize("asym_nl", [True, False])
-def test_blockwise_switches_change_the_gradient_as_described(asym_res, asym_nl):
+@pytest.mark.parametrize("point", ["output", "layernorm"])
+def test_blockwise_switches_change_the_gradient_as_described(asym_res, asym_nl, point):
     model, bp_model = tiny_gpt(), tiny_gpt()
     x, y = gpt_batch()
-    cfg = MethodConfig(name="dfa_block", asymmetric_residuals=asym_res, asymmetric_nonlinearity=asym_nl)
+    cfg = MethodConfig(name="dfa_block", asymmetric_residuals=asym_res, asymmetric_nonlinearity=asym_nl,
+                       feedback_point=point)
     dfa, grads = method_grads(model, cfg, x, y)
     # the error is the gradient at the last block's output x_L: d_model wide
     outputs = []
@@ -184,11 +218,13 @@ def test_blockwise_switches_change_the_gradient_as_described(asym_res, asym_nl):
 
     h = model.embed(x).detach()
     for i, block in enumerate(model.blocks[:-1]):
-        hand = hand_block_grads(block, h, e @ B, residuals=not asym_res, tanh_backward=asym_nl)
+        with torch.no_grad():
+            out = block(h)
+        signal = e @ B if point == "output" else layernorm_jacobian_t(out, e @ B)
+        hand = hand_block_grads(block, h, signal, residuals=not asym_res, tanh_backward=asym_nl)
         for name, g in hand.items():
             torch.testing.assert_close(grads[f"blocks.{i}.{name}"], g, **TOL)
-        with torch.no_grad():
-            h = block(h)
+        h = out
     for name in grads:  # the last block and the head: exactly BP
         if name.startswith(("blocks.2.", "ln_f.", "lm_head.")):
             torch.testing.assert_close(grads[name], bp_grads[name], **TOL)
@@ -278,12 +314,57 @@ def test_optical_simulation_is_linear_in_the_ternarised_error_and_rescaled():
     torch.testing.assert_close(out.norm(dim=-1), e.norm(dim=-1) * math.sqrt(12 / 30))
 
 
-@pytest.mark.parametrize("field", ["feedback", "projection"])
-def test_bad_switch_values_are_config_errors(field):
-    cfg = MethodConfig(name="dfa", **{field: "foo"})
-    valid = "shared, per_layer" if field == "feedback" else "gaussian, optical"
+@pytest.mark.parametrize("field, valid", [("feedback", "shared, per_layer"),
+                                          ("projection", "gaussian, uniform, optical"),
+                                          ("feedback_point", "layernorm, output"),
+                                          ("error_point", "stream, projector")])
+def test_bad_switch_values_are_config_errors(field, valid):
+    cfg = MethodConfig(name="dfa_block", **{field: "foo"})
     with pytest.raises(ConfigError, match=f"method.{field}: unknown value 'foo' \\(valid: {valid}\\)"):
         build_method(tiny_gpt(), cfg)
+
+
+def test_error_at_the_projector_input_is_the_gradient_after_the_final_layernorm():
+    model, bp_model = tiny_gpt(), tiny_gpt()
+    x, y = gpt_batch()
+    dfa = build_method(model, MethodConfig(name="dfa_block", error_point="projector"), seed=0).double()
+    errors = []
+    dfa.feedback.register_forward_hook(lambda m, inputs, out: errors.append(inputs[0]))
+    dfa(x, y)[1].backward()
+    normed = []
+    bp_model.ln_f.register_forward_hook(lambda m, i, o: normed.append(o))
+    true_error = torch.autograd.grad(bp_model(x, y)[1], normed[0])[0]
+    torch.testing.assert_close(errors[0], true_error, **TOL)
+    stream = build_method(tiny_gpt(), MethodConfig(name="dfa_block"), seed=0).double()
+    stream_errors = []
+    stream.feedback.register_forward_hook(lambda m, inputs, out: stream_errors.append(inputs[0]))
+    stream(x, y)[1].backward()
+    assert not torch.allclose(stream_errors[0], errors[0])  # ln_f's Jacobian lies between the two
+
+
+def test_without_embedding_feedback_the_embedding_learns_through_block_zero():
+    model = tiny_gpt()
+    x, y = gpt_batch()
+    cfg = MethodConfig(name="dfa_block", embedding_feedback=False, feedback_point="output")
+    dfa, grads = method_grads(model, cfg, x, y)
+    assert dfa.injection_widths() == [16, 16]  # blocks 0 and 1; the last block is BP's
+    errors = []
+    dfa.feedback.register_forward_hook(lambda m, inputs, out: errors.append(inputs[0]))
+    dfa(x, y)[1].backward()
+    signal = errors[0] @ dfa.feedback.matrices()[0].double()
+    emb = model.embed(x)
+    out0 = model.blocks[0](emb, residual_backward=False, act=ReluTanhByHand.apply)
+    hand = torch.autograd.grad(out0, model.wte.weight, signal)[0]
+    torch.testing.assert_close(grads["wte.weight"], hand, **TOL)
+    assert grads["wte.weight"].abs().sum() > 0
+
+
+def test_uniform_feedback_has_the_gaussian_variance_within_its_bound():
+    cfg = MethodConfig(name="dfa_block", projection="uniform", feedback_scale=2.0)
+    B = build_method(GPT(ModelConfig(n_layer=2, d_model=64, n_head=2, context=8, vocab_size=20)), cfg).feedback.matrices()[0]
+    bound = math.sqrt(3.0) * 2.0 / math.sqrt(64)
+    assert B.abs().max() <= bound and B.abs().max() > 0.95 * bound
+    assert B.var().item() == pytest.approx(4.0 / 64, rel=0.05)
 
 
 # --- compute -------------------------------------------------------------------------------------
@@ -326,3 +407,22 @@ def test_loss_falls_when_training_a_tiny_gpt(tmp_path, tiny_overrides, overrides
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert summary["status"] == "completed" and summary["steps"] == 30
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0
+
+
+@pytest.mark.parametrize("point", ["layernorm", "output"])
+def test_feedback_through_a_layernorm_keeps_the_stream_small_and_leaves_the_plateau(tmp_path, point):
+    """The collapse and its fix, end to end (README, "Block-wise DFA: why the literal reading
+    collapses"): on a 4-block d32 model after 250k byte tokens, B e fed to the raw block output
+    inflates the residual stream along one direction and the model is still near the unigram
+    plateau (3.30); fed through a LayerNorm of the block output, the stream stays small and the
+    loss is well below it."""
+    cfg = build_config(overrides=[
+        "method=dfa_block", f"method.feedback_point={point}", "model.n_layer=4", "model.d_model=32",
+        "model.n_head=2", "train.tokens=250000", "train.batch_tokens=1024", "train.lr=1e-2",
+        "train.n_evals=4", "train.eval_tokens=8192", "train.threads=1", "train.progress=off"])
+    summary = train(cfg, tmp_path / point, quiet=True)
+    last = json.loads((tmp_path / point / "metrics.jsonl").read_text().splitlines()[-1])
+    if point == "layernorm":
+        assert summary["final_val_loss"] < 3.0 and last["residual_rms"] < 30 and last["residual_common"] < 0.95
+    else:
+        assert summary["final_val_loss"] > 3.1 and last["residual_rms"] > 60

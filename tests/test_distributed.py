@@ -84,6 +84,9 @@ def assert_same_curve(a: list[dict], b: list[dict]) -> None:
     ("bp", []),
     ("dfa", []),  # every layer an injection point, weight gradients only
     ("dfa_block", ["train.micro_batch_tokens=512"]),  # with accumulation: no_sync, then one all-reduce
+    ("local", []),  # auxiliary heads: method parameters outside the model
+    ("synthetic", []),  # gradient predictors trained inside the one backward
+    ("forward_grad", ["method.perturbations=4", "train.lr=3e-2"]),  # every rank draws the same directions
 ])
 def test_two_processes_train_the_same_run_as_one(tmp_path, monkeypatch, method, extra):
     overrides = TINY + [f"method.name={method}", "train.tokens=20480", *extra]
@@ -107,7 +110,8 @@ def test_two_processes_train_the_same_run_as_one(tmp_path, monkeypatch, method, 
 
     ddp_rows, single_rows = metrics(tmp_path / "ddp"), metrics(tmp_path / "single")
     assert len(ddp_rows) >= 5 and ddp_rows[-1]["step"] == 20
-    assert ddp_rows[-1]["val_loss"] < ddp_rows[0]["val_loss"] - 0.5  # it learned
+    learned = 0.3 if method == "forward_grad" else 0.5  # 20 steps of a 4-direction estimate learn less
+    assert ddp_rows[-1]["val_loss"] < ddp_rows[0]["val_loss"] - learned
     assert_same_curve(ddp_rows, single_rows)
     # the run directory holds rank 0's outputs and nothing else
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
@@ -153,8 +157,10 @@ def wait_for_eval(run_dir: Path, proc: subprocess.Popen, min_step: int, timeout_
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds torchrun's workers in /proc")
 def test_killed_two_process_run_resumes_on_one_process(tmp_path, monkeypatch):
-    # 100 steps: later, this tiny model leaves a loss plateau where float noise grows to ~1e-4
-    overrides = TINY + ["method.name=dfa_block", "train.tokens=102400", "train.checkpoint_every_s=0"]
+    # 48 steps, ending on the unigram plateau: the first steps ran on two processes, whose all-reduce
+    # sums in another order (~4e-8 relative); once this tiny dfa_block model leaves the plateau
+    # (past step ~60) that noise grows to ~2e-5, which says nothing about resuming
+    overrides = TINY + ["method.name=dfa_block", "train.tokens=49152", "train.checkpoint_every_s=0"]
     run_dir = tmp_path / "run"
     proc = start_cli_run(run_dir, overrides)
     pids = wait_for_eval(run_dir, proc, min_step=3)
@@ -163,7 +169,7 @@ def test_killed_two_process_run_resumes_on_one_process(tmp_path, monkeypatch):
         os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=30)
 
-    n_steps = 100
+    n_steps = 48
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
     assert 3 <= killed_at < n_steps - 10
     assert not (run_dir / "summary.json").exists()

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from beyondbp.config import ConfigError, ModelConfig
-from beyondbp.model import GPT, NAMED_SIZES, relu_tanh_backward, resolve_model_config
+from beyondbp.model import GPT, relu_tanh_backward
+from beyondbp.model_shape import NAMED_SIZES, n_params, resolve_model_config
 
 
 def tiny(**kw):
@@ -100,3 +101,41 @@ def test_bad_shapes_name_the_field(field, value):
 def test_unknown_size():
     with pytest.raises(ConfigError, match="model.size"):
         resolve_model_config(ModelConfig(size="huge", vocab_size=5))
+
+
+def test_post_ln_block_normalises_after_each_residual_sum():
+    torch.manual_seed(0)
+    cfg = tiny()
+    cfg.norm = "post"
+    block = GPT(cfg).blocks[0].double()
+    x = torch.randn(2, 4, 8, dtype=torch.float64)
+    with torch.no_grad():
+        x1 = block.ln_1(x + block.attn(x))
+        expected = block.ln_2(x1 + block.mlp(x1))
+        torch.testing.assert_close(block(x), expected, rtol=0, atol=0)
+        out = block(x)
+    # the output of a Post-LN block is normalised: zero mean, unit variance per position (gain 1, bias 0)
+    torch.testing.assert_close(out.mean(-1), torch.zeros(2, 4, dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(out.var(-1, unbiased=False), torch.ones(2, 4, dtype=torch.float64), rtol=0, atol=1e-4)
+
+
+def test_bias_off_drops_every_bias_and_unknown_norm_is_named():
+    cfg = tiny()
+    cfg.bias = False
+    model = GPT(cfg)
+    assert not [n for n, _ in model.named_parameters() if n.endswith("bias")]
+    with_bias = GPT(tiny())
+    d, L = 8, with_bias.config.n_layer
+    # per block: qkv 3d, attention projection d, MLP 4d and d, two LayerNorms d each; ln_f d
+    assert with_bias.n_params() - model.n_params() == L * (3 * d + d + 4 * d + d + 2 * d) + d
+    bad = tiny()
+    bad.norm = "middle"
+    with pytest.raises(ConfigError, match="model.norm: unknown placement 'middle'"):
+        resolve_model_config(bad)
+
+
+@pytest.mark.parametrize("kw", [{}, {"tie_embeddings": True}, {"bias": False}, {"norm": "post", "mlp_ratio": 2}])
+def test_shape_counts_without_building_equal_the_built_model(kw):
+    cfg = tiny(**kw)
+    model = GPT(cfg)
+    assert n_params(cfg) == (model.n_params(), model.n_params_nonembedding())

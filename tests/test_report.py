@@ -2,6 +2,8 @@
 exponents, excluded runs, Table 1 files, and the HTML page in a real headless browser."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import re
@@ -9,36 +11,54 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 import yaml
 
 from beyondbp import report
-from beyondbp.study import load_spec, plan_study, prepare_study_dir
-from beyondbp.train import PF_DAY
+from beyondbp.plan import plan_study
+from beyondbp.spec import load_spec
+from beyondbp.study import prepare_study_dir
+from beyondbp.run_files import PF_DAY
 
 CHROMIUM = Path("/usr/bin/chromium")
-# synthetic truth: loss = (C / C_c)^alpha along each run, the bigger model reaching further
-TRUTH = {"bp": (-0.07, 4e3), "dfa_block": (-0.04, 5e10)}
+# synthetic truth: the final loss of a run of N parameters on D tokens is A N^-a + B D^-b, whose
+# compute-optimal frontier is a power law of exponent -ab/(a+b) (bp: -0.1535, dfa_block: -0.1)
+TRUTH = {"bp": (40.0, 0.34, 60.0, 0.28), "dfa_block": (60.0, 0.2, 80.0, 0.2)}
 SPEC = {
     "name": "synthetic", "methods": ["bp", "dfa_block"],
-    "sizes": {f"s{k}": {"n_layer": 2, "d_model": 8 * k, "n_head": 2} for k in (1, 2, 3)},
-    "tokens": 65536, "lrs": {"bp": [1e-3, 1e-2], "dfa_block": [1e-3]}, "seeds": [0],
+    "sizes": {f"s{k}": {"n_layer": 2, "d_model": 8 * k, "n_head": 2} for k in (1, 2, 3, 4, 6, 8)},
+    "tokens_per_param": [10, 20, 40, 80], "lrs": {"bp": [1e-3, 1e-2], "dfa_block": [1e-3]}, "seeds": [0],
     "base": {"model": {"context": 32}, "train": {"batch_tokens": 1024}},
 }
 
 
-def _write_run(run_dir: Path, method: str, scale: float, status: str, lr_penalty: float, per_token: float) -> None:
-    alpha, c_c = TRUTH[method]
+def true_alpha(method: str) -> float:
+    _, a, _, b = TRUTH[method]
+    return -a * b / (a + b)
+
+
+def law(method: str, n: float, d: float) -> float:
+    big_a, a, big_b, b = TRUTH[method]
+    return big_a * n ** -a + big_b * d ** -b
+
+
+def _write_run(run_dir: Path, run, status: str, lr_penalty: float, noise: float) -> None:
+    """A learning curve whose final point is law(N, D) (times noise); mid-run points lie above
+    what a run of their length reaches, as with a decayed schedule."""
     run_dir.mkdir(parents=True)
-    rows = []
-    for i, tokens in enumerate(1024 * 2 ** k for k in range(7)):
-        compute = tokens * per_token * scale
-        loss = (compute / PF_DAY / c_c) ** alpha * (1 + lr_penalty)
-        rows.append({"step": tokens // 1024, "tokens": tokens, "compute_pf_days": compute / PF_DAY,
-                     "compute_flops_optimistic": compute * (0.5 if method == "dfa_block" else 1.0),
-                     "compute_flops_exact": compute * 1.1, "val_loss": loss, "elapsed_s": tokens * 1e-4 * scale,
-                     "alignment": {"block0": 0.1 * i, "block1": 1.0} if method == "dfa_block" else None})
-    rows.insert(0, dict(rows[0], step=0, tokens=0, compute_pf_days=0.0, val_loss=5.6))
+    n, total = run.n_params, run.tokens
+    rows = [{"step": 0, "tokens": 0, "compute_pf_days": 0.0, "val_loss": 5.6, "elapsed_s": 0.0}]
+    for k in range(1, 7):
+        tokens = total * k // 6
+        compute = 6 * n * tokens
+        loss = law(run.method, n, tokens) * (1 + 0.05 * (1 - k / 6)) * (1 + lr_penalty) * noise
+        rows.append({"step": k, "tokens": tokens, "compute_pf_days": compute / PF_DAY,
+                     "compute_flops_optimistic": compute * (0.5 if run.method == "dfa_block" else 1.0),
+                     "compute_flops_exact": compute * 1.1, "val_loss": loss, "elapsed_s": tokens * 1e-4,
+                     "residual_common": 0.5,
+                     "alignment": {"block0": 0.1 * k, "block1": 1.0} if run.method == "dfa_block" else None})
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     summary = {"status": status, "final_val_loss": rows[-1]["val_loss"] if status == "completed" else None,
                "elapsed_s": rows[-1]["elapsed_s"]}
@@ -47,60 +67,101 @@ def _write_run(run_dir: Path, method: str, scale: float, status: str, lr_penalty
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
+DIVERGED, FAILED = "bp_s3_tpp80_lr0.001_s0", "dfa_block_s2_tpp20_lr0.001_s0"
+
+
 @pytest.fixture
 def study(tmp_path) -> Path:
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(SPEC))
     plan = plan_study(load_spec(spec_path))
     out = prepare_study_dir(tmp_path / "study", plan.spec)
+    rng = np.random.default_rng(0)
     for run in plan.runs:
-        scale = {"s1": 1.0, "s2": 10.0, "s3": 100.0}[run.size]
-        status = "completed"
-        if run.name == "bp_s3_lr0.001_s0":
-            status = "diverged"
-        if run.name == "dfa_block_s2_lr0.001_s0":
-            status = "failed"
+        status = {DIVERGED: "diverged", FAILED: "failed"}.get(run.name, "completed")
         penalty = 0.2 if run.lr == 1e-3 and run.method == "bp" else 0.0  # lr 1e-2 is best for bp
-        _write_run(out / "runs" / run.name, run.method, scale, status, penalty, 6e12)  # the paper's compute range
+        _write_run(out / "runs" / run.name, run, status, penalty, math.exp(0.002 * rng.standard_normal()))
     return out
 
 
 def test_best_lr_and_excluded_runs(study):
     _, results = report.collect(study)
     kept = {r.run.name for r in report.best_lr_runs(results)}
-    assert kept == {"bp_s1_lr0.01_s0", "bp_s2_lr0.01_s0", "bp_s3_lr0.01_s0",
-                    "dfa_block_s1_lr0.001_s0", "dfa_block_s3_lr0.001_s0"}
+    assert len(kept) == 6 * 4 * 2 - 1  # every size and budget once per method, less the failed run
+    assert all("_lr0.01_" in name for name in kept if name.startswith("bp_"))
+    assert FAILED not in kept and DIVERGED not in kept
 
 
-def test_fits_recover_the_synthetic_exponents(study):
+def test_fits_recover_the_exponent_of_a_known_l_n_d(study):
     _, results = report.collect(study)
-    fits = report.fit_accounting(report.frontier_points(report.best_lr_runs(results), "paper"), bootstrap=0)
-    for method, (alpha, c_c) in TRUTH.items():
-        assert fits.fits[method].alpha_C == pytest.approx(alpha, rel=1e-3)
-        assert fits.fits[method].C_c == pytest.approx(c_c, rel=1e-2)
+    rows = report.frontier_points(report.best_lr_runs(results), "paper")
+    assert {r["run"] for r in rows} == {r.run.name for r in report.best_lr_runs(results)}  # final points only
+    fits = report.fit_accounting(rows, bootstrap=200)
+    for method in TRUTH:
+        fit, quality = fits.fits[method], fits.fits[method].quality()
+        assert fit.alpha_C == pytest.approx(true_alpha(method), abs=0.01), method
+        assert fit.alpha_C_ci[0] <= fit.alpha_C <= fit.alpha_C_ci[1]
+        assert quality["power_law_ok"], quality["problems"]
+        assert len(quality["sizes_on_frontier"]) >= 4
     assert fits.verdicts["dfa_block"]["scenario"] == "D"  # as in the paper: DFA worse at every compute studied
+    assert fits.verdicts["dfa_block"]["confidence"] >= 0.9
+    gap = fits.verdicts["dfa_block"]["measured_gap"]
+    assert 0 < gap["min"] <= gap["max"]  # measured: dfa_block above bp wherever both were measured
 
 
 def test_report_files(study):
     out = report.write_report(study, bootstrap=20)
-    for name in ("table1.md", "table1.csv", "table1.tex", "verdict.md", "results.json", "frontier.png",
+    for name in ("table1.md", "table1.csv", "table1.tex", "verdict.md", "runs.md", "results.json", "frontier.png",
                  "frontier.svg", "alignment.png", "report.html"):
         assert (out / name).stat().st_size > 0, name
-    rows = (out / "table1.csv").read_text().splitlines()
-    assert rows[0].startswith("method,alpha_C,alpha_C_lo,alpha_C_hi,C_c_pf_days")
-    bp = rows[1].split(",")
-    assert bp[0] == "bp" and float(bp[1]) == pytest.approx(-0.07, rel=1e-3)
-    assert float(bp[2]) <= float(bp[1]) <= float(bp[3])
-    assert float(bp[8]) == -0.071  # the paper's value beside ours
+    rows = list(csv.DictReader(io.StringIO((out / "table1.csv").read_text())))
+    bp = rows[0]
+    assert bp["method"] == "bp" and float(bp["alpha_C"]) == pytest.approx(true_alpha("bp"), abs=0.01)
+    assert float(bp["alpha_C_lo"]) <= float(bp["alpha_C"]) <= float(bp["alpha_C_hi"])
+    assert float(bp["paper_alpha_C"]) == -0.071  # the paper's value beside ours
+    assert bp["power_law_ok"] == "True" and float(bp["rms_log_residual"]) < 0.015
+    assert len(bp["sizes_on_frontier"].split()) >= 4
     verdict = (out / "verdict.md").read_text()
     assert "BP is better than dfa_block" in verdict and "wall-clock" in verdict
-    assert "bp_s3_lr0.001_s0: diverged" in verdict and "dfa_block_s2_lr0.001_s0: failed (RuntimeError: boom)" in verdict
+    assert f"{DIVERGED}: diverged" in verdict and f"{FAILED}: failed (RuntimeError: boom)" in verdict
     results = json.loads((out / "results.json").read_text())
     assert set(results["accountings"]) == {"paper", "optimistic", "exact", "wall_clock"}
+    fit = results["accountings"]["paper"]["fits"]["bp"]
+    assert {"frontier", "sizes_on_frontier", "fit_range_pf_days", "rms_log_residual", "max_abs_log_residual",
+            "power_law_ok"} <= set(fit)
+    assert fit["fit_range_pf_days"] == [fit["frontier"][0][0], fit["frontier"][-1][0]]
+    assert all(point[2].startswith("bp_") for point in fit["frontier"])
     # optimistic accounting halves DFA's compute: C_c halves, alpha unchanged
     opt = results["accountings"]["optimistic"]["fits"]["dfa_block"]
-    assert opt["alpha_C"] == pytest.approx(-0.04, rel=1e-3) and opt["C_c"] == pytest.approx(2.5e10, rel=1e-2)
+    paper = results["accountings"]["paper"]["fits"]["dfa_block"]
+    assert opt["alpha_C"] == pytest.approx(paper["alpha_C"], rel=1e-6)
+    assert opt["C_c"] == pytest.approx(paper["C_c"] / 2, rel=1e-6)
     assert r"\begin{tabular}" in (out / "table1.tex").read_text()
+    assert FAILED in (out / "runs.md").read_text()
+
+
+def test_a_method_that_is_not_a_power_law_gets_no_letter(study):
+    """dfa_block's runs are caught on their descent from the plateau (a logistic in log tokens),
+    whatever their size: its envelope bends, and Table 1 and the verdict say so."""
+    for run_dir in (study / "runs").glob("dfa_block_*"):
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        for r in rows[1:]:
+            progress = 1.0 / (1.0 + math.exp(-3.0 * (math.log(r["tokens"]) - math.log(3e4))))
+            r["val_loss"] = 3.28 - 1.0 * progress
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary["status"] == "completed":
+            summary["final_val_loss"] = rows[-1]["val_loss"]
+            (run_dir / "summary.json").write_text(json.dumps(summary))
+    out = report.write_report(study, bootstrap=20)
+    assert "| dfa_block |" in (out / "table1.md").read_text()
+    assert "**not a power law**" in (out / "table1.md").read_text()
+    verdict = (out / "verdict.md").read_text()
+    assert "dfa_block: no scenario letter: dfa_block's frontier is not a power law" in verdict
+    assert "scenario D" not in verdict
+    results = json.loads((out / "results.json").read_text())
+    v = results["accountings"]["paper"]["verdicts"]["dfa_block"]
+    assert v["scenario"] is None and v["confidence"] is None and "not a power law" in v["reason"]
 
 
 _CHECK_SCRIPT = """<script>
@@ -141,7 +202,7 @@ def test_html_report_renders_in_headless_chromium(study, tmp_path):
     assert len(check["imgs"]) == 2  # Figure 3 and the alignment figure
     for img in check["imgs"]:
         assert img["data"] and img["complete"] and img["w"] > 100 and img["h"] > 100
-    assert check["table1"][0] == "bp" and check["table1"][1] == "-0.07"
+    assert check["table1"][0] == "bp" and float(check["table1"][1]) == pytest.approx(true_alpha("bp"), abs=0.01)
 
 
 def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
@@ -157,7 +218,7 @@ def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
 def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():
     from beyondbp.config import RunConfig
     from beyondbp.report import RunResult, diagnostics_markdown
-    from beyondbp.study import PlannedRun
+    from beyondbp.plan import PlannedRun
 
     def result(method, size, commons):
         run = PlannedRun(f"{method}_{size}_lr0.01_s0", method, size, 0.01, 0, RunConfig(), 1000, 1.0)
@@ -171,3 +232,21 @@ def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():
     assert ("- dfa_block: final residual_common 0.9995 to 1.0000 over 2 runs; 2 collapsed (>= 0.999: every "
             "position gets the same prediction): dfa_block_a_lr0.01_s0, dfa_block_b_lr0.01_s0.") in text
     assert diagnostics_markdown([result("bp", "a", [])]) == []  # runs from before the diagnostic
+
+
+def test_seeds_of_one_configuration_are_averaged_into_one_point(tmp_path):
+    spec = dict(SPEC, methods=["bp"], seeds=[0, 1], lrs={"bp": [1e-2]}, tokens_per_param=[20, 40])
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    plan = plan_study(load_spec(spec_path))
+    out = prepare_study_dir(tmp_path / "study", plan.spec)
+    for run in plan.runs:  # seed 1 ends 4% below seed 0
+        _write_run(out / "runs" / run.name, run, "completed", 0.0, 0.98 if run.seed == 1 else 1.02)
+    _, results = report.collect(out)
+    rows = report.frontier_points(report.best_lr_runs(results), "paper")
+    assert len(rows) == 6 * 2  # one point per size and budget, not per seed
+    for row in rows:
+        size, budget = row["run"].split("_")[1:3]
+        run = next(r for r in plan.runs if r.size == size and r.budget == budget)
+        assert row["loss"] == pytest.approx(law("bp", run.n_params, run.tokens), rel=1e-12)  # (0.98 + 1.02) / 2
+        assert row["run"].endswith("_seeds")

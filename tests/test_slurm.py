@@ -19,12 +19,12 @@ import pytest
 
 from beyondbp.cli import main
 from beyondbp.config import ConfigError
-from beyondbp.study import load_spec
+from beyondbp.spec import load_spec
 from beyondbp.train import train
 
 pytest.importorskip("submitit")
-from beyondbp.slurm import (parse_time_minutes, plan_for_slurm, resolve_settings, run_status,  # noqa: E402
-                            submit_study, wait_for)
+from beyondbp.slurm import plan_for_slurm, run_status, submit_study, wait_for  # noqa: E402
+from beyondbp.slurm_settings import parse_time_minutes, resolve_settings  # noqa: E402
 
 BASE = {"model": {"context": 32},
         "train": {"batch_tokens": 512, "n_evals": 5, "eval_tokens": 1024, "checkpoint_every_s": 0,

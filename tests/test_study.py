@@ -14,7 +14,9 @@ import yaml
 
 from beyondbp.config import ConfigError
 from beyondbp.report import write_report
-from beyondbp.study import load_spec, plan_study, preset_names, run_state, run_study
+from beyondbp.plan import plan_study
+from beyondbp.spec import load_spec, preset_names
+from beyondbp.study import run_state, run_study
 
 TINY_SPEC = {
     "name": "tiny",
@@ -45,20 +47,40 @@ def test_every_preset_plans(tmp_path):
 
 
 def test_cpu_preset_shape():
+    """The design the preset documents: 4-block models over more than a decade of compute, a budget
+    that grows with size (80 tokens per parameter), and the DFAs' own learning-rate sweeps."""
     plan = plan_study(load_spec(preset="cpu"))
     spec = plan.spec
-    assert {"bp", "dfa", "dfa_block", "shallow"} <= set(spec["methods"])
-    assert all(len(spec["lrs"][m]) == 3 for m in spec["methods"])
-    assert len(spec["sizes"]) >= 5
+    assert spec["methods"] == ["bp", "dfa", "dfa_block", "shallow", "fa"]
+    assert spec["tokens_per_param"] == [80.0] and spec["frontier_points"] == "final"
+    assert all(len(lrs) == 2 for m in ("dfa", "dfa_block") for lrs in spec["lrs"][m].values())
     bp_runs = [r for r in plan.runs if r.method == "bp"]
-    assert all(7 <= r.cfg.model.n_layer <= 18 for r in bp_runs)
-    compute = [r.n_params * r.tokens for r in bp_runs]
-    assert max(compute) / min(compute) >= 10 ** 1.5
+    assert len(bp_runs) == len(spec["sizes"]) == 5
+    assert all(r.cfg.model.n_layer == 4 and r.cfg.train.batch_tokens == 1024 for r in bp_runs)
+    assert all(abs(r.tokens / r.n_params - 80) < 1 for r in bp_runs)
+    compute = sorted(r.n_params * r.tokens for r in bp_runs)
+    assert compute[-1] / compute[0] >= 10 ** 1.4
+    assert len(plan.runs) == 5 * (1 + 2 + 2 + 1 + 1)
 
 
 def test_quick_preset_shape():
-    spec = plan_study(load_spec(preset="quick")).spec
-    assert {"bp", "dfa_block", "shallow"} <= set(spec["methods"]) and len(spec["sizes"]) >= 4
+    plan = plan_study(load_spec(preset="quick"))
+    spec = plan.spec
+    assert spec["methods"] == ["bp", "dfa_block", "shallow"] and len(spec["sizes"]) >= 4
+    assert all(len(lrs) == 2 for lrs in spec["lrs"]["dfa_block"].values())
+    assert all(r.cfg.model.n_layer == 4 for r in plan.runs)
+
+
+def test_ablation_preset_runs_each_variant_of_dfa_block_on_both_models():
+    plan = plan_study(load_spec(preset="dfa-ablation"))
+    literal = [r for r in plan.runs if r.method == "literal"]
+    assert {r.size for r in literal} == {"L9d24", "L4d32"}
+    assert all(r.cfg.method.name == "dfa_block" and r.cfg.method.feedback_point == "output" for r in literal)
+    postln = next(r for r in plan.runs if r.method == "postln")
+    assert postln.cfg.model.norm == "post"
+    assert next(r for r in plan.runs if r.method == "literal_lr_3e-3").lr == 3e-3
+    default = next(r for r in plan.runs if r.method == "dfa_block")
+    assert default.cfg.method.feedback_point == "layernorm" and default.lr == 1e-2
 
 
 def test_plan_names_and_overrides(tmp_path):
@@ -183,3 +205,52 @@ def test_a_study_folder_from_before_tracks_still_resumes(tmp_path):
     other = load_spec(write_spec(tmp_path), overrides=["tokens=16384"])
     with pytest.raises(ConfigError, match="holds a study with a different spec: tokens"):
         prepare_study_dir(tmp_path / "study", other)
+
+
+def test_variants_are_labelled_configurations_of_a_method(tmp_path):
+    spec = dict(TINY_SPEC, methods=["bp", "literal"],
+                variants={"literal": {"method": "dfa_block", "method.feedback_point": "output",
+                                      "model.norm": "post"}},
+                lrs={"bp": [1e-2], "literal": [3e-3]}, per_method={"literal": {"train.alignment_every": 2}})
+    plan = plan_study(load_spec(write_spec(tmp_path, spec)))
+    literal = [r for r in plan.runs if r.method == "literal"]
+    assert sorted(r.name for r in literal) == ["literal_a_lr0.003_s0", "literal_b_lr0.003_s0"]
+    cfg = literal[0].cfg
+    assert (cfg.method.name, cfg.method.feedback_point, cfg.model.norm, cfg.train.alignment_every,
+            cfg.train.lr) == ("dfa_block", "output", "post", 2, 3e-3)
+    bp = next(r for r in plan.runs if r.method == "bp")
+    assert (bp.cfg.method.name, bp.cfg.model.norm, bp.cfg.method.feedback_point) == ("bp", "pre", "layernorm")
+
+
+@pytest.mark.parametrize("variants, message", [
+    ({"literal": {"method.feedback_point": "output"}}, "variants.literal: name the method it configures"),
+    ({"literal": {"method": "nonsense"}}, "variants.literal.method: unknown method 'nonsense'"),
+    ({"literal": {"method": "dfa_block", "method.nonsense": 1}}, "variants.literal.method.nonsense"),
+    ({"bp": {"method": "dfa_block"}}, "variants.bp: a variant label must not be a method's name"),
+])
+def test_bad_variants_are_named(tmp_path, variants, message):
+    spec = dict(TINY_SPEC, methods=["bp", *[v for v in variants if v != "bp"]], variants=variants, lrs={})
+    with pytest.raises(ConfigError, match=message):
+        load_spec(write_spec(tmp_path, spec))
+
+
+def test_a_budget_list_trains_every_size_once_per_budget(tmp_path):
+    plan = plan_study(load_spec(write_spec(tmp_path), overrides=["tokens_per_param=[20,80]", "methods=[bp]"]))
+    names = sorted(r.name for r in plan.runs)
+    assert names == ["bp_a_tpp20_lr0.01_s0", "bp_a_tpp80_lr0.01_s0", "bp_b_tpp20_lr0.01_s0", "bp_b_tpp80_lr0.01_s0"]
+    for run in plan.runs:
+        ratio = int(run.budget[3:])
+        assert run.tokens == max(512, int(ratio * run.n_params) // 512 * 512)
+    plan = plan_study(load_spec(write_spec(tmp_path), overrides=["tokens=[8192,16384]", "methods=[bp]"]))
+    assert {r.budget: r.tokens for r in plan.runs} == {"8.19k": 8192, "16.4k": 16384}
+    single = plan_study(load_spec(write_spec(tmp_path), overrides=["methods=[bp]"]))
+    assert sorted(r.name for r in single.runs) == ["bp_a_lr0.01_s0", "bp_b_lr0.01_s0"]  # one budget: no tag
+
+
+def test_learning_rates_per_size(tmp_path):
+    plan = plan_study(load_spec(write_spec(tmp_path), overrides=["methods=[bp]", "lrs.bp={a: [1e-2], b: [3e-3, 1e-3]}"]))
+    assert sorted((r.size, r.lr) for r in plan.runs) == [("a", 1e-2), ("b", 1e-3), ("b", 3e-3)]
+    with pytest.raises(ConfigError, match="lrs.bp.b: no learning rates for size 'b'"):
+        load_spec(write_spec(tmp_path), overrides=["methods=[bp]", "lrs.bp={a: [1e-2]}"])
+    with pytest.raises(ConfigError, match="frontier_points: unknown value 'some'"):
+        load_spec(write_spec(tmp_path), overrides=["frontier_points=some"])

@@ -8,7 +8,9 @@ import yaml
 
 from beyondbp.config import ConfigError
 from beyondbp.report import write_report
-from beyondbp.study import load_spec, plan_study, run_study
+from beyondbp.plan import plan_study
+from beyondbp.spec import load_spec
+from beyondbp.study import run_study
 
 DIGITS_TRAIN = 1347  # 1,797 digits, a quarter held out for test
 MLP_SPEC = {

@@ -41,7 +41,8 @@ import torch
 from .config import ConfigError, DataConfig, RunConfig
 from .data import load_token_data
 from .methods import build_method, get_method_class
-from .model import build_model, resolve_model_config
+from .model import build_model
+from .model_shape import resolve_model_config
 from .train import autocast_context, make_optimizer
 
 # size: (n_layer, d_model, n_head, batch_tokens); byte vocabulary 256, context 128

@@ -46,7 +46,7 @@ def cmd_methods(args) -> int:
 
 
 def cmd_fit(args) -> int:
-    from .frontier import fit_cli
+    from .fit_cli import fit_cli
     return fit_cli(args.rest)
 
 

@@ -19,10 +19,16 @@ class ConfigError(ValueError):
     """A user-facing configuration problem; the message names the bad field."""
 
 
+def check_choice(key: str, value, valid, what: str = "value") -> None:
+    """Raise `KEY: unknown WHAT 'x' (valid: a, b)` unless value is one of `valid`."""
+    if value not in valid:
+        raise ConfigError(f"{key}: unknown {what} {value!r} (valid: {', '.join(map(str, valid))})")
+
+
 @dataclass
 class ModelConfig:
     kind: str = "gpt"  # gpt | mlp
-    size: str | None = None  # a named size from beyondbp.model.NAMED_SIZES; overrides the fields below
+    size: str | None = None  # a named size from beyondbp.model_shape.NAMED_SIZES; overrides the fields below
     n_layer: int = 2
     d_model: int = 64
     n_head: int = 4
@@ -31,6 +37,8 @@ class ModelConfig:
     mlp_ratio: int = 4
     tie_embeddings: bool = False
     dropout: float = 0.0
+    norm: str = "pre"  # pre: LayerNorm before attention/MLP (GPT-2/3); post: after each residual sum
+    bias: bool = True  # biases in the Linear and LayerNorm layers
     # MLP track (kind=mlp)
     depth: int = 3
     width: int = 256
@@ -49,7 +57,12 @@ class MethodConfig:
     blockwise: bool = True
     asymmetric_residuals: bool = True
     asymmetric_nonlinearity: bool = True
+    feedback_point: str = "layernorm"  # dfa_block: B e enters at the block output (output) or through a LayerNorm of it
+    error_point: str = "stream"  # dfa_block: pre-projector error at the last block's output (stream) or after ln_f (projector)
+    embedding_feedback: bool = True  # dfa_block: the embedding output receives B e (else it learns through block 0)
     train_last_n: int = 1  # shallow: number of topmost blocks trained
+    perturbations: int = 8  # forward_grad: random weight directions (one jvp each) per step
+    sg_conditional: bool = True  # synthetic: gradient predictors also see the target (cDNI)
 
 
 @dataclass
@@ -108,14 +121,14 @@ def _field_types(cls) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
+def coerce(value: Any, typ: Any, key: str) -> Any:
     """Convert `value` (from YAML or a command-line string) to `typ`, or raise ConfigError."""
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(typ) if a is not type(None)]
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
-        return _coerce(value, args[0], key)
+        return coerce(value, args[0], key)
     if typ is bool:
         if isinstance(value, bool):
             return value
@@ -162,7 +175,7 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
     if dataclasses.is_dataclass(current):
         if len(path) == 1:
             if isinstance(current, MethodConfig) and not isinstance(value, dict):
-                current.name = _coerce(value, str, full_key)  # `method=dfa` names the method
+                current.name = coerce(value, str, full_key)  # `method=dfa` names the method
                 return
             if not isinstance(value, dict):
                 raise ConfigError(f"{full_key}: expected a mapping of keys, got {value!r}")
@@ -173,7 +186,7 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
         return
     if len(path) > 1:
         raise ConfigError(f"unknown key {full_key!r} ({'.'.join(full_key.split('.')[:-len(path)+1])} is not a section)")
-    setattr(obj, name, _coerce(value, types_[name], full_key))
+    setattr(obj, name, coerce(value, types_[name], full_key))
 
 
 def apply_mapping(cfg: Any, mapping: dict, prefix: str = "") -> Any:

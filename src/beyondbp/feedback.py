@@ -6,6 +6,7 @@ before the projector) to an injection point's width d_out, token by token.
 
 - Gaussian: B has i.i.d. entries N(0, feedback_scale^2 / d_err), so every component of B e
   has, in expectation, the root-mean-square of e's components (||B e||^2 ~ ||e||^2 d_out / d_err).
+- Uniform: i.i.d. entries uniform with the same variance.
 - Optical: a SIMULATION of the random projection LightOn's optical processing unit (OPU)
   computes. The device takes binary inputs and reads out the intensity |R x|^2 of a fixed
   complex Gaussian medium R, so (1) the error is ternarised per token (sign where |e| exceeds
@@ -27,18 +28,16 @@ import math
 import torch
 import torch.nn as nn
 
-from .config import ConfigError, MethodConfig
+from .config import ConfigError, MethodConfig, check_choice
 
 FEEDBACK_KINDS = ("shared", "per_layer")
-PROJECTIONS = ("gaussian", "optical")
+PROJECTIONS = ("gaussian", "uniform", "optical")
 TERNARY_THRESHOLD = 0.5  # in standard deviations of a token's error: below it the OPU input pixel is off
 
 
 def validate_feedback_config(cfg: MethodConfig) -> None:
-    if cfg.feedback not in FEEDBACK_KINDS:
-        raise ConfigError(f"method.feedback: unknown value {cfg.feedback!r} (valid: {', '.join(FEEDBACK_KINDS)})")
-    if cfg.projection not in PROJECTIONS:
-        raise ConfigError(f"method.projection: unknown value {cfg.projection!r} (valid: {', '.join(PROJECTIONS)})")
+    check_choice("method.feedback", cfg.feedback, FEEDBACK_KINDS)
+    check_choice("method.projection", cfg.projection, PROJECTIONS)
     if not cfg.feedback_scale > 0:
         raise ConfigError(f"method.feedback_scale: must be > 0, got {cfg.feedback_scale}")
 
@@ -55,6 +54,16 @@ class GaussianProjection(nn.Module):
     def flops_per_token(self) -> int:
         d_err, d_out = self.matrix.shape
         return 2 * d_err * d_out
+
+
+class UniformProjection(GaussianProjection):
+    """Entries uniform in [-a, a] with a = sqrt(3) scale / sqrt(d_err): the Gaussian's variance,
+    the distribution of the reference Transformer DFA code (uniform, scaled by 1 / sqrt(width))."""
+
+    def __init__(self, d_err: int, d_out: int, scale: float, generator: torch.Generator):
+        nn.Module.__init__(self)
+        bound = math.sqrt(3.0) * scale / math.sqrt(d_err)
+        self.register_buffer("matrix", (torch.rand(d_err, d_out, generator=generator) * 2 - 1) * bound)
 
 
 class OpticalProjection(nn.Module):
@@ -108,20 +117,20 @@ class FeedbackBank(nn.Module):
         validate_feedback_config(cfg)
         self.shared = cfg.feedback == "shared"
         self.widths = list(widths)
-        cls = GaussianProjection if cfg.projection == "gaussian" else OpticalProjection
-        out_widths = [max(widths)] if self.shared else widths
+        cls = {"gaussian": GaussianProjection, "uniform": UniformProjection, "optical": OpticalProjection}[cfg.projection]
+        out_widths = [max(widths)] if self.shared and widths else widths
         self.projections = nn.ModuleList(cls(d_err, w, cfg.feedback_scale, generator) for w in out_widths)
 
     def forward(self, error: torch.Tensor) -> list[torch.Tensor]:
         """One feedback signal per injection point, each of shape error.shape[:-1] + (width,)."""
-        if self.shared:
+        if self.shared and self.projections:
             signal = self.projections[0](error)
             return [signal if w == signal.shape[-1] else signal[..., :w] for w in self.widths]
         return [projection(error) for projection in self.projections]
 
     def matrices(self) -> list[torch.Tensor]:
         """The linear map of each projection (for an optical one, its effective real matrix)."""
-        return [p.matrix if isinstance(p, GaussianProjection) else p.effective_matrix() for p in self.projections]
+        return [p.effective_matrix() if isinstance(p, OpticalProjection) else p.matrix for p in self.projections]
 
     def flops_per_token(self) -> int:
         return sum(p.flops_per_token() for p in self.projections)

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ConfigError, DataConfig, ModelConfig
+from .config import ConfigError, DataConfig, ModelConfig, check_choice
 
 ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid}
 DIGITS_TEST_FRACTION = 0.25
@@ -94,8 +94,7 @@ def resolve_mlp_config(cfg: ModelConfig, n_inputs: int | None = None, n_classes:
         cfg.n_inputs = n_inputs
     if n_classes is not None and cfg.n_classes is None:
         cfg.n_classes = n_classes
-    if cfg.activation not in ACTIVATIONS:
-        raise ConfigError(f"model.activation: unknown activation {cfg.activation!r} (valid: {', '.join(ACTIVATIONS)})")
+    check_choice("model.activation", cfg.activation, ACTIVATIONS, "activation")
     for name in ("depth", "width", "n_inputs"):
         if getattr(cfg, name) is None or getattr(cfg, name) < 1:
             raise ConfigError(f"model.{name}: must be >= 1, got {getattr(cfg, name)}")

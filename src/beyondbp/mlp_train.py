@@ -20,6 +20,8 @@ is not disturbed.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import json
 import math
 import sys
@@ -32,7 +34,7 @@ from .config import ConfigError, RunConfig, build_config, dump_yaml
 from .methods import build_method
 from .mlp import load_image_data, resolve_mlp_config
 from .model import build_model
-from .train import PF_DAY
+from .run_files import PF_DAY, atomic_write, check_same_config, check_writable
 
 ANGLE_EXAMPLES = 256
 COMPARED_METHODS = ("bp", "fa", "dfa")
@@ -64,7 +66,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     """Train one MLP run into `out` (or, with method=all, BP, FA and DFA into out/<method>)."""
     if cfg.method.name == "all":
         return run_mlp_all(cfg, out, quiet)
-    from .train import atomic_write, check_same_config, check_writable, make_optimizer, pick_device
+    from .train import make_optimizer, pick_device
     out = Path(out)
     check_writable(out)
     cfg.model.kind = "mlp"
@@ -162,6 +164,31 @@ def run_mlp_all(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     plot_angles(out / "angles.png", [(name, read_rows(out / name)) for name in COMPARED_METHODS])
     return {"method": "all", "status": "completed" if all(s["status"] == "completed" for s in summaries.values())
             else "diverged", "runs": summaries}
+
+
+def plan_mlp_run(cfg: RunConfig) -> tuple[int, float]:
+    """For a study plan: resolve the model shape from the dataset and set cfg.train.tokens to
+    epochs x training examples; (N, exact BP FLOPs) of the run."""
+    from .plan import counts_of
+    cfg.model.kind = "mlp"
+    n_inputs, n_classes, n_train = image_data_shape(cfg.data)
+    resolve_mlp_config(cfg.model, n_inputs, n_classes)
+    validate_train(cfg)
+    n_params, forward_flops = counts_of(cfg.model)
+    cfg.train.tokens = cfg.train.epochs * n_train
+    return n_params, 3.0 * forward_flops * cfg.train.tokens
+
+
+def image_data_shape(data_cfg) -> tuple[int, int, int]:
+    """(inputs, classes, training examples) of a dataset, loaded once per process."""
+    return _image_data_shape(json.dumps(dataclasses.asdict(data_cfg), sort_keys=True))
+
+
+@functools.lru_cache(maxsize=None)
+def _image_data_shape(data_key: str) -> tuple[int, int, int]:
+    from .config import DataConfig
+    data = load_image_data(DataConfig(**json.loads(data_key)))
+    return data.n_inputs, data.n_classes, len(data.train_x)
 
 
 def validate_train(cfg: RunConfig) -> None:

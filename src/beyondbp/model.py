@@ -2,6 +2,9 @@
 
 Token + learned position embeddings, pre-LayerNorm blocks (causal self-attention, ReLU MLP
 of 4x width), final LayerNorm, linear projector to the vocabulary (tying optional).
+`model.norm=post` gives Post-LN blocks instead (LayerNorm after each residual sum, as in the
+original Transformer and the Post-LN models DFA was first scaled on); `model.bias=false`
+drops every bias.
 
 The model is written so that training methods can compose its parts (`embed`, `blocks`,
 `head`) and ask a block for its asymmetric variants (residuals ignored in the backward,
@@ -18,53 +21,14 @@ Compute conventions (see `flops_per_token`):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import model_shape
 from .config import ConfigError, ModelConfig
-
-# name: (n_layer, d_model, n_head, context)
-NAMED_SIZES: dict[str, tuple[int, int, int, int]] = {
-    # CPU sizes (byte vocabulary): tens of thousands to a few million parameters
-    "cpu-20k": (2, 24, 2, 128),
-    "cpu-60k": (2, 48, 4, 128),
-    "cpu-140k": (2, 64, 4, 128),
-    "cpu-400k": (4, 88, 4, 128),
-    "cpu-1m": (6, 112, 4, 128),
-    "cpu-3m": (8, 176, 4, 128),
-    # the paper's range: context 512, vocabulary 51,200, tied embeddings (57M to 509M parameters)
-    "paper-57m": (7, 576, 9, 512),
-    "paper-106m": (9, 768, 12, 512),
-    "paper-204m": (12, 1024, 16, 512),
-    "paper-362m": (15, 1280, 20, 512),
-    "paper-509m": (18, 1408, 22, 512),
-}
-PAPER_VOCAB = 51_200
-
-
-def resolve_model_config(cfg: ModelConfig, vocab_size: int | None = None) -> ModelConfig:
-    """Apply a named size and the tokenizer's vocabulary; validate shapes."""
-    if cfg.size is not None:
-        if cfg.size not in NAMED_SIZES:
-            raise ConfigError(f"model.size: unknown size {cfg.size!r} (valid: {', '.join(NAMED_SIZES)})")
-        cfg.n_layer, cfg.d_model, cfg.n_head, cfg.context = NAMED_SIZES[cfg.size]
-        if cfg.size.startswith("paper-"):
-            cfg.tie_embeddings = True
-    if vocab_size is not None and cfg.vocab_size is None:
-        cfg.vocab_size = vocab_size
-    for name in ("n_layer", "d_model", "n_head", "context", "mlp_ratio"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"model.{name}: must be >= 1, got {getattr(cfg, name)}")
-    if cfg.d_model % cfg.n_head:
-        raise ConfigError(f"model.d_model: {cfg.d_model} is not divisible by model.n_head={cfg.n_head}")
-    if cfg.vocab_size is None or cfg.vocab_size < 2:
-        raise ConfigError(f"model.vocab_size: must be >= 2, got {cfg.vocab_size}")
-    return cfg
-
 
 def relu_tanh_backward(x: torch.Tensor) -> torch.Tensor:
     """ReLU in the forward, derivative of tanh in the backward (the paper's asymmetric non-linearity)."""
@@ -88,8 +52,8 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.c_attn = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,8 +72,8 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model)
-        self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model)
+        self.c_fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=cfg.bias)
 
     def forward(self, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor] = F.relu) -> torch.Tensor:
         return self.c_proj(act(self.c_fc(x)))
@@ -118,31 +82,39 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.d_model)
+        self.post_norm = cfg.norm == "post"
+        self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.d_model)
+        self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, residual_backward: bool = True,
                 act: Callable[[torch.Tensor], torch.Tensor] = F.relu) -> torch.Tensor:
         """residual_backward=False: residual paths carry the forward value but no gradient."""
         skip = (lambda t: t) if residual_backward else (lambda t: t.detach())
+        if self.post_norm:
+            x = self.ln_1(skip(x) + self.attn(x))
+            return self.ln_2(skip(x) + self.mlp(x, act))
         x = skip(x) + self.attn(self.ln_1(x))
         return skip(x) + self.mlp(self.ln_2(x), act)
 
 
 class GPT(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, init_weights: bool = True):
+        """init_weights=False leaves PyTorch's default initialisation (for counting on the meta
+        device, where drawing the GPT-2 initialisation costs seconds)."""
         super().__init__()
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.wpe = nn.Embedding(cfg.context, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.ln_f = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        if not init_weights:
+            return
         self.apply(self._init_weights)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):  # GPT-2's scaled init of residual projections
@@ -170,7 +142,9 @@ class GPT(nn.Module):
 
     @staticmethod
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
+        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: the loss in float32
+            logits = logits.float()
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.embed(idx)
@@ -192,16 +166,13 @@ class GPT(nn.Module):
 
     def block_forward_flops_per_token(self) -> int:
         """Exact matmul FLOPs of one block's forward, per token, attention over the full context."""
-        d, T, r = self.config.d_model, self.config.context, self.config.mlp_ratio
-        linear = 2 * (3 * d * d + d * d + 2 * r * d * d)
-        attention = 2 * 2 * T * d  # scores q.k and the weighted sum of values
-        return linear + attention
+        return model_shape.block_forward_flops(self.config)
 
     def head_forward_flops_per_token(self) -> int:
-        return 2 * self.config.d_model * self.config.vocab_size
+        return model_shape.head_forward_flops(self.config)
 
     def forward_flops_per_token(self) -> int:
-        return self.config.n_layer * self.block_forward_flops_per_token() + self.head_forward_flops_per_token()
+        return model_shape.forward_flops(self.config)
 
     def flops_per_token(self) -> dict[str, int]:
         """BP training FLOPs per token: the 6N convention and the exact count (backward = 2x forward)."""
@@ -222,9 +193,9 @@ class GPT(nn.Module):
         return idx
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
+def build_model(cfg: ModelConfig, init_weights: bool = True) -> nn.Module:
     if cfg.kind == "gpt":
-        return GPT(cfg)
+        return GPT(cfg, init_weights)
     if cfg.kind == "mlp":
         from .mlp import MLPClassifier  # the fully-connected track
         return MLPClassifier(cfg)

@@ -32,7 +32,6 @@ import copy
 import fcntl
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -42,88 +41,16 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, _coerce, to_dict
-from .study import FINISHED, PlannedRun, StudyPlan, plan_study, prepare_data, prepare_study_dir, read_summary, run_state
+from .config import ConfigError, to_dict
+from .plan import PlannedRun, StudyPlan, plan_study
+from .run_files import read_summary
+from .study import FINISHED, prepare_data, prepare_study_dir, run_state
 
-SLURM_KEYS = ("cluster", "partition", "account", "gpus_per_run", "nodes", "cpus_per_task", "mem_gb",
-              "timeout_min", "setup", "extra", "prepare_data")
-CLUSTERS = ("slurm", "local")
 # Slurm job states (sacct/squeue) grouped into what `study status` shows
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED"}
 RUNNING_STATES = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING"}
 JOB_FILE = "slurm_job.json"
 TASK_FILE = "slurm_task.json"
-
-
-# --- settings ---------------------------------------------------------------------------------
-
-def normalise_slurm(raw) -> dict:
-    """The spec's `slurm:` section in canonical form; raises ConfigError naming the bad key."""
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"slurm: expected a mapping of {', '.join(SLURM_KEYS)}, got {raw!r}")
-    unknown = [k for k in raw if k not in SLURM_KEYS]
-    if unknown:
-        raise ConfigError(f"slurm.{unknown[0]}: unknown key (valid: {', '.join(SLURM_KEYS)})")
-    cluster = str(raw.get("cluster") or "slurm")
-    if cluster not in CLUSTERS:
-        raise ConfigError(f"slurm.cluster: unknown cluster {cluster!r} (valid: {', '.join(CLUSTERS)})")
-    out = {"cluster": cluster,
-           "partition": None if raw.get("partition") is None else str(raw["partition"]),
-           "account": None if raw.get("account") is None else str(raw["account"])}
-    for key, typ, default in (("gpus_per_run", int, 1), ("nodes", int, 1), ("cpus_per_task", int, None),
-                              ("mem_gb", float, None), ("timeout_min", int, 24 * 60)):
-        value = raw.get(key, default)
-        if key == "timeout_min" and isinstance(value, str):
-            value = parse_time_minutes(value, "slurm.timeout_min")
-        value = None if value is None else _coerce(value, typ, f"slurm.{key}")
-        if value is not None and value <= 0:
-            raise ConfigError(f"slurm.{key}: must be positive, got {value}")
-        out[key] = value
-    if out["gpus_per_run"] % out["nodes"]:
-        raise ConfigError(f"slurm.gpus_per_run: {out['gpus_per_run']} GPUs do not split over "
-                          f"slurm.nodes={out['nodes']} nodes; make gpus_per_run a multiple of nodes")
-    setup = raw.get("setup") or []
-    setup = [setup] if isinstance(setup, str) else setup
-    if not isinstance(setup, list) or not all(isinstance(s, str) for s in setup):
-        raise ConfigError(f"slurm.setup: expected shell lines run before each job, got {setup!r}")
-    extra = raw.get("extra") or {}
-    if not isinstance(extra, dict):
-        raise ConfigError(f"slurm.extra: expected a mapping of sbatch options (e.g. {{qos: high}}), got {extra!r}")
-    out["setup"], out["extra"] = list(setup), dict(extra)
-    out["prepare_data"] = bool(_coerce(raw.get("prepare_data", True), bool, "slurm.prepare_data"))
-    return out
-
-
-def parse_time_minutes(text: str, key: str = "--time") -> int:
-    """Slurm time formats -> whole minutes: MM, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS."""
-    text = str(text).strip()
-    match = re.fullmatch(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?", text)
-    if not match:
-        raise ConfigError(f"{key}: {text!r} is not a Slurm time (MM, HH:MM:SS or D-HH:MM:SS)")
-    days, a, b, c = (int(g) if g else None for g in match.groups())
-    if days is None and b is None:  # MM
-        minutes = a
-    elif days is None and c is None:  # MM:SS
-        minutes = a + (b > 0)
-    elif days is None:  # HH:MM:SS
-        minutes = a * 60 + b + (c > 0)
-    else:  # D-HH[:MM[:SS]]
-        minutes = days * 1440 + a * 60 + (b or 0) + ((c or 0) > 0)
-    if minutes <= 0:
-        raise ConfigError(f"{key}: {text!r} must be positive")
-    return minutes
-
-
-def resolve_settings(spec: dict, cli: dict) -> dict:
-    """The spec's slurm section with command-line values on top; checks what Slurm needs."""
-    merged = dict(spec.get("slurm") or {})
-    merged.update({k: v for k, v in cli.items() if v is not None})
-    settings = normalise_slurm(merged)
-    if settings["cluster"] == "slurm" and not settings["partition"]:
-        raise ConfigError("--partition: the Slurm executor needs a partition; pass --partition NAME "
-                          "or set slurm.partition in the spec")
-    return settings
 
 
 def require_submitit():
@@ -434,6 +361,5 @@ def run_study_slurm(plan: StudyPlan, study_dir: str | Path, settings: dict, wait
     return {name: str(job.job_id) for name, job in jobs.items()}
 
 
-__all__ = ["normalise_slurm", "parse_time_minutes", "resolve_settings", "require_submitit", "plan_for_slurm",
-           "TrainJob", "submit_study", "wait_for", "run_status", "status_rows", "run_study_slurm",
+__all__ = ["require_submitit", "plan_for_slurm", "TrainJob", "submit_study", "wait_for", "run_status", "status_rows", "run_study_slurm",
            "scheduler_state"]

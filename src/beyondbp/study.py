@@ -1,401 +1,42 @@
-"""A study: a grid of training runs (methods x model sizes x learning rates x seeds).
+"""A study folder and its local executor: train every run of a plan, resumably.
 
-A spec (YAML) names the grid; `plan_study` turns it into one `RunConfig` per run, each
-with its own folder `DIR/runs/<method>_<size>_lr<lr>_s<seed>`. `run_study` trains the grid
-with a pool of local worker processes (`python -m beyondbp train`, one per run), and is
-resumable: completed runs are skipped, interrupted ones resume from their checkpoints.
-
-Spec keys (every one overridable as dotted KEY=VALUE):
-  name, description    labels for the report
-  track                transformer (default) or mlp: the fully-connected track (`beyondbp mlp`),
-                       sizes then set model.depth/width/activation, the budget is
-                       base.train.epochs (no tokens key), and one "token" is one example
-  methods              training methods, e.g. [bp, dfa_block, shallow]
-  sizes                named sizes (beyondbp.model.NAMED_SIZES) or mappings of model keys,
-                       as a list ([cpu-20k, {name: tiny, n_layer: 2, d_model: 16, n_head: 2}])
-                       or a mapping name -> named size / model keys
-  tokens               training tokens per run (fixed, as in the paper), or
-  tokens_per_param     tokens = ratio x non-embedding parameters (Kaplan's N); transformer only
-  lrs                  learning rates swept per method ({bp: [1e-3, 3e-3]}); the best per size
-                       is kept for the frontier. A method without an entry uses base.train.lr
-  seeds                list of seeds
-  per_method           RunConfig keys for one method only ({dfa: {train.alignment_every: 4}})
-  base                 RunConfig keys shared by every run (data, model.context, train schedule,
-                       evaluation schedule: train.n_evals, train.eval_tokens)
-  slurm                how `--executor slurm` submits runs (beyondbp.slurm): partition, account,
-                       gpus_per_run, nodes, cpus_per_task, mem_gb, timeout_min, setup, extra,
-                       cluster (slurm | local), prepare_data; may change between invocations
+`prepare_study_dir` writes DIR/spec.yaml (or checks that DIR holds this very spec);
+`run_study` trains the plan's runs (`beyondbp.plan`) with a pool of local worker processes
+(`python -m beyondbp train`, one per run), each in DIR/runs/<run name>/. It is resumable:
+completed runs are skipped, interrupted ones resume from their checkpoints. `run_state`
+tells what a run folder holds, whichever executor trained it.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
 import ctypes
+import dataclasses
 import fcntl
-import functools
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
-from .config import (ConfigError, ModelConfig, RunConfig, _coerce, apply_mapping, load_yaml,
-                     parse_overrides, to_dict)
+from .config import ConfigError, to_dict
+from .plan import PlannedRun, StudyPlan, plan_study
+from .run_files import read_summary
+from .spec import normalise_spec
 
-SPEC_KEYS = ("name", "description", "track", "methods", "sizes", "tokens", "tokens_per_param", "lrs", "seeds",
-             "per_method", "base", "slurm")
 # execution settings that may change between invocations on one study folder
 EXECUTION_KEYS = ("threads", "progress", "checkpoint_every_s")
 FINISHED = ("completed", "diverged")
-TRACKS = ("transformer", "mlp")
-
-
-# --- spec: load, override, normalise ------------------------------------------------------
-
-def preset_names() -> list[str]:
-    folder = resources.files("beyondbp") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def load_preset(name: str) -> dict:
-    if name not in preset_names():
-        raise ConfigError(f"--preset: unknown preset {name!r} (valid: {', '.join(preset_names())})")
-    text = (resources.files("beyondbp") / "presets" / f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
-
-
-def set_dotted(spec: dict, key: str, value) -> None:
-    """spec['a']['b'] = value for key 'a.b'; top-level keys must be spec keys."""
-    parts = key.split(".")
-    if parts[0] not in SPEC_KEYS:
-        raise ConfigError(f"unknown key {key!r} (valid spec keys: {', '.join(SPEC_KEYS)})")
-    node = spec
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"{key}: {'.'.join(parts[:i + 1])} is not a mapping")
-        node = child
-    node[parts[-1]] = value
-    # the token budget is one of two forms: setting one drops the other
-    if key == "tokens" and value is not None:
-        spec["tokens_per_param"] = None
-    if key == "tokens_per_param" and value is not None:
-        spec["tokens"] = None
-
-
-def load_spec(spec_file: str | Path | None = None, preset: str | None = None,
-              overrides: list[str] | dict | None = None) -> dict:
-    """The normalised spec from a file or preset plus dotted overrides; raises ConfigError."""
-    if (spec_file is None) == (preset is None):
-        raise ConfigError("study: give exactly one of SPEC (a YAML file) or --preset NAME")
-    raw = load_preset(preset) if preset is not None else load_yaml(spec_file)
-    raw = copy.deepcopy(raw)
-    mapping = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
-    for key, value in mapping.items():
-        set_dotted(raw, key, value)
-    return normalise_spec(raw)
-
-
-def _expand_dotted(mapping: dict, where: str) -> dict:
-    """{'train.lr': 1} -> {'train': {'lr': 1}} (nested), validated against RunConfig."""
-    if not isinstance(mapping, dict):
-        raise ConfigError(f"{where}: expected a mapping of RunConfig keys, got {mapping!r}")
-    apply_mapping(RunConfig(), mapping, prefix=f"{where}.")  # raises on unknown keys / bad values
-    nested: dict = {}
-    for key, value in mapping.items():
-        parts = str(key).split(".")
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
-            node[parts[-1]].update(value)
-        else:
-            node[parts[-1]] = value
-    return nested
-
-
-def _base_config(track: str) -> RunConfig:
-    """The RunConfig defaults a track's runs start from."""
-    if track == "mlp":
-        from .mlp_train import mlp_base_config
-        return mlp_base_config()
-    return RunConfig()
-
-
-def _normalise_sizes(sizes, track: str = "transformer") -> dict[str, dict]:
-    from .model import NAMED_SIZES
-    if isinstance(sizes, dict):
-        items = list(sizes.items())
-    elif isinstance(sizes, list):
-        items = []
-        for entry in sizes:
-            if isinstance(entry, str):
-                items.append((entry, entry))
-            elif isinstance(entry, dict):
-                entry = dict(entry)
-                name = entry.pop("name", None) or (f"D{entry.get('depth', 3)}w{entry.get('width', 256)}"
-                                                   if track == "mlp" else
-                                                   f"L{entry.get('n_layer', '?')}d{entry.get('d_model', '?')}")
-                items.append((str(name), entry))
-            else:
-                raise ConfigError(f"sizes: expected a named size or a mapping of model keys, got {entry!r}")
-    else:
-        raise ConfigError(f"sizes: expected a list or mapping of model sizes, got {sizes!r}")
-    if not items:
-        raise ConfigError("sizes: must list at least one model size")
-    out: dict[str, dict] = {}
-    for name, value in items:
-        name = str(name)
-        if name in out:
-            raise ConfigError(f"sizes: size {name!r} is listed twice")
-        if "_" in name or "/" in name:
-            raise ConfigError(f"sizes: size name {name!r} must not contain '_' or '/' (it names run folders)")
-        if isinstance(value, str):
-            if track == "mlp":
-                raise ConfigError(f"sizes.{name}: an MLP size is a mapping of model keys "
-                                  f"(depth, width, activation), got {value!r}")
-            if value not in NAMED_SIZES:
-                raise ConfigError(f"sizes: unknown size {value!r} (valid: {', '.join(NAMED_SIZES)})")
-            value = {"size": value}
-        if not isinstance(value, dict) or not value:
-            raise ConfigError(f"sizes.{name}: expected a named size or a mapping of model keys, got {value!r}")
-        apply_mapping(ModelConfig(), value, prefix=f"sizes.{name}.")
-        out[name] = dict(value)
-    return out
-
-
-def _positive(value, typ, key: str):
-    if value is None:
-        return None
-    value = _coerce(value, typ, key)
-    if value <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value}")
-    return value
-
-
-def _float_list(value, key: str) -> list[float]:
-    values = value if isinstance(value, list) else [value]
-    if not values:
-        raise ConfigError(f"{key}: must list at least one learning rate")
-    out = [_positive(v, float, key) for v in values]
-    if len(set(out)) != len(out):
-        raise ConfigError(f"{key}: learning rates are listed twice: {out}")
-    return out
-
-
-def normalise_spec(raw: dict) -> dict:
-    """Validate every field and return the spec in one canonical form (what spec.yaml holds)."""
-    from .methods import available
-    if not isinstance(raw, dict):
-        raise ConfigError("spec: expected a mapping at top level")
-    unknown = [k for k in raw if k not in SPEC_KEYS]
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} (valid spec keys: {', '.join(SPEC_KEYS)})")
-
-    track = str(raw.get("track") or "transformer")
-    if track not in TRACKS:
-        raise ConfigError(f"track: unknown track {track!r} (valid: {', '.join(TRACKS)})")
-    methods = raw.get("methods")
-    if isinstance(methods, str):
-        methods = [methods]
-    if not isinstance(methods, list) or not methods:
-        raise ConfigError("methods: must list at least one training method")
-    valid = available()
-    kind = "mlp" if track == "mlp" else "gpt"
-    for m in methods:
-        if m not in valid:
-            raise ConfigError(f"methods: unknown method {m!r} (valid: {', '.join(valid)})")
-        if kind not in valid[m].supports:
-            raise ConfigError(f"methods: {m!r} cannot train the {track} track "
-                              f"(methods for it: {', '.join(n for n, c in valid.items() if kind in c.supports)})")
-    if len(set(methods)) != len(methods):
-        raise ConfigError(f"methods: a method is listed twice: {methods}")
-
-    tokens = _positive(raw.get("tokens"), int, "tokens")
-    ratio = _positive(raw.get("tokens_per_param"), float, "tokens_per_param")
-    if track == "mlp":
-        if tokens is not None or ratio is not None:
-            raise ConfigError(f"{'tokens' if tokens is not None else 'tokens_per_param'}: the mlp track's "
-                              f"budget is base.train.epochs; leave tokens out")
-    elif (tokens is None) == (ratio is None):
-        raise ConfigError("tokens: give exactly one of tokens (per run) or tokens_per_param")
-
-    seeds = raw.get("seeds", [0])
-    seeds = seeds if isinstance(seeds, list) else [seeds]
-    if not seeds:
-        raise ConfigError("seeds: must list at least one seed")
-    seeds = [_coerce(s, int, "seeds") for s in seeds]
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds: a seed is listed twice: {seeds}")
-
-    base_cfg = apply_mapping(_base_config(track), raw.get("base") or {}, prefix="base.")
-    base = to_dict(base_cfg)
-    base.pop("method")  # a run's method comes from `methods`, its seed from `seeds`
-    base.pop("seed")
-
-    lrs_raw = raw.get("lrs") or {}
-    if not isinstance(lrs_raw, dict):
-        raise ConfigError(f"lrs: expected a mapping method -> learning rates, got {lrs_raw!r}")
-    for m in list(lrs_raw) + list(raw.get("per_method") or {}):
-        if m not in valid:
-            raise ConfigError(f"lrs.{m}: unknown method {m!r} (valid: {', '.join(valid)})"
-                              if m in lrs_raw else f"per_method.{m}: unknown method {m!r} (valid: {', '.join(valid)})")
-    lrs = {m: _float_list(lrs_raw.get(m, base_cfg.train.lr), f"lrs.{m}") for m in methods}
-
-    per_method_raw = raw.get("per_method") or {}
-    if not isinstance(per_method_raw, dict):
-        raise ConfigError(f"per_method: expected a mapping method -> RunConfig keys, got {per_method_raw!r}")
-    per_method = {}
-    for m, mapping in per_method_raw.items():
-        if m not in methods:
-            continue  # a preset configures methods a user may leave out with methods=[...]
-        per_method[m] = _expand_dotted(mapping or {}, f"per_method.{m}")
-
-    spec = {
-        "name": str(raw.get("name") or "study"),
-        "description": str(raw.get("description") or ""),
-        "track": track,
-        "methods": list(methods),
-        "sizes": _normalise_sizes(raw.get("sizes"), track),
-        "tokens": tokens,
-        "tokens_per_param": ratio,
-        "lrs": lrs,
-        "seeds": seeds,
-        "per_method": per_method,
-        "base": base,
-    }
-    if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.slurm
-        from .slurm import normalise_slurm
-        spec["slurm"] = normalise_slurm(raw["slurm"])
-    return spec
-
-
-# --- plan ---------------------------------------------------------------------------------
-
-@dataclass
-class PlannedRun:
-    name: str
-    method: str
-    size: str
-    lr: float
-    seed: int
-    cfg: RunConfig
-    n_params: int  # non-embedding parameters (Kaplan's N)
-    cost: float  # exact BP training FLOPs, for scheduling and the ETA
-
-    @property
-    def tokens(self) -> int:
-        return self.cfg.train.tokens
-
-
-@dataclass
-class StudyPlan:
-    spec: dict
-    runs: list[PlannedRun] = field(default_factory=list)
-
-
-def planning_vocab_size(cfg: RunConfig) -> int:
-    """The vocabulary a run will have, without tokenizing the corpus."""
-    if cfg.model.vocab_size is not None:
-        return cfg.model.vocab_size
-    if cfg.data.tokenizer == "byte":
-        return 256
-    if cfg.data.tokenizer == "gpt2":
-        return 50_257
-    from .data import _bpe_vocab_size
-    return _bpe_vocab_size(cfg.data)
-
-
-def model_counts(cfg: RunConfig) -> tuple[int, int]:
-    """(non-embedding parameters, exact forward FLOPs per token) of cfg.model, built on no memory."""
-    from .model import resolve_model_config
-    model_cfg = copy.deepcopy(cfg.model)
-    resolve_model_config(model_cfg, planning_vocab_size(cfg))
-    return _counts_of(tuple(sorted(dataclasses.asdict(model_cfg).items())))
-
-
-@functools.lru_cache(maxsize=None)
-def _counts_of(model_items: tuple) -> tuple[int, int]:
-    import torch
-    from .model import build_model
-    model_cfg = ModelConfig(**dict(model_items))
-    with torch.device("meta"):
-        model = build_model(model_cfg)
-    return model.n_params_nonembedding(), model.forward_flops_per_token()
-
-
-def run_name(method: str, size: str, lr: float, seed: int) -> str:
-    return f"{method}_{size}_lr{lr:g}_s{seed}"
-
-
-def plan_study(spec: dict) -> StudyPlan:
-    """Every run of the grid as a validated RunConfig; raises ConfigError before any run starts."""
-    from .train import learning_rate, make_plan
-    plan = StudyPlan(spec)
-    track = spec.get("track", "transformer")
-    for method in spec["methods"]:
-        for size, model_keys in spec["sizes"].items():
-            for lr in spec["lrs"][method]:
-                for seed in spec["seeds"]:
-                    cfg = apply_mapping(_base_config(track), copy.deepcopy(spec["base"]), prefix="base.")
-                    apply_mapping(cfg, {"model": model_keys}, prefix="sizes.")
-                    apply_mapping(cfg, copy.deepcopy(spec["per_method"].get(method, {})),
-                                  prefix=f"per_method.{method}.")
-                    cfg.method.name, cfg.seed, cfg.train.lr = method, seed, lr
-                    name = run_name(method, size, lr, seed)
-                    if track == "mlp":
-                        plan.runs.append(_plan_mlp_run(name, method, size, lr, seed, cfg))
-                        continue
-                    n_params, forward_flops = model_counts(cfg)
-                    if spec["tokens"] is not None:
-                        tokens = spec["tokens"]
-                    else:
-                        tokens = int(spec["tokens_per_param"] * n_params)
-                    batch = cfg.train.batch_tokens
-                    cfg.train.tokens = max(batch, tokens // batch * batch) if batch > 0 else tokens
-                    make_plan(cfg)
-                    learning_rate(cfg, 0, 1)
-                    plan.runs.append(PlannedRun(name, method, size, lr, seed, cfg, n_params,
-                                                3.0 * forward_flops * cfg.train.tokens))
-    return plan
-
-
-def _plan_mlp_run(name: str, method: str, size: str, lr: float, seed: int, cfg: RunConfig) -> PlannedRun:
-    """An MLP run: its model shape from the dataset, its tokens = epochs x training examples."""
-    from .mlp import resolve_mlp_config
-    from .mlp_train import validate_train
-    cfg.model.kind = "mlp"
-    n_inputs, n_classes, n_train = _image_data_shape(json.dumps(dataclasses.asdict(cfg.data), sort_keys=True))
-    resolve_mlp_config(cfg.model, n_inputs, n_classes)
-    validate_train(cfg)
-    n_params, forward_flops = _counts_of(tuple(sorted(dataclasses.asdict(cfg.model).items())))
-    examples = cfg.train.epochs * n_train
-    cfg.train.tokens = examples
-    return PlannedRun(name, method, size, lr, seed, cfg, n_params, 3.0 * forward_flops * examples)
-
-
-@functools.lru_cache(maxsize=None)
-def _image_data_shape(data_key: str) -> tuple[int, int, int]:
-    from .config import DataConfig
-    from .mlp import load_image_data
-    data = load_image_data(DataConfig(**json.loads(data_key)))
-    return data.n_inputs, data.n_classes, len(data.train_x)
 
 
 # --- study folder ---------------------------------------------------------------------------
 
 def _comparable(spec: dict) -> dict:
-    spec = copy.deepcopy(spec)
+    spec = normalise_spec(copy.deepcopy(spec))  # folders written by earlier versions hold older forms
     spec.pop("slurm", None)
-    spec.setdefault("track", "transformer")  # study folders from before tracks existed
     for key in EXECUTION_KEYS:
         spec["base"]["train"].pop(key, None)
     return spec
@@ -436,13 +77,6 @@ def load_study(study_dir: str | Path) -> StudyPlan:
     if not path.exists():
         raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
     return plan_study(normalise_spec(yaml.safe_load(path.read_text())))
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def _is_locked(lock_path: Path) -> bool:
@@ -612,7 +246,8 @@ def prepare_data(runs: list[PlannedRun]) -> None:
         if key not in seen:
             seen.add(key)
             if run.cfg.model.kind == "mlp":
-                _image_data_shape(key)
+                from .mlp_train import image_data_shape
+                image_data_shape(run.cfg.data)
             else:
                 load_token_data(run.cfg.data)
 

@@ -11,11 +11,15 @@ SLURM_FLAGS = (("cluster", "--cluster"), ("partition", "--partition"), ("account
                ("gpus_per_run", "--gpus-per-run"), ("time", "--time"), ("wait", "--wait"))
 
 SPEC_HELP = """spec keys (dotted KEY=VALUE overrides, values as YAML):
-  methods=[bp,dfa_block]          training methods
+  methods=[bp,dfa_block]          training methods or variant labels
+  variants.literal={method: dfa_block, method.feedback_point: output}   a labelled configuration
   sizes=[cpu-20k,cpu-60k]         named sizes, or sizes.NAME.n_layer=... for custom shapes
-  tokens=2e6 | tokens_per_param=20  training tokens per run (fixed, or x non-embedding parameters)
-  lrs.bp=[1e-3,3e-3]              learning rates swept per method (the best per size is kept)
-  seeds=[0,1]                     seeds
+  tokens=2e6 | tokens_per_param=80  training tokens per run (fixed, or x non-embedding parameters);
+                                  a list trains every size once per budget: tokens_per_param=[40,80]
+  lrs.bp=[1e-3,3e-3]              learning rates swept per method (the best per size and budget is kept);
+                                  per size: lrs.bp={L4d16: [1e-2], L4d32: [6e-3]}
+  seeds=[0,1]                     seeds (averaged into one frontier point)
+  frontier_points=final|all       each run's final evaluation (default) or every evaluation
   per_method.dfa.train.alignment_every=4   a RunConfig key for one method only
   base.train.batch_tokens=8192    any RunConfig key for every run (see `beyondbp train --help`)
   track=mlp                       the fully-connected track: sizes.NAME.width=..., base.train.epochs=...
@@ -32,7 +36,8 @@ def _spec_source(args) -> tuple[str | None, str | None]:
 
 
 def _load_plan(args):
-    from .study import load_spec, plan_study
+    from .plan import plan_study
+    from .spec import load_spec
     spec_file, preset = _spec_source(args)
     return plan_study(load_spec(spec_file, preset, args.overrides))
 
@@ -58,8 +63,9 @@ def _run_slurm(args) -> int:
     """Submit one Slurm job per unfinished run; print the job ids; with --wait, then report."""
     from .config import ConfigError
     from .report import write_report
-    from .slurm import parse_time_minutes, plan_for_slurm, require_submitit, resolve_settings, run_study_slurm
-    from .study import load_spec
+    from .slurm import plan_for_slurm, require_submitit, run_study_slurm
+    from .slurm_settings import parse_time_minutes, resolve_settings
+    from .spec import load_spec
     if args.workers is not None:
         raise ConfigError("--workers: applies to --executor local only (Slurm runs one job per run)")
     require_submitit()
@@ -102,7 +108,8 @@ def cmd_status(args) -> int:
 
 def _print_status(plan, study_dir, quiet: bool = False) -> dict[str, int]:
     """One line per run (state, val loss or error, Slurm job); returns {state: count}."""
-    from .study import read_summary, run_state
+    from .run_files import read_summary
+    from .study import run_state
     runs_dir = Path(study_dir) / "runs"
     slurm_runs = any((runs_dir / run.name / "slurm_job.json").exists() for run in plan.runs)
     if slurm_runs:
@@ -141,7 +148,8 @@ def _counts_line(counts: dict[str, int]) -> str:
 
 def _add_spec_args(p) -> None:
     p.add_argument("spec", nargs="?", metavar="SPEC", help="study spec (YAML file)")
-    p.add_argument("--preset", help="a built-in spec: smoke, quick, cpu, gpu, paper")
+    from .spec import preset_names
+    p.add_argument("--preset", help=f"a built-in spec: {', '.join(preset_names())}")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 
 

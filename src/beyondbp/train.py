@@ -11,23 +11,23 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import distributed as dist_utils
-from .config import ConfigError, RunConfig, dump_yaml, from_dict, to_dict
+from .config import ConfigError, RunConfig, dump_yaml, from_dict
 from .data import load_token_data
 from .methods import build_method
-from .model import build_model, resolve_model_config
-
-PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
+from .model import build_model
+from .model_shape import resolve_model_config
+from .run_files import (atomic_torch_save, atomic_write, check_same_config, check_writable, compute_columns,
+                        read_metrics, read_summary)
 
 
 class Interrupted(Exception):
@@ -111,60 +111,6 @@ def autocast_context(cfg: RunConfig, device: torch.device):
     return contextlib.nullcontext()
 
 
-def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
-
-
-def atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill
-            break
-    return rows
-
-
-def check_same_config(out: Path, cfg: RunConfig) -> None:
-    """A run directory belongs to one config: refuse to resume it with another."""
-    old_path = out / "config.yaml"
-    if not old_path.exists():
-        return
-    import yaml
-    old, new = yaml.safe_load(old_path.read_text()), to_dict(cfg)
-    for section, values in new.items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                if key in ("progress", "threads", "checkpoint_every_s"):
-                    continue
-                if old.get(section, {}).get(key) != value:
-                    raise ConfigError(f"{section}.{key}: {out} holds a run with {section}.{key}="
-                                      f"{old.get(section, {}).get(key)!r}, not {value!r}; use another --out")
-        elif old.get(section) != values:
-            raise ConfigError(f"{section}: {out} holds a run with {section}={old.get(section)!r}, "
-                              f"not {values!r}; use another --out")
-
-
 class _SignalFlag:
     """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
 
@@ -237,174 +183,208 @@ def evaluate(model, data, cfg: RunConfig, device, n_seqs: int) -> tuple[float, d
     return total / max(count, 1), stats
 
 
-def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
-    """Train one run into `out` (resuming if it holds a checkpoint); return the summary."""
-    out = Path(out)
-    ctx = dist_utils.context()
-    if ctx.is_main:
-        check_writable(out)
-    data = load_token_data(cfg.data)
-    resolve_model_config(cfg.model, data.vocab_size)
-    if cfg.model.vocab_size < data.vocab_size:
-        raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's {data.vocab_size}")
-    plan = make_plan(cfg, ctx.world_size)
-    data.check(plan.n_seqs, cfg.model.context)
-    learning_rate(cfg, 0, plan.n_steps)  # validates the schedule name before any work
-    device = dist_utils.device_for(ctx, pick_device(cfg))
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+@dataclass
+class _State:
+    """What a checkpoint restores: the step reached, the time spent, the losses since the last evaluation."""
+    step: int = 0
+    elapsed: float = 0.0
+    train_losses: list = field(default_factory=list)
 
-    summary_path = out / "summary.json"
-    if summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        check_same_config(out, cfg)
-        if summary.get("status") in ("completed", "diverged"):
-            if not quiet and ctx.is_main:
-                print(f"{out}: run already {summary['status']}; nothing to do", file=sys.stderr)
-            return summary
-    check_same_config(out, cfg)
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model).to(device)
-    method = build_method(model, cfg.method, cfg.seed, cfg.model.kind).to(device)
-    optimizer = make_optimizer(cfg, method.trainable_parameters())
-    per_token = method.compute_per_token()
-    tokens_needed = plan.n_steps * cfg.train.batch_tokens
-    epochs = data.epochs_for(tokens_needed)
-    if epochs > 1 and ctx.is_main and not quiet:
-        print(f"warning: the run needs {tokens_needed:,} tokens but the training split holds "
-              f"{len(data.train):,}; it will make {epochs:.2f} epochs", file=sys.stderr)
+class _Run:
+    """One run's pieces, built once: data, model, method, optimizer, plan, files. `train` drives it."""
 
-    step, elapsed, train_losses = 0, 0.0, []
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
-        method.load_state_dict(state["method"])
-        optimizer.load_state_dict(state["optimizer"])
-        step, elapsed, train_losses = state["step"], state["elapsed_s"], state["train_losses"]
-        torch.set_rng_state(state["rng_cpu"])
-        if device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"])
-    if ctx.is_main:
-        atomic_write(out / "config.yaml", dump_yaml(cfg))
-        kept = [r for r in read_metrics(out / "metrics.jsonl") if r["step"] <= step and step > 0]
-        atomic_write(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-        logged_steps = {r["step"] for r in kept}
-    wrapped = dist_utils.wrap(method, ctx, device)
-    if cfg.train.compile:  # graph-compiles the method's forward; the feedback tap stays a custom Function
-        wrapped = torch.compile(wrapped)
+    def __init__(self, cfg: RunConfig, out: Path, quiet: bool):
+        self.cfg, self.out, self.quiet = cfg, out, quiet
+        self.ctx = dist_utils.context()
+        if self.ctx.is_main:
+            check_writable(out)
+        self.data = load_token_data(cfg.data)
+        resolve_model_config(cfg.model, self.data.vocab_size)
+        if cfg.model.vocab_size < self.data.vocab_size:
+            raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's "
+                              f"{self.data.vocab_size}")
+        self.plan = make_plan(cfg, self.ctx.world_size)
+        self.data.check(self.plan.n_seqs, cfg.model.context)
+        learning_rate(cfg, 0, self.plan.n_steps)  # validates the schedule name before any work
+        self.device = dist_utils.device_for(self.ctx, pick_device(cfg))
+        self.micro_seqs = self.plan.n_seqs // self.plan.accum // self.ctx.world_size
 
-    def save_checkpoint():
-        if not ctx.is_main:
+    @property
+    def main(self) -> bool:
+        return self.ctx.is_main
+
+    def say(self, text: str) -> None:
+        if self.main and not self.quiet:
+            print(text, file=sys.stderr)
+
+    def build(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model).to(self.device)
+        self.method = build_method(self.model, cfg.method, cfg.seed, cfg.model.kind).to(self.device)
+        self.optimizer = make_optimizer(cfg, self.method.trainable_parameters())
+        self.per_token = self.method.compute_per_token()
+        tokens_needed = self.plan.n_steps * cfg.train.batch_tokens
+        epochs = self.data.epochs_for(tokens_needed)
+        if epochs > 1:
+            self.say(f"warning: the run needs {tokens_needed:,} tokens but the training split holds "
+                     f"{len(self.data.train):,}; it will make {epochs:.2f} epochs")
+        self.wrapped = dist_utils.wrap(self.method, self.ctx, self.device)
+        if cfg.train.compile:  # graph-compiles the method's forward; the feedback tap stays a custom Function
+            self.wrapped = torch.compile(self.wrapped)
+
+    # --- checkpoint and files -------------------------------------------------------------
+    def resume(self) -> _State:
+        """The state of the latest checkpoint (a fresh one without); metrics past it are dropped."""
+        state, path = _State(), self.out / "checkpoint.pt"
+        if path.exists():
+            saved = torch.load(path, map_location=self.device, weights_only=False)
+            self.method.load_state_dict(saved["method"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            state = _State(saved["step"], saved["elapsed_s"], saved["train_losses"])
+            torch.set_rng_state(saved["rng_cpu"])
+            if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
+                torch.cuda.set_rng_state(saved["rng_cuda"])
+        self.logged = {}
+        if self.main:
+            atomic_write(self.out / "config.yaml", dump_yaml(self.cfg))
+            kept = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= state.step and state.step > 0]
+            atomic_write(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
+            self.logged = {r["step"]: r for r in kept}
+        return state
+
+    def save_checkpoint(self, state: _State) -> None:
+        if not self.main:
             return
         atomic_torch_save({
-            "method": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "elapsed_s": elapsed, "train_losses": train_losses, "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-        }, ckpt_path)
+            "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": state.step,
+            "elapsed_s": state.elapsed, "train_losses": state.train_losses, "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
+        }, self.out / "checkpoint.pt")
 
-    def write_summary(status: str, final_val: float | None):
-        if not ctx.is_main:
+    def write_summary(self, state: _State, status: str, final_val: float | None) -> dict | None:
+        if not self.main:
             return None
-        tokens = step * cfg.train.batch_tokens
+        tokens = state.step * self.cfg.train.batch_tokens
         summary = {
-            "method": cfg.method.name, "seed": cfg.seed,
-            "n_params": model.n_params(), "n_params_nonembedding": model.n_params_nonembedding(),
-            "tokens": tokens, "steps": step,
-            "compute_flops": tokens * per_token["paper"],
-            "compute_pf_days": tokens * per_token["paper"] / PF_DAY,
-            "compute_flops_optimistic": tokens * per_token["optimistic"],
-            "compute_flops_exact": tokens * per_token["exact"],
-            "final_val_loss": final_val, "tokens_per_s": tokens / elapsed if elapsed > 0 else None,
-            "elapsed_s": elapsed, "status": status,
+            "method": self.cfg.method.name, "seed": self.cfg.seed,
+            "n_params": self.model.n_params(), "n_params_nonembedding": self.model.n_params_nonembedding(),
+            "tokens": tokens, "steps": state.step, **compute_columns(tokens, self.per_token),
+            "final_val_loss": final_val, "tokens_per_s": tokens / state.elapsed if state.elapsed > 0 else None,
+            "elapsed_s": state.elapsed, "status": status,
         }
-        atomic_write(summary_path, json.dumps(summary, indent=2) + "\n")
+        atomic_write(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
-    def log_eval(val_loss: float, lr: float, extra: dict):
-        tokens = step * cfg.train.batch_tokens
-        row = {
-            "step": step, "tokens": tokens,
-            "compute_flops": tokens * per_token["paper"],
-            "compute_pf_days": tokens * per_token["paper"] / PF_DAY,
-            "compute_flops_optimistic": tokens * per_token["optimistic"],
-            "compute_flops_exact": tokens * per_token["exact"],
-            "train_loss": float(np.mean(train_losses)) if train_losses else None,
-            "val_loss": val_loss, "lr": lr, "elapsed_s": elapsed, **extra,
-        }
-        with open(out / "metrics.jsonl", "a") as f:
+    # --- evaluation and steps -----------------------------------------------------------------
+    def evaluate(self, state: _State, n_evals_done: int, lr: float) -> float:
+        """The validation loss at this step: measured and logged, or read back if logged before a kill."""
+        if state.step in self.logged:
+            return self.logged[state.step]["val_loss"]
+        cfg, extra = self.cfg, {}
+        if cfg.train.alignment_every and n_evals_done % cfg.train.alignment_every == 0 and state.step > 0:
+            from .alignment import measure_alignment
+            x, y = self.data.train_batch(state.step, self.plan.n_seqs, cfg.model.context, cfg.seed)
+            x, y = x[:self.micro_seqs].to(self.device), y[:self.micro_seqs].to(self.device)
+            extra["alignment"] = measure_alignment(self.method, x, y,
+                                                   autocast=lambda: autocast_context(cfg, self.device))
+        val_loss, residual = evaluate(self.model, self.data, cfg, self.device, self.micro_seqs)
+        tokens = state.step * cfg.train.batch_tokens
+        row = {"step": state.step, "tokens": tokens, **compute_columns(tokens, self.per_token),
+               "train_loss": float(np.mean(state.train_losses)) if state.train_losses else None,
+               "val_loss": val_loss, "lr": lr, "elapsed_s": state.elapsed, **extra, **residual}
+        with open(self.out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
+        return val_loss
 
+    def step(self, state: _State, lr: float, signalled: bool) -> tuple[float, bool]:
+        """One optimizer step on global batch `state.step`; (loss over all ranks, whether any rank got a signal)."""
+        cfg, plan = self.cfg, self.plan
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = self.data.train_batch(state.step, plan.n_seqs, cfg.model.context, cfg.seed)
+        x, y = dist_utils.shard(x, self.ctx), dist_utils.shard(y, self.ctx)
+        step_loss = 0.0
+        for micro in range(plan.accum):
+            rows = slice(micro * self.micro_seqs, (micro + 1) * self.micro_seqs)
+            xs, ys = x[rows].to(self.device, non_blocking=True), y[rows].to(self.device, non_blocking=True)
+            with dist_utils.maybe_no_sync(self.wrapped, micro < plan.accum - 1), autocast_context(cfg, self.device):
+                loss, objective = self.wrapped(xs, ys)
+            (objective / plan.accum).backward()
+            step_loss += loss.detach().float() / plan.accum
+        # one all-reduce: the global loss and whether any rank got a signal, so all stop together
+        step_loss, stop = dist_utils.step_consensus(step_loss, signalled, self.ctx)
+        if not math.isfinite(step_loss):
+            return step_loss, stop
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(self.method.trainable_parameters()), cfg.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return step_loss, stop
+
+
+def _finished(out: Path, cfg: RunConfig, say) -> dict | None:
+    """The summary of a completed or diverged run in `out` (it is not trained again)."""
+    summary = read_summary(out)
+    check_same_config(out, cfg)
+    if summary and summary.get("status") in ("completed", "diverged"):
+        say(f"{out}: run already {summary['status']}; nothing to do")
+        return summary
+    return None
+
+
+def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
+    """Train one run into `out` (resuming if it holds a checkpoint); return the summary."""
+    run = _Run(cfg, Path(out), quiet)
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    done = _finished(run.out, cfg, run.say)
+    if done is not None:
+        return done
+    run.build()
+    state = run.resume()
+    plan, batch = run.plan, cfg.train.batch_tokens
     eval_set = set(plan.eval_steps)
-    n_evals_done = sum(1 for s in plan.eval_steps if s < step)
-    micro_seqs = plan.n_seqs // plan.accum // ctx.world_size
+    n_evals_done = sum(1 for s in plan.eval_steps if s < state.step)
     last_ckpt = time.monotonic()
-    bar = _progress(cfg, plan.n_steps * cfg.train.batch_tokens, step * cfg.train.batch_tokens,
-                    ctx.is_main and not quiet)
+    bar = _progress(cfg, plan.n_steps * batch, state.step * batch, run.main and not quiet)
     status, val_loss = "completed", None
-    method.train()
+    run.method.train()
     with _SignalFlag() as flag:
         while True:
-            lr = learning_rate(cfg, min(step, plan.n_steps - 1), plan.n_steps)
-            if step in eval_set and ctx.is_main and step in logged_steps:  # logged before a kill
-                val_loss = next(r["val_loss"] for r in kept if r["step"] == step)
-                train_losses = []
+            lr = learning_rate(cfg, min(state.step, plan.n_steps - 1), plan.n_steps)
+            if state.step in eval_set and run.main:
+                val_loss = run.evaluate(state, n_evals_done, lr)
+                state.train_losses = []
                 n_evals_done += 1
-            elif step in eval_set and ctx.is_main:
-                extra = {}
-                if cfg.train.alignment_every and n_evals_done % cfg.train.alignment_every == 0 and step > 0:
-                    from .alignment import measure_alignment
-                    x, y = data.train_batch(step, plan.n_seqs, cfg.model.context, cfg.seed)
-                    extra["alignment"] = measure_alignment(method, x[:micro_seqs].to(device), y[:micro_seqs].to(device),
-                                                           autocast=lambda: autocast_context(cfg, device))
-                val_loss, residual = evaluate(model, data, cfg, device, micro_seqs)
-                log_eval(val_loss, lr, {**extra, **residual})
-                train_losses = []
-                n_evals_done += 1
-            if step >= plan.n_steps:
+            if state.step >= plan.n_steps:
                 break
             t0 = time.perf_counter()
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x, y = data.train_batch(step, plan.n_seqs, cfg.model.context, cfg.seed)
-            x, y = dist_utils.shard(x, ctx), dist_utils.shard(y, ctx)
-            step_loss = 0.0
-            for micro in range(plan.accum):
-                xs = x[micro * micro_seqs:(micro + 1) * micro_seqs].to(device, non_blocking=True)
-                ys = y[micro * micro_seqs:(micro + 1) * micro_seqs].to(device, non_blocking=True)
-                with dist_utils.maybe_no_sync(wrapped, micro < plan.accum - 1), autocast_context(cfg, device):
-                    loss, objective = wrapped(xs, ys)
-                (objective / plan.accum).backward()
-                step_loss += loss.detach().float() / plan.accum
-            # one all-reduce: the global loss and whether any rank got a signal, so all stop together
-            step_loss, stop = dist_utils.step_consensus(step_loss, flag.signum is not None, ctx)
+            step_loss, stop = run.step(state, lr, flag.signum is not None)
             if not math.isfinite(step_loss):
                 status = "diverged"
                 break
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(list(method.trainable_parameters()), cfg.train.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            train_losses.append(step_loss)
-            step += 1
-            elapsed += time.perf_counter() - t0
-            bar.update(cfg.train.batch_tokens)
+            state.train_losses.append(step_loss)
+            state.step += 1
+            state.elapsed += time.perf_counter() - t0
+            bar.update(batch)
             bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
             if stop:
-                save_checkpoint()
+                run.save_checkpoint(state)
                 bar.close()
-                raise Interrupted(f"interrupted by signal {flag.signum or 'on another process'} at step {step}; "
-                                  f"rerun the same command to resume")
+                raise Interrupted(f"interrupted by signal {flag.signum or 'on another process'} at step "
+                                  f"{state.step}; rerun the same command to resume")
             if time.monotonic() - last_ckpt > cfg.train.checkpoint_every_s:
-                save_checkpoint()
+                run.save_checkpoint(state)
                 last_ckpt = time.monotonic()
     bar.close()
     if status == "completed":
-        save_checkpoint()
-    summary = write_summary(status, val_loss if status == "completed" else None)
-    if not quiet and ctx.is_main:
-        msg = (f"final val loss {val_loss:.4f}" if status == "completed" else f"diverged at step {step}")
-        print(f"{out}: {status}: {msg}, {step * cfg.train.batch_tokens:,} tokens in {elapsed:.1f}s", file=sys.stderr)
+        run.save_checkpoint(state)
+    summary = run.write_summary(state, status, val_loss if status == "completed" else None)
+    if run.main:  # only rank 0 evaluates: the others have no validation loss to tell
+        msg = f"final val loss {val_loss:.4f}" if status == "completed" else f"diverged at step {state.step}"
+        run.say(f"{out}: {status}: {msg}, {state.step * batch:,} tokens in {state.elapsed:.1f}s")
     return summary
 
 

@@ -31,7 +31,8 @@ class TrainingMethod(nn.Module):
         raise NotImplementedError
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p in self.model.parameters() if p.requires_grad)
+        """The model's trainable parameters, then the method's own (auxiliary heads, predictors)."""
+        return (p for p in self.parameters() if p.requires_grad)
 
     def compute_per_token(self) -> dict[str, float]:
         """Training FLOPs per token under each accounting: 'paper', 'optimistic' and 'exact'."""

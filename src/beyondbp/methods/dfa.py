@@ -56,21 +56,34 @@ class FeedbackTap(torch.autograd.Function):
 
 @dataclass(frozen=True)
 class Switches:
-    """The paper's four changes to DFA for Transformers (see dfa_block.py)."""
+    """The paper's four changes to DFA for Transformers and the readings they leave open (see
+    dfa_block.py); the defaults here are canonical DFA."""
     preprojector_error: bool = False
     blockwise: bool = False
     asymmetric_residuals: bool = False
     asymmetric_nonlinearity: bool = False
+    feedback_point: str = "output"  # blockwise: B e at the raw block output, or through a LayerNorm of it
+    error_point: str = "stream"  # preprojector_error: gradient at the last block's output, or at ln_f's output
+    embedding_feedback: bool = True  # the embedding output is an injection point (else it learns through block 0)
 
 
 def per_layer_block_forward(block: Block, x: torch.Tensor, act=F.relu) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """A GPT block's forward with every layer's input detached.
 
     Returns (output, injection points): the outputs of ln_1, the qkv projection, the attention
-    output projection, ln_2, the MLP hidden activation and the MLP output projection. Each
-    layer sees a detached input, so the backward computes weight gradients only (the softmax
-    attention itself has no parameters and no backward)."""
+    output projection, ln_2, the MLP hidden activation and the MLP output projection (Post-LN
+    blocks: qkv, attention projection, ln_1, MLP hidden, MLP projection, ln_2, in the order
+    they run). Each layer sees a detached input, so the backward computes weight gradients
+    only (the softmax attention itself has no parameters and no backward)."""
     x = x.detach()
+    if block.post_norm:
+        qkv = block.attn.c_attn(x)
+        attn_out = block.attn.c_proj(block.attn.attend(qkv.detach()))
+        ln1 = block.ln_1(x + attn_out.detach())
+        hidden = act(block.mlp.c_fc(ln1.detach()))
+        mlp_out = block.mlp.c_proj(hidden.detach())
+        ln2 = block.ln_2(ln1.detach() + mlp_out.detach())
+        return ln2.detach(), [qkv, attn_out, ln1, hidden, mlp_out, ln2]
     ln1 = block.ln_1(x)
     qkv = block.attn.c_attn(ln1.detach())
     attn_out = block.attn.c_proj(block.attn.attend(qkv.detach()))
@@ -79,6 +92,11 @@ def per_layer_block_forward(block: Block, x: torch.Tensor, act=F.relu) -> tuple[
     hidden = act(block.mlp.c_fc(ln2.detach()))
     mlp_out = block.mlp.c_proj(hidden.detach())
     return x + mlp_out.detach(), [ln1, qkv, attn_out, ln2, hidden, mlp_out]
+
+
+def per_layer_widths(block: Block, d: int, r: int) -> list[int]:
+    """Widths of `per_layer_block_forward`'s injection points, in its order."""
+    return [3 * d, d, d, r * d, d, d] if block.post_norm else [d, 3 * d, d, d, r * d, d]
 
 
 def gpt_block_matmul_flops(cfg) -> dict[str, int]:
@@ -122,8 +140,9 @@ class DirectFeedbackAlignment(TrainingMethod):
         if not self.transformer:
             return [output_width(b) for b in model.blocks]
         d, r = model.config.d_model, model.config.mlp_ratio
-        per_block = [d] if self.switches.blockwise else [d, 3 * d, d, d, r * d, d]  # per_layer_block_forward
-        return [d] + per_block * (len(model.blocks) - 1)  # the embedding output first
+        per_block = [d] if self.switches.blockwise else per_layer_widths(model.blocks[0], d, r)
+        embedding = [d] if self.switches.embedding_feedback else []
+        return embedding + per_block * (len(model.blocks) - 1)  # the embedding output first
 
     def forward(self, idx, targets):
         logits = self.logits_with_feedback(idx)
@@ -135,13 +154,14 @@ class DirectFeedbackAlignment(TrainingMethod):
         h = model.embed(idx)
         points = []
         if self.transformer:
-            points.append(h)
-            h = h.detach()
+            if switches.embedding_feedback:
+                points.append(h)
+                h = h.detach()
             act = relu_tanh_backward if switches.asymmetric_nonlinearity else F.relu
             for block in model.blocks[:-1]:
                 if switches.blockwise:
                     out = block(h, residual_backward=not switches.asymmetric_residuals, act=act)
-                    points.append(out)
+                    points.append(self.block_injection_point(out))
                     h = out.detach()
                 else:
                     h, layer_outputs = per_layer_block_forward(block, h, act)
@@ -153,9 +173,19 @@ class DirectFeedbackAlignment(TrainingMethod):
                 points.append(out)
                 h = out.detach()
             top = h  # the output layer gets its true gradient, nothing below it does
-        if switches.preprojector_error:
-            return model.head(FeedbackTap.apply(self.feedback, top, *points))
-        return FeedbackTap.apply(self.feedback, model.head(top), *points)
+        if not switches.preprojector_error:
+            return FeedbackTap.apply(self.feedback, model.head(top), *points)
+        if switches.error_point == "projector":  # the projector's own input: after the final LayerNorm
+            return model.lm_head(FeedbackTap.apply(self.feedback, model.ln_f(top), *points))
+        return model.head(FeedbackTap.apply(self.feedback, top, *points))
+
+    def block_injection_point(self, out: torch.Tensor) -> torch.Tensor:
+        """Where B e enters a block: its output, or a parameter-free LayerNorm of it, so that the
+        block receives the LayerNorm's Jacobian applied to B e (per token: the mean and the
+        component along the output itself removed, scaled by 1 / the output's deviation)."""
+        if self.switches.feedback_point == "layernorm":
+            return F.layer_norm(out, out.shape[-1:])
+        return out
 
     def compute_per_token(self):
         n = self.model.n_params_nonembedding()

@@ -19,8 +19,12 @@ co-processor, not the within-block backward, so the optimistic count is the pape
 """
 from __future__ import annotations
 
+from ..config import check_choice
 from . import register
 from .dfa import DirectFeedbackAlignment, Switches
+
+FEEDBACK_POINTS = ("layernorm", "output")
+ERROR_POINTS = ("stream", "projector")
 
 
 @register
@@ -31,9 +35,13 @@ class BlockwiseDFA(DirectFeedbackAlignment):
 
     @staticmethod
     def make_switches(cfg) -> Switches:
+        check_choice("method.feedback_point", cfg.feedback_point, FEEDBACK_POINTS)
+        check_choice("method.error_point", cfg.error_point, ERROR_POINTS)
         return Switches(preprojector_error=cfg.preprojector_error, blockwise=cfg.blockwise,
                         asymmetric_residuals=cfg.asymmetric_residuals,
-                        asymmetric_nonlinearity=cfg.asymmetric_nonlinearity)
+                        asymmetric_nonlinearity=cfg.asymmetric_nonlinearity,
+                        feedback_point=cfg.feedback_point, error_point=cfg.error_point,
+                        embedding_feedback=cfg.embedding_feedback)
 
     def compute_per_token(self):
         six_n = 6 * self.model.n_params_nonembedding()

@@ -1,0 +1,117 @@
+"""Synthetic gradients: decoupled neural interfaces (Jaderberg et al. 2017).
+
+Every block but the last has a small module M_k (`GradientPredictor`: a linear map of the block
+output's parameter-free LayerNorm plus, with `method.sg_conditional` (default), a learned vector
+for the position's target: the paper's conditional cDNI; zero at initialisation, as in the paper,
+so training starts as the shallow baseline) that predicts dLoss/d(out_k). It predicts each position's gradient in the scale of that
+position's own loss (n times the gradient of the mean loss over n positions), so that its
+targets are O(1) whatever the batch, and is fitted by a mean squared error. Block k updates at once from that prediction:
+dW_k = J_k^T M_k(out_k), its own backward within the block, nothing from above. M_k learns to
+match the gradient that actually reaches out_k from above: through the last block, the true
+gradient; through block k+1 < L-1, block k+1's backward of *its* synthetic gradient (the
+paper's bootstrapping). The last block and the head learn from the true loss.
+
+All of it happens in one `objective.backward()`: block k+1's input is `SyntheticGradientTap`,
+an identity on out_k (detached) that in the backward receives g = the gradient at block k+1's
+input and hands M_k's prediction p the gradient p / n - g of 1/2 mean ||p - n g||^2, from which
+autograd computes M_k's weight gradient. No hooks, no second backward, so DDP works.
+
+The embedding belongs to the first block's module and learns through block 0's backward.
+
+Compute per token: every block computes its input gradient (the targets come from it), so the
+model's forward and backward cost what BP's do (6N, and BP's exact count); each predictor adds
+its forward (2 d^2) and weight gradient (2 d^2): paper and exact counts + 4 d^2 (L - 1) (the
+LayerNorm and the target vectors' lookup neglected).
+
+Without the target term the predictor fails on our models (README): early in training the true
+gradient is nearly the same at every position, the predictor learns that constant, the blocks
+push every position the same way until all carry one vector (`residual_common` 1.0), and a
+predictor that sees equal inputs can only predict equal gradients, so it stays there.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from . import register
+from .base import TrainingMethod
+
+
+class SyntheticGradientTap(torch.autograd.Function):
+    """Identity on x; in the backward, the gradient g reaching it trains the prediction p toward
+    n g (n: positions in the batch), through the gradient p / n - g of 1/2 mean ||p - n g||^2."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, prediction: torch.Tensor):
+        ctx.save_for_backward(prediction)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (prediction,) = ctx.saved_tensors
+        positions = prediction.shape[:-1].numel()
+        return None, prediction / positions - grad.to(prediction.dtype)
+
+
+class GradientPredictor(nn.Module):
+    """M(out, y) = W LN(out) + b [+ E[y]]: a linear map of the parameter-free LayerNorm of the block
+    output, plus (conditional, the paper's cDNI) a learned vector per target class; all zero at
+    initialisation. The LayerNorm keeps the prediction's scale from following the output's (a raw
+    linear map of a growing residual stream predicts ever larger gradients, which grow the stream
+    further); the target term lets positions with equal outputs get different gradients."""
+
+    def __init__(self, width: int, n_targets: int | None):
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.linear = nn.Linear(width, width)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        self.by_target = None
+        if n_targets is not None:
+            self.by_target = nn.Embedding(n_targets, width)
+            nn.init.zeros_(self.by_target.weight)
+
+    def forward(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        prediction = self.linear(self.norm(out))
+        return prediction if self.by_target is None else prediction + self.by_target(targets)
+
+
+def _block_width(model) -> int:
+    return model.config.d_model if hasattr(model, "lm_head") else model.config.width
+
+
+def _n_targets(model) -> int:
+    return model.config.vocab_size if hasattr(model, "lm_head") else model.config.n_classes
+
+
+@register
+class SyntheticGradients(TrainingMethod):
+    name = "synthetic"
+    summary = "synthetic gradients: each block updates from a learned prediction of its gradient; compute 6ND + predictors"
+    supports = ("gpt", "mlp")
+
+    def __init__(self, model, cfg, seed=0):
+        super().__init__(model, cfg, seed)
+        width = _block_width(model)
+        n_targets = _n_targets(model) if cfg.sg_conditional else None
+        self.predictors = nn.ModuleList(GradientPredictor(width, n_targets) for _ in model.blocks[:-1])
+
+    def forward(self, idx, targets):
+        model = self.model
+        h = model.embed(idx)
+        synthetic = []
+        for block, predictor in zip(model.blocks[:-1], self.predictors):
+            out = block(h)
+            prediction = predictor(out.detach(), targets)  # per position, in the scale of its own loss
+            positions = out.shape[:-1].numel()
+            synthetic.append((out * prediction.detach()).sum() / positions)  # block update: J^T prediction / n
+            h = SyntheticGradientTap.apply(out.detach(), prediction)
+        loss = model.loss_fn(model.head(model.blocks[-1](h)), targets)
+        return loss, loss + sum(synthetic)
+
+    def compute_per_token(self):
+        flops = self.model.flops_per_token()
+        width = _block_width(self.model)
+        predictors = (len(self.model.blocks) - 1) * 4 * width * width
+        return {"paper": flops["6N"] + predictors, "optimistic": flops["6N"] + predictors,
+                "exact": flops["exact"] + predictors}
