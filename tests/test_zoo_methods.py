@@ -90,9 +90,10 @@ def test_local_on_the_mlp_uses_the_stopped_output_layer_as_each_head():
 
 
 # --- synthetic -------------------------------------------------------------------------------------
-def test_synthetic_gradients_update_blocks_and_train_predictors_toward_the_gradient_from_above():
+@pytest.mark.parametrize("scale_aware", [True, False])
+def test_synthetic_gradients_update_blocks_and_train_predictors_toward_the_gradient_from_above(scale_aware):
     model = tiny_gpt()
-    sg = build_method(model, MethodConfig(name="synthetic")).double()
+    sg = build_method(model, MethodConfig(name="synthetic", sg_scale_aware=scale_aware)).double()
     assert all(torch.count_nonzero(p) == 0 for p in sg.predictors.parameters())  # zero at initialisation
     randomise(sg.predictors)
     x, y = batch()
@@ -100,31 +101,37 @@ def test_synthetic_gradients_update_blocks_and_train_predictors_toward_the_gradi
 
     flat = lambda t: t.reshape(-1, t.shape[-1])  # noqa: E731
     M0, M1 = sg.predictors
+
+    def predict(M, out):
+        """The code c = W LN(out) + b + E[y] by hand, and the scale: out's standard deviation or 1."""
+        normed = (out - out.mean(-1, keepdim=True)) / (out.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+        code = normed @ M.linear.weight.T + M.linear.bias + M.by_target.weight[y]
+        scale = (out.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt() if scale_aware else torch.ones_like(out[..., :1])
+        return code.detach(), scale.detach(), normed.detach()
+
     h0 = model.embed(x)
     out0 = model.blocks[0](h0)
-    p0 = M0(out0.detach(), y)
+    c0, s0, normed0 = predict(M0, out0)
     h1 = out0.detach().requires_grad_()
     out1 = model.blocks[1](h1)
-    p1 = M1(out1.detach(), y)
+    c1, s1, normed1 = predict(M1, out1)
     h2 = out1.detach().requires_grad_()
     loss = model.loss_fn(model.head(model.blocks[2](h2)), y)
 
+    n_pos = x.numel()  # the block's update is J^T prediction / positions, the prediction code / scale
     g2 = torch.autograd.grad(loss, h2, retain_graph=True)[0]  # the true gradient reaching block 1's output
-    g1 = torch.autograd.grad(out1, h1, p1.detach() / x.numel(), retain_graph=True)[0]  # block 1's backward of its prediction
+    g1 = torch.autograd.grad(out1, h1, c1 / s1 / n_pos, retain_graph=True)[0]  # block 1's backward of its prediction
     block0 = list(model.blocks[0].parameters()) + [model.wte.weight, model.wpe.weight]
-    n_pos = x.numel()  # the block's update is J^T prediction / positions
     expected = dict(zip([f"model.blocks.0.{n}" for n, _ in model.blocks[0].named_parameters()]
                         + ["model.wte.weight", "model.wpe.weight"],
-                        torch.autograd.grad(out0, block0, p0.detach() / n_pos)))
+                        torch.autograd.grad(out0, block0, c0 / s0 / n_pos)))
     expected.update(zip([f"model.blocks.1.{n}" for n, _ in model.blocks[1].named_parameters()],
-                        torch.autograd.grad(out1, list(model.blocks[1].parameters()), p1.detach() / n_pos)))
+                        torch.autograd.grad(out1, list(model.blocks[1].parameters()), c1 / s1 / n_pos)))
     top = [(f"model.{n}", p) for n, p in model.named_parameters() if n.startswith(("blocks.2.", "ln_f.", "lm_head."))]
     expected.update(zip([n for n, _ in top], torch.autograd.grad(loss, [p for _, p in top])))
-    # each predictor: the gradient of 1/2 mean ||prediction - n x the gradient from above||^2
-    for k, (p, target, out) in enumerate([(p0, g1, out0), (p1, g2, out1)]):
-        n = p.shape[0] * p.shape[1]
-        diff = flat(p / n - target).detach()
-        normed = F.layer_norm(out.detach(), (16,))
+    # each predictor: the gradient of 1/2 mean ||code - n x scale x the gradient from above||^2
+    for k, (code, scale, target, normed) in enumerate([(c0, s0, g1, normed0), (c1, s1, g2, normed1)]):
+        diff = flat(code / n_pos - scale * target)
         expected[f"predictors.{k}.linear.weight"] = diff.T @ flat(normed)
         expected[f"predictors.{k}.linear.bias"] = diff.sum(0)
         embedding = torch.zeros(20, 16, dtype=torch.float64).index_add_(0, y.flatten(), diff)

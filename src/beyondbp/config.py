@@ -63,6 +63,7 @@ class MethodConfig:
     train_last_n: int = 1  # shallow: number of topmost blocks trained
     perturbations: int = 8  # forward_grad: random weight directions (one jvp each) per step
     sg_conditional: bool = True  # synthetic: gradient predictors also see the target (cDNI)
+    sg_scale_aware: bool = True  # synthetic: predict sigma(out) x the gradient, divide by sigma(out)
 
 
 @dataclass
