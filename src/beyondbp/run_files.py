@@ -9,7 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import torch
 import yaml
 
 from .config import ConfigError, RunConfig, to_dict
@@ -36,6 +35,8 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
+    import torch  # here, not at the top: the report reads run files and needs no torch (2 s to import)
+
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
