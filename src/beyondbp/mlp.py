@@ -54,6 +54,11 @@ class MLPClassifier(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(x)
 
+    @property
+    def projector(self) -> nn.Linear:
+        """The linear map from the last block's output to the class scores."""
+        return self.output
+
     @staticmethod
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: the loss in float32

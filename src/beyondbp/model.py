@@ -140,6 +140,11 @@ class GPT(nn.Module):
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.ln_f(x))
 
+    @property
+    def projector(self) -> nn.Linear:
+        """The linear map from the (normalised) stream to the vocabulary scores."""
+        return self.lm_head
+
     @staticmethod
     def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: the loss in float32

@@ -28,12 +28,6 @@ from . import register
 from .base import TrainingMethod
 
 
-def _head_weight(model) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The model's projector to the outputs: (weight, bias)."""
-    head = model.lm_head if hasattr(model, "lm_head") else model.output
-    return head.weight, head.bias
-
-
 @register
 class LocalLearning(TrainingMethod):
     name = "local"
@@ -43,12 +37,12 @@ class LocalLearning(TrainingMethod):
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)
         self.transformer = hasattr(model, "lm_head")
-        width = _head_weight(model)[0].shape[1]
+        width = model.projector.in_features
         norms = [nn.LayerNorm(width) if self.transformer else nn.Identity() for _ in model.blocks[:-1]]
         self.aux_norms = nn.ModuleList(norms)
 
     def aux_logits(self, k: int, out: torch.Tensor) -> torch.Tensor:
-        weight, bias = _head_weight(self.model)
+        weight, bias = self.model.projector.weight, self.model.projector.bias
         return F.linear(self.aux_norms[k](out), weight.detach(), None if bias is None else bias.detach())
 
     def forward(self, idx, targets):

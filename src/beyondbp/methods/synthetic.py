@@ -98,14 +98,6 @@ class GradientPredictor(nn.Module):
         return code, scale
 
 
-def _block_width(model) -> int:
-    return model.config.d_model if hasattr(model, "lm_head") else model.config.width
-
-
-def _n_targets(model) -> int:
-    return model.config.vocab_size if hasattr(model, "lm_head") else model.config.n_classes
-
-
 @register
 class SyntheticGradients(TrainingMethod):
     name = "synthetic"
@@ -114,8 +106,8 @@ class SyntheticGradients(TrainingMethod):
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)
-        width = _block_width(model)
-        n_targets = _n_targets(model) if cfg.sg_conditional else None
+        width = model.projector.in_features
+        n_targets = model.projector.out_features if cfg.sg_conditional else None
         self.predictors = nn.ModuleList(GradientPredictor(width, n_targets, cfg.sg_scale_aware)
                                         for _ in model.blocks[:-1])
 
@@ -134,7 +126,7 @@ class SyntheticGradients(TrainingMethod):
 
     def compute_per_token(self):
         flops = self.model.flops_per_token()
-        width = _block_width(self.model)
+        width = self.model.projector.in_features
         predictors = (len(self.model.blocks) - 1) * 4 * width * width
         return {"paper": flops["6N"] + predictors, "optimistic": flops["6N"] + predictors,
                 "exact": flops["exact"] + predictors}
