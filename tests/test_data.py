@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from beyondbp.config import ConfigError, DataConfig
+from beyondbp.data_shards import ShardedTokens
 from beyondbp.data import (BUILTIN_SOURCE, ByteTokenizer, get_tokenizer, load_token_data, read_documents,
                            split_documents, train_bpe)
 
@@ -81,8 +82,8 @@ def test_cache_hit_is_fast_and_identical(tmp_path):
     second = load_token_data(cfg)
     assert time.perf_counter() - t < 0.5
     assert np.array_equal(first.train, second.train) and np.array_equal(first.val, second.val)
-    assert isinstance(second.train, np.memmap) and second.train.dtype == np.uint16
-    assert not [p for p in (tmp_path / "cache" / "tokens").iterdir() if ".tmp" in p.name]
+    assert isinstance(second.train, ShardedTokens) and second.train.dtype == np.uint8  # bytes fit one byte each
+    assert not [p for p in (tmp_path / "cache" / "tokens").iterdir() if ".partial" in p.name]
 
 
 def test_cache_key_follows_the_file(tmp_path):

@@ -86,11 +86,11 @@ _EXTRA_COMMANDS: list = []
 
 
 def _register_extra_commands() -> None:
-    """Subcommands that live beside their modules (study, mlp, bench), when present."""
+    """Subcommands that live beside their modules (study, mlp, bench, data), when present."""
     import importlib
     if _EXTRA_COMMANDS:
         return
-    for module in ("study_cli", "mlp_cli", "bench_cli"):
+    for module in ("study_cli", "mlp_cli", "bench_cli", "data_cli"):
         try:
             mod = importlib.import_module(f".{module}", __package__)
         except ModuleNotFoundError as exc:

