@@ -10,11 +10,13 @@ from .config import ConfigError
 def cmd_prepare(args) -> int:
     from .config import build_config
     from .data import load_token_data
+    from .data_prepare import prepare_corpus
     cfg = build_config(args.config, args.overrides)
     if cfg.model.kind != "gpt":
         raise ConfigError(f"model.kind: data prepare is for token corpora (gpt), not {cfg.model.kind!r}")
     try:
-        data = load_token_data(cfg.data, quiet=args.quiet)
+        prepare_corpus(cfg.data, quiet=args.quiet, summary=True)
+        data = load_token_data(cfg.data, quiet=True)
     except KeyboardInterrupt:
         print("beyondbp: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         return 130
@@ -24,11 +26,15 @@ def cmd_prepare(args) -> int:
     meta = data.meta
     if args.quiet:
         return 0
-    print(f"train {meta['tokens']['train']:,} tokens ({meta['documents']['train']:,} documents), "
-          f"val {meta['tokens']['val']:,} tokens ({meta['documents']['val']:,} documents); "
+    print(f"train {meta['tokens']['train']:,} tokens ({_docs(meta['documents']['train'])}), "
+          f"val {meta['tokens']['val']:,} tokens ({_docs(meta['documents']['val'])}); "
           f"vocabulary {data.vocab_size:,}; {data.epochs_for(cfg.train.tokens):.3g} epochs at "
           f"train.tokens={cfg.train.tokens:,}")
     return 0
+
+
+def _docs(n: int) -> str:
+    return f"{n:,} document{'s' * (n != 1)}"
 
 
 def add_parser(sub) -> None:

@@ -247,6 +247,7 @@ class _Pass:
         self.cfg, self.partial, self.say = cfg, partial, say
         partial.mkdir(parents=True, exist_ok=True)
         state_file = partial / STATE
+        key = json.loads(json.dumps(key))  # as it reads back from state.json (tuples become lists)
         self.state = json.loads(state_file.read_text()) if state_file.exists() else None
         if self.state is not None and self.state.get("key") != key:
             self.state = None  # a leftover from other settings: start over
@@ -255,7 +256,7 @@ class _Pass:
                 path.unlink()
             self.state = {"key": key, "position": None, "bytes": 0, "tokens": {"train": 0, "val": 0},
                           "documents": {"train": 0, "val": 0}, "characters": {"train": 0, "val": 0},
-                          "seconds": 0.0}
+                          "seconds": 0.0, "passes_started_at_bytes": []}
         self.source = open_source(cfg)
         self.tok = _tokenizer(cfg, self.source, partial, say)
         dtype = token_dtype(self.tok.vocab_size)
@@ -302,6 +303,7 @@ class _Pass:
         bar = tqdm(total=self.source.total_bytes, initial=st["bytes"], unit="B", unit_scale=True,
                    unit_divisor=1024, dynamic_ncols=True, disable=quiet, desc="prepare", file=sys.stderr)
         t0, seconds0 = time.perf_counter(), st["seconds"]
+        st["passes_started_at_bytes"].append(st["bytes"])
         try:
             for block, out in _tokenized(self.source.blocks(st["position"]), workers, init, self.partial):
                 going = self._add(out)
@@ -328,7 +330,8 @@ class _Pass:
         (self.partial / INDEX).write_text(json.dumps(index, indent=1))
         meta = {"corpus": self.cfg.corpus, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
                 "mode": self.source.mode, "documents": st["documents"], "characters": st["characters"],
-                "tokens": st["tokens"], "source_bytes": st["bytes"], "seconds": round(st["seconds"], 2)}
+                "tokens": st["tokens"], "source_bytes": st["bytes"], "seconds": round(st["seconds"], 2),
+                "passes_started_at_bytes": st["passes_started_at_bytes"]}
         (self.partial / "meta.json").write_text(json.dumps(meta, indent=1))
         (self.partial / STATE).unlink()
         os.rename(self.partial, entry)
@@ -354,8 +357,12 @@ def default_workers(cfg: DataConfig, mode: str) -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def prepare_corpus(cfg: DataConfig, quiet: bool = False, workers: int | None = None) -> Path:
-    """The finished cache entry of `cfg`'s corpus and tokenizer, preparing (or resuming) it first."""
+def prepare_corpus(cfg: DataConfig, quiet: bool = False, workers: int | None = None, summary: bool = False) -> Path:
+    """The finished cache entry of `cfg`'s corpus and tokenizer, preparing (or resuming) it first.
+
+    Large (streamed) corpora show a progress bar and end with a summary line unless `quiet`;
+    small ones prepare silently in about a second unless `summary` asks for the line.
+    """
     from .data import cache_entry, cache_key
     entry = cache_entry(cfg)
     if (entry / "meta.json").exists():
@@ -368,9 +375,11 @@ def prepare_corpus(cfg: DataConfig, quiet: bool = False, workers: int | None = N
         n = workers or default_workers(cfg, work.source.mode)
         st = work.run(n, quiet=quiet or work.source.mode == "small")
         work.finish(entry)
+    if work.source.mode == "small" and not summary:
+        return entry
     on_disk = sum(p.stat().st_size for p in entry.iterdir())
     say(f"prepared {cfg.corpus} ({cfg.tokenizer}): train {st['tokens']['train']:,} tokens, "
-        f"val {st['tokens']['val']:,} tokens ({st['documents']['val']:,} documents), "
+        f"val {st['tokens']['val']:,} tokens ({st['documents']['val']:,} document{'s' * (st['documents']['val'] != 1)}), "
         f"{on_disk / 2**20:,.1f} MiB on disk, {st['seconds']:.1f} s, {n} worker{'s' * (n > 1)} -> {entry}")
     return entry
 
