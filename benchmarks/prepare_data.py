@@ -1,12 +1,13 @@
 """Preparing a large corpus: tokenization speed per worker count, against a plain loop, and memory.
 
-    python benchmarks/prepare_data.py [--dir /tmp/beyondbp-bench] [--gb 2] [--speed-mb 256,32]
-                                      [--skip-full bpe] [--train-steps 300]
+    python benchmarks/prepare_data.py [--dir /tmp/beyondbp-bench] [--gb 2] [--speed-mb 256,80]
+                                      [--repeats 5] [--skip-full bpe] [--train-steps 300]
 
 1. Makes a ~`--gb` GB `.jsonl` corpus (documents of 5-60 random paragraphs of the built-in
    Shakespeare; kept in `--dir` for the next run).
-2. Speed, on the corpus's first `--speed-mb` MB (byte, bpe): `beyondbp`'s prepare with 1 and 2
-   workers, each into a fresh cache, against a plain loop in this process over the same file
+2. Speed, on the corpus's first `--speed-mb` MB (byte, bpe; over 64 MB, so the streaming
+   path): `beyondbp`'s prepare with 1 and 2 workers, each into a fresh cache (medians of
+   `--repeats` alternating runs for bytes, one run for bpe), against a plain loop over the file
    (read a line, `json.loads`, and for bpe `Tokenizer.encode_batch` on batches of 1,024 documents
    with the same trained tokenizer; for bytes `str.encode`). Both sides use one core per
    process: TOKENIZERS_PARALLELISM=false, so encode_batch runs on one thread, as in a worker.
@@ -117,30 +118,34 @@ print(plain_loop(Path(sys.argv[1]), sys.argv[2])[0])
 """
 
 
-def speed(corpus: Path, work: Path, tokenizer: str, megabytes: int) -> dict:
+def speed(corpus: Path, work: Path, tokenizer: str, megabytes: int, repeats: int) -> dict:
+    """MB/s of 1 and 2 workers and of the plain loop on the corpus's first `megabytes` MB:
+    medians over `repeats` alternating runs (this machine is shared and noisy)."""
     sample = work / f"head-{megabytes}mb.jsonl"
     head_file(corpus, sample, megabytes)
     mb = sample.stat().st_size / 1e6
-    rows = {}
-    for workers in (1, 2):
-        rows[workers] = run_prepare(sample, work / f"speed-{tokenizer}-{workers}", tokenizer=tokenizer, workers=workers)
+    rates: dict = {1: [], 2: [], "plain": []}
     tok_json = None
-    if tokenizer == "bpe":
-        tok_json = str(next((work / "speed-bpe-1" / "tokens").glob("*/tokenizer.json")))
-    ref_s, ref_tokens = plain_loop(sample, tok_json)
-    threaded = None
+    for _ in range(repeats):
+        for workers in (1, 2):
+            row = run_prepare(sample, work / f"speed-{tokenizer}-{workers}", tokenizer=tokenizer, workers=workers)
+            rates[workers].append(mb / row["pass_seconds"])
+            tokens = sum(row["tokens"].values())
+        if tokenizer == "bpe" and tok_json is None:
+            tok_json = str(next((work / "speed-bpe-2" / "tokens").glob("*/tokenizer.json")))
+        ref_s, ref_tokens = plain_loop(sample, tok_json)
+        rates["plain"].append(mb / ref_s)
+    one, two, plain = (float(np.median(rates[k])) for k in (1, 2, "plain"))
+    result = {"tokenizer": tokenizer, "sample_mb": round(mb, 1), "repeats": repeats,
+              "mb_s_1_worker": round(one, 2), "mb_s_2_workers": round(two, 2), "mb_s_plain_loop": round(plain, 2),
+              "two_over_one": round(two / one, 2), "one_over_plain": round(one / plain, 2),
+              "runs_mb_s": {str(k): [round(r, 1) for r in v] for k, v in rates.items()},
+              "tokens_ours": tokens, "tokens_plain_loop": ref_tokens}
     if tokenizer == "bpe":
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "true"}
         out = subprocess.run([sys.executable, "-c", PARALLEL_REF, str(sample), tok_json, str(Path(__file__).parent)],
                              capture_output=True, text=True, env=env, check=True)
-        threaded = float(out.stdout.strip())
-    one, two = (mb / rows[w]["pass_seconds"] for w in (1, 2))
-    result = {"tokenizer": tokenizer, "sample_mb": round(mb, 1), "mb_s_1_worker": round(one, 2),
-              "mb_s_2_workers": round(two, 2), "mb_s_plain_loop": round(mb / ref_s, 2),
-              "two_over_one": round(two / one, 2), "one_over_plain": round(one / (mb / ref_s), 2),
-              "tokens_ours": sum(rows[1]["tokens"].values()), "tokens_plain_loop": ref_tokens}
-    if threaded:
-        result["mb_s_plain_loop_library_threads"] = round(mb / threaded, 2)
+        result["mb_s_plain_loop_library_threads"] = round(mb / float(out.stdout.strip()), 2)
     print(json.dumps(result), flush=True)
     return result
 
@@ -171,8 +176,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp/beyondbp-bench", help="where the corpus and caches go")
     ap.add_argument("--gb", type=float, default=2.0, help="size of the generated corpus")
-    ap.add_argument("--speed-mb", default="256,32", help="sample sizes for the byte,bpe speed runs")
+    ap.add_argument("--speed-mb", default="256,80",
+                    help="sample sizes (MB) for the byte,bpe speed runs; over 64 MB takes the streaming path")
     ap.add_argument("--skip-full", default="", help="comma-separated tokenizers to skip on the whole corpus")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating runs per figure for the byte speed")
     ap.add_argument("--train-steps", type=int, default=300)
     args = ap.parse_args()
     work = Path(args.dir)
@@ -181,8 +188,8 @@ def main() -> None:
     make_corpus(corpus, args.gb)
     print(f"cpus: {len(os.sched_getaffinity(0))}; corpus {corpus.stat().st_size / 1e9:.2f} GB", flush=True)
     byte_mb, bpe_mb = (int(x) for x in args.speed_mb.split(","))
-    speed(corpus, work, "byte", byte_mb)
-    speed(corpus, work, "bpe", bpe_mb)
+    speed(corpus, work, "byte", byte_mb, args.repeats)
+    speed(corpus, work, "bpe", bpe_mb, 1)
     for tokenizer in ("byte", "bpe"):
         if tokenizer in args.skip_full.split(","):
             continue

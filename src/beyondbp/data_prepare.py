@@ -92,7 +92,7 @@ def tokenize_block(block: Block) -> BlockTokens:
     if block.labels is not None:
         is_val = np.asarray(block.labels, dtype=bool)
     elif _W["tk"] is None:  # bytes are at hand: hash them
-        is_val = np.asarray([hash_split(a.tobytes(), _W["val_fraction"]) for a in ids], dtype=bool)
+        is_val = np.asarray([hash_split(a.data, _W["val_fraction"]) for a in ids], dtype=bool)
     else:
         is_val = np.asarray([hash_split(d.encode("utf-8"), _W["val_fraction"]) for d in docs], dtype=bool)
     sep, dtype = _W["sep"], _W["dtype"]
@@ -124,20 +124,29 @@ def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
             yield block, tokenize_block(block)
         return
     import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
     for leftover in scratch.glob(".block-*"):
         leftover.unlink()
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=init_args) as pool:
-        pending: deque = deque()
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=init_args)
+    pending: deque = deque()
+    try:
         for i, block in enumerate(blocks):
             light = dataclasses.replace(block, raw=None) if block.docs is None else block
             stem = str(scratch / f".block-{i % (4 * workers)}")
-            pending.append((block, pool.apply_async(tokenize_to_files, (light, stem))))
+            pending.append((block, pool.submit(tokenize_to_files, light, stem)))
             if len(pending) >= 2 * workers:
                 b, result = pending.popleft()
-                yield b, result.get()
+                yield b, result.result()
         while pending:
             b, result = pending.popleft()
-            yield b, result.get()
+            yield b, result.result()
+    except BrokenProcessPool:
+        raise ConfigError(f"data.workers: a tokenizer worker process died (out of memory, killed, or unable to "
+                          f"start); rerun to continue from the last block, or set data.workers=1") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --- shards -----------------------------------------------------------------------------------
@@ -147,7 +156,6 @@ class ShardWriter:
     def __init__(self, folder: Path, split: str, shard_tokens: int, dtype, written: int):
         self.folder, self.split, self.shard_tokens = folder, split, shard_tokens
         self.dtype, self.written = np.dtype(dtype), written
-        self._file = None
         self._truncate()
 
     def name(self, i: int) -> str:

@@ -58,9 +58,10 @@ class Block:
     nbytes: int = 0  # source bytes (or characters) the block covers, for progress
 
 
-def hash_split(data: bytes, val_fraction: float) -> bool:
-    """True when a document (its UTF-8 bytes) belongs to the validation split."""
-    h = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
+def hash_split(data, val_fraction: float) -> bool:
+    """True when a document (its UTF-8 bytes, or a buffer of them) belongs to the validation split:
+    when the first 8 bytes of its SHA-256, as a fraction of 2^64, fall under `val_fraction`."""
+    h = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
     return h < val_fraction * 2.0**64
 
 
@@ -72,20 +73,24 @@ def check_val_fraction(val_fraction: float) -> None:
 # --- reading documents ----------------------------------------------------------------------
 def parse_jsonl(raw: bytes, where: str, first_line: int, text_field: str) -> list[str]:
     """The non-blank documents of complete `.jsonl` lines; ConfigError names FILE:LINE of a bad one."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        lineno = first_line + raw.count(b"\n", 0, exc.start)
+        raise ConfigError(f"data.corpus: {where}:{lineno} is not UTF-8 text") from None
     docs = []
-    for lineno, line in enumerate(raw.split(b"\n"), first_line):
-        if not line.strip():
+    for lineno, line in enumerate(text.split("\n"), first_line):
+        if not line or line.isspace():
             continue
         try:
             row = json.loads(line)
-        except UnicodeDecodeError:
-            raise ConfigError(f"data.corpus: {where}:{lineno} is not UTF-8 text") from None
         except json.JSONDecodeError:
             raise ConfigError(f"data.corpus: {where}:{lineno} is not valid JSON") from None
-        if not isinstance(row, dict) or not isinstance(row.get(text_field), str):
+        value = row.get(text_field) if isinstance(row, dict) else None
+        if not isinstance(value, str):
             raise ConfigError(f"data.text_field: {where}:{lineno} has no string field {text_field!r}")
-        if row[text_field].strip():
-            docs.append(row[text_field])
+        if value and not value.isspace():
+            docs.append(value)
     return docs
 
 
