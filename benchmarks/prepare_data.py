@@ -1,7 +1,8 @@
 """Preparing a large corpus: tokenization speed per worker count, against a plain loop, and memory.
 
     python benchmarks/prepare_data.py [--dir /tmp/beyondbp-bench] [--gb 2] [--speed-mb 256,80]
-                                      [--repeats 5] [--skip-full bpe] [--train-steps 300]
+                                      [--repeats 5] [--tokenizers byte,bpe] [--skip-full bpe]
+                                      [--train-steps 300]
 
 1. Makes a ~`--gb` GB `.jsonl` corpus (documents of 5-60 random paragraphs of the built-in
    Shakespeare; kept in `--dir` for the next run).
@@ -178,6 +179,7 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=2.0, help="size of the generated corpus")
     ap.add_argument("--speed-mb", default="256,80",
                     help="sample sizes (MB) for the byte,bpe speed runs; over 64 MB takes the streaming path")
+    ap.add_argument("--tokenizers", default="byte,bpe", help="which tokenizers to measure")
     ap.add_argument("--skip-full", default="", help="comma-separated tokenizers to skip on the whole corpus")
     ap.add_argument("--repeats", type=int, default=5, help="alternating runs per figure for the byte speed")
     ap.add_argument("--train-steps", type=int, default=300)
@@ -188,9 +190,12 @@ def main() -> None:
     make_corpus(corpus, args.gb)
     print(f"cpus: {len(os.sched_getaffinity(0))}; corpus {corpus.stat().st_size / 1e9:.2f} GB", flush=True)
     byte_mb, bpe_mb = (int(x) for x in args.speed_mb.split(","))
-    speed(corpus, work, "byte", byte_mb, args.repeats)
-    speed(corpus, work, "bpe", bpe_mb, 1)
-    for tokenizer in ("byte", "bpe"):
+    chosen = args.tokenizers.split(",")
+    if "byte" in chosen:
+        speed(corpus, work, "byte", byte_mb, args.repeats)
+    if "bpe" in chosen:
+        speed(corpus, work, "bpe", bpe_mb, 1)
+    for tokenizer in chosen:
         if tokenizer in args.skip_full.split(","):
             continue
         row = run_prepare(corpus, work / f"full-{tokenizer}", tokenizer=tokenizer, workers=2)
@@ -200,7 +205,7 @@ def main() -> None:
                           "disk_gb": round(row["disk_bytes"] / 1e9, 2), "main_rss_mb": round(row["main_rss_mb"]),
                           "worker_rss_mb": round(row["worker_rss_mb"]),
                           "total_rss_mb_bound": round(row["main_rss_mb"] + 2 * row["worker_rss_mb"])}), flush=True)
-    if "byte" not in args.skip_full.split(","):
+    if "byte" in chosen and "byte" not in args.skip_full.split(","):
         train_on(corpus, work / "full-byte", args.train_steps)
 
 

@@ -18,7 +18,7 @@ from typing import Iterator, Protocol
 import numpy as np
 
 from .config import ConfigError, DataConfig, check_choice
-from .data_prepare import DOC_SEPARATOR, prepare_corpus
+from .data_prepare import prepare_corpus
 from .data_shards import ShardedTokens, WindowOrder
 from .data_sources import (BUILTIN, BUILTIN_SOURCE, corpus_identity, markdown_to_text,  # noqa: F401 (re-exported)
                            read_documents, split_documents)
@@ -29,13 +29,12 @@ TOKENIZERS = ("byte", "bpe", "gpt2")
 
 
 class Tokenizer(Protocol):
-    """Text <-> token ids. `encode_docs` turns many documents into one id array, fast."""
+    """Text <-> token ids (`data_prepare` tokenizes whole corpora in worker processes)."""
     name: str
     vocab_size: int
 
     def encode(self, text: str) -> list[int]: ...
     def decode(self, ids: list[int]) -> str: ...
-    def encode_docs(self, docs: list[str]) -> np.ndarray: ...
 
 
 class ByteTokenizer:
@@ -47,9 +46,6 @@ class ByteTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
-
-    def encode_docs(self, docs: list[str]) -> np.ndarray:
-        return np.frombuffer(DOC_SEPARATOR.join(docs).encode("utf-8"), dtype=np.uint8).copy()
 
 
 class HFTokenizer:
@@ -63,16 +59,6 @@ class HFTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return self._tk.decode([int(i) for i in ids])
-
-    def encode_docs(self, docs: list[str]) -> np.ndarray:
-        sep = np.asarray(self.encode(DOC_SEPARATOR), dtype=np.int64)
-        parts: list[np.ndarray] = []
-        for start in range(0, len(docs), 1024):
-            for enc in self._tk.encode_batch(docs[start:start + 1024]):
-                if parts:
-                    parts.append(sep)
-                parts.append(np.asarray(enc.ids, dtype=np.int64))
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def save(self, path: Path) -> None:
         self._tk.save(str(path))

@@ -32,7 +32,7 @@ import numpy as np
 
 from .config import ConfigError, DataConfig
 from .data_shards import INDEX
-from .data_sources import Block, block_bytes, hash_split, open_source, parse_jsonl
+from .data_sources import BadRow, Block, block_bytes, hash_split, open_source, parse_jsonl
 
 DOC_SEPARATOR = "\n\n"  # precedes every document but a split's first
 STATE = "state.json"
@@ -71,6 +71,7 @@ class BlockTokens:
     doc_tokens: np.ndarray  # per document, separator included
     chars: np.ndarray  # per document
     nbytes: int
+    lines: int = 0  # newlines in a .jsonl block
 
 
 def _encode(docs: list[str]) -> list[np.ndarray]:
@@ -85,9 +86,10 @@ def _encode(docs: list[str]) -> list[np.ndarray]:
 
 
 def tokenize_block(block: Block) -> BlockTokens:
-    docs = block.docs
+    docs, lines = block.docs, 0
     if docs is None:
-        docs = parse_jsonl(block_bytes(block), block.where, block.first_line, _W["field"])
+        raw = block_bytes(block)
+        docs, lines = parse_jsonl(raw, block.where, block.first_line or 1, _W["field"]), raw.count(b"\n")
     ids = _encode(docs)
     if block.labels is not None:
         is_val = np.asarray(block.labels, dtype=bool)
@@ -103,7 +105,7 @@ def tokenize_block(block: Block) -> BlockTokens:
 
     return BlockTokens(train=joined(False), val=joined(True), is_val=is_val,
                        doc_tokens=np.asarray([len(a) + len(sep) for a in ids], dtype=np.int64),
-                       chars=np.asarray([len(d) for d in docs], dtype=np.int64), nbytes=block.nbytes)
+                       chars=np.asarray([len(d) for d in docs], dtype=np.int64), nbytes=block.nbytes, lines=lines)
 
 
 def tokenize_to_files(block: Block, stem: str) -> BlockTokens:
@@ -116,12 +118,21 @@ def tokenize_to_files(block: Block, stem: str) -> BlockTokens:
     return out
 
 
+def _with_block(block: Block, fn, *args):
+    """fn(*args), a BadRow from it told which block it came from."""
+    try:
+        return fn(*args)
+    except BadRow as exc:
+        exc.block = block
+        raise
+
+
 def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
     """Tokenized blocks in corpus order; with workers > 1, at most 2 x workers in flight."""
     if workers <= 1:
         _init_worker(*init_args[:-1], one_thread=False)
         for block in blocks:
-            yield block, tokenize_block(block)
+            yield block, _with_block(block, tokenize_block, block)
         return
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -138,10 +149,10 @@ def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
             pending.append((block, pool.submit(tokenize_to_files, light, stem)))
             if len(pending) >= 2 * workers:
                 b, result = pending.popleft()
-                yield b, result.result()
+                yield b, _with_block(b, result.result)
         while pending:
             b, result = pending.popleft()
-            yield b, result.result()
+            yield b, _with_block(b, result.result)
     except BrokenProcessPool:
         raise ConfigError(f"data.workers: a tokenizer worker process died (out of memory, killed, or unable to "
                           f"start); rerun to continue from the last block, or set data.workers=1") from None
@@ -301,6 +312,11 @@ class _Pass:
             st["characters"][split] += int(out.chars[:keep][mask].sum())
         return keep == len(out.is_val) and (cap is None or st["tokens"]["train"] < cap)
 
+    def _first_line(self, block: Block) -> int:
+        """The line number a .jsonl block starts at: 1, or where the last processed block ended."""
+        pos = self.state["position"]
+        return block.first_line or (1 if block.offset == 0 or not pos else pos.get("line") or 1)
+
     def run(self, workers: int, quiet: bool) -> dict:
         st = self.state
         if st.get("finished"):
@@ -315,7 +331,10 @@ class _Pass:
         try:
             for block, out in _tokenized(self.source.blocks(st["position"]), workers, init, self.partial):
                 going = self._add(out)
-                st["position"], st["bytes"] = block.end, st["bytes"] + block.nbytes
+                end = dict(block.end)
+                if "line" in end and end["line"] is None:  # a .jsonl block: its lines were counted by the worker
+                    end["line"] = self._first_line(block) + out.lines
+                st["position"], st["bytes"] = end, st["bytes"] + block.nbytes
                 st["seconds"] = seconds0 + time.perf_counter() - t0
                 self._save()
                 bar.update(block.nbytes)
@@ -323,6 +342,10 @@ class _Pass:
                                 tokens=f"{sum(st['tokens'].values()):,}", refresh=False)
                 if not going:
                     break
+        except BadRow as exc:
+            if exc.block is None or exc.block.first_line is not None:
+                raise
+            raise exc.shifted(self._first_line(exc.block)) from None
         finally:
             bar.close()
         if st["tokens"]["train"] == 0:

@@ -52,7 +52,7 @@ class Block:
     raw: bytes | None = None  # dropped before a block goes to a worker process, which re-reads it
     where: str = ""  # the file, for error messages (and for re-reading raw)
     offset: int = 0  # of raw in that file
-    first_line: int = 1
+    first_line: int | None = 1  # None: not counted yet (numbers in errors are then relative to the block)
     labels: list[bool] | None = None  # True = validation; None = decided by hash_split
     end: dict = field(default_factory=dict)  # the source position just after this block
     nbytes: int = 0  # source bytes (or characters) the block covers, for progress
@@ -71,13 +71,28 @@ def check_val_fraction(val_fraction: float) -> None:
 
 
 # --- reading documents ----------------------------------------------------------------------
+class BadRow(ConfigError):
+    """A bad `.jsonl` line: `KEY: FILE:LINE WHAT`. Workers count lines from their block's start;
+    the main process, which knows where the block starts, moves the number with `shifted`."""
+
+    def __init__(self, key: str, where: str, line: int, what: str):
+        super().__init__(f"{key}: {where}:{line} {what}")
+        self.key, self.where, self.line, self.what = key, where, line, what
+        self.block = None
+
+    def __reduce__(self):  # survives the trip back from a worker process
+        return BadRow, (self.key, self.where, self.line, self.what)
+
+    def shifted(self, first_line: int) -> "BadRow":
+        return BadRow(self.key, self.where, self.line + first_line - 1, self.what)
+
+
 def parse_jsonl(raw: bytes, where: str, first_line: int, text_field: str) -> list[str]:
-    """The non-blank documents of complete `.jsonl` lines; ConfigError names FILE:LINE of a bad one."""
+    """The non-blank documents of complete `.jsonl` lines; BadRow names FILE:LINE of a bad one."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        lineno = first_line + raw.count(b"\n", 0, exc.start)
-        raise ConfigError(f"data.corpus: {where}:{lineno} is not UTF-8 text") from None
+        raise BadRow("data.corpus", where, first_line + raw.count(b"\n", 0, exc.start), "is not UTF-8 text") from None
     docs = []
     for lineno, line in enumerate(text.split("\n"), first_line):
         if not line or line.isspace():
@@ -85,10 +100,10 @@ def parse_jsonl(raw: bytes, where: str, first_line: int, text_field: str) -> lis
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            raise ConfigError(f"data.corpus: {where}:{lineno} is not valid JSON") from None
+            raise BadRow("data.corpus", where, lineno, "is not valid JSON") from None
         value = row.get(text_field) if isinstance(row, dict) else None
         if not isinstance(value, str):
-            raise ConfigError(f"data.text_field: {where}:{lineno} has no string field {text_field!r}")
+            raise BadRow("data.text_field", where, lineno, f"has no string field {text_field!r}")
         if value and not value.isspace():
             docs.append(value)
     return docs
@@ -317,16 +332,30 @@ class FileSource:
             cut = raw.find(b"\n", len(raw) - len(more)) + 1 if more else len(raw)
         return raw[:cut]
 
+    def _block_end(self, path: Path, offset: int, size: int, file_size: int) -> int:
+        """Where the block from `offset` ends: after the first newline at or past offset+size-1
+        (or at the end of the file). Only the bytes around that point are read."""
+        pos = offset + size - 1
+        while pos < file_size:
+            chunk = _read_bytes(path, pos, 1 << 16)
+            cut = chunk.find(b"\n")
+            if cut >= 0:
+                return pos + cut + 1
+            pos += len(chunk)
+            if pos - offset > MAX_LINE_BYTES + size:
+                raise ConfigError(f"data.corpus: {path} has a line over {MAX_LINE_BYTES >> 20} MiB after byte {offset:,}")
+        return file_size
+
     def _jsonl_blocks(self, i: int, offset: int, line: int) -> Iterator[Block]:
+        """Blocks of whole lines, not read here: the worker reads and parses them, and counts their
+        lines, so `line` in the block's end position is filled in by the main process."""
         path = self.files[i]
-        while True:
-            raw = self._line_block(path, offset, BLOCK_BYTES)
-            if not raw:
-                return
-            offset, next_line = offset + len(raw), line + raw.count(b"\n")
-            yield Block(raw=raw, where=str(path), offset=offset - len(raw), first_line=line,
-                        end={"file": i, "offset": offset, "line": next_line}, nbytes=len(raw))
-            line = next_line
+        file_size = path.stat().st_size
+        while offset < file_size:
+            end = self._block_end(path, offset, BLOCK_BYTES, file_size)
+            yield Block(where=str(path), offset=offset, first_line=line if offset == 0 else None,
+                        end={"file": i, "offset": end, "line": None}, nbytes=end - offset)
+            offset = end
 
     def _txt_blocks(self, i: int, offset: int, line: int) -> Iterator[Block]:
         """A .txt file is one document, or pieces of ~TXT_PIECE_BYTES ending at line ends if large."""
@@ -348,9 +377,14 @@ class FileSource:
 
     def train_texts(self) -> Iterator[str]:
         """Training documents in corpus order (read here, in one process: for BPE's sample)."""
+        line = 1
         for block in self.blocks():
-            docs = block.docs if block.docs is not None else parse_jsonl(block.raw, block.where, block.first_line,
-                                                                    self.cfg.text_field)
+            docs = block.docs
+            if docs is None:
+                raw = block_bytes(block)
+                line = 1 if block.offset == 0 else line
+                docs = parse_jsonl(raw, block.where, line, self.cfg.text_field)
+                line += raw.count(b"\n")
             yield from (d for d in docs if not hash_split(d.encode("utf-8"), self.cfg.val_fraction))
 
 
