@@ -1,7 +1,7 @@
 """Preparing a large corpus: tokenization speed per worker count, against a plain loop, and memory.
 
-    python benchmarks/prepare_data.py [--dir /tmp/beyondbp-bench] [--gb 2] [--speed-mb 256,80]
-                                      [--repeats 5] [--tokenizers byte,bpe] [--skip-full bpe]
+    python benchmarks/prepare_data.py [--dir /tmp/beyondbp-bench] [--gb 2] [--speed-mb 1000,80]
+                                      [--repeats 3] [--tokenizers byte,bpe] [--skip-full bpe]
                                       [--train-steps 300]
 
 1. Makes a ~`--gb` GB `.jsonl` corpus (documents of 5-60 random paragraphs of the built-in
@@ -177,11 +177,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", default="/tmp/beyondbp-bench", help="where the corpus and caches go")
     ap.add_argument("--gb", type=float, default=2.0, help="size of the generated corpus")
-    ap.add_argument("--speed-mb", default="256,80",
+    ap.add_argument("--speed-mb", default="1000,80",
                     help="sample sizes (MB) for the byte,bpe speed runs; over 64 MB takes the streaming path")
     ap.add_argument("--tokenizers", default="byte,bpe", help="which tokenizers to measure")
     ap.add_argument("--skip-full", default="", help="comma-separated tokenizers to skip on the whole corpus")
-    ap.add_argument("--repeats", type=int, default=5, help="alternating runs per figure for the byte speed")
+    ap.add_argument("--repeats", type=int, default=3, help="alternating runs per figure for the byte speed")
     ap.add_argument("--train-steps", type=int, default=300)
     args = ap.parse_args()
     work = Path(args.dir)

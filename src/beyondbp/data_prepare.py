@@ -128,7 +128,8 @@ def _with_block(block: Block, fn, *args):
 
 
 def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
-    """Tokenized blocks in corpus order; with workers > 1, at most 2 x workers in flight."""
+    """Tokenized blocks in corpus order: in this process (workers=1), or by that many worker
+    processes with at most 2 x workers blocks in flight."""
     if workers <= 1:
         _init_worker(*init_args[:-1], one_thread=False)
         for block in blocks:
@@ -380,6 +381,7 @@ def _locked(entry: Path):
 
 
 def default_workers(cfg: DataConfig, mode: str) -> int:
+    """data.workers, else 1 (this process) for a small corpus, else one process per core."""
     if cfg.workers:
         return cfg.workers
     if mode == "small":
@@ -409,8 +411,9 @@ def prepare_corpus(cfg: DataConfig, quiet: bool = False, workers: int | None = N
     if work.source.mode == "small" and not summary:
         return entry
     on_disk = sum(p.stat().st_size for p in entry.iterdir())
+    how = f"{n} worker processes" if n > 1 else "tokenized in this process"
     say(f"prepared {cfg.corpus} ({cfg.tokenizer}): train {st['tokens']['train']:,} tokens, "
         f"val {st['tokens']['val']:,} tokens ({st['documents']['val']:,} document{'s' * (st['documents']['val'] != 1)}), "
-        f"{on_disk / 2**20:,.1f} MiB on disk, {st['seconds']:.1f} s, {n} worker{'s' * (n > 1)} -> {entry}")
+        f"{on_disk / 2**20:,.1f} MiB on disk, {st['seconds']:.1f} s, {how} -> {entry}")
     return entry
 
