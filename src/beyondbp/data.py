@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from .data_prepare import prepare_corpus
 from .data_shards import ShardedTokens, WindowOrder
 from .data_sources import (BUILTIN, BUILTIN_SOURCE, corpus_identity, markdown_to_text,  # noqa: F401 (re-exported)
                            read_documents, split_documents)
+
+if TYPE_CHECKING:  # torch is imported where batches are made, not to read or prepare a corpus
+    import torch
 
 FORMAT_VERSION = 2  # bump when the cached layout or the text cleaning changes (2: sharded, streamed)
 DEFAULT_BPE_VOCAB = 4096

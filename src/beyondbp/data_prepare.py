@@ -17,7 +17,6 @@ order (the whole training split of a small corpus), and saved, so a resume reuse
 """
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
@@ -145,9 +144,8 @@ def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
     pending: deque = deque()
     try:
         for i, block in enumerate(blocks):
-            light = dataclasses.replace(block, raw=None) if block.docs is None else block
             stem = str(scratch / f".block-{i % (4 * workers)}")
-            pending.append((block, pool.submit(tokenize_to_files, light, stem)))
+            pending.append((block, pool.submit(tokenize_to_files, block, stem)))
             if len(pending) >= 2 * workers:
                 b, result = pending.popleft()
                 yield b, _with_block(b, result.result)
@@ -155,8 +153,8 @@ def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
             b, result = pending.popleft()
             yield b, _with_block(b, result.result)
     except BrokenProcessPool:
-        raise ConfigError(f"data.workers: a tokenizer worker process died (out of memory, killed, or unable to "
-                          f"start); rerun to continue from the last block, or set data.workers=1") from None
+        raise ConfigError("data.workers: a tokenizer worker process died (out of memory, killed, or unable to "
+                          "start); rerun to continue from the last block, or set data.workers=1") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -13,7 +13,7 @@ Hugging Face dataset (`hf:NAME[:CONFIG]`). `open_source(cfg)` reads it one of tw
 
 Either way the source yields `Block`s, units of ~`BLOCK_BYTES` of text for one tokenizer
 worker, each with the source position just after it, so a prepare can resume from the last
-block it finished. `.jsonl` blocks travel as raw bytes and are parsed by the worker.
+block it finished. A `.jsonl` block is a byte range of whole lines: the worker reads and parses it.
 """
 from __future__ import annotations
 
@@ -47,11 +47,10 @@ MAX_LINE_BYTES = 256 << 20  # a longer .jsonl line (or .txt line) is refused
 
 @dataclass
 class Block:
-    """One unit of tokenizer work: decoded documents, or raw `.jsonl` lines for the worker."""
-    docs: list[str] | None = None
-    raw: bytes | None = None  # dropped before a block goes to a worker process, which re-reads it
-    where: str = ""  # the file, for error messages (and for re-reading raw)
-    offset: int = 0  # of raw in that file
+    """One unit of tokenizer work: decoded documents, or a range of `.jsonl` lines for the worker."""
+    docs: list[str] | None = None  # None: a .jsonl byte range, read and parsed by the worker
+    where: str = ""  # the file, for error messages and for reading the range
+    offset: int = 0  # of the range in that file
     first_line: int | None = 1  # None: not counted yet (numbers in errors are then relative to the block)
     labels: list[bool] | None = None  # True = validation; None = decided by hash_split
     end: dict = field(default_factory=dict)  # the source position just after this block
@@ -150,8 +149,8 @@ def corpus_files(corpus: str) -> list[Path]:
 
 
 def block_bytes(block: Block) -> bytes:
-    """A .jsonl block's raw lines, read again from its file when they were not sent along."""
-    return block.raw if block.raw is not None else _read_bytes(Path(block.where), block.offset, block.nbytes)
+    """A .jsonl block's lines, as bytes from its file."""
+    return _read_bytes(Path(block.where), block.offset, block.nbytes)
 
 
 def _read_bytes(path: Path, offset: int = 0, size: int = -1) -> bytes:
