@@ -164,7 +164,8 @@ def cache_entry(cfg: DataConfig) -> Path:
     return cache_root(cfg) / f"{slug}-{cfg.tokenizer}-{digest}"
 
 
-def _entry_tokenizer(entry: Path, name: str) -> Tokenizer:
+def entry_tokenizer(entry: Path, name: str) -> Tokenizer:
+    """The tokenizer `name` of a cache entry (or its `.partial` folder): bpe's from its tokenizer.json."""
     if name == "byte":
         return ByteTokenizer()
     if name == "gpt2":
@@ -177,7 +178,7 @@ def load_token_data(cfg: DataConfig, quiet: bool = False) -> "TokenData":
     """Token arrays for `cfg`'s corpus and tokenizer: from the cache, or prepared and cached now."""
     entry = prepare_corpus(cfg, quiet=quiet)
     meta = json.loads((entry / "meta.json").read_text())
-    tok = _entry_tokenizer(entry, meta["tokenizer"])
+    tok = entry_tokenizer(entry, meta["tokenizer"])
     return TokenData(train=ShardedTokens.open(entry, "train"), val=ShardedTokens.open(entry, "val"),
                      tokenizer=tok, vocab_size=tok.vocab_size, meta=meta)
 

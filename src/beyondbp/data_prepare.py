@@ -189,24 +189,30 @@ class ShardWriter:
             os.unlink(tokens)
             return
         tokens = np.ascontiguousarray(tokens[start:stop], dtype=self.dtype)
-        while len(tokens):
-            i, used = divmod(self.written, self.shard_tokens)
-            take = min(len(tokens), self.shard_tokens - used)
+        done = 0
+        for i, _, take in self._spans(len(tokens)):
             with open(self.folder / self.name(i), "ab") as f:
-                f.write(tokens[:take].tobytes())
-            tokens, self.written = tokens[take:], self.written + take
+                f.write(tokens[done:done + take].tobytes())
+            done += take
 
     def _copy(self, src, start: int, stop: int) -> None:
         size = self.dtype.itemsize
-        while start < stop:
-            i, used = divmod(self.written, self.shard_tokens)
-            take = min(stop - start, self.shard_tokens - used)
+        for i, used, take in self._spans(stop - start):
             fd = os.open(self.folder / self.name(i), os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 _copy_range(src.fileno(), fd, take * size, start * size, used * size)
             finally:
                 os.close(fd)
-            start, self.written = start + take, self.written + take
+            start += take
+
+    def _spans(self, n: int):
+        """(shard, tokens already in it, tokens to add) for the next n tokens, in order; each
+        span counts as written once the caller has written it and asks for the next."""
+        while n:
+            i, used = divmod(self.written, self.shard_tokens)
+            take = min(n, self.shard_tokens - used)
+            yield i, used, take
+            self.written, n = self.written + take, n - take
 
     def shards(self) -> list[dict]:
         full, rest = divmod(self.written, self.shard_tokens)
@@ -240,15 +246,10 @@ def bpe_sample(texts, limit_chars: int) -> list[str]:
 
 def _tokenizer(cfg: DataConfig, source, partial: Path, say):
     """The tokenizer for this entry: fixed for byte/gpt2, trained once (and saved) for bpe."""
-    from .data import ByteTokenizer, HFTokenizer, bpe_vocab_size, load_gpt2, train_bpe
-    if cfg.tokenizer == "byte":
-        return ByteTokenizer()
-    if cfg.tokenizer == "gpt2":
-        return load_gpt2()
+    from .data import bpe_vocab_size, entry_tokenizer, train_bpe
     saved = partial / "tokenizer.json"
-    if saved.exists():
-        from tokenizers import Tokenizer
-        return HFTokenizer(Tokenizer.from_file(str(saved)), "bpe")
+    if cfg.tokenizer != "bpe" or saved.exists():
+        return entry_tokenizer(partial, cfg.tokenizer)
     t0 = time.perf_counter()
     sample = bpe_sample(source.train_texts(), cfg.bpe_sample_mb << 20)
     tok = train_bpe(sample, bpe_vocab_size(cfg))

@@ -306,9 +306,8 @@ class FileSource:
     """`.txt`/`.jsonl` files read block by block from a byte offset; `.jsonl` parsed by workers."""
     mode = "stream"
 
-    def __init__(self, files: list[Path], cfg: DataConfig):
-        self.files, self.cfg = files, cfg
-        self.total_bytes = sum(p.stat().st_size for p in files)
+    def __init__(self, files: list[Path], cfg: DataConfig, total_bytes: int):
+        self.files, self.cfg, self.total_bytes = files, cfg, total_bytes
 
     def blocks(self, start: dict | None = None) -> Iterator[Block]:
         start = start or {"file": 0, "offset": 0, "line": 1}
@@ -422,6 +421,7 @@ def open_source(cfg: DataConfig):
                 return DatasetSource(cfg)
         return SmallSource([d for d in held if d.strip()], cfg.val_fraction)
     files = corpus_files(cfg.corpus)
-    if sum(p.stat().st_size for p in files) <= SMALL_CORPUS_BYTES:
-        return SmallSource([d for p in files for d in _file_docs(p, cfg.text_field) if d.strip()], cfg.val_fraction)
-    return FileSource(files, cfg)
+    total = sum(p.stat().st_size for p in files)
+    if total <= SMALL_CORPUS_BYTES:
+        return SmallSource(read_documents(cfg), cfg.val_fraction)
+    return FileSource(files, cfg, total)
