@@ -1,11 +1,15 @@
-"""Nested dataclass configs, YAML files and dotted KEY=VALUE overrides.
+"""Nested dataclass configs, YAML files, dotted KEY=VALUE overrides, and the one validation layer.
 
 One `RunConfig` describes one training run completely; it is what a run directory's
 `config.yaml` holds and what `beyondbp train` builds from a file plus overrides.
+`validate_config` checks every ranged key (finite, in range) and every named choice before
+anything is written; `check_number` gives command-line flags the same message form:
+`KEY: must be <what>, got <value>`.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -89,6 +93,8 @@ class TrainConfig:
     compile: bool = False
     threads: int = 0  # torch intra-op threads; 0 = leave as is
     progress: str = "auto"  # auto | on | off
+    memory_check: bool = True  # refuse a run whose estimated memory exceeds what this process can use
+    on_data_change: str = "refuse"  # refuse | restart: resuming a run whose corpus now gives other tokens
     epochs: int = 20  # MLP track only
     batch_examples: int = 64  # MLP track only: examples per minibatch
 
@@ -221,12 +227,26 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_yaml(path: str | Path) -> dict:
+def read_text_file(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's content, or one ConfigError naming it (missing, unreadable, binary)."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise ConfigError(f"{what} not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {p}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start:,})") from None
+
+
+def load_yaml(path: str | Path) -> dict:
+    p = Path(path)
+    text = read_text_file(p, "config file")
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -242,7 +262,7 @@ def build_config(config_file: str | Path | None = None, overrides: list[str] | d
     if overrides:
         mapping = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))
         apply_mapping(cfg, mapping)
-    return cfg
+    return validate_config(cfg)
 
 
 def to_dict(cfg: Any) -> dict:
@@ -268,3 +288,95 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
         else:
             rows.append((f"{prefix}{f.name}", value))
     return rows
+
+
+# --- the one validation layer ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Range:
+    """An allowed interval; a float must also be finite (NaN and inf are never a setting)."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself excluded
+    high_open: bool = False
+
+    def holds(self, value) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, integer: bool) -> str:
+        kind = "an integer" if integer else "a finite number"
+        if self.low is not None and self.high is not None:
+            return (f"{kind} in {'(' if self.low_open else '['}{_bound(self.low)}, {_bound(self.high)}"
+                    f"{')' if self.high_open else ']'}")
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {_bound(self.low)}"
+        return kind
+
+
+def _bound(value: float) -> str:
+    """2^62 and 2^63-1 as such; other bounds as written."""
+    for k in range(40, 65):
+        if value in (2**k, 2**k - 1):
+            return f"2^{k}" + ("-1" if value == 2**k - 1 else "")
+    return f"{value:g}"
+
+
+POSITIVE = Range(0.0, low_open=True)
+AT_LEAST_0, AT_LEAST_1 = Range(0), Range(1)
+FRACTION = Range(0.0, 1.0)
+BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
+
+RANGES: dict[str, Range] = {
+    "seed": Range(0, 2**63 - 1),
+    "method.feedback_scale": POSITIVE, "method.train_last_n": AT_LEAST_1, "method.perturbations": AT_LEAST_1,
+    "model.n_layer": AT_LEAST_1, "model.d_model": AT_LEAST_1, "model.n_head": AT_LEAST_1,
+    "model.context": AT_LEAST_1, "model.vocab_size": Range(2, BIG), "model.mlp_ratio": AT_LEAST_1,
+    "model.dropout": Range(0.0, 1.0, high_open=True), "model.depth": AT_LEAST_1, "model.width": AT_LEAST_1,
+    "model.n_inputs": AT_LEAST_1, "model.n_classes": Range(2),
+    "train.tokens": Range(1, BIG), "train.batch_tokens": Range(1, BIG), "train.micro_batch_tokens": Range(1, BIG),
+    "train.lr": POSITIVE, "train.min_lr_ratio": FRACTION, "train.warmup_frac": FRACTION,
+    "train.cooldown_frac": FRACTION, "train.weight_decay": Range(0.0), "train.beta1": Range(0.0, 1.0, high_open=True),
+    "train.beta2": Range(0.0, 1.0, high_open=True), "train.grad_clip": Range(0.0), "train.n_evals": Range(1, 10_000),
+    "train.eval_tokens": Range(1, BIG), "train.alignment_every": AT_LEAST_0, "train.checkpoint_every_s": Range(0.0),
+    "train.threads": AT_LEAST_0, "train.epochs": Range(0, 10**6), "train.batch_examples": AT_LEAST_1,
+    "data.vocab_size": Range(2, BIG), "data.val_fraction": Range(0.0, 1.0, low_open=True, high_open=True),
+    "data.hf_max_docs": Range(1, BIG), "data.max_tokens": Range(1, BIG), "data.shard_tokens": Range(1, BIG),
+    "data.bpe_sample_mb": Range(1, 2**40), "data.workers": Range(0, 4096),
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method.feedback": ("shared", "per_layer"), "method.projection": ("gaussian", "uniform", "optical"),
+    "method.feedback_point": ("layernorm", "output"), "method.error_point": ("stream", "projector"),
+    "model.kind": ("gpt", "mlp"), "model.norm": ("pre", "post"), "model.activation": ("tanh", "relu", "sigmoid"),
+    "train.schedule": ("cosine", "constant_cooldown"), "train.device": ("auto", "cpu", "cuda"),
+    "train.dtype": ("auto", "float32", "bfloat16"), "train.progress": ("auto", "on", "off"),
+    "train.on_data_change": ("refuse", "restart"), "data.tokenizer": ("byte", "bpe", "gpt2"),
+}
+
+
+def check_number(key: str, value, rng: Range, integer: bool = False) -> None:
+    """Raise `KEY: must be <range>, got <value>` unless value lies in rng (and is finite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not rng.holds(value):
+        raise ConfigError(f"{key}: must be {rng.describe(integer)}, got {value!r}")
+
+
+def validate_config(cfg: Any, prefix: str = "", section: str = "") -> Any:
+    """Check every ranged key and named choice of a config (or one section of it, e.g. a
+    ModelConfig as `section="model"`); keys in messages carry `prefix` (`base.`, `sizes.L4d16.`).
+    Returns cfg. Called before anything is written, on every path that builds a config."""
+    types_ = _field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{section}.{f.name}" if section else f.name
+        if dataclasses.is_dataclass(value):
+            validate_config(value, f"{prefix}{f.name}.", key)
+        elif value is None:
+            continue
+        elif key in RANGES:
+            check_number(prefix + f.name, value, RANGES[key], integer=int in typing.get_args(types_[f.name])
+                         or types_[f.name] is int)
+        elif key in CHOICES:
+            check_choice(prefix + f.name, value, CHOICES[key])
+    return cfg

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Protocol
 
 import numpy as np
 
-from .config import ConfigError, DataConfig, check_choice
+from .config import ConfigError, DataConfig, check_choice, validate_config
 from .data_prepare import prepare_corpus
 from .data_shards import ShardedTokens, WindowOrder
 from .data_sources import (BUILTIN, BUILTIN_SOURCE, corpus_identity, markdown_to_text,  # noqa: F401 (re-exported)
@@ -26,7 +26,7 @@ from .data_sources import (BUILTIN, BUILTIN_SOURCE, corpus_identity, markdown_to
 if TYPE_CHECKING:  # torch is imported where batches are made, not to read or prepare a corpus
     import torch
 
-FORMAT_VERSION = 2  # bump when the cached layout or the text cleaning changes (2: sharded, streamed)
+FORMAT_VERSION = 3  # bump when the cached layout or the text cleaning changes (2: sharded, streamed; 3: keyed by content, token fingerprint)
 DEFAULT_BPE_VOCAB = 4096
 TOKENIZERS = ("byte", "bpe", "gpt2")
 
@@ -137,24 +137,27 @@ def cache_root(cfg: DataConfig) -> Path:
     return Path(base).expanduser() / "tokens"
 
 
+def cache_setting(cfg: DataConfig) -> str:
+    """Where the cache folder was set, for error messages."""
+    return "data.cache_dir" if cfg.cache_dir else "BEYONDBP_CACHE" if os.environ.get("BEYONDBP_CACHE") else "data.cache_dir"
+
+
 def cache_key(cfg: DataConfig) -> dict:
-    """Everything a prepared entry's bytes depend on (not data.workers or data.cache_dir)."""
+    """Everything a prepared entry's bytes depend on (not data.workers or data.cache_dir): the
+    settings, and the content of the corpus's files (by digest; `data_fingerprint`)."""
     _check_tokenizer_name(cfg)
     check_prepare_keys(cfg)
     bpe = cfg.tokenizer == "bpe"
-    return {"format": FORMAT_VERSION, "corpus": corpus_identity(cfg), "tokenizer": cfg.tokenizer,
+    identity = corpus_identity(cfg, cache_root(cfg).parent / "sources")
+    return {"format": FORMAT_VERSION, "corpus": identity, "tokenizer": cfg.tokenizer,
             "vocab_size": bpe_vocab_size(cfg) if bpe else None, "val_fraction": cfg.val_fraction,
             "max_tokens": cfg.max_tokens, "shard_tokens": cfg.shard_tokens,
             "bpe_sample_mb": cfg.bpe_sample_mb if bpe else None}
 
 
 def check_prepare_keys(cfg: DataConfig) -> None:
-    for key in ("shard_tokens", "max_tokens", "bpe_sample_mb", "hf_max_docs"):
-        value = getattr(cfg, key)
-        if value is not None and value < 1:
-            raise ConfigError(f"data.{key}: must be a positive integer, got {value}")
-    if cfg.workers is not None and cfg.workers < 0:
-        raise ConfigError(f"data.workers: must be 0 (one per core) or more, got {cfg.workers}")
+    """The data section's ranges (`config.validate_config`), for a DataConfig built directly."""
+    validate_config(cfg, prefix="data.", section="data")
 
 
 def cache_entry(cfg: DataConfig) -> Path:
@@ -177,8 +180,12 @@ def entry_tokenizer(entry: Path, name: str) -> Tokenizer:
 def load_token_data(cfg: DataConfig, quiet: bool = False) -> "TokenData":
     """Token arrays for `cfg`'s corpus and tokenizer: from the cache, or prepared and cached now."""
     entry = prepare_corpus(cfg, quiet=quiet)
-    meta = json.loads((entry / "meta.json").read_text())
-    tok = entry_tokenizer(entry, meta["tokenizer"])
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        tok = entry_tokenizer(entry, meta["tokenizer"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"data.cache_dir: the prepared corpus {entry} is damaged ({exc}); "
+                          f"delete that folder and rerun to prepare it again") from None
     return TokenData(train=ShardedTokens.open(entry, "train"), val=ShardedTokens.open(entry, "val"),
                      tokenizer=tok, vocab_size=tok.vocab_size, meta=meta)
 
@@ -238,3 +245,8 @@ class TokenData:
 
     def epochs_for(self, tokens: int) -> float:
         return tokens / len(self.train)
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 chained over the prepared blocks' tokens (`data_fingerprint`)."""
+        return self.meta["fingerprint"]

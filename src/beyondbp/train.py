@@ -21,13 +21,16 @@ import numpy as np
 import torch
 
 from . import distributed as dist_utils
-from .config import ConfigError, RunConfig, dump_yaml, from_dict
-from .data import load_token_data
+from .atomic_write import append_line, atomic_write
+from .checkpoint import checkpoint_files, load_checkpoint, save_checkpoint
+from .config import ConfigError, RunConfig, dump_yaml, from_dict, validate_config
+from .data import cache_entry, load_token_data
+from .memory_check import check_memory
 from .methods import build_method
 from .model import build_model
 from .model_shape import resolve_model_config
-from .run_files import (atomic_torch_save, atomic_write, check_same_config, check_writable, compute_columns,
-                        read_metrics, read_summary)
+from .run_files import (DATA_RECORD, check_out_path, check_same_config, check_writable, compute_columns,
+                        data_change, read_metrics, read_summary, refuse_data_change, set_aside)
 
 
 class Interrupted(Exception):
@@ -192,23 +195,40 @@ class _State:
 
 
 class _Run:
-    """One run's pieces, built once: data, model, method, optimizer, plan, files. `train` drives it."""
+    """One run's pieces, built once: data, model, method, optimizer, plan, files. `train` drives it.
+
+    Everything that can refuse the run (the config, the folder's files, the tokens it was trained
+    on, the memory it needs) is checked here, before the model is built or a file is written."""
 
     def __init__(self, cfg: RunConfig, out: Path, quiet: bool):
         self.cfg, self.out, self.quiet = cfg, out, quiet
         self.ctx = dist_utils.context()
         if self.ctx.is_main:
             check_writable(out)
+        self.plan = make_plan(cfg, self.ctx.world_size)
+        learning_rate(cfg, 0, self.plan.n_steps)  # validates the schedule name before any work
+        self.device = dist_utils.device_for(self.ctx, pick_device(cfg))
+        self.micro_seqs = self.plan.n_seqs // self.plan.accum // self.ctx.world_size
+        self.summary = read_summary(out)
+        finished = bool(self.summary and self.summary.get("status") in ("completed", "diverged"))
+        entry = cache_entry(cfg.data)  # a stat per corpus file (re-hashed where one changed); nothing read
+        self.data_changed = data_change(out, cfg.data.corpus, entry.name)
+        restart = cfg.train.on_data_change == "restart"
+        if self.data_changed and not restart and not finished:
+            raise refuse_data_change(self.data_changed)  # before preparing the new tokens
+        if not finished or (self.data_changed and restart):
+            check_memory(cfg, self.micro_seqs, self.device)
         self.data = load_token_data(cfg.data)
+        self.data_changed = self.data_changed or data_change(out, cfg.data.corpus, entry.name, self.data.fingerprint)
+        if self.data_changed and not restart and not finished:
+            raise refuse_data_change(self.data_changed)
+        self.data_record = {"corpus": cfg.data.corpus, "tokenizer": cfg.data.tokenizer, "entry": entry.name,
+                            "fingerprint": self.data.fingerprint, "tokens": self.data.meta["tokens"]}
         resolve_model_config(cfg.model, self.data.vocab_size)
         if cfg.model.vocab_size < self.data.vocab_size:
             raise ConfigError(f"model.vocab_size: {cfg.model.vocab_size} is smaller than the tokenizer's "
                               f"{self.data.vocab_size}")
-        self.plan = make_plan(cfg, self.ctx.world_size)
         self.data.check(self.plan.n_seqs, cfg.model.context)
-        learning_rate(cfg, 0, self.plan.n_steps)  # validates the schedule name before any work
-        self.device = dist_utils.device_for(self.ctx, pick_device(cfg))
-        self.micro_seqs = self.plan.n_seqs // self.plan.accum // self.ctx.world_size
 
     @property
     def main(self) -> bool:
@@ -217,6 +237,14 @@ class _Run:
     def say(self, text: str) -> None:
         if self.main and not self.quiet:
             print(text, file=sys.stderr)
+
+    def restart_on_new_data(self) -> None:
+        """train.on_data_change=restart: the old results go to out/replaced-N/, the run starts over."""
+        if self.main:
+            folder = set_aside(self.out)
+            self.say(f"{self.out}: {self.data_changed}; restarting from step 0 (train.on_data_change=restart); "
+                     f"the earlier results are in {folder}")
+        self.summary = None
 
     def build(self) -> None:
         cfg = self.cfg
@@ -235,33 +263,44 @@ class _Run:
             self.wrapped = torch.compile(self.wrapped)
 
     # --- checkpoint and files -------------------------------------------------------------
-    def resume(self) -> _State:
-        """The state of the latest checkpoint (a fresh one without); metrics past it are dropped."""
-        state, path = _State(), self.out / "checkpoint.pt"
-        if path.exists():
-            saved = torch.load(path, map_location=self.device, weights_only=False)
-            self.method.load_state_dict(saved["method"])
-            self.optimizer.load_state_dict(saved["optimizer"])
+    def _restore(self, saved: dict) -> None:
+        self.method.load_state_dict(saved["method"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng_cpu"])
+        if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(saved["rng_cuda"])
+
+    def resume(self, fresh: bool = False) -> _State:
+        """The state of the newest readable checkpoint (a fresh one without, or when `fresh`).
+
+        The metrics rows come back from the checkpoint itself, so a row cut from metrics.jsonl
+        (a kill or a full disk mid-line) is restored; rows past the checkpoint are measured again."""
+        state, rows = _State(), []
+        saved = None if fresh else load_checkpoint(self.out, self.device, self._restore, self.say)
+        if saved is not None:
             state = _State(saved["step"], saved["elapsed_s"], saved["train_losses"])
-            torch.set_rng_state(saved["rng_cpu"])
-            if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
-                torch.cuda.set_rng_state(saved["rng_cuda"])
-        self.logged = {}
+            rows = saved["metrics"] if "metrics" in saved else read_metrics(self.out / "metrics.jsonl")
+        self.rows = [r for r in rows if r["step"] <= state.step and state.step > 0]
+        self.logged = {r["step"]: r for r in self.rows}
         if self.main:
+            on_disk = read_metrics(self.out / "metrics.jsonl")
+            if len(on_disk) < len(self.rows):
+                self.say(f"{self.out / 'metrics.jsonl'}: {len(self.rows) - len(on_disk)} row(s) cut short; "
+                         f"restored from the checkpoint (rows past step {state.step} are measured again)")
             atomic_write(self.out / "config.yaml", dump_yaml(self.cfg))
-            kept = [r for r in read_metrics(self.out / "metrics.jsonl") if r["step"] <= state.step and state.step > 0]
-            atomic_write(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in kept))
-            self.logged = {r["step"]: r for r in kept}
+            atomic_write(self.out / DATA_RECORD, json.dumps(self.data_record, indent=2) + "\n")
+            atomic_write(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
         return state
 
     def save_checkpoint(self, state: _State) -> None:
         if not self.main:
             return
-        atomic_torch_save({
+        save_checkpoint(self.out, {
             "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": state.step,
             "elapsed_s": state.elapsed, "train_losses": state.train_losses, "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
-        }, self.out / "checkpoint.pt")
+            "metrics": self.rows, "data_fingerprint": self.data_record["fingerprint"],
+        })
 
     def write_summary(self, state: _State, status: str, final_val: float | None) -> dict | None:
         if not self.main:
@@ -272,7 +311,7 @@ class _Run:
             "n_params": self.model.n_params(), "n_params_nonembedding": self.model.n_params_nonembedding(),
             "tokens": tokens, "steps": state.step, **compute_columns(tokens, self.per_token),
             "final_val_loss": final_val, "tokens_per_s": tokens / state.elapsed if state.elapsed > 0 else None,
-            "elapsed_s": state.elapsed, "status": status,
+            "elapsed_s": state.elapsed, "status": status, "data_fingerprint": self.data_record["fingerprint"],
         }
         atomic_write(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
@@ -294,8 +333,8 @@ class _Run:
         row = {"step": state.step, "tokens": tokens, **compute_columns(tokens, self.per_token),
                "train_loss": float(np.mean(state.train_losses)) if state.train_losses else None,
                "val_loss": val_loss, "lr": lr, "elapsed_s": state.elapsed, **extra, **residual}
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        append_line(self.out / "metrics.jsonl", json.dumps(row))
+        self.rows.append(row)
         return val_loss
 
     def step(self, state: _State, lr: float, signalled: bool) -> tuple[float, bool]:
@@ -324,26 +363,21 @@ class _Run:
         return step_loss, stop
 
 
-def _finished(out: Path, cfg: RunConfig, say) -> dict | None:
-    """The summary of a completed or diverged run in `out` (it is not trained again)."""
-    summary = read_summary(out)
-    check_same_config(out, cfg)
-    if summary and summary.get("status") in ("completed", "diverged"):
-        say(f"{out}: run already {summary['status']}; nothing to do")
-        return summary
-    return None
-
-
 def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     """Train one run into `out` (resuming if it holds a checkpoint); return the summary."""
-    run = _Run(cfg, Path(out), quiet)
+    run = _Run(cfg, check_out_path(out), quiet)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    done = _finished(run.out, cfg, run.say)
-    if done is not None:
-        return done
+    check_same_config(run.out, cfg)
+    # here with changed data only when train.on_data_change=restart, or for a finished run (left as it is)
+    fresh = bool(run.data_changed) and cfg.train.on_data_change == "restart"
+    if fresh:
+        run.restart_on_new_data()
+    if run.summary and run.summary.get("status") in ("completed", "diverged"):
+        run.say(f"{out}: run already {run.summary['status']}; nothing to do")
+        return run.summary
     run.build()
-    state = run.resume()
+    state = run.resume(fresh)
     plan, batch = run.plan, cfg.train.batch_tokens
     eval_set = set(plan.eval_steps)
     n_evals_done = sum(1 for s in plan.eval_steps if s < state.step)
@@ -389,17 +423,21 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
-    """(config, model, tokenizer) of a run directory, from its latest checkpoint."""
+    """(config, model, tokenizer) of a run directory, from its newest readable checkpoint."""
+    import yaml
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--run: {run_dir} is not a run directory (no config.yaml)")
-    if not (run_dir / "checkpoint.pt").exists():
+    if not checkpoint_files(run_dir):
         raise ConfigError(f"--run: {run_dir} has no checkpoint.pt yet")
-    import yaml
-    cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    try:
+        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{run_dir / 'config.yaml'}: cannot read the run's config ({str(exc).splitlines()[0]})") from None
+    validate_config(cfg)
     data = load_token_data(cfg.data)
     model = build_model(cfg.model)
     method = build_method(model, cfg.method, cfg.seed, cfg.model.kind)
-    state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
-    method.load_state_dict(state["method"])
+    load_checkpoint(run_dir, device, lambda saved: method.load_state_dict(saved["method"]),
+                    say=lambda text: print(text, file=sys.stderr))
     return cfg, model.to(device).eval(), data.tokenizer

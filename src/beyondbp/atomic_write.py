@@ -1,0 +1,110 @@
+"""Files written so that a kill, a full disk or a planted link never leaves half a file or writes elsewhere.
+
+`write_atomically(path, write)` hands `write` a temporary file that `tempfile.mkstemp` creates
+exclusively (O_CREAT | O_EXCL, a random name: never an existing file, never through a link) in
+the target's own folder, flushes it (and, when `durable`, fsyncs it and the folder), then renames
+it over `path` (`os.replace` replaces a link planted at `path`; it never writes through it). On
+any failure the temporary file is removed and `path` keeps its old content; a full disk or any
+other OS error becomes one `FileWriteError` line naming the file. `previous=` keeps the file being
+replaced under another name, moved only once the new one is complete (checkpoints keep one
+generation back this way).
+
+This is the only place in beyondbp that writes a whole file in place; `append_line` is the
+only append (metrics.jsonl), with the same error line.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from .config import ConfigError
+
+_UMASK = os.umask(0o022)  # read the process's umask once (mkstemp creates files 0600)
+os.umask(_UMASK)
+
+
+class FileWriteError(ConfigError):
+    """A file could not be written (full disk, permissions, a planted link); its old content is kept."""
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """The OSError behind an exception (torch.save wraps a failed write in a RuntimeError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_error(path: Path, exc: OSError, kept: str = "its previous content is kept") -> FileWriteError:
+    return FileWriteError(f"{path}: cannot write it ({exc.strerror or exc}); {kept}")
+
+
+def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True,
+                     previous: str | Path | None = None) -> None:
+    """Replace `path` by what write(f) writes to a binary file object, all or nothing."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it: run folders are shared
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+        if durable:
+            _fsync_folder(path.parent)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        cause = os_error_in(exc)
+        if cause is not None and not isinstance(exc, ConfigError):
+            raise write_error(path, cause) from None
+        raise
+
+
+def atomic_write(path: str | Path, content: str | bytes, durable: bool = True) -> None:
+    """Replace `path` by `content` (text is written as UTF-8), all or nothing."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    write_atomically(path, lambda f: f.write(data), durable=durable)
+
+
+def append_line(path: str | Path, line: str) -> None:
+    """Append one line to a log (metrics.jsonl); refuses to follow a link planted at `path`."""
+    path = Path(path)
+    data = (line.rstrip("\n") + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise write_error(path, exc, "the lines before this one are kept") from None
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename durable (Linux); where folders cannot be opened, the rename stands as is."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
