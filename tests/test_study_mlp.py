@@ -55,7 +55,7 @@ def test_mlp_preset_plans_a_width_sweep():
     ({"tokens": 1000}, "tokens: the mlp track's budget is base.train.epochs"),
     ({"sizes": ["cpu-20k"]}, "sizes.cpu-20k: an MLP size is a mapping of model keys"),
     ({"track": "cnn"}, "track: unknown track 'cnn'"),
-    ({"sizes": {"w8": {"depth": 2, "width": 8, "activation": "gelu"}}}, "model.activation: unknown activation 'gelu'"),
+    ({"sizes": {"w8": {"depth": 2, "width": 8, "activation": "gelu"}}}, "sizes.w8.activation: unknown activation 'gelu'"),
 ])
 def test_mlp_spec_errors_name_the_field(tmp_path, changes, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):

@@ -26,7 +26,18 @@ def cmd_train(args) -> int:
     return 0 if summary is None or summary.get("status") in ("completed", "diverged") else 1
 
 
+def check_sample_flags(args) -> None:
+    """The sample command's numbers, in the form every KEY=VALUE gets (`config.check_number`)."""
+    from .config import AT_LEAST_1, POSITIVE, RANGES, Range, check_number
+    check_number("--tokens", args.tokens, Range(1, 10**7), integer=True)
+    check_number("--temperature", args.temperature, POSITIVE)
+    if args.top_k is not None:
+        check_number("--top-k", args.top_k, AT_LEAST_1, integer=True)
+    check_number("--seed", args.seed, RANGES["seed"], integer=True)
+
+
 def cmd_sample(args) -> int:
+    check_sample_flags(args)
     import torch
     from .train import load_run
     cfg, model, tokenizer = load_run(args.run)

@@ -346,13 +346,17 @@ RANGES: dict[str, Range] = {
     "data.hf_max_docs": Range(1, BIG), "data.max_tokens": Range(1, BIG), "data.shard_tokens": Range(1, BIG),
     "data.bpe_sample_mb": Range(1, 2**40), "data.workers": Range(0, 4096),
 }
-CHOICES: dict[str, tuple[str, ...]] = {
-    "method.feedback": ("shared", "per_layer"), "method.projection": ("gaussian", "uniform", "optical"),
-    "method.feedback_point": ("layernorm", "output"), "method.error_point": ("stream", "projector"),
-    "model.kind": ("gpt", "mlp"), "model.norm": ("pre", "post"), "model.activation": ("tanh", "relu", "sigmoid"),
-    "train.schedule": ("cosine", "constant_cooldown"), "train.device": ("auto", "cpu", "cuda"),
-    "train.dtype": ("auto", "float32", "bfloat16"), "train.progress": ("auto", "on", "off"),
-    "train.on_data_change": ("refuse", "restart"), "data.tokenizer": ("byte", "bpe", "gpt2"),
+CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what they are)
+    "method.feedback": (("shared", "per_layer"), "feedback"),
+    "method.projection": (("gaussian", "uniform", "optical"), "projection"),
+    "method.feedback_point": (("layernorm", "output"), "feedback point"),
+    "method.error_point": (("stream", "projector"), "error point"),
+    "model.kind": (("gpt", "mlp"), "kind"), "model.norm": (("pre", "post"), "placement"),
+    "model.activation": (("tanh", "relu", "sigmoid"), "activation"),
+    "train.schedule": (("cosine", "constant_cooldown"), "schedule"),
+    "train.device": (("auto", "cpu", "cuda"), "device"), "train.dtype": (("auto", "float32", "bfloat16"), "dtype"),
+    "train.progress": (("auto", "on", "off"), "value"), "train.on_data_change": (("refuse", "restart"), "value"),
+    "data.tokenizer": (("byte", "bpe", "gpt2"), "tokenizer"),
 }
 
 
@@ -378,5 +382,5 @@ def validate_config(cfg: Any, prefix: str = "", section: str = "") -> Any:
             check_number(prefix + f.name, value, RANGES[key], integer=int in typing.get_args(types_[f.name])
                          or types_[f.name] is int)
         elif key in CHOICES:
-            check_choice(prefix + f.name, value, CHOICES[key])
+            check_choice(prefix + f.name, value, *CHOICES[key])
     return cfg

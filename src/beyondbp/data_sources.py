@@ -23,8 +23,10 @@ import importlib.metadata
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -186,11 +188,27 @@ def _hf_rows(cfg: DataConfig) -> Iterator[dict]:
             raise ConfigError(f"data.hf_data_files: no files match {cfg.hf_data_files}")
         kwargs["data_files"] = os.path.expanduser(cfg.hf_data_files)
     try:
-        rows = datasets.load_dataset(name, config or None, **kwargs)
+        with _quiet_hub_logs():
+            rows = datasets.load_dataset(name, config or None, **kwargs)
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"data.corpus: cannot load Hugging Face dataset {cfg.corpus!r}: {first}") from None
     return itertools.islice(iter(rows), cfg.hf_max_docs)
+
+
+@contextmanager
+def _quiet_hub_logs():
+    """Hide the Hub client's per-retry warnings (a missing dataset or no network prints a dozen);
+    what failed comes back as the exception, which becomes one line."""
+    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets", "fsspec")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _hf_text(cfg: DataConfig, row: dict) -> str:

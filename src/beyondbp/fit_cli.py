@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError
+from .config import RANGES, ConfigError, Range, check_number, read_text_file
 from .frontier import fit_frontier
 from .verdict import judge
 
@@ -81,9 +82,17 @@ def read_points_csv(path) -> list[dict]:
     """Rows of a points CSV (columns method, compute_pf_days, loss[, run][, size]); rows whose
     compute or loss is NaN, infinite or non-positive are skipped with one warning."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"points file not found: {path}")
-    with path.open(newline="") as handle:
+    text = read_text_file(path, "points file")  # missing, unreadable or binary: one line naming it
+    try:
+        return _points_rows(path, text)
+    except csv.Error as exc:
+        raise ConfigError(f"points file {path} is not a CSV file ({exc})") from None
+
+
+def _points_rows(path: Path, text: str) -> list[dict]:
+    if "\0" in text:
+        raise ConfigError(f"points file {path} is not a CSV file (it holds NUL bytes)")
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         for column in CSV_COLUMNS:
@@ -101,7 +110,7 @@ def read_points_csv(path) -> list[dict]:
             rows.append(row)
     if skipped:
         warnings.warn(f"{path}: skipped {skipped} rows with NaN, infinite or non-positive "
-                      "compute/loss", stacklevel=2)
+                      "compute/loss", stacklevel=3)
     return rows
 
 
@@ -116,8 +125,8 @@ def fit_cli(argv) -> int:
     parser.add_argument("--irreducible", action="store_true", help="fit L = E + (C/C_c)^alpha")
     args = parser.parse_args(argv)
     try:
-        if args.bootstrap < 0:
-            raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+        check_number("--bootstrap", args.bootstrap, Range(0, 100_000), integer=True)
+        check_number("--seed", args.seed, RANGES["seed"], integer=True)
         table = fit_points_table(read_points_csv(args.points), reference=args.reference,
                                  bootstrap=args.bootstrap, seed=args.seed,
                                  irreducible=args.irreducible)

@@ -121,25 +121,28 @@ def gpu_free_bytes(device) -> int | None:
         return None
 
 
-def check_memory(cfg: RunConfig, micro_seqs: int, device, vocab_size: int | None = None) -> dict[str, int]:
-    """Raise a one-line ConfigError when the run cannot fit; return the estimate."""
-    bf16 = cfg.train.dtype == "bfloat16" or (cfg.train.dtype == "auto" and device.type == "cuda")
-    need = training_bytes(cfg, micro_seqs, bf16, vocab_size)
+def check_memory(cfg: RunConfig, micro_seqs: int, device, share: int = 1) -> dict[str, int]:
+    """Raise a one-line ConfigError when the run cannot fit; return the estimate. `device`: a
+    torch.device or "cpu"/"cuda"; `share`: runs that will share this host's memory at once."""
+    kind = getattr(device, "type", device)
+    bf16 = cfg.train.dtype == "bfloat16" or (cfg.train.dtype == "auto" and kind == "cuda")
+    need = training_bytes(cfg, micro_seqs, bf16)
     if not cfg.train.memory_check:
         return need
-    checks = []
-    if device.type == "cuda":
-        checks.append((need["total"], gpu_free_bytes(device), "free memory on the GPU"))
-        checks.append((need["weights"], available_bytes()[0], "host memory (the model is built there first)"))
+    host, what = available_bytes()
+    if host is not None and share > 1:
+        host, what = host // share, f"{what} / {share} runs at once"
+    if kind == "cuda":
+        checks = [(need["total"], gpu_free_bytes(device), "the GPU's free memory"),
+                  (need["weights"], host, f"host memory ({what}; the model is built there first)")]
     else:
-        limit, what = available_bytes()
-        checks.append((need["total"], limit, f"memory this process can use ({what})"))
-    for estimate, limit, what in checks:
+        checks = [(need["total"], host, f"what this process can use ({what})")]
+    for estimate, limit, where in checks:
         if limit is not None and estimate > limit:
             raise ConfigError(
                 f"model: {need['parameters'] / 1e6:,.1f}M parameters; the run needs about {estimate / GiB:.1f} GiB "
-                f"(weights {need['weights'] / GiB:.1f}, "
-                f"gradients and AdamW {need['gradients_and_optimizer'] / GiB:.1f}, activations of one micro-batch "
-                f"{need['activations'] / GiB:.1f}) but {what} is {limit / GiB:.1f} GiB; use a smaller model or "
-                f"train.micro_batch_tokens, or set train.memory_check=false to try anyway")
+                f"(weights {need['weights'] / GiB:.1f}, gradients and AdamW {need['gradients_and_optimizer'] / GiB:.1f}, "
+                f"activations of one micro-batch {need['activations'] / GiB:.1f}) but {where} is "
+                f"{limit / GiB:.1f} GiB; use a smaller model or train.micro_batch_tokens, or set "
+                f"train.memory_check=false to try anyway")
     return need

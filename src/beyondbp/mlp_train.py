@@ -30,11 +30,12 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, RunConfig, build_config, dump_yaml
+from .atomic_write import append_line, atomic_write
+from .config import ConfigError, RunConfig, build_config, dump_yaml, validate_config
 from .methods import build_method
 from .mlp import load_image_data, resolve_mlp_config
 from .model import build_model
-from .run_files import PF_DAY, atomic_write, check_same_config, check_writable
+from .run_files import PF_DAY, check_out_path, check_same_config, check_writable, read_summary
 
 ANGLE_EXAMPLES = 256
 COMPARED_METHODS = ("bp", "fa", "dfa")
@@ -66,20 +67,23 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     """Train one MLP run into `out` (or, with method=all, BP, FA and DFA into out/<method>)."""
     if cfg.method.name == "all":
         return run_mlp_all(cfg, out, quiet)
+    from .memory_check import check_memory
     from .train import make_optimizer, pick_device
-    out = Path(out)
+    out = check_out_path(out)
+    validate_config(cfg)
     check_writable(out)
     cfg.model.kind = "mlp"
     data = load_image_data(cfg.data)
     resolve_mlp_config(cfg.model, data.n_inputs, data.n_classes)
-    validate_train(cfg)
     summary_path = out / "summary.json"
     check_same_config(out, cfg)
-    if summary_path.exists() and json.loads(summary_path.read_text()).get("status") in ("completed", "diverged"):
+    done = read_summary(out)
+    if done and done.get("status") in ("completed", "diverged"):
         if not quiet:
             print(f"{out}: run already done; nothing to do", file=sys.stderr)
-        return json.loads(summary_path.read_text())
+        return done
     device = pick_device(cfg)
+    check_memory(cfg, cfg.train.batch_examples, device)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
 
@@ -92,7 +96,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     probe_x, probe_y = test_x[:ANGLE_EXAMPLES], test_y[:ANGLE_EXAMPLES]
     shuffle = torch.Generator().manual_seed(cfg.seed)
     atomic_write(out / "config.yaml", dump_yaml(cfg))
-    (out / "metrics.jsonl").write_text("")
+    atomic_write(out / "metrics.jsonl", "")  # an MLP run restarts from epoch 0: no checkpoints
 
     per_example = method.compute_per_token()  # one "token" is one example
     steps_per_epoch = math.ceil(len(train_x) / cfg.train.batch_examples)
@@ -119,8 +123,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
                      "compute_pf_days": examples * per_example["paper"] / PF_DAY,
                      "compute_flops_optimistic": examples * per_example["optimistic"],
                      "compute_flops_exact": examples * per_example["exact"]})
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rows[-1]) + "\n")
+        append_line(out / "metrics.jsonl", json.dumps(rows[-1]))
         if epoch > 0:
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_error=f"{test_error:.3f}", refresh=False)
@@ -153,14 +156,14 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
 
 def run_mlp_all(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     """BP, FA and DFA with the same settings into out/bp, out/fa, out/dfa; table and figure in out."""
-    out = Path(out)
+    out = check_out_path(out)
     summaries = {}
     for name in COMPARED_METHODS:
         run_cfg = copy.deepcopy(cfg)
         run_cfg.method.name = name
         summaries[name] = run_mlp(run_cfg, out / name, quiet)
     runs = [(out / name, summaries[name]) for name in COMPARED_METHODS]
-    (out / "comparison.md").write_text(comparison_table(runs))
+    atomic_write(out / "comparison.md", comparison_table(runs))
     plot_angles(out / "angles.png", [(name, read_rows(out / name)) for name in COMPARED_METHODS])
     return {"method": "all", "status": "completed" if all(s["status"] == "completed" for s in summaries.values())
             else "diverged", "runs": summaries}
@@ -173,7 +176,6 @@ def plan_mlp_run(cfg: RunConfig) -> tuple[int, float]:
     cfg.model.kind = "mlp"
     n_inputs, n_classes, n_train = image_data_shape(cfg.data)
     resolve_mlp_config(cfg.model, n_inputs, n_classes)
-    validate_train(cfg)
     n_params, forward_flops = counts_of(cfg.model)
     cfg.train.tokens = cfg.train.epochs * n_train
     return n_params, 3.0 * forward_flops * cfg.train.tokens
@@ -189,16 +191,6 @@ def _image_data_shape(data_key: str) -> tuple[int, int, int]:
     from .config import DataConfig
     data = load_image_data(DataConfig(**json.loads(data_key)))
     return data.n_inputs, data.n_classes, len(data.train_x)
-
-
-def validate_train(cfg: RunConfig) -> None:
-    t = cfg.train
-    if t.epochs < 0:
-        raise ConfigError(f"train.epochs: must be >= 0, got {t.epochs}")
-    if t.batch_examples < 1:
-        raise ConfigError(f"train.batch_examples: must be >= 1, got {t.batch_examples}")
-    if not t.lr > 0:
-        raise ConfigError(f"train.lr: must be positive, got {t.lr}")
 
 
 def train_epoch(method, optimizer, x, y, batch_size: int, shuffle: torch.Generator) -> float:
@@ -306,9 +298,13 @@ def sibling_runs(run_dir: Path) -> list[tuple[Path, dict]]:
         summary, config = folder / "summary.json", folder / "config.yaml"
         if not (summary.exists() and config.exists()):
             continue
-        if (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("kind") != "mlp":
+        try:  # a sibling folder's unreadable files are its own business
+            kind = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("kind")
+            done = read_summary(folder)
+        except (ConfigError, OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
             continue
-        runs.append((folder, json.loads(summary.read_text())))
+        if kind == "mlp" and done is not None:
+            runs.append((folder, done))
     order = {name: i for i, name in enumerate(COMPARED_METHODS)}
     return sorted(runs, key=lambda r: (order.get(r[1].get("method"), len(order)), r[0].name))
 

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass, field
 
-from .config import ModelConfig, RunConfig, apply_mapping
+from .config import ConfigError, ModelConfig, RunConfig, apply_mapping, validate_config
 from .spec import base_config
 
 
@@ -139,6 +139,10 @@ def plan_study(spec: dict) -> StudyPlan:
                     for seed in spec["seeds"]:
                         cfg = run_config(spec, method, size)
                         cfg.seed, cfg.train.lr = seed, lr
+                        try:  # every piece was checked; this is the composed run, before anything starts
+                            validate_config(cfg)
+                        except ConfigError as exc:
+                            raise ConfigError(f"{run_name(method, size, lr, seed, budget)}: {exc}") from None
                         if mlp:
                             from .mlp_train import plan_mlp_run
                             n_params, cost = plan_mlp_run(cfg)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import yaml
 
-from .atomic_write import atomic_write
 from .config import ConfigError, RunConfig, to_dict
 
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day

@@ -43,8 +43,9 @@ import yaml
 
 from .config import ConfigError, to_dict
 from .plan import PlannedRun, StudyPlan, plan_study
+from .atomic_write import atomic_write
 from .run_files import read_summary
-from .study import FINISHED, prepare_data, prepare_study_dir, run_state
+from .study import FINISHED, check_study_dir, prepare_data, prepare_study_dir, run_state, runs_to_retrain
 
 # Slurm job states (sacct/squeue) grouped into what `study status` shows
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED"}
@@ -81,12 +82,6 @@ def _preempt_signal() -> int:
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 class TrainJob:
     """What each task of a run's job executes (pickled by submitit; checkpointable)."""
 
@@ -110,7 +105,7 @@ class TrainJob:
         is_main = job_env.global_rank == 0
         lock_fd = _take_run_lock(run_dir) if is_main else None
         if is_main:
-            _atomic_write(run_dir / TASK_FILE, json.dumps({
+            atomic_write(run_dir / TASK_FILE, json.dumps({
                 "job_id": job_env.job_id, "host": socket.gethostname(), "pid": os.getpid(),
                 "tasks": job_env.num_tasks, "started": time.time()}) + "\n")
         preempted = []
@@ -167,7 +162,7 @@ def _record_failure(run_dir: Path, cfg, exc: BaseException) -> None:
     if summary and summary.get("status") in FINISHED:
         return
     error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    _atomic_write(run_dir / "summary.json", json.dumps(
+    atomic_write(run_dir / "summary.json", json.dumps(
         {"method": cfg.method.name, "seed": cfg.seed, "status": "failed", "error": error}, indent=2) + "\n")
 
 
@@ -211,7 +206,7 @@ def _write_run_config(run: PlannedRun, run_dir: Path, settings: dict) -> None:
     if not cfg.train.threads and settings["cpus_per_task"]:
         cfg.train.threads = settings["cpus_per_task"]
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: bool = False) -> dict[str, object]:
@@ -220,8 +215,12 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
     if settings["cluster"] == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--executor slurm: sbatch is not on PATH; submit from a Slurm login node "
                           "(or test with --cluster local)")
-    study_dir = prepare_study_dir(study_dir, plan.spec)
+    study_dir = check_study_dir(study_dir, plan.spec)
     runs_dir = study_dir / "runs"
+    again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings["prepare_data"] else set()
+    if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written
+        prepare_data([r for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again])
+    study_dir = prepare_study_dir(study_dir, plan.spec)
     lock_fd = os.open(study_dir / "submit.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:  # two submitters at once would queue each run twice
@@ -232,9 +231,8 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
             pass
         settings = dict(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
         statuses = {r.name: run_status(runs_dir / r.name) for r in plan.runs}
-        todo = [r for r in plan.runs if statuses[r.name][0] not in (*FINISHED, "queued", "running")]
-        if settings["prepare_data"]:
-            prepare_data(todo)
+        todo = [r for r in plan.runs
+                if statuses[r.name][0] not in (*FINISHED, "queued", "running") or r.name in again]
         jobs = {}
         for run in sorted(todo, key=lambda r: -r.cost):
             run_dir = runs_dir / run.name
@@ -243,7 +241,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
             job = executor.submit(TrainJob(str(run_dir)))
             old = read_job_record(run_dir) or {}
             history = old.get("previous_job_ids", []) + ([old["job_id"]] if old.get("job_id") else [])
-            _atomic_write(run_dir / JOB_FILE, json.dumps({
+            atomic_write(run_dir / JOB_FILE, json.dumps({
                 "job_id": str(job.job_id), "cluster": settings["cluster"], "host": socket.gethostname(),
                 "submitted": time.time(), "gpus": settings["gpus_per_run"], "previous_job_ids": history},
                 indent=2) + "\n")

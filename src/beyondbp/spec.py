@@ -38,8 +38,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import (ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice, coerce, load_yaml,
-                     parse_overrides, to_dict)
+from .config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
+                     check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
 
 SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "lrs",
              "seeds", "per_method", "base", "frontier_points", "slurm")
@@ -99,7 +99,8 @@ def expand_dotted(mapping: dict, where: str, base: RunConfig | None = None) -> d
         raise ConfigError(f"{where}: expected a mapping of RunConfig keys, got {mapping!r}")
     mapping = {("method.name" if k == "method" and not isinstance(v, dict) else str(k)): v
                for k, v in mapping.items()}
-    apply_mapping(base or RunConfig(), mapping, prefix=f"{where}.")  # raises on unknown keys / bad values
+    # raises on unknown keys and on bad values, out-of-range numbers included
+    validate_config(apply_mapping(base or RunConfig(), mapping, prefix=f"{where}."), prefix=f"{where}.")
     nested: dict = {}
     for key, value in mapping.items():
         parts = key.split(".")
@@ -161,7 +162,7 @@ def _normalise_sizes(sizes, track: str = "transformer") -> dict[str, dict]:
             value = {"size": value}
         if not isinstance(value, dict) or not value:
             raise ConfigError(f"sizes.{name}: expected a named size or a mapping of model keys, got {value!r}")
-        apply_mapping(ModelConfig(), value, prefix=f"sizes.{name}.")
+        validate_config(apply_mapping(ModelConfig(), value, prefix=f"sizes.{name}."), f"sizes.{name}.", "model")
         out[name] = dict(value)
     return out
 
@@ -170,8 +171,7 @@ def _positive(value, typ, key: str):
     if value is None:
         return None
     value = coerce(value, typ, key)
-    if value <= 0:
-        raise ConfigError(f"{key}: must be positive, got {value}")
+    check_number(key, value, RANGES["train.tokens"] if typ is int else POSITIVE, integer=typ is int)
     return value
 
 
@@ -273,6 +273,8 @@ def _normalise_seeds(raw) -> list[int]:
     if not seeds:
         raise ConfigError("seeds: must list at least one seed")
     seeds = [coerce(s, int, "seeds") for s in seeds]
+    for seed in seeds:
+        check_number("seeds", seed, RANGES["seed"], integer=True)
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds: a seed is listed twice: {seeds}")
     return seeds
@@ -305,7 +307,7 @@ def normalise_spec(raw: dict) -> dict:
     methods = _normalise_methods(raw, track, variants)
     tokens, ratio = _normalise_budget(raw, track)
     sizes = _normalise_sizes(raw.get("sizes"), track)
-    base_cfg = apply_mapping(base_config(track), raw.get("base") or {}, prefix="base.")
+    base_cfg = validate_config(apply_mapping(base_config(track), raw.get("base") or {}, prefix="base."), "base.")
     base = to_dict(base_cfg)
     base.pop("method")  # a run's method comes from `methods`, its seed from `seeds`
     base.pop("seed")

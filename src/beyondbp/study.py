@@ -1,6 +1,7 @@
 """A study folder and its local executor: train every run of a plan, resumably.
 
-`prepare_study_dir` writes DIR/spec.yaml (or checks that DIR holds this very spec);
+`prepare_study_dir` writes DIR/spec.yaml (or checks that DIR holds this very spec), after every
+check has passed;
 `run_study` trains the plan's runs (`beyondbp.plan`) with a pool of local worker processes
 (`python -m beyondbp train`, one per run), each in DIR/runs/<run name>/. It is resumable:
 completed runs are skipped, interrupted ones resume from their checkpoints. `run_state`
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .atomic_write import atomic_write
 from .config import ConfigError, to_dict
 from .plan import PlannedRun, StudyPlan, plan_study
 from .run_files import read_summary
@@ -52,31 +54,49 @@ def _first_difference(old, new, path: str = "") -> str | None:
     return None if old == new else f"{path or 'spec'} ({old!r} there, {new!r} now)"
 
 
-def prepare_study_dir(out: str | Path, spec: dict) -> Path:
-    """Create DIR with spec.yaml, or check that DIR holds this very spec."""
-    out = Path(out)
+def check_study_dir(out: str | Path, spec: dict) -> Path:
+    """DIR as a Path, refused when it holds a study with another spec; writes nothing."""
+    from .run_files import check_out_path
+    out = check_out_path(out)
     spec_path = out / "spec.yaml"
     if spec_path.exists():
-        old = yaml.safe_load(spec_path.read_text())
+        old = _read_spec(spec_path)
         diff = _first_difference(_comparable(old), _comparable(spec))
         if diff:
             raise ConfigError(f"--out: {out} holds a study with a different spec: {diff}; use another --out")
+    return out
+
+
+def prepare_study_dir(out: str | Path, spec: dict) -> Path:
+    """Create DIR with spec.yaml, or check that DIR holds this very spec. Executors call it once
+    every check has passed, so that a refused study leaves nothing that blocks the corrected one."""
+    out = check_study_dir(out, spec)
+    spec_path = out / "spec.yaml"
+    if spec_path.exists():
         return out
     try:
         (out / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
-    tmp = spec_path.with_name("spec.yaml.tmp")
-    tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
-    os.replace(tmp, spec_path)
+    atomic_write(spec_path, yaml.safe_dump(spec, sort_keys=False))
     return out
+
+
+def _read_spec(path: Path) -> dict:
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the study's spec ({str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: not a study spec (a {type(spec).__name__})")
+    return spec
 
 
 def load_study(study_dir: str | Path) -> StudyPlan:
     path = Path(study_dir) / "spec.yaml"
     if not path.exists():
         raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
-    return plan_study(normalise_spec(yaml.safe_load(path.read_text())))
+    return plan_study(normalise_spec(_read_spec(path)))
 
 
 def _is_locked(lock_path: Path) -> bool:
@@ -138,7 +158,7 @@ def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> su
     cfg = copy.deepcopy(run.cfg)
     cfg.train.threads, cfg.train.progress = threads, "off"
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
@@ -160,7 +180,7 @@ def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> su
 
 def _last_log_line(run_dir: Path) -> str:
     try:
-        lines = [ln for ln in (run_dir / "train.log").read_text().splitlines() if ln.strip()]
+        lines = [ln for ln in (run_dir / "train.log").read_text(errors="replace").splitlines() if ln.strip()]
     except OSError:
         return ""
     return lines[-1][:500] if lines else ""
@@ -177,9 +197,7 @@ def _finish(run: PlannedRun, run_dir: Path, returncode: int) -> str:
     if returncode < 0:
         reason = f"killed by signal {-returncode}: {reason}"
     failed = {"method": run.method, "seed": run.seed, "status": "failed", "error": reason, "returncode": returncode}
-    tmp = run_dir / "summary.json.tmp"
-    tmp.write_text(json.dumps(failed, indent=2) + "\n")
-    os.replace(tmp, run_dir / "summary.json")
+    atomic_write(run_dir / "summary.json", json.dumps(failed, indent=2) + "\n")
     return "failed"
 
 
@@ -252,9 +270,52 @@ def prepare_data(runs: list[PlannedRun]) -> None:
                 load_token_data(run.cfg.data)
 
 
+def runs_to_retrain(plan: StudyPlan, study_dir: str | Path) -> list[PlannedRun]:
+    """Runs whose recorded tokens (DIR/runs/NAME/data.json) are not what their corpus gives now.
+
+    A study whose corpus changed under it is refused in one line (its runs would mix corpora),
+    unless its runs ask for train.on_data_change=restart: those are then returned, to be trained
+    again (their earlier results are set aside in the run folder)."""
+    from .data import cache_entry
+    from .run_files import DATA_RECORD, data_change
+    entries: dict[str, str] = {}
+    changed = []
+    for run in plan.runs:
+        run_dir = Path(study_dir) / "runs" / run.name
+        if not (run_dir / DATA_RECORD).exists():
+            continue
+        key = json.dumps(dataclasses.asdict(run.cfg.data), sort_keys=True)
+        if key not in entries:
+            entries[key] = cache_entry(run.cfg.data).name
+        reason = data_change(run_dir, run.cfg.data.corpus, entries[key])
+        if reason:
+            changed.append((run, reason))
+    refused = [(run, reason) for run, reason in changed if run.cfg.train.on_data_change != "restart"]
+    if refused:
+        raise ConfigError(f"data.corpus: {len(refused)} run(s) of {study_dir} were trained on other tokens: "
+                          f"{refused[0][1]}; going on would mix corpora in one study. Restore the corpus, use "
+                          f"another --out, or add base.train.on_data_change=restart to train them again")
+    return [run for run, _ in changed]
+
+
+def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
+    """On a CPU host, each run must fit in its share of the memory (K runs train at once)."""
+    from .memory_check import check_memory
+    from .train import make_plan
+    for run in runs:
+        if run.cfg.model.kind != "gpt":
+            continue
+        plan = make_plan(run.cfg)
+        try:
+            check_memory(run.cfg, plan.n_seqs // plan.accum, "cpu", share=workers)
+        except ConfigError as exc:
+            hint = "; or fewer --workers" if workers > 1 else ""
+            raise ConfigError(f"{run.name}: {exc}{hint}") from None
+
+
 def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
     """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
-    study_dir = prepare_study_dir(study_dir, plan.spec)
+    study_dir = check_study_dir(study_dir, plan.spec)
     n_workers, threads, gpus = worker_layout(plan, workers)
     runs_dir = study_dir / "runs"
     states = {r.name: run_state(runs_dir / r.name) for r in plan.runs}
@@ -262,8 +323,12 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
     if busy:
         raise ConfigError(f"--out: run {busy[0]} in {study_dir} is being trained by another process; "
                           f"wait for it or stop it first")
-    todo = [r for r in plan.runs if states[r.name] not in FINISHED]
+    again = {r.name for r in runs_to_retrain(plan, study_dir)}
+    todo = [r for r in plan.runs if states[r.name] not in FINISHED or r.name in again]
+    if not gpus:
+        check_study_memory(todo, n_workers)
     prepare_data(todo)
+    prepare_study_dir(study_dir, plan.spec)
     todo.sort(key=lambda r: -r.cost)  # longest first: the last runs to finish are short ones
     if not quiet:
         print(f"study {plan.spec['name']}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "

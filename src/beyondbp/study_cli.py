@@ -42,10 +42,24 @@ def _load_plan(args):
     return plan_study(load_spec(spec_file, preset, args.overrides))
 
 
+BOOTSTRAP_RANGE = (0, 100_000)
+
+
+def check_flags(args) -> None:
+    """The study commands' numeric flags, checked before any work, in the KEY=VALUE message form."""
+    from .config import AT_LEAST_1, Range, check_number
+    if getattr(args, "bootstrap", None) is not None:
+        check_number("--bootstrap", args.bootstrap, Range(*BOOTSTRAP_RANGE), integer=True)
+    for attr, flag in (("workers", "--workers"), ("gpus_per_run", "--gpus-per-run")):
+        if getattr(args, attr, None) is not None:
+            check_number(flag, getattr(args, attr), AT_LEAST_1, integer=True)
+
+
 def cmd_run(args) -> int:
     from .config import ConfigError
     from .report import write_report
     from .study import run_study
+    check_flags(args)
     if args.executor == "slurm":
         return _run_slurm(args)
     for attr, flag in SLURM_FLAGS:
@@ -133,6 +147,7 @@ def _print_status(plan, study_dir, quiet: bool = False) -> dict[str, int]:
 
 def cmd_report(args) -> int:
     from .report import write_report
+    check_flags(args)
     out = write_report(args.dir, bootstrap=args.bootstrap)
     print((out / "table1.md").read_text())
     print((out / "verdict.md").read_text())
