@@ -52,12 +52,21 @@ def _read(path: Path, device) -> dict:
             raise ConfigError(f"{path}: refused to load: it asks to import {wanted.group(1)}, and a "
                               f"beyondbp checkpoint holds only tensors and plain values (not loaded, "
                               f"nothing run); remove it if you do not trust this folder") from None
-        raise _Unreadable(_first_line(exc)) from None
+        raise _Unreadable(_unpickling_reason(exc)) from None
     except (RuntimeError, EOFError, OSError, ValueError, AttributeError, IndexError, KeyError) as exc:
         raise _Unreadable(_first_line(exc)) from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
         raise _Unreadable("not a beyondbp checkpoint (no method state or step)")
     return payload
+
+
+def _unpickling_reason(exc: BaseException) -> str:
+    """The informative part of PyTorch's long weights-only message ('Unsupported operand 103')."""
+    for line in str(exc).splitlines():
+        found = re.search(r"(Unsupported operand \d+|invalid load key.*|WeightsUnpickler error: \S.*)", line)
+        if found:
+            return f"not a PyTorch checkpoint: {found.group(1).rstrip('.')}"
+    return "not a PyTorch checkpoint"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -26,11 +26,9 @@ import yaml
 from .atomic_write import atomic_write
 from .config import ConfigError, to_dict
 from .plan import PlannedRun, StudyPlan, plan_study
-from .run_files import read_summary
+from .run_files import EXECUTION_KEYS, read_summary  # settings that may change between invocations
 from .spec import normalise_spec
 
-# execution settings that may change between invocations on one study folder
-EXECUTION_KEYS = ("threads", "progress", "checkpoint_every_s")
 FINISHED = ("completed", "diverged")
 
 
