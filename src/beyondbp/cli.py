@@ -20,8 +20,12 @@ def _keys_help() -> str:
 
 def cmd_train(args) -> int:
     from .config import build_config
-    from .train import train
+    from .memory_check import check_state_fits_host
+    from .run_files import check_out_path
     cfg = build_config(args.config, args.overrides)
+    check_out_path(args.out)
+    check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
+    from .train import train
     summary = train(cfg, args.out)
     return 0 if summary is None or summary.get("status") in ("completed", "diverged") else 1
 

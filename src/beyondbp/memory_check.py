@@ -121,6 +121,22 @@ def gpu_free_bytes(device) -> int | None:
         return None
 
 
+def check_state_fits_host(cfg: RunConfig) -> None:
+    """The part of the check that needs no torch (the CLI runs it before importing torch, ~2 s):
+    the weights (and on a CPU their gradients and AdamW state) against the host's memory."""
+    if not cfg.train.memory_check or cfg.model.kind != "gpt":
+        return
+    need = training_bytes(cfg, 0, bf16=False)
+    host, what = available_bytes()
+    on_cpu = cfg.train.device == "cpu"
+    estimate = need["weights"] + (need["gradients_and_optimizer"] if on_cpu else 0)
+    if host is not None and estimate > host:
+        what_needs = "its weights, gradients and AdamW state need" if on_cpu else "its weights alone need"
+        raise ConfigError(f"model: {need['parameters'] / 1e6:,.1f}M parameters; {what_needs} {estimate / GiB:.1f} GiB "
+                          f"but {'what this process can use' if on_cpu else 'host memory'} ({what}) is "
+                          f"{host / GiB:.1f} GiB; use a smaller model, or set train.memory_check=false to try anyway")
+
+
 def check_memory(cfg: RunConfig, micro_seqs: int, device, share: int = 1) -> dict[str, int]:
     """Raise a one-line ConfigError when the run cannot fit; return the estimate. `device`: a
     torch.device or "cpu"/"cuda"; `share`: runs that will share this host's memory at once."""
@@ -129,20 +145,18 @@ def check_memory(cfg: RunConfig, micro_seqs: int, device, share: int = 1) -> dic
     need = training_bytes(cfg, micro_seqs, bf16)
     if not cfg.train.memory_check:
         return need
-    host, what = available_bytes()
-    if host is not None and share > 1:
-        host, what = host // share, f"{what} / {share} runs at once"
+    check_state_fits_host(cfg)
     if kind == "cuda":
-        checks = [(need["total"], gpu_free_bytes(device), "the GPU's free memory"),
-                  (need["weights"], host, f"host memory ({what}; the model is built there first)")]
+        limit, where = gpu_free_bytes(device), "the GPU's free memory"
     else:
-        checks = [(need["total"], host, f"what this process can use ({what})")]
-    for estimate, limit, where in checks:
-        if limit is not None and estimate > limit:
-            raise ConfigError(
-                f"model: {need['parameters'] / 1e6:,.1f}M parameters; the run needs about {estimate / GiB:.1f} GiB "
-                f"(weights {need['weights'] / GiB:.1f}, gradients and AdamW {need['gradients_and_optimizer'] / GiB:.1f}, "
-                f"activations of one micro-batch {need['activations'] / GiB:.1f}) but {where} is "
-                f"{limit / GiB:.1f} GiB; use a smaller model or train.micro_batch_tokens, or set "
-                f"train.memory_check=false to try anyway")
+        limit, what = available_bytes()
+        if limit is not None and share > 1:
+            limit, what = limit // share, f"{what} / {share} runs at once"
+        where = f"what this process can use ({what})"
+    if limit is not None and need["total"] > limit:
+        raise ConfigError(
+            f"model: {need['parameters'] / 1e6:,.1f}M parameters; the run needs about {need['total'] / GiB:.1f} GiB "
+            f"(weights {need['weights'] / GiB:.1f}, gradients and AdamW {need['gradients_and_optimizer'] / GiB:.1f}, "
+            f"activations of one micro-batch {need['activations'] / GiB:.1f}) but {where} is {limit / GiB:.1f} GiB; "
+            f"use a smaller model or train.micro_batch_tokens, or set train.memory_check=false to try anyway")
     return need
