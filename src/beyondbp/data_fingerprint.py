@@ -10,7 +10,9 @@
   keeps the entry.
 * **Token fingerprints** are SHA-256 chained over the blocks a prepare writes: each block's
   digest (taken by the worker that tokenized it, so no extra pass) with the token ranges kept
-  from it. A prepared entry records its fingerprint in meta.json; a run records the fingerprint
+  from it. A block's digest is the SHA-256 of its token arrays; for bytes split by hash (a large
+  corpus), whose tokens are the documents' own bytes, it is the SHA-256 of the documents'
+  SHA-256 digests (computed for the split anyway) and their split, which costs nothing more. A prepared entry records its fingerprint in meta.json; a run records the fingerprint
   of the tokens it trains on, and a resumed run compares it.
 """
 from __future__ import annotations

@@ -18,6 +18,7 @@ order (the whole training split of a small corpus), and saved, so a resume reuse
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import sys
@@ -33,7 +34,7 @@ from .atomic_write import FileWriteError, atomic_write, os_error_in
 from .config import ConfigError, DataConfig
 from .data_fingerprint import block_digest, chain
 from .data_shards import INDEX
-from .data_sources import BadRow, Block, block_bytes, hash_split, open_source, parse_jsonl
+from .data_sources import BadRow, Block, block_bytes, digest_split, hash_split, open_source, parse_jsonl
 
 DOC_SEPARATOR = "\n\n"  # precedes every document but a split's first
 STATE = "state.json"
@@ -92,11 +93,14 @@ def tokenize_block(block: Block) -> BlockTokens:
     if docs is None:
         raw = block_bytes(block)
         docs, lines = parse_jsonl(raw, block.where, block.first_line or 1, _W["field"]), raw.count(b"\n")
-    ids = _encode(docs)
+    ids, digest = _encode(docs), None
     if block.labels is not None:
         is_val = np.asarray(block.labels, dtype=bool)
-    elif _W["tk"] is None:  # bytes are at hand: hash them
-        is_val = np.asarray([hash_split(a.data, _W["val_fraction"]) for a in ids], dtype=bool)
+    elif _W["tk"] is None:  # bytes are at hand: hash them once, for the split and the fingerprint
+        doc_digests = [hashlib.sha256(a.data).digest() for a in ids]
+        is_val = np.asarray([digest_split(d, _W["val_fraction"]) for d in doc_digests], dtype=bool)
+        # byte tokens are the documents' bytes: their digests and the split fix the block's tokens
+        digest = hashlib.sha256(b"".join(doc_digests) + is_val.tobytes()).hexdigest()
     else:
         is_val = np.asarray([hash_split(d.encode("utf-8"), _W["val_fraction"]) for d in docs], dtype=bool)
     sep, dtype = _W["sep"], _W["dtype"]
@@ -109,7 +113,7 @@ def tokenize_block(block: Block) -> BlockTokens:
     return BlockTokens(train=train, val=val, is_val=is_val,
                        doc_tokens=np.asarray([len(a) + len(sep) for a in ids], dtype=np.int64),
                        chars=np.asarray([len(d) for d in docs], dtype=np.int64), nbytes=block.nbytes, lines=lines,
-                       digest=block_digest(train, val))
+                       digest=digest or block_digest(train, val))
 
 
 def tokenize_to_files(block: Block, stem: str) -> BlockTokens:

@@ -62,8 +62,12 @@ class Block:
 def hash_split(data, val_fraction: float) -> bool:
     """True when a document (its UTF-8 bytes, or a buffer of them) belongs to the validation split:
     when the first 8 bytes of its SHA-256, as a fraction of 2^64, fall under `val_fraction`."""
-    h = int.from_bytes(hashlib.sha256(data).digest()[:8], "little")
-    return h < val_fraction * 2.0**64
+    return digest_split(hashlib.sha256(data).digest(), val_fraction)
+
+
+def digest_split(digest: bytes, val_fraction: float) -> bool:
+    """`hash_split` from a document's SHA-256 digest already at hand."""
+    return int.from_bytes(digest[:8], "little") < val_fraction * 2.0**64
 
 
 def check_val_fraction(val_fraction: float) -> None:
