@@ -115,7 +115,7 @@ def test_two_processes_train_the_same_run_as_one(tmp_path, monkeypatch, method, 
     assert_same_curve(ddp_rows, single_rows)
     # the run directory holds rank 0's outputs and nothing else
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [
-        "checkpoint.pt", "config.yaml", "metrics.jsonl", "summary.json"]
+        "checkpoint.pt", "config.yaml", "data.json", "metrics.jsonl", "summary.json"]
 
 
 def worker_pids(torchrun_pid: int) -> dict[int, int]:

@@ -242,15 +242,16 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start:,})") from None
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file's top-level mapping; anything else is one ConfigError naming the file."""
     p = Path(path)
-    text = read_text_file(p, "config file")
+    text = read_text_file(p, what)
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {p}: expected a mapping at top level")
+        raise ConfigError(f"{what} {p}: expected a mapping at top level")
     return data
 
 

@@ -13,9 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-import yaml
-
-from .config import ConfigError, RunConfig, to_dict
+from .config import ConfigError, RunConfig, load_yaml, to_dict
 
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
 # settings that may differ when a run is resumed: they change how it runs, not what it computes
@@ -124,13 +122,7 @@ def check_same_config(out: Path, cfg: RunConfig) -> None:
     old_path = out / "config.yaml"
     if not old_path.exists():
         return
-    try:
-        old = yaml.safe_load(old_path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{old_path}: cannot read the run's config ({str(exc).splitlines()[0]})") from None
-    if not isinstance(old, dict):
-        raise ConfigError(f"{old_path}: not a run config (a {type(old).__name__}); use another --out")
-    new = to_dict(cfg)
+    old, new = load_yaml(old_path, "the run's config"), to_dict(cfg)
     for section, values in new.items():
         if isinstance(values, dict):
             for key, value in values.items():

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from .atomic_write import atomic_write
-from .config import ConfigError, to_dict
+from .config import ConfigError, load_yaml, to_dict
 from .plan import PlannedRun, StudyPlan, plan_study
 from .run_files import EXECUTION_KEYS, read_summary  # settings that may change between invocations
 from .spec import normalise_spec
@@ -58,7 +58,7 @@ def check_study_dir(out: str | Path, spec: dict) -> Path:
     out = check_out_path(out)
     spec_path = out / "spec.yaml"
     if spec_path.exists():
-        old = _read_spec(spec_path)
+        old = load_yaml(spec_path, "the study's spec")
         diff = _first_difference(_comparable(old), _comparable(spec))
         if diff:
             raise ConfigError(f"--out: {out} holds a study with a different spec: {diff}; use another --out")
@@ -80,21 +80,11 @@ def prepare_study_dir(out: str | Path, spec: dict) -> Path:
     return out
 
 
-def _read_spec(path: Path) -> dict:
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the study's spec ({str(exc).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise ConfigError(f"{path}: not a study spec (a {type(spec).__name__})")
-    return spec
-
-
 def load_study(study_dir: str | Path) -> StudyPlan:
     path = Path(study_dir) / "spec.yaml"
     if not path.exists():
         raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
-    return plan_study(normalise_spec(_read_spec(path)))
+    return plan_study(normalise_spec(load_yaml(path, "the study's spec")))
 
 
 def _is_locked(lock_path: Path) -> bool:

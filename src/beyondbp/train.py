@@ -23,7 +23,7 @@ import torch
 from . import distributed as dist_utils
 from .atomic_write import append_line, atomic_write
 from .checkpoint import checkpoint_files, load_checkpoint, save_checkpoint
-from .config import ConfigError, RunConfig, dump_yaml, from_dict, validate_config
+from .config import ConfigError, RunConfig, dump_yaml, from_dict, load_yaml, validate_config
 from .data import cache_entry, load_token_data
 from .memory_check import check_memory
 from .methods import build_method
@@ -424,17 +424,12 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
 
 def load_run(run_dir: str | Path, device: str = "cpu"):
     """(config, model, tokenizer) of a run directory, from its newest readable checkpoint."""
-    import yaml
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise ConfigError(f"--run: {run_dir} is not a run directory (no config.yaml)")
     if not checkpoint_files(run_dir):
         raise ConfigError(f"--run: {run_dir} has no checkpoint.pt yet")
-    try:
-        cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{run_dir / 'config.yaml'}: cannot read the run's config ({str(exc).splitlines()[0]})") from None
-    validate_config(cfg)
+    cfg = validate_config(from_dict(load_yaml(run_dir / "config.yaml", "the run's config")))
     data = load_token_data(cfg.data)
     model = build_model(cfg.model)
     method = build_method(model, cfg.method, cfg.seed, cfg.model.kind)
