@@ -154,6 +154,18 @@ def test_resume_on_a_corpus_edited_in_place_is_refused_then_restarted_on_request
     assert [r["step"] for r in rows(out)][0] == 0 and json.loads((out / "summary.json").read_text())["steps"] == 20
 
 
+def test_a_run_stopped_before_its_first_checkpoint_simply_starts_on_the_edited_corpus(tmp_path, capsys, monkeypatch):
+    corpus, out = write_corpus(tmp_path / "corpus.txt"), tmp_path / "run"
+    overrides = RESUMABLE + [f"data.corpus={corpus}"]
+    interrupted_run(out, overrides, 0, monkeypatch)  # data.json and the step-0 row, no checkpoint
+    assert (out / "data.json").exists() and not (out / "checkpoint.pt").exists()
+    edit_keeping_size_and_mtime(corpus)
+    code, err = cli(capsys, "train", "--out", out, *overrides)
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["data_fingerprint"] == \
+        load_token_data(build_config(overrides=overrides).data).fingerprint
+
+
 def test_prepare_retokenizes_an_edit_that_keeps_size_and_mtime_and_not_a_touch(tmp_path, capsys):
     corpus = write_corpus(tmp_path / "corpus.txt")
     cfg = build_config(overrides=[f"data.corpus={corpus}"]).data

@@ -183,11 +183,12 @@ def load_token_data(cfg: DataConfig, quiet: bool = False) -> "TokenData":
     try:
         meta = json.loads((entry / "meta.json").read_text())
         tok = entry_tokenizer(entry, meta["tokenizer"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"data.cache_dir: the prepared corpus {entry} is damaged ({exc}); "
-                          f"delete that folder and rerun to prepare it again") from None
-    return TokenData(train=ShardedTokens.open(entry, "train"), val=ShardedTokens.open(entry, "val"),
-                     tokenizer=tok, vocab_size=tok.vocab_size, meta=meta)
+        return TokenData(train=ShardedTokens.open(entry, "train"), val=ShardedTokens.open(entry, "val"),
+                         tokenizer=tok, vocab_size=tok.vocab_size, meta=meta)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ConfigError(f"data.cache_dir: the prepared corpus {entry} is damaged ({type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}); delete that folder and rerun to "
+                          f"prepare it again") from None
 
 
 @dataclass

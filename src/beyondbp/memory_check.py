@@ -121,6 +121,10 @@ def gpu_free_bytes(device) -> int | None:
         return None
 
 
+def _count(n: int) -> str:
+    return f"{n / 1e6:,.1f}M" if n < 1e12 else f"{n:.3g}"
+
+
 def check_state_fits_host(cfg: RunConfig) -> None:
     """The part of the check that needs no torch (the CLI runs it before importing torch, ~2 s):
     the weights (and on a CPU their gradients and AdamW state) against the host's memory."""
@@ -132,7 +136,7 @@ def check_state_fits_host(cfg: RunConfig) -> None:
     estimate = need["weights"] + (need["gradients_and_optimizer"] if on_cpu else 0)
     if host is not None and estimate > host:
         what_needs = "its weights, gradients and AdamW state need" if on_cpu else "its weights alone need"
-        raise ConfigError(f"model: {need['parameters'] / 1e6:,.1f}M parameters; {what_needs} {estimate / GiB:.1f} GiB "
+        raise ConfigError(f"model: {_count(need['parameters'])} parameters; {what_needs} {estimate / GiB:.1f} GiB "
                           f"but {'what this process can use' if on_cpu else 'host memory'} ({what}) is "
                           f"{host / GiB:.1f} GiB; use a smaller model, or set train.memory_check=false to try anyway")
 
@@ -155,7 +159,7 @@ def check_memory(cfg: RunConfig, micro_seqs: int, device, share: int = 1) -> dic
         where = f"what this process can use ({what})"
     if limit is not None and need["total"] > limit:
         raise ConfigError(
-            f"model: {need['parameters'] / 1e6:,.1f}M parameters; the run needs about {need['total'] / GiB:.1f} GiB "
+            f"model: {_count(need['parameters'])} parameters; the run needs about {need['total'] / GiB:.1f} GiB "
             f"(weights {need['weights'] / GiB:.1f}, gradients and AdamW {need['gradients_and_optimizer'] / GiB:.1f}, "
             f"activations of one micro-batch {need['activations'] / GiB:.1f}) but {where} is {limit / GiB:.1f} GiB; "
             f"use a smaller model or train.micro_batch_tokens, or set train.memory_check=false to try anyway")

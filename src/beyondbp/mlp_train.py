@@ -35,7 +35,7 @@ from .config import ConfigError, RunConfig, build_config, dump_yaml, validate_co
 from .methods import build_method
 from .mlp import load_image_data, resolve_mlp_config
 from .model import build_model
-from .run_files import PF_DAY, check_out_path, check_same_config, check_writable, read_summary
+from .run_files import PF_DAY, check_out_path, check_same_config, check_writable, read_metrics, read_summary
 
 ANGLE_EXAMPLES = 256
 COMPARED_METHODS = ("bp", "fa", "dfa")
@@ -286,8 +286,7 @@ def _mean_row_angle(a: torch.Tensor | None, b: torch.Tensor | None) -> float | N
 
 # --- outputs ------------------------------------------------------------------------------
 def read_rows(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return read_metrics(Path(run_dir) / "metrics.jsonl")
 
 
 def sibling_runs(run_dir: Path) -> list[tuple[Path, dict]]:

@@ -83,11 +83,19 @@ def read_data_record(out: Path) -> dict | None:
     return record
 
 
+def has_progress(out: Path) -> bool:
+    """Whether a run folder holds training that a resume would continue (or a finished run)."""
+    from .checkpoint import checkpoint_files
+    summary = read_summary(out)
+    return bool(checkpoint_files(out)) or bool(summary and summary.get("status") in ("completed", "diverged"))
+
+
 def data_change(out: Path, corpus: str, entry: str, fingerprint: str | None = None) -> str | None:
     """Why `out`'s recorded tokens differ from the cache entry (and fingerprint) the corpus gives
-    now, or None when they agree or nothing was recorded."""
+    now, or None when they agree, nothing was recorded, or nothing was trained yet (a run stopped
+    before its first checkpoint starts over anyway)."""
     record = read_data_record(out)
-    if record is None:
+    if record is None or not has_progress(out):
         return None
     if record["entry"] != entry:
         return (f"{corpus} gives other tokens than the ones {out} was trained on (cache entry {record['entry']} "
