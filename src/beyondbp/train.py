@@ -1,8 +1,11 @@
 """One training run: loop, schedule, evaluation, checkpoint/resume, metrics.jsonl.
 
-A run directory holds `config.yaml` (the resolved config), `metrics.jsonl` (one JSON object
-per evaluation, append-only), `summary.json` and `checkpoint.pt`. Rerunning the same command
-on the same directory resumes from the checkpoint; a completed run is not trained again.
+A run directory holds `config.yaml` (the resolved config), `data.json` (the tokens it trains
+on), `metrics.jsonl` (one JSON object per evaluation, append-only), `summary.json` and
+`checkpoint.pt` (with `checkpoint.prev.pt`, `beyondbp.checkpoint`). Rerunning the same command
+on the same directory resumes from the checkpoint; a completed run is not trained again; a run
+whose corpus now gives other tokens is refused (or restarted, train.on_data_change=restart);
+a run that cannot fit in memory is refused before its model is built (`memory_check`).
 Batches are a pure function of the step, so a resumed run sees exactly the batches an
 uninterrupted one would.
 """
