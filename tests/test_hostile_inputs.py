@@ -487,6 +487,16 @@ def test_a_planted_link_is_never_written_through(tmp_path, capsys, planted):
     assert victim.read_text() == "precious"
 
 
+def test_a_checkpoint_half_written_by_a_kill_is_cleaned_up_on_resume(tmp_path, capsys, monkeypatch):
+    out, victim = tmp_path / "run", tmp_path / "victim.txt"
+    victim.write_text("precious")
+    interrupted_run(out, RESUMABLE, 6, monkeypatch)
+    (out / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"PK\x03\x04 half")
+    (out / ".summary.json.pl4nt.tmp").symlink_to(victim)
+    assert cli(capsys, "train", "--out", out, *RESUMABLE)[0] == 0
+    assert not list(out.glob(".*.tmp")) and victim.read_text() == "precious"
+
+
 @pytest.mark.parametrize("planted", ["checkpoint.pt", "summary.json"])
 def test_a_planted_link_to_junk_is_refused_and_its_target_untouched(tmp_path, capsys, planted):
     out, victim = tmp_path / "run", tmp_path / "victim.txt"

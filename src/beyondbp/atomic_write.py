@@ -96,6 +96,18 @@ def append_line(path: str | Path, line: str) -> None:
         raise write_error(path, exc, "the lines before this one are kept") from None
 
 
+def remove_leftovers(folder: str | Path) -> list[str]:
+    """Delete the temporary files a killed writer left in `folder` (`.NAME.XXXX.tmp`); call it
+    only where one process writes (a run folder while its run trains). Links are unlinked, never
+    followed."""
+    gone = []
+    for path in Path(folder).glob(".*.tmp"):
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            gone.append(path.name)
+    return gone
+
+
 def _fsync_folder(folder: Path) -> None:
     """Make a rename durable (Linux); where folders cannot be opened, the rename stands as is."""
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist_utils
-from .atomic_write import append_line, atomic_write
+from .atomic_write import append_line, atomic_write, remove_leftovers
 from .checkpoint import checkpoint_files, load_checkpoint, save_checkpoint
 from .config import ConfigError, RunConfig, dump_yaml, from_dict, load_yaml, validate_config
 from .data import cache_entry, load_token_data
@@ -286,6 +286,7 @@ class _Run:
         self.rows = [r for r in rows if r["step"] <= state.step and state.step > 0]
         self.logged = {r["step"]: r for r in self.rows}
         if self.main:
+            remove_leftovers(self.out)  # a checkpoint half-written when a kill came
             on_disk = read_metrics(self.out / "metrics.jsonl")
             if len(on_disk) < len(self.rows):
                 self.say(f"{self.out / 'metrics.jsonl'}: {len(self.rows) - len(on_disk)} row(s) cut short; "
