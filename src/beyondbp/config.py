@@ -329,6 +329,7 @@ POSITIVE = Range(0.0, low_open=True)
 AT_LEAST_0, AT_LEAST_1 = Range(0), Range(1)
 FRACTION = Range(0.0, 1.0)
 BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
+BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and `fit`
 
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import RANGES, ConfigError, Range, check_number, read_text_file
+from .config import BOOTSTRAP, RANGES, ConfigError, check_number, read_text_file
 from .frontier import fit_frontier
 from .verdict import judge
 
@@ -125,7 +125,7 @@ def fit_cli(argv) -> int:
     parser.add_argument("--irreducible", action="store_true", help="fit L = E + (C/C_c)^alpha")
     args = parser.parse_args(argv)
     try:
-        check_number("--bootstrap", args.bootstrap, Range(0, 100_000), integer=True)
+        check_number("--bootstrap", args.bootstrap, BOOTSTRAP, integer=True)
         check_number("--seed", args.seed, RANGES["seed"], integer=True)
         table = fit_points_table(read_points_csv(args.points), reference=args.reference,
                                  bootstrap=args.bootstrap, seed=args.seed,

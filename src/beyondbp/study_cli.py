@@ -42,14 +42,11 @@ def _load_plan(args):
     return plan_study(load_spec(spec_file, preset, args.overrides))
 
 
-BOOTSTRAP_RANGE = (0, 100_000)
-
-
 def check_flags(args) -> None:
     """The study commands' numeric flags, checked before any work, in the KEY=VALUE message form."""
-    from .config import AT_LEAST_1, Range, check_number
+    from .config import AT_LEAST_1, BOOTSTRAP, check_number
     if getattr(args, "bootstrap", None) is not None:
-        check_number("--bootstrap", args.bootstrap, Range(*BOOTSTRAP_RANGE), integer=True)
+        check_number("--bootstrap", args.bootstrap, BOOTSTRAP, integer=True)
     for attr, flag in (("workers", "--workers"), ("gpus_per_run", "--gpus-per-run")):
         if getattr(args, attr, None) is not None:
             check_number(flag, getattr(args, attr), AT_LEAST_1, integer=True)
