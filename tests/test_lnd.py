@@ -143,6 +143,8 @@ def test_shared_e_fit_recovers_one_floor_for_two_methods():
     assert fits["dfa"].a == pytest.approx(0.3, abs=0.02) and fits["dfa"].b == pytest.approx(0.3, abs=0.02)
     separate = sum(fit_lnd(*g, bootstrap=0).objective for g in groups.values())
     assert fits["bp"].objective + fits["dfa"].objective >= separate - 1e-9  # a constraint cannot help
+    dense = fit_lnd_shared_e(groups, bootstrap=0, grid=DENSE_GRID)
+    assert dense["dfa"].params == pytest.approx(fits["dfa"].params, rel=1e-4)
 
 
 def _brute_force_optimum(params, compute, k):
@@ -177,6 +179,10 @@ def test_optimal_loss_law_and_compute_multiplier():
     assert bp_law.gamma == pytest.approx(a * b / (a + b))
     assert bp_law.compute_for_loss(est)[0] == pytest.approx(computes, rel=1e-9)
     assert bp_law.compute_for_loss([fit.E * 0.99])[0][0] == math.inf
+    (alpha_c, log_cc, floor), rows = bp_law.kaplan_form()
+    pf_days = computes / 8.64e19
+    assert floor + (pf_days / math.exp(log_cc)) ** alpha_c == pytest.approx(est, rel=1e-10)
+    assert rows[:, 2:] + (pf_days[None, :] / 10.0 ** rows[:, 1:2]) ** rows[:, :1] == pytest.approx(samples, rel=1e-10)
     # the same law counted at 4 FLOPs per parameter-token needs 4/6 of BP's compute
     cheaper = compute_multiplier(optimal_loss_law(fit, k=4.0), bp_law, computes)
     assert cheaper["multiplier"] == pytest.approx([4 / 6] * 4, rel=1e-9)
@@ -244,6 +250,9 @@ def test_fit_rejects_runs_that_cannot_determine_the_law():
         fit_lnd(n, 20 * n, law(CPU_LAW, n, 20 * n), method="dfa")
     with pytest.raises(ConfigError, match="bp: 3 runs"):
         fit_lnd(n[:3], 20 * n[:3], [2.0] * 3, method="bp")
+    two_sizes, budgets = budget_grid([1e4, 1e5], [20, 40, 80, 160])
+    with pytest.raises(ConfigError, match=r"at least 3 sizes .*\(have 2 and 8\)"):
+        fit_lnd(two_sizes, budgets, law(CPU_LAW, two_sizes, budgets), method="bp")
 
 
 def _write(tmp_path, text, name="runs.csv"):

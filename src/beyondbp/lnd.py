@@ -311,8 +311,9 @@ def _check_runs(method: str, n_params, tokens, loss) -> tuple[np.ndarray, np.nda
     n, d, loss = arrays
     if len(n) < MIN_RUNS:
         raise ConfigError(f"method {method}: {len(n)} runs, the L(N, D) fit needs at least {MIN_RUNS}")
-    if len(np.unique(n)) < 2 or len(np.unique(d)) < 2:
-        raise ConfigError(f"method {method}: the L(N, D) fit needs at least 2 sizes and 2 token budgets")
+    if len(np.unique(n)) < 3 or len(np.unique(d)) < 3:  # 2 sizes cannot tell A from a
+        raise ConfigError(f"method {method}: the L(N, D) fit needs at least 3 sizes and 3 token counts "
+                          f"(have {len(np.unique(n))} and {len(np.unique(d))})")
     log_n, log_d = np.log(n), np.log(d)
     slope, intercept = np.polyfit(log_n, log_d, 1)
     if np.std(log_d - slope * log_n - intercept) < 1e-3:
@@ -329,6 +330,8 @@ def fit_lnd(n_params, tokens, loss, *, method: str = "runs", runs=None,
     D training tokens, L final loss). bootstrap=0: no intervals. bootstrap_starts="grid" starts
     every bootstrap refit from the whole grid instead of the full fit (slow; for checks)."""
     n, d, loss_ = _check_runs(method, n_params, tokens, loss)
+    if runs is not None and len(runs) != len(n):
+        raise ConfigError(f"method {method}: {len(runs)} run names for {len(n)} runs")
     prob = _Problem([(n, d, loss_)])
     theta = _best_fit(prob, prob.uniform, grid)
     fit = _make_fit(prob, theta, 0, method, (n, d, loss_), runs, shared=False)
@@ -376,7 +379,8 @@ def fit_lnd_shared_e(groups: dict[str, tuple], *, bootstrap: int = DEFAULT_BOOTS
     methods = list(groups)
     data = [_check_runs(m, *groups[m][:3]) for m in methods]
     prob = _Problem(data)
-    separate = [_best_fit(_Problem([g]), _Problem([g]).uniform, grid) for g in data]
+    singles = [_Problem([g]) for g in data]
+    separate = [_best_fit(single, single.uniform, grid) for single in singles]
     per = np.concatenate([s[1:] for s in separate])
     candidates = sorted({float(s[0]) for s in separate} | {float(np.mean([s[0] for s in separate]))})
     results = [prob.minimise(np.concatenate([[e], per]), prob.uniform) for e in candidates]

@@ -10,6 +10,7 @@ interval over the samples. C is in FLOP.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from .lnd import LNDFit, exponents, jsonable, law, percentile_interval
 
 BP_FLOPS_PER_PARAM_TOKEN = 6.0
+PF_DAY_FLOP = 8.64e19
 
 
 def _columns(params) -> tuple[np.ndarray, ...]:
@@ -117,6 +119,17 @@ class OptimalLossLaw:
         """The compute at which L* reaches each loss (inf at or below the floor E)."""
         return (_compute_for(np.array([[self.E, self.gamma, self.C_c]]), losses)[0],
                 None if self.samples is None else _compute_for(self.samples, losses))
+
+    def kaplan_form(self, flop_per_unit: float = PF_DAY_FLOP) -> tuple[tuple[float, float, float], np.ndarray | None]:
+        """L*(C) in the frontier's form L = E + (C / C_c)^alpha_C, C in units of flop_per_unit
+        (default PF-days): ((alpha_C, ln C_c, E) as `PowerLawFit.params()` gives them, samples
+        as rows (alpha_C, log10 C_c, E) like `PowerLawFit.samples`), so the verdict code can
+        judge L*(C) beside the envelope."""
+        est = (-self.gamma, math.log(self.C_c / flop_per_unit), self.E)
+        if self.samples is None:
+            return est, None
+        e, gamma, c_c = self.samples.T
+        return est, np.column_stack([-gamma, np.log10(c_c / flop_per_unit), e])
 
     def to_dict(self) -> dict:
         ci = _intervals(self.samples)
