@@ -14,6 +14,7 @@ instead of the full fit (does the warm start bias the intervals?), and the time 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -37,6 +38,15 @@ GRIDS = {  # name: (sizes, tokens per parameter)
 }
 CONFIGS = [(law, grid) for law in ("cpu-1", "cpu-2", "cpu-3") for grid in ("cpu 4x4", "cpu 5x5")] + \
           [(law, grid) for law in ("chinchilla", "epoch") for grid in ("chin 5x3", "chin 9x8")]
+DESIGNS = {  # CPU-range grid variants for the information table (--designs)
+    "5 sizes 1e4-2e5 x 5 budgets 20-320": (np.geomspace(1e4, 2e5, 5), np.geomspace(20, 320, 5)),
+    "8 sizes 1e4-2e5 x 5 budgets 20-320": (np.geomspace(1e4, 2e5, 8), np.geomspace(20, 320, 5)),
+    "5 sizes 1e4-2e5 x 8 budgets 10-1280": (np.geomspace(1e4, 2e5, 5), np.geomspace(10, 1280, 8)),
+    "5 sizes 1e4-2e5 x 5 budgets, 2 seeds": (np.repeat(np.geomspace(1e4, 2e5, 5), 2), np.geomspace(20, 320, 5)),
+    "5 sizes 3e3-2e5 x 5 budgets 20-320": (np.geomspace(3e3, 2e5, 5), np.geomspace(20, 320, 5)),
+    "5 sizes 1e4-1e6 x 5 budgets 20-320": (np.geomspace(1e4, 1e6, 5), np.geomspace(20, 320, 5)),
+    "7 sizes 3e3-1e6 x 5 budgets 20-320": (np.geomspace(3e3, 1e6, 7), np.geomspace(20, 320, 5)),
+}
 COLD_CONFIGS = [("cpu-1", "cpu 4x4"), ("chinchilla", "chin 5x3")]
 
 
@@ -72,6 +82,18 @@ def run_config(law, grid, noise, replicates, bootstrap, starts="warm") -> dict:
     return summary
 
 
+def design_rows(noise: float) -> list[list[str]]:
+    """Cramer-Rao sd of a, b, E / E and b / (a + b) for each CPU law on each design variant."""
+    rows = []
+    for name, grid in DESIGNS.items():
+        GRIDS[name] = grid
+        for law_name in ("cpu-1", "cpu-2", "cpu-3"):
+            bound = information_bound(LAWS[law_name], name, noise)
+            rows.append([name, law_name, str(len(budget_grid(*grid)[0]))] +
+                        [f"{bound[0]:.3f}", f"{bound[1]:.3f}", f"{bound[2]:.2%}", f"{bound[3]:.3f}"])
+    return rows
+
+
 def information_bound(params, grid, noise) -> np.ndarray:
     """Standard deviations of a, b, E / E and b / (a + b) that the best unbiased estimator
     reaches with Gaussian log-noise of sd `noise` (Cramer-Rao: noise^2 (J^T J)^-1, J the
@@ -87,16 +109,17 @@ def information_bound(params, grid, noise) -> np.ndarray:
                      np.sqrt(grad_nexp @ cov @ grad_nexp)])
 
 
-def timing(bootstrap: int) -> tuple[float, float]:
-    """Seconds for one fit of 250 runs (10 sizes x 25 budgets), without and with its bootstrap."""
+def timing(bootstrap: int) -> list[tuple[float, float]]:
+    """(wall, process CPU) seconds of one fit of 250 runs (10 sizes x 25 budgets), without and
+    with its bootstrap: on a shared machine the CPU time is the steadier figure."""
     n, d = budget_grid(np.geomspace(1e7, 1e10, 10), np.geomspace(5, 320, 25))
     loss = simulate_losses(LAWS["chinchilla"], n, d, 0.005, np.random.default_rng(0))
-    start = time.perf_counter()
-    fit_lnd(n, d, loss, bootstrap=0)
-    plain = time.perf_counter() - start
-    start = time.perf_counter()
-    fit_lnd(n, d, loss, bootstrap=bootstrap)
-    return plain, time.perf_counter() - start
+    out = []
+    for refits in (0, bootstrap):
+        wall, cpu = time.perf_counter(), time.process_time()
+        fit_lnd(n, d, loss, bootstrap=refits)
+        out.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return out
 
 
 RECOVERY_HEADER = ["law", "grid", "runs", "noise", "|da| med/p90/<=.02", "sd(a) bound",
@@ -140,7 +163,15 @@ def main(argv=None) -> int:
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.003, 0.005])
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--designs", action="store_true",
+                        help="only print the information bound of CPU grid variants (instant)")
     args = parser.parse_args(argv)
+    if args.designs:
+        noise = max(args.noise)
+        print(f"Cramer-Rao sd at {noise:.1%} noise (runs: every size at every budget)\n")
+        print_table(design_rows(noise), ["grid", "law", "runs", "sd(a)", "sd(b)", "sd(E)/E", "sd(b/(a+b))"],
+                    args.markdown)
+        return 0
     start = time.perf_counter()
     summaries = []
     for noise in args.noise:
@@ -161,8 +192,9 @@ def main(argv=None) -> int:
         print(f"\nWarm start against grid start of each bootstrap refit, {args.cold_replicates} replicates "
               "(the same simulated studies in both rows of a pair)\n")
         print_table(cold, ["refit start"] + COVERAGE_HEADER, args.markdown)
-    plain, full = timing(args.bootstrap)
-    print(f"\nfit of 250 runs: {plain:.2f} s; with {args.bootstrap} bootstrap refits: {full:.2f} s")
+    (plain, plain_cpu), (full, full_cpu) = timing(args.bootstrap)
+    print(f"\nfit of 250 runs: {plain:.2f} s wall ({plain_cpu:.2f} s CPU); with {args.bootstrap} bootstrap "
+          f"refits: {full:.2f} s wall ({full_cpu:.2f} s CPU); load average {os.getloadavg()[0]:.1f}")
     print(f"total {time.perf_counter() - start:.0f} s")
     return 0
 
