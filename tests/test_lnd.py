@@ -250,6 +250,11 @@ def test_fit_rejects_runs_that_cannot_determine_the_law():
         fit_lnd(n, 20 * n, law(CPU_LAW, n, 20 * n), method="dfa")
     with pytest.raises(ConfigError, match="bp: 3 runs"):
         fit_lnd(n[:3], 20 * n[:3], [2.0] * 3, method="bp")
+    grid_n, grid_d = budget_grid(*CPU_GRID)
+    with pytest.raises(ConfigError, match="bootstrap must be >= 0, got -1"):
+        fit_lnd(grid_n, grid_d, law(CPU_LAW, grid_n, grid_d), bootstrap=-1)
+    with pytest.raises(ConfigError, match="seed must be >= 0, got -3"):
+        fit_lnd(grid_n, grid_d, law(CPU_LAW, grid_n, grid_d), bootstrap=2, seed=-3)
     two_sizes, budgets = budget_grid([1e4, 1e5], [20, 40, 80, 160])
     with pytest.raises(ConfigError, match=r"at least 3 sizes .*\(have 2 and 8\)"):
         fit_lnd(two_sizes, budgets, law(CPU_LAW, two_sizes, budgets), method="bp")

@@ -154,6 +154,8 @@ def jsonable(value):
 def method_rng(method: str, seed: int) -> np.random.Generator:
     """A random stream per method: the user seed and a stable hash of the method's name (Python's
     hash() changes between processes)."""
+    if int(seed) < 0:
+        raise ConfigError(f"seed must be >= 0, got {seed}")
     digest = int.from_bytes(hashlib.sha256(method.encode("utf-8")).digest()[:8], "little")
     return np.random.default_rng([int(seed), digest])
 
@@ -301,7 +303,9 @@ def _one_blas_thread(fn):
     return wrapper
 
 
-def _check_runs(method: str, n_params, tokens, loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _check_runs(method: str, n_params, tokens, loss, bootstrap: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if bootstrap < 0:
+        raise ConfigError(f"bootstrap must be >= 0, got {bootstrap}")
     arrays = [np.asarray(v, dtype=float).ravel() for v in (n_params, tokens, loss)]
     if len({len(v) for v in arrays}) != 1:
         raise ConfigError(f"method {method}: n_params, tokens and loss differ in length")
@@ -329,7 +333,7 @@ def fit_lnd(n_params, tokens, loss, *, method: str = "runs", runs=None,
     """Fit L(N, D) = E + A / N^a + B / D^b to one method's runs (N non-embedding parameters,
     D training tokens, L final loss). bootstrap=0: no intervals. bootstrap_starts="grid" starts
     every bootstrap refit from the whole grid instead of the full fit (slow; for checks)."""
-    n, d, loss_ = _check_runs(method, n_params, tokens, loss)
+    n, d, loss_ = _check_runs(method, n_params, tokens, loss, bootstrap)
     if runs is not None and len(runs) != len(n):
         raise ConfigError(f"method {method}: {len(runs)} run names for {len(n)} runs")
     prob = _Problem([(n, d, loss_)])
@@ -377,7 +381,7 @@ def fit_lnd_shared_e(groups: dict[str, tuple], *, bootstrap: int = DEFAULT_BOOTS
     if len(groups) < 2:
         raise ConfigError("a shared-E fit needs at least 2 methods")
     methods = list(groups)
-    data = [_check_runs(m, *groups[m][:3]) for m in methods]
+    data = [_check_runs(m, *groups[m][:3], bootstrap) for m in methods]
     prob = _Problem(data)
     singles = [_Problem([g]) for g in data]
     separate = [_best_fit(single, single.uniform, grid) for single in singles]
