@@ -22,7 +22,6 @@ does Chinchilla's approach 2 and `beyondbp.lnd_runs` reads runs from a CSV.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import math
@@ -33,10 +32,7 @@ from scipy.optimize import minimize, nnls
 
 from .config import ConfigError
 
-try:
-    from threadpoolctl import threadpool_limits
-except ImportError:  # optional: without it BLAS keeps its default thread count
-    threadpool_limits = None
+from threadpoolctl import threadpool_limits
 
 HUBER_DELTA = 1e-3
 DEFAULT_BOOTSTRAP = 200
@@ -297,7 +293,7 @@ def _one_blas_thread(fn):
     bootstrap ran 12x slower with them (15.1 s against 1.2 s for 50 refits)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        limit = threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+        limit = threadpool_limits(1, user_api="blas")
         with limit:
             return fn(*args, **kwargs)
     return wrapper
