@@ -1,6 +1,6 @@
 """How long `beyondbp study report` takes on a study folder, stage by stage.
 
-    python benchmarks/report_time.py STUDY_DIR [--bootstrap 200]
+    python benchmarks/report_time.py STUDY_DIR [--bootstrap 2000]
 
 Prints the seconds of each stage of `write_report` (reading and planning the study, the fits
 of all four accountings, the figures, the whole report) and, on the same frontier points in the
@@ -17,6 +17,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from beyondbp import report
+from beyondbp.bootstrap import DEFAULT_BOOTSTRAP
 from beyondbp.frontier import HUBER_SCALE, envelope, fit_frontier
 
 
@@ -45,7 +46,7 @@ def reference_fit(compute, loss, bootstrap: int, seed: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", help="a study folder (DIR of `beyondbp study run --out DIR`)")
-    parser.add_argument("--bootstrap", type=int, default=200)
+    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP)
     args = parser.parse_args()
 
     (spec, results), t_collect = _timed(lambda: report.collect(args.study))
