@@ -316,3 +316,19 @@ def test_clear_letters_are_given_with_confidence_and_a_shared_floor_does_not_mak
     # same reducible exponent, the alternative's reducible loss 15% higher: worse everywhere
     verdicts = replicate_verdicts("floor, same exponent", 20)
     assert np.mean([v["scenario"] in ("A", "B") and v["confidence"] >= 0.9 for v in verdicts]) <= 0.1  # measured: 2 of 20
+
+
+def test_floors_fitted_per_method_decide_at_scale_by_their_difference():
+    """--irreducible: L = E + (C / C_c)^alpha per method; as C grows each loss tends to its own
+    floor, so ΔE replaces Δalpha in the letter (here the alternative's floor is higher: D)."""
+    c = np.geomspace(1e-9, 1e-7, 8)
+    rng = np.random.default_rng(0)
+    rows = []
+    for method, floor, reducible, alpha in (("bp", 1.5, 1.0, -0.2), ("alt", 1.9, 1.0, -0.3)):
+        loss = (floor + reducible * (c / c[0]) ** alpha) * np.exp(0.001 * rng.standard_normal(8))
+        rows += table_rows(method, c, loss, [f"{method}{i}" for i in range(8)], [f"s{i}" for i in range(8)])
+    table = fit_points_table(rows, bootstrap=500, irreducible=True)
+    assert table["fits"]["alt"]["E"] == pytest.approx(1.9, abs=0.1)
+    v = table["verdicts"]["alt"]
+    assert v["scenario"] == "D" and v["delta_E_ci"][0] > 0 and v["delta_alpha"] < 0  # steeper, yet worse
+    assert v["shared_floor"] is None  # the shared-floor check is for pure laws

@@ -106,9 +106,10 @@ class PowerLawFit:
     raw_samples: np.ndarray | None = None  # the bootstrap rows before widening
 
     def widened(self, factor: float) -> np.ndarray:
-        """The raw bootstrap rows stretched around the estimate by `factor` (floors kept >= 0)."""
+        """The raw bootstrap rows stretched around the estimate by `factor` (floors kept between 0
+        and the smallest loss)."""
         out = widen(self.raw_samples, self.params(), factor)
-        out[:, 2] = np.clip(out[:, 2], 0.0, None)
+        out[:, 2] = np.clip(out[:, 2], 0.0, self.envelope[:, 1].min())  # a floor lies under every loss
         return out
 
     @property

@@ -68,7 +68,7 @@ def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str
     entries = []
     for i, log_l in enumerate(log_losses):
         outside = {name: float(_outside_decades(f, c)) for name, f, c in
-                   zip(names, (alt, ref), (point_alt[i], point_ref[i])) if _outside_decades(f, c) > 0}
+                   zip(names, (alt, ref), (point_alt[i], point_ref[i])) if _outside_decades(f, c) > 1e-6}
         entries.append({"loss": math.exp(log_l), "value": _exp(point_alt[i] - point_ref[i]),
                         "ci": _ratio_ci(sample_log_ratio[:, i]) if has_samples else None,
                         "extrapolated_decades": outside})

@@ -37,13 +37,14 @@ class SharedFloorFit:
     centres: dict[str, float]
     samples: dict[str, np.ndarray] | None
     dof: int
+    smallest_loss: float  # of every method's frontier: the floor lies under it
 
     @property
     def E_ci(self) -> tuple[float, float] | None:
         if not self.samples:
             return None
         floors = widen(next(iter(self.samples.values()))[:, 2], self.E, small_sample_factor(self.dof))
-        return percentile_ci(np.clip(floors, 0.0, None))
+        return percentile_ci(np.clip(floors, 0.0, self.smallest_loss))
 
     def log_loss_at(self, method: str, compute: float) -> tuple[float, np.ndarray | None]:
         x = np.log(compute) - self.centres[method]
@@ -70,7 +71,8 @@ def fit_shared_floor(fits: dict[str, PowerLawFit], bootstrap: int, seed: int = 0
     laws = {m: np.array([a[0, i], b[0, i], e[0]]) for i, m in enumerate(methods)}
     n_runs = sum(cluster_index(fit.runs)[1] for fit in fits.values())
     shared = SharedFloorFit(methods, float(e[0]), laws, {m: fits[m].centre for m in methods}, None,
-                            max(n_runs - (2 * len(methods) + 1), 1))
+                            max(n_runs - (2 * len(methods) + 1), 1),
+                            float(min(fit.envelope[:, 1].min() for fit in fits.values())))
     n = min(bootstrap, MAX_FLOOR_SAMPLES)
     if n:
         resampled = []

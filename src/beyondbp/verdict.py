@@ -168,7 +168,10 @@ def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None 
     out.update({k: v for k, v in pure.items() if k != "point_scenario"}, pure_scenario=pure["scenario"],
                compute_multiplier=multiplier["entries"], compute_multiplier_trend=multiplier["trend"],
                compute_multiplier_losses_from=multiplier["losses_from"])
-    if "delta_alpha" in pure and excludes_zero(pure["delta_alpha_ci"]):
+    if "delta_E" in pure:  # floors per method decide at scale; the exponents are still worth a look
+        out.update(delta_alpha=float(alt.alpha_C - ref.alpha_C),
+                   delta_alpha_ci=list(percentile_ci(alt.samples[:, 0] - ref.samples[:, 0])))
+    elif excludes_zero(pure["delta_alpha_ci"]):
         measured = (max(alt.fit_range[0], ref.fit_range[0]), min(alt.fit_range[1], ref.fit_range[1]))
         out["crossover"] = _crossover_entry(alt, ref, c_min, measured, c_max)
     if floor is not None and alt_name in floor.laws and ref_name in floor.laws and floor.samples:
