@@ -134,6 +134,8 @@ def table_cells(method: str, v: dict) -> list[str]:
 def notes(method: str, v: dict, unit: str) -> list[str]:
     """What the table cannot say: why undetermined, the crossover, the floor, the measured gap."""
     out = []
+    if v.get("letter_shares") is None and v.get("reason"):
+        out.append(f"{method}: no letter ({v['reason']}).")
     if v.get("letter_shares") is not None and not v.get("scenario"):
         shares = ", ".join(f"{k} {100 * s:.0f}%" for k, s in v["letter_shares"].items() if s >= 0.005)
         out.append(f"{method}: undetermined: {v['reason']} (bootstrap shares: {shares}).")
