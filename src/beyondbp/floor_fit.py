@@ -70,7 +70,6 @@ def fit_floor(groups: list[tuple[np.ndarray, np.ndarray]], scale: float):
     """Least-Huber fit of y = ln(E + exp(a_m x + b_m)) for every row, with one E per row shared by
     all groups. groups: (x [k_m], y [rows, k_m]) per method. Returns (E [rows], a [rows, M],
     b [rows, M]); 0 <= E < the row's smallest loss."""
-    rows = groups[0][1].shape[0]
     groups = [(x, y, np.exp(y)) for x, y in groups]
     e_max = np.min([loss.min(1) for _, _, loss in groups], axis=0) * (1 - 1e-9)
     # the grid only brackets the floor: the weighted line's first-order cost is enough there

@@ -117,7 +117,7 @@ class PowerLawFit:
         """The compute at which the (reducible) law reaches loss 1: an extrapolation, often far."""
         if self.alpha_C == 0:
             return math.inf
-        return _safe_exp(self.centre - self.intercept / self.alpha_C)
+        return safe_exp(self.centre - self.intercept / self.alpha_C)
 
     def params(self) -> np.ndarray:
         """(alpha_C, b, E) with E = 0 for the pure power law."""
@@ -246,12 +246,12 @@ def fit_power_law(compute, loss, irreducible: bool = False) -> tuple[float, floa
     centre = float(log_c.mean())
     alpha, b, e = _fit_rows(log_c - centre, np.log(np.asarray(loss, dtype=float))[None], irreducible)[0]
     log_cc = centre - b / alpha if alpha != 0 else math.inf
-    return float(alpha), _safe_exp(log_cc), (float(e) if irreducible else None)
+    return float(alpha), safe_exp(log_cc), (float(e) if irreducible else None)
 
 
-def _safe_exp(v: float) -> float:
-    """exp(v), inf past the float range (a flat frontier's C_c), 0 below it."""
-    return math.exp(v) if v < 709 else math.inf
+def safe_exp(v: float) -> float:
+    """exp(v), inf past the float range (a flat frontier's C_c), 0 below it; nan stays nan."""
+    return math.exp(v) if not v >= 709 else math.inf
 
 
 def min_points(irreducible: bool) -> int:

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .bootstrap import excludes_zero, percentile_ci
-from .frontier import PowerLawFit, log_compute
+from .frontier import PowerLawFit, log_compute, safe_exp
 
 LN10 = math.log(10.0)
 
@@ -52,8 +52,7 @@ def _loss_range(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str]) -> t
 
 
 def _ratio_ci(log_ratio: np.ndarray) -> list[float]:
-    lo, hi = percentile_ci(log_ratio)
-    return [math.exp(lo) if lo < 709 else math.inf, math.exp(hi) if hi < 709 else math.inf]
+    return [safe_exp(bound) for bound in percentile_ci(log_ratio)]
 
 
 def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str]) -> dict:
@@ -69,10 +68,10 @@ def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str
     for i, log_l in enumerate(log_losses):
         outside = {name: float(_outside_decades(f, c)) for name, f, c in
                    zip(names, (alt, ref), (point_alt[i], point_ref[i])) if _outside_decades(f, c) > 1e-6}
-        entries.append({"loss": math.exp(log_l), "value": _exp(point_alt[i] - point_ref[i]),
+        entries.append({"loss": math.exp(log_l), "value": safe_exp(point_alt[i] - point_ref[i]),
                         "ci": _ratio_ci(sample_log_ratio[:, i]) if has_samples else None,
                         "extrapolated_decades": outside})
-    trend = {"value": _exp((point_alt[2] - point_ref[2]) - (point_alt[0] - point_ref[0])), "ci": None,
+    trend = {"value": safe_exp((point_alt[2] - point_ref[2]) - (point_alt[0] - point_ref[0])), "ci": None,
              "direction": None}
     if has_samples:
         with np.errstate(invalid="ignore"):
@@ -83,10 +82,6 @@ def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str
             trend["direction"] = ("no clear trend" if not excludes_zero(ci) else
                                   "grows with scale" if ci[0] > 0 else "shrinks with scale")
     return {"losses_from": source, "entries": entries, "trend": trend}
-
-
-def _exp(v: float) -> float:
-    return math.exp(v) if v < 709 else math.inf
 
 
 def crossover(alt: PowerLawFit, ref: PowerLawFit) -> tuple[float, np.ndarray | None]:

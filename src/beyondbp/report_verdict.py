@@ -64,12 +64,13 @@ def _middle_multiplier(v: dict) -> dict | None:
     return entries[len(entries) // 2] if entries else None
 
 
-def _extrapolation(v: dict, names=("the alternative", "BP")) -> str:
+def _extrapolation(v: dict) -> str:
     decades = {}
     for entry in v.get("compute_multiplier") or []:
         for method, d in entry["extrapolated_decades"].items():
             decades[method] = max(decades.get(method, 0.0), d)
-    return "; ".join(f"{m}'s law extrapolated up to {d:.2g} decades beyond its runs" for m, d in decades.items())
+    return "; ".join(f"{m}'s law extrapolated up to {d:.2g} decades outside its runs' compute"
+                     for m, d in decades.items())
 
 
 def multiplier_text(v: dict, loss_digits: int = 3) -> str:

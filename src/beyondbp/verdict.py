@@ -36,7 +36,7 @@ from dataclasses import replace
 import numpy as np
 
 from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, welch_dof, widen
-from .frontier import PowerLawFit, log_loss
+from .frontier import PowerLawFit, log_loss, safe_exp
 from .multiplier import compute_multiplier, crossover
 from .shared_floor import SharedFloorFit, fit_shared_floor
 
@@ -122,8 +122,8 @@ def _crossover_entry(alt: PowerLawFit, ref: PowerLawFit, c_min: float, measured:
     if not math.isfinite(log_cross) or log_cross <= math.log(c_min):
         return None
     lo, hi = percentile_ci(samples)
-    value = math.exp(min(log_cross, 709.0))
-    return {"value": value, "ci": [math.exp(min(lo, 709.0)), math.exp(min(hi, 709.0))],
+    value = safe_exp(log_cross)
+    return {"value": value, "ci": [safe_exp(lo), safe_exp(hi)],
             "inside_measured_range": bool(measured[0] <= value <= measured[1]),
             "times_largest_compute": value / c_max}
 
