@@ -1,11 +1,15 @@
-"""Frontier fits: envelopes, exact and noisy laws, a known L(N, D), transients, bootstrap coverage."""
+"""Frontier fits: envelopes, exact and noisy laws, a known L(N, D), transients, bootstrap coverage,
+the widening's coordinates, per-method random streams, learning-curve points, the floor fit."""
 import math
 
 import numpy as np
 import pytest
+from scipy.optimize import least_squares
 
+from beyondbp.bootstrap import method_rng, small_sample_factor
 from beyondbp.config import ConfigError
-from beyondbp.frontier import envelope, fit_frontier, fit_power_law, huber_line, small_sample_factor
+from beyondbp.floor_fit import fit_floor
+from beyondbp.frontier import envelope, fit_frontier, fit_power_law, huber_line, late_points
 
 ALPHA, C_C = -0.07, 3.8e3
 PF_DAY = 8.64e19
@@ -116,30 +120,97 @@ def test_residual_bootstrap_intervals_cover_the_truth_and_contain_the_estimate()
         if np.any(np.diff(loss) >= 0):  # noise lifted a point above its predecessor: off the envelope
             continue
         fit = fit_frontier(c, loss, [f"r{i}" for i in range(6)], [f"s{i}" for i in range(6)],
-                           bootstrap=200, seed=seed)
+                           bootstrap=400, seed=seed)
         lo, hi = fit.alpha_C_ci
         fits += 1
         contained += lo <= fit.alpha_C <= hi
         covered += lo <= ALPHA <= hi
     assert fits >= 100
     assert contained == fits
-    assert 0.90 <= covered / fits <= 0.99  # measured: 187 of 200 (93.5%); 175 (87.5%) without the t widening
+    assert 0.92 <= covered / fits <= 0.98  # measured: 187 of 200 (93.5%)
 
 
 def test_small_sample_widening_is_students_t_over_the_normal():
-    assert small_sample_factor(6) == pytest.approx(2.7764 / 1.9600, rel=1e-4)  # t(0.975, 4 dof) / z(0.975)
-    assert 1.0 < small_sample_factor(50) < 1.03
+    assert small_sample_factor(4) == pytest.approx(2.7764 / 1.9600, rel=1e-4)  # t(0.975, 4 dof) / z(0.975)
+    assert small_sample_factor(2) == pytest.approx(4.3027 / 1.9600, rel=1e-4)
+    assert 1.0 < small_sample_factor(48) < 1.03
+
+
+# zoo's canonical DFA (a flat frontier) at its four sizes: 4N FLOPs per token against BP's 6N
+FLAT_C = np.geomspace(6.3e-10, 6.3e-9, 4) * 4 / 6
+FLAT_L = np.array([2.920, 2.839, 2.838, 2.819])
+
+
+def test_widening_in_linear_coordinates_keeps_every_sample_on_the_data():
+    """Samples are widened in (slope, log loss at the centre), where the law is linear: every
+    sampled law passes within a few percent of the data at its centre. (Widening alpha and
+    log C_c instead put 55% of the samples more than 10% off there, and 14% had alpha > 0.)"""
+    fit = fit_frontier(FLAT_C, FLAT_L, [f"r{i}" for i in range(4)], [f"s{i}" for i in range(4)], name="dfa")
+    centre_loss = np.exp(fit.samples[:, 1])  # the sampled laws' loss at the data's centre
+    assert np.max(np.abs(np.log(centre_loss / fit.predict(np.exp(fit.centre))))) < 0.05  # measured: 0.031
+    assert fit.samples.shape == (2000, 3) and np.all(fit.samples[:, 2] == 0)
+    lo, hi = fit.alpha_C_ci
+    assert lo < fit.alpha_C < hi and hi < 0.01  # alpha -0.0139 [-0.0378, +0.0078]: 4 points, 2 dof
+    at = fit.loss_at(np.exp(fit.centre))
+    assert at["ci"][0] < at["value"] < at["ci"][1] and at["ci"][1] / at["ci"][0] < 1.05  # 2.854 [2.788, 2.905]
+
+
+def test_each_method_resamples_from_its_own_stream():
+    """Seeded from a stable hash of the name (not Python's salted hash): the same name and seed
+    give the same samples in any process, two names never share resampling indices."""
+    def draws(name, seed):
+        return method_rng(name, seed).integers(0, 1 << 30, 4).tolist()
+    assert draws("dfa", 0) == draws("dfa", 0) == [157673733, 827898411, 924876898, 9863767]  # any process
+    assert draws("dfa", 0) != draws("bp", 0) and draws("dfa", 0) != draws("dfa", 1)
+    a = fit_frontier(FLAT_C, FLAT_L, bootstrap=500, name="dfa")
+    b = fit_frontier(FLAT_C, FLAT_L, bootstrap=500, name="fa")
+    assert np.array_equal(a.samples, fit_frontier(FLAT_C, FLAT_L, bootstrap=500, name="dfa").samples)
+    # identical points, independent streams: the exponent difference spreads as sqrt(2) sd
+    delta = a.samples[:, 0] - b.samples[:, 0]
+    assert np.std(delta) == pytest.approx(math.sqrt(2) * np.std(a.samples[:, 0]), rel=0.15)
+
+
+def test_late_points_keep_a_learning_curve_from_half_its_budget():
+    compute = [1, 2, 4, 8, 3, 6, 12, 7]
+    runs = ["a", "a", "a", "a", "b", "b", "b", ""]
+    assert late_points(compute, runs).tolist() == [False, False, True, True, False, True, True, True]
+    assert late_points(compute, runs, 0.25).tolist() == [False, True, True, True, True, True, True, True]
+    assert late_points(compute, None).all()
 
 
 def test_too_few_frontier_points_names_method():
     with pytest.raises(ConfigError, match="method dfa: only 2 frontier points, need at least 3"):
         fit_frontier([1e-5, 1e-4], [3.0, 2.5], name="dfa")
+    with pytest.raises(ConfigError, match="method dfa: only 4 frontier points, need at least 5 for a fit with a floor"):
+        fit_frontier(FLAT_C, FLAT_L, name="dfa", irreducible=True)
 
 
 def test_irreducible_fit_recovers_floor():
     c = np.geomspace(1e-8, 1e-2, 25)
     loss = 1.5 + (c / 0.1) ** -0.2 * np.exp(0.002 * np.random.default_rng(0).standard_normal(25))
-    fit = fit_frontier(c, np.minimum.accumulate(loss), bootstrap=20, seed=0, irreducible=True)
+    fit = fit_frontier(c, np.minimum.accumulate(loss), bootstrap=200, seed=0, irreducible=True)
     assert fit.E == pytest.approx(1.5, abs=0.05)
     assert fit.alpha_C == pytest.approx(-0.2, abs=0.01)
-    assert fit.samples.shape[1] == 3
+    assert fit.samples.shape[1] == 3 and np.all(fit.samples[:, 2] >= 0)
+    assert fit.alpha_C_ci[0] < fit.alpha_C < fit.alpha_C_ci[1]
+
+
+def test_shared_floor_fit_matches_a_general_least_squares_solver():
+    """Two methods, one floor: the profiled, vectorised fit reaches scipy's least_squares optimum."""
+    rng = np.random.default_rng(3)
+    x = np.log(np.geomspace(1e-9, 1e-8, 5))
+    x = x - x.mean()
+    y1 = np.log(1.5 + 1.0 * np.exp(-0.2 * (x - x[0]))) + 0.003 * rng.standard_normal(5)
+    y2 = np.log(1.5 + 1.2 * np.exp(-0.15 * (x - x[0]))) + 0.003 * rng.standard_normal(5)
+    e, a, b = fit_floor([(x, y1[None]), (x, y2[None])], 0.01)
+
+    def residual(p):
+        return np.concatenate([np.log(p[0] + np.exp(p[1] * x + p[2])) - y1,
+                               np.log(p[0] + np.exp(p[3] * x + p[4])) - y2])
+    upper = np.exp(min(y1.min(), y2.min()))
+    best = min((least_squares(residual, (e0, -0.1, 0.0, -0.1, 0.0), loss="huber", f_scale=0.01,
+                              bounds=([0, -5, -10, -5, -10], [upper, 5, 10, 5, 10])) for e0 in (0.0, 0.7, 1.4, 1.9)),
+               key=lambda r: r.cost)
+    ours = 0.5 * np.sum(residual([e[0], a[0, 0], b[0, 0], a[0, 1], b[0, 1]]) ** 2)  # residuals < 1%: squares
+    assert ours <= best.cost * 1.001
+    assert e[0] == pytest.approx(best.x[0], abs=0.02)

@@ -109,8 +109,14 @@ def test_fits_recover_the_exponent_of_a_known_l_n_d(study):
     assert 0 < gap["min"] <= gap["max"]  # measured: dfa_block above bp wherever both were measured
 
 
+def strict_loads(text: str):
+    def refuse(constant):
+        raise ValueError(f"non-finite constant {constant} in JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
 def test_report_files(study):
-    out = report.write_report(study, bootstrap=20)
+    out = report.write_report(study, bootstrap=200)
     for name in ("table1.md", "table1.csv", "table1.tex", "verdict.md", "runs.md", "results.json", "frontier.png",
                  "frontier.svg", "alignment.png", "report.html"):
         assert (out / name).stat().st_size > 0, name
@@ -121,16 +127,27 @@ def test_report_files(study):
     assert float(bp["paper_alpha_C"]) == -0.071  # the paper's value beside ours
     assert bp["power_law_ok"] == "True" and float(bp["rms_log_residual"]) < 0.015
     assert len(bp["sizes_on_frontier"].split()) >= 4
+    loss = float(bp["loss_at_reference"])
+    assert float(bp["loss_at_reference_lo"]) < loss < float(bp["loss_at_reference_hi"])
     verdict = (out / "verdict.md").read_text()
-    assert "BP is better than dfa_block" in verdict and "wall-clock" in verdict
+    answer = verdict.split("## Compute as")[0]  # the quotable answer comes first
+    assert "- dfa_block: **D** (BP better at every compute studied and at scale; confidence 100%)." in answer
+    assert re.search(r"To reach loss [\d.]+ it needs [\d.e+]+x \[[\d.e+]+x, [\d.e+]+x\] BP's compute", answer)
+    assert "| method | verdict | confidence | compute multiplier [95%]" in verdict and "wall-clock" in verdict
     assert f"{DIVERGED}: diverged" in verdict and f"{FAILED}: failed (RuntimeError: boom)" in verdict
-    results = json.loads((out / "results.json").read_text())
+    results = strict_loads((out / "results.json").read_text())
     assert set(results["accountings"]) == {"paper", "optimistic", "exact", "wall_clock"}
     fit = results["accountings"]["paper"]["fits"]["bp"]
     assert {"frontier", "sizes_on_frontier", "fit_range_pf_days", "rms_log_residual", "max_abs_log_residual",
             "power_law_ok"} <= set(fit)
     assert fit["fit_range_pf_days"] == [fit["frontier"][0][0], fit["frontier"][-1][0]]
     assert all(point[2].startswith("bp_") for point in fit["frontier"])
+    assert max(abs(point[3]) for point in fit["frontier"]) == pytest.approx(fit["max_abs_log_residual"])
+    v = results["accountings"]["paper"]["verdicts"]["dfa_block"]
+    assert v["scenario"] == "D" and v["shared_floor"]["scenario"] == "D" and v["delta_alpha_ci"][0] > 0
+    assert [e["loss"] for e in v["compute_multiplier"]] == sorted((e["loss"] for e in v["compute_multiplier"]),
+                                                                  reverse=True)
+    assert all(e["ci"][0] <= e["value"] <= e["ci"][1] for e in v["compute_multiplier"])
     # optimistic accounting halves DFA's compute: C_c halves, alpha unchanged
     opt = results["accountings"]["optimistic"]["fits"]["dfa_block"]
     paper = results["accountings"]["paper"]["fits"]["dfa_block"]
@@ -153,13 +170,13 @@ def test_a_method_that_is_not_a_power_law_gets_no_letter(study):
         if summary["status"] == "completed":
             summary["final_val_loss"] = rows[-1]["val_loss"]
             (run_dir / "summary.json").write_text(json.dumps(summary))
-    out = report.write_report(study, bootstrap=20)
+    out = report.write_report(study, bootstrap=100)
     assert "| dfa_block |" in (out / "table1.md").read_text()
     assert "**not a power law**" in (out / "table1.md").read_text()
     verdict = (out / "verdict.md").read_text()
-    assert "dfa_block: no scenario letter: dfa_block's frontier is not a power law" in verdict
-    assert "scenario D" not in verdict
-    results = json.loads((out / "results.json").read_text())
+    assert "- dfa_block: no letter (dfa_block's frontier is not a power law" in verdict
+    assert "**D**" not in verdict
+    results = strict_loads((out / "results.json").read_text())
     v = results["accountings"]["paper"]["verdicts"]["dfa_block"]
     assert v["scenario"] is None and v["confidence"] is None and "not a power law" in v["reason"]
 
@@ -172,7 +189,7 @@ window.addEventListener('load', function () {
     return {data: i.src.indexOf('data:image/png;base64,') === 0, complete: i.complete,
             w: i.naturalWidth, h: i.naturalHeight};
   });
-  var cells = Array.prototype.map.call(document.querySelectorAll('table')[0].querySelectorAll('td'),
+  var cells = Array.prototype.map.call(document.getElementById('table1').querySelectorAll('td'),
                                        function (td) { return td.textContent; });
   var out = document.createElement('pre');
   out.id = 'check';
@@ -203,16 +220,29 @@ def test_html_report_renders_in_headless_chromium(study, tmp_path):
     for img in check["imgs"]:
         assert img["data"] and img["complete"] and img["w"] > 100 and img["h"] > 100
     assert check["table1"][0] == "bp" and float(check["table1"][1]) == pytest.approx(true_alpha("bp"), abs=0.01)
+    # the answer opens the page, before any method detail
+    assert page.index("The answer") < page.index("Verdicts") < page.index('id="table1"')
 
 
 def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
     from beyondbp.report import table1_tex
     row = {"method": "dfa_block", "alpha_C": -0.001, "alpha_C_ci": (-0.006, -0.001), "C_c": math.inf,
-           "C_c_ci": (3.07e70, math.inf), "frontier_points": 9, "paper_alpha_C": -0.04, "paper_C_c": 5.1e10,
-           "note": ""}
+           "loss_at_reference": 2.838, "loss_at_reference_ci": (2.80, 2.87), "frontier_points": 9,
+           "paper_alpha_C": -0.04, "paper_C_c": 5.1e10, "note": ""}
     tex = table1_tex([row])
-    assert r"dfa\_block & $-0.001$ [$-0.006$, $-0.001$] & $\infty$ [$3.07\times10^{70}$, $\infty$]" in tex
+    assert r"dfa\_block & $-0.001$ [$-0.006$, $-0.001$] & $\infty$ & $2.838$ [$2.800$, $2.870$]" in tex
     assert "nan" not in tex
+
+
+def test_figure_3_reads_losses_as_plain_numbers(study):
+    from beyondbp.report_figures import frontier_figure
+    _, results = report.collect(study)
+    fits = report.fit_accounting(report.frontier_points(report.best_lr_runs(results), "paper"), bootstrap=0)
+    fig = frontier_figure(results, fits, ["bp", "dfa_block"])
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    assert labels and all(re.fullmatch(r"\d+(\.\d+)?", text) for text in labels), labels  # 2, 3, 4: no 2x10^0
+    assert [float(t) for t in labels] == sorted(float(t) for t in labels)
 
 
 def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():

@@ -1,17 +1,18 @@
 """Compute-efficient frontiers: envelope, power-law fit, residual bootstrap, quality checks.
 
 For one training method, each point is a pair (compute C in PF-days, loss L) — in a study,
-the final evaluation of each run (see `beyondbp.report`). The *frontier* is the lower
-envelope of loss against compute: sorted by compute, the points where the running minimum
-of the loss strictly decreases. A power law
+the final evaluation of each run, or every evaluation of its learning curve (see
+`beyondbp.report`). The *frontier* is the lower envelope of loss against compute: sorted by
+compute, the points where the running minimum of the loss strictly decreases. A power law
 
     L(C) = (C / C_c) ** alpha_C            (alpha_C < 0, C and C_c in PF-days)
 
-is fitted to the frontier in log space, log L = alpha_C * (log C - log C_c), with a Huber
-loss of scale `HUBER_SCALE` (residuals below 1% count squared, larger ones linearly, so one
-odd point cannot swing the line). The pure form is a convex problem, solved exactly by
-iteratively reweighted least squares. With ``irreducible=True`` the form is
-L(C) = E + (C / C_c) ** alpha_C, fitted from several starting points.
+is fitted to the frontier in log space. With x = ln C - centre (the centre is the mean ln C of
+the frontier points) the law is the line ln L = alpha_C x + b, b being the log loss at the
+centre; it is fitted with a Huber loss of scale `HUBER_SCALE` (residuals below 1% count
+squared, larger ones linearly, so one odd point cannot swing the line), a convex problem solved
+exactly by iteratively reweighted least squares. With ``irreducible=True`` the form is
+L(C) = E + (C / C_c) ** alpha_C (`beyondbp.floor_fit`), which needs at least 5 points.
 
 Form note: the paper prints L(C) = (C_c C) ** alpha_C with C_c in PF-days^-1, but its
 Table 1 values (BP alpha=-0.071, C_c=3.8e3; DFA -0.040, 5.1e10; shallow -0.019, 6.2e32)
@@ -19,12 +20,19 @@ only give sensible losses (BP ~2.1, DFA ~2.9, shallow ~4.4 at 0.12 PF-days) in K
 form L = (C / C_c) ** alpha_C with C_c in PF-days. We fit and report in Kaplan's form;
 ``PAPER_TABLE1`` holds the paper's numbers read that way.
 
-Uncertainty: a residual bootstrap over the frontier points. The fitted values stay, the
-log residuals (centred, inflated by sqrt(k / (k - 2)) for the two fitted parameters) are
-resampled with replacement and added back, and the law is refitted; 95% percentile
-intervals. Resampling whole runs and rebuilding an envelope would not do: a resample holds
-a subset of the runs, whose envelope lies above the full one, so nearly every resample is
-flatter than the full fit and the interval does not centre on the estimate.
+Learning curves: when a run gives several points, only those at or past `RUN_FRACTION` of the
+run's own largest compute count (`late_points`). Earlier points lie above the frontier: a run
+far from its budget is beaten by a smaller model, which the envelope's left edge lacks, and a
+decaying learning rate has not yet paid off.
+
+Uncertainty: a residual bootstrap over the frontier points (`beyondbp.bootstrap`). The fitted
+values stay, resampled residuals are added back and the law is refitted, `DEFAULT_BOOTSTRAP`
+times, from a random stream of the method's own. The samples of (alpha_C, b[, E]) — the
+coordinates in which the law is linear — are widened around the estimate by the Student-t
+factor of the fit's degrees of freedom (runs - parameters); intervals of everything derived
+(C_c, the loss at a given compute, the compute to reach a loss, verdict quantities) come from
+these samples, converted. Resampling whole runs and rebuilding an envelope would not do: a
+resample holds a subset of the runs, whose envelope lies above the full one.
 
 Quality: a fit is called a power law (`power_law_ok`) only when its points come from at
 least `MIN_SIZES` model sizes, span at least `MIN_DECADES` of compute, and lie on the law
@@ -37,9 +45,11 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import least_squares
 
+from .bootstrap import (DEFAULT_BOOTSTRAP, cluster_index, method_rng, percentile_ci, resampled_residuals,
+                        small_sample_factor, widen)
 from .config import ConfigError
+from .floor_fit import fit_floor
 
 PAPER_TABLE1 = {"bp": (-0.071, 3.8e3), "dfa_block": (-0.040, 5.1e10), "shallow": (-0.019, 6.2e32)}
 MIN_FRONTIER_POINTS = 3
@@ -48,28 +58,85 @@ MIN_SIZES = 3
 MIN_DECADES = 0.5
 MAX_RMS_LOG_RESIDUAL = 0.015
 MAX_ABS_LOG_RESIDUAL = 0.04
+RUN_FRACTION = 0.5  # learning curves: a run's points count from half its own budget on
+
+
+def _columns(params):
+    """alpha, b, E of one law (scalars) or of rows of laws (columns, to broadcast against x)."""
+    params = np.asarray(params, dtype=float)
+    if params.ndim == 1:
+        return params[0], params[1], params[2]
+    return params[..., 0, None], params[..., 1, None], params[..., 2, None]
+
+
+def log_loss(params: np.ndarray, x) -> np.ndarray:
+    """ln L at centred log compute x for laws (alpha, b, E) in the last axis of params."""
+    a, b, e = _columns(params)
+    return np.log(e + np.exp(a * np.asarray(x, dtype=float) + b))
+
+
+def log_compute(params: np.ndarray, log_target) -> np.ndarray:
+    """Centred ln C at which laws (alpha, b, E) reach the loss exp(log_target): +inf where a law
+    never gets there (a flat or rising law, or a target at or below its floor)."""
+    a, b, e = _columns(params)
+    reducible = np.exp(np.asarray(log_target, dtype=float)) - e
+    reached = (a < 0) & (reducible > 0)
+    x = (np.log(np.where(reached, reducible, 1.0)) - b) / np.where(reached, a, -1.0)
+    return np.where(reached, x, np.inf)
 
 
 @dataclass
 class PowerLawFit:
-    """L(C) = [E +] (C / C_c) ** alpha_C, fitted on `envelope` (k x 2: compute, loss)."""
+    """L(C) = [E +] (C / C_c) ** alpha_C, fitted on `envelope` (k x 2: compute, loss).
+
+    The law is kept in its linear coordinates: slope alpha_C and `intercept` b, the log of the
+    (reducible) loss at `centre` = mean ln C of the envelope points. `samples`: bootstrap rows
+    (alpha_C, b, E), already widened (E = 0 for the pure form)."""
     alpha_C: float
-    C_c: float
+    intercept: float
+    centre: float
     E: float | None
     alpha_C_ci: tuple[float, float] | None
-    C_c_ci: tuple[float, float] | None
     n_points: int
     envelope: np.ndarray
-    samples: np.ndarray | None  # bootstrap rows (alpha_C, log10 C_c[, E])
+    samples: np.ndarray | None
     runs: list[str] = field(default_factory=list)  # the run of each envelope point ('' if unknown)
     sizes: list[str] = field(default_factory=list)  # the model size of each envelope point
+    dof: int = 1  # degrees of freedom of the bootstrap's t widening: runs - parameters
+    raw_samples: np.ndarray | None = None  # the bootstrap rows before widening
+
+    def widened(self, factor: float) -> np.ndarray:
+        """The raw bootstrap rows stretched around the estimate by `factor` (floors kept between 0
+        and the smallest loss)."""
+        out = widen(self.raw_samples, self.params(), factor)
+        out[:, 2] = np.clip(out[:, 2], 0.0, self.envelope[:, 1].min())  # a floor lies under every loss
+        return out
+
+    @property
+    def C_c(self) -> float:
+        """The compute at which the (reducible) law reaches loss 1: an extrapolation, often far."""
+        if self.alpha_C == 0:
+            return math.inf
+        return safe_exp(self.centre - self.intercept / self.alpha_C)
+
+    def params(self) -> np.ndarray:
+        """(alpha_C, b, E) with E = 0 for the pure power law."""
+        return np.array([self.alpha_C, self.intercept, self.E or 0.0])
+
+    def x(self, compute) -> np.ndarray:
+        return np.log(np.asarray(compute, dtype=float)) - self.centre
 
     def predict(self, compute) -> np.ndarray:
-        return _predict(self.params(), np.asarray(compute, dtype=float))
+        return np.exp(log_loss(self.params(), self.x(compute)))
 
-    def params(self) -> tuple[float, float, float]:
-        """(alpha_C, ln C_c, E) with E = 0 for the pure power law."""
-        return self.alpha_C, math.log(self.C_c), self.E or 0.0
+    def loss_at(self, compute: float) -> dict:
+        """The fitted loss at one compute, with its 95% interval when there are samples."""
+        value = float(self.predict(float(compute)))
+        ci = None
+        if self.samples is not None:
+            lo, hi = percentile_ci(log_loss(self.samples, self.x(float(compute)))[:, 0])
+            ci = [math.exp(lo), math.exp(hi)]
+        return {"compute_pf_days": float(compute), "value": value, "ci": ci}
 
     @property
     def log_residuals(self) -> np.ndarray:
@@ -85,7 +152,8 @@ class PowerLawFit:
         return list(dict.fromkeys(s for s in self.sizes if s))
 
     def quality(self) -> dict:
-        """The checks behind `power_law_ok`, and the reasons where they fail."""
+        """The checks behind `power_law_ok`, and the reasons where they fail; `frontier` lists
+        each point as [compute, loss, run, log residual]."""
         res = self.log_residuals
         lo, hi = self.fit_range
         rms, worst = float(np.sqrt(np.mean(res ** 2))), float(np.max(np.abs(res)))
@@ -101,7 +169,7 @@ class PowerLawFit:
             problems.append(f"rms log residual {rms:.3f} > {MAX_RMS_LOG_RESIDUAL}")
         if worst > MAX_ABS_LOG_RESIDUAL:
             problems.append(f"worst log residual {worst:.3f} > {MAX_ABS_LOG_RESIDUAL}")
-        return {"frontier": [[float(c), float(l), r] for (c, l), r in zip(self.envelope, self.runs)],
+        return {"frontier": [[float(c), float(l), r, float(e)] for (c, l), r, e in zip(self.envelope, self.runs, res)],
                 "sizes_on_frontier": sizes, "fit_range_pf_days": [lo, hi],
                 "rms_log_residual": rms, "max_abs_log_residual": worst,
                 "power_law_ok": not problems, "problems": problems}
@@ -109,11 +177,6 @@ class PowerLawFit:
     @property
     def power_law_ok(self) -> bool:
         return self.quality()["power_law_ok"]
-
-
-def _predict(params, compute: np.ndarray) -> np.ndarray:
-    alpha, log_cc, e = params
-    return e + np.exp(alpha * (np.log(compute) - log_cc))
 
 
 # ----------------------------------------------------------------------------- envelope
@@ -132,6 +195,19 @@ def envelope(compute, loss) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(compute, dtype=float)[idx], np.asarray(loss, dtype=float)[idx]
 
 
+def late_points(compute, runs, fraction: float = RUN_FRACTION) -> np.ndarray:
+    """Mask of the points at or past `fraction` of their run's largest compute (points without
+    a run, and runs of one point, always count)."""
+    compute = np.asarray(compute, dtype=float)
+    if runs is None:
+        return np.ones(len(compute), dtype=bool)
+    labels = [str(r) if r not in (None, "") else f"\0{i}" for i, r in enumerate(runs)]
+    largest: dict[str, float] = {}
+    for label, c in zip(labels, compute):
+        largest[label] = max(largest.get(label, 0.0), c)
+    return np.array([c >= fraction * largest[label] * (1 - 1e-12) for label, c in zip(labels, compute)])
+
+
 # ----------------------------------------------------------------------------- fitting
 
 def huber_line(x: np.ndarray, y: np.ndarray, scale: float = HUBER_SCALE,
@@ -148,123 +224,72 @@ def huber_line(x: np.ndarray, y: np.ndarray, scale: float = HUBER_SCALE,
         slope = (weights * dx * (y - y_mean)).sum(-1, keepdims=True) / (weights * dx * dx).sum(-1, keepdims=True)
         intercept = y_mean - slope * x_mean
         residual = np.abs(y - slope * x - intercept)
-        weights = np.where(residual <= scale, 1.0, scale / np.maximum(residual, 1e-300))
+        new_weights = np.where(residual <= scale, 1.0, scale / np.maximum(residual, 1e-300))
+        if np.allclose(new_weights, weights, rtol=0, atol=1e-12):
+            break  # converged (at once when every residual is under the scale)
+        weights = new_weights
     return slope[..., 0], intercept[..., 0]
 
 
-def _fit_irreducible(x: np.ndarray, y: np.ndarray, n_starts: int) -> tuple[float, float, float]:
-    """Huber fit of y = log(E + exp(alpha * x + b)); returns (alpha, b, E)."""
-    e_max = float(np.exp(y.min())) * (1 - 1e-6)
-
-    def residual(p):
-        return np.log(p[2] + np.exp(p[0] * x + p[1])) - y
-
-    best = None
-    for frac in np.linspace(0.0, 0.95, max(n_starts, 1)):
-        e0 = frac * e_max
-        alpha0, b0 = np.polyfit(x, np.log(np.exp(y) - e0), 1)
-        start = (min(alpha0, -1e-4), b0, e0)
-        res = least_squares(residual, start, loss="huber", f_scale=HUBER_SCALE,
-                            bounds=([-5.0, -np.inf, 0.0], [0.0, np.inf, e_max]))
-        if best is None or res.cost < best.cost:
-            best = res
-    return float(best.x[0]), float(best.x[1]), float(best.x[2])
-
-
-def _log_cc(alpha, intercept, centre):
-    """ln C_c from y = alpha (ln C - centre) + intercept = alpha (ln C - ln C_c)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(alpha != 0, centre - np.asarray(intercept) / np.where(alpha != 0, alpha, 1.0), np.inf)
-
-
-def _fit_xy(x: np.ndarray, y: np.ndarray, centre: float, irreducible: bool,
-            n_starts: int = 8) -> tuple[float, float, float | None]:
+def _fit_rows(x: np.ndarray, ys: np.ndarray, irreducible: bool) -> np.ndarray:
+    """(alpha, b, E) for each row of ys ([rows, k]) at centred log compute x."""
     if irreducible:
-        alpha, b, e = _fit_irreducible(x, y, n_starts)
-    else:
-        slope, intercept = huber_line(x, y)
-        (alpha, b), e = (float(slope), float(intercept)), None
-    return alpha, float(_log_cc(alpha, b, centre)), e
+        e, a, b = fit_floor([(x, ys)], HUBER_SCALE)
+        return np.column_stack([a[:, 0], b[:, 0], e])
+    slope, intercept = huber_line(x, ys)
+    return np.column_stack([slope, intercept, np.zeros_like(slope)])
 
 
-def fit_power_law(compute, loss, irreducible: bool = False,
-                  n_starts: int = 8) -> tuple[float, float, float | None]:
+def fit_power_law(compute, loss, irreducible: bool = False) -> tuple[float, float, float | None]:
     """Fit L = [E +] (C / C_c) ** alpha to the given points; returns (alpha, C_c, E or None)."""
     log_c = np.log(np.asarray(compute, dtype=float))
-    y = np.log(np.asarray(loss, dtype=float))
-    centre = float(log_c.mean())  # centring keeps slope and intercept uncorrelated
-    alpha, log_cc, e = _fit_xy(log_c - centre, y, centre, irreducible, n_starts)
-    return alpha, _safe_exp(log_cc), e
+    centre = float(log_c.mean())
+    alpha, b, e = _fit_rows(log_c - centre, np.log(np.asarray(loss, dtype=float))[None], irreducible)[0]
+    log_cc = centre - b / alpha if alpha != 0 else math.inf
+    return float(alpha), safe_exp(log_cc), (float(e) if irreducible else None)
 
 
-def _safe_exp(v: float) -> float:
-    """exp(v), inf past the float range (a flat frontier's C_c), 0 below it."""
-    return math.exp(v) if v < 709 else math.inf
+def safe_exp(v: float) -> float:
+    """exp(v), inf past the float range (a flat frontier's C_c), 0 below it; nan stays nan."""
+    return math.exp(v) if not v >= 709 else math.inf
 
 
-def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = 200, seed: int = 0,
+def min_points(irreducible: bool) -> int:
+    """Parameters + 2 (3 for the pure law and its widely used minimum, 5 with a floor)."""
+    return 5 if irreducible else MIN_FRONTIER_POINTS
+
+
+def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                  irreducible: bool = False, name: str = "points") -> PowerLawFit:
     """Envelope + power-law fit + residual bootstrap for one method.
 
     compute, loss: 1-D arrays of the candidate points (PF-days, loss); runs and sizes:
-    optional labels, one per point (they name the frontier's points and count its sizes).
-    `name` only labels error messages. bootstrap=0 gives no intervals and no samples.
+    optional labels, one per point (they name the frontier's points, group a run's points in
+    the bootstrap and count its sizes). `name` labels error messages and seeds the method's
+    own random stream. bootstrap=0 gives no intervals and no samples.
     """
     compute, loss = np.asarray(compute, dtype=float), np.asarray(loss, dtype=float)
     idx = envelope_index(compute, loss)
-    if len(idx) < MIN_FRONTIER_POINTS:
-        raise ConfigError(f"method {name}: only {len(idx)} frontier points, "
-                          f"need at least {MIN_FRONTIER_POINTS}")
+    need = min_points(irreducible)
+    if len(idx) < need:
+        raise ConfigError(f"method {name}: only {len(idx)} frontier points, need at least {need}"
+                          + (" for a fit with a floor E" if irreducible else ""))
     env_c, env_l = compute[idx], loss[idx]
-    alpha, c_c, e = fit_power_law(env_c, env_l, irreducible=irreducible)
-    fit = PowerLawFit(alpha, c_c, e, None, None, len(idx), np.column_stack([env_c, env_l]), None,
-                      [str(runs[i]) for i in idx] if runs is not None else [""] * len(idx),
-                      [str(sizes[i]) for i in idx] if sizes is not None else [])
-    if bootstrap:
-        fit.samples = _residual_bootstrap(fit, bootstrap, seed, irreducible)
-        fit.alpha_C_ci = _percentile_ci(fit.samples[:, 0])
-        lo, hi = _percentile_ci(fit.samples[:, 1])
-        fit.C_c_ci = (_safe_exp(lo * math.log(10.0)), _safe_exp(hi * math.log(10.0)))
-    return fit
-
-
-def _percentile_ci(values: np.ndarray) -> tuple[float, float]:
-    """95% percentile interval, without interpolating: a flat frontier's C_c is +inf in some
-    samples, and inf - inf would turn the bound into nan."""
-    lo = np.percentile(values, 2.5, method="lower")
-    hi = np.percentile(values, 97.5, method="higher")
-    return float(lo), float(hi)
-
-
-def _residual_bootstrap(fit: PowerLawFit, n: int, seed: int, irreducible: bool) -> np.ndarray:
-    """Rows (alpha, log10 C_c[, E]) from refits of fitted values plus resampled log residuals."""
-    rng = np.random.default_rng(seed)
-    log_c = np.log(fit.envelope[:, 0])
+    log_c = np.log(env_c)
     centre = float(log_c.mean())
-    x = log_c - centre
-    fitted = np.log(fit.predict(fit.envelope[:, 0]))
-    k = len(x)
-    residuals = fit.log_residuals
-    residuals = (residuals - residuals.mean()) * math.sqrt(k / max(k - 2, 1))
-    ys = fitted + residuals[rng.integers(0, k, size=(n, k))]
-    if not irreducible:
-        slopes, intercepts = huber_line(x, ys)
-        samples = np.column_stack([slopes, _log_cc(slopes, intercepts, centre) / math.log(10.0)])
-    else:
-        samples = np.array([[a, lcc / math.log(10.0), e] for a, lcc, e in
-                            (_fit_xy(x, y, centre, True, n_starts=3) for y in ys)], dtype=float).reshape(-1, 3)
-    estimate = np.array([fit.alpha_C, math.log10(fit.C_c) if 0 < fit.C_c < math.inf else np.inf, fit.E or 0.0])
-    estimate = estimate[:samples.shape[1]]
-    with np.errstate(invalid="ignore"):
-        widened = estimate + small_sample_factor(k) * (samples - estimate)
-    return np.where(np.isfinite(widened), widened, samples)
-
-
-def small_sample_factor(k: int, parameters: int = 2) -> float:
-    """t_{0.975, k - p} / z_{0.975}: a bootstrap from k points estimates the noise from k points
-    too, and its percentile interval is as narrow as a normal one; widening the samples' spread
-    around the estimate by this ratio turns it into a Student-t interval (coverage of a 95%
-    interval on 6 noisy points: 87.5% without, see tests/test_frontier.py)."""
-    from scipy.stats import norm, t
-    dof = max(k - parameters, 1)
-    return float(t.ppf(0.975, dof) / norm.ppf(0.975))
+    x, y = log_c - centre, np.log(env_l)
+    alpha, b, e = _fit_rows(x, y[None], irreducible)[0]
+    run_labels = [str(runs[i]) for i in idx] if runs is not None else [""] * len(idx)
+    cluster, n_clusters = cluster_index(run_labels)
+    parameters = 3 if irreducible else 2
+    fit = PowerLawFit(float(alpha), float(b), centre, float(e) if irreducible else None, None, len(idx),
+                      np.column_stack([env_c, env_l]), None, run_labels,
+                      [str(sizes[i]) for i in idx] if sizes is not None else [],
+                      dof=max(n_clusters - parameters, 1))
+    if bootstrap:
+        fitted = log_loss(fit.params(), x)
+        draws = resampled_residuals(y - fitted, x, cluster, bootstrap, method_rng(name, seed), parameters)
+        fit.raw_samples = _fit_rows(x, fitted + draws, irreducible)
+        fit.samples = fit.widened(small_sample_factor(fit.dof))
+        fit.alpha_C_ci = percentile_ci(fit.samples[:, 0])
+    return fit

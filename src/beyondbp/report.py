@@ -3,11 +3,11 @@
 From the study folder: for each (method, size, budget) the learning rate with the lowest mean
 final validation loss (over seeds) is kept. The frontier's candidate points are, by the spec's
 `frontier_points`, each kept run's final evaluation (default: the only point of a decayed
-schedule that is near-optimal for its length) or every evaluation past the first tenth of
-the run. Each method's frontier is fitted and checked (`beyondbp.frontier`); each
-alternative is judged against BP (`beyondbp.verdict`) under four compute accountings: the
-paper's, the optimistic one, the exact FLOP count and measured wall-clock seconds.
-Diverged and failed runs are left out and listed.
+schedule that is near-optimal for its length) or every evaluation from half of the run's tokens
+on (`frontier.RUN_FRACTION`). Each method's frontier is fitted and checked
+(`beyondbp.frontier`); each alternative is judged against BP (`beyondbp.verdict`) under four
+compute accountings: the paper's, the optimistic one, the exact FLOP count and measured
+wall-clock seconds. Diverged and failed runs are left out and listed.
 
 Writes DIR/report/: table1.{md,csv,tex}, verdict.md, runs.md, best_by_size.md, results.json,
 frontier.{png,svg}, alignment.png (when runs measured alignment) and report.html.
@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .bootstrap import DEFAULT_BOOTSTRAP
 from .config import ConfigError
-from .fit_cli import fit_json
+from .fit_cli import dumps, fit_json
 from .frontier import (MAX_ABS_LOG_RESIDUAL, MAX_RMS_LOG_RESIDUAL, MIN_DECADES, MIN_SIZES, PAPER_TABLE1,
-                       PowerLawFit, fit_frontier)
+                       RUN_FRACTION, PowerLawFit, fit_frontier)
 from .plan import PlannedRun
+from .report_verdict import LEGEND, TABLE_HEADER, answer_line, fmt as _fmt, notes, table_cells
 from .study import load_study, run_state
 from .run_files import PF_DAY, read_metrics, read_summary
-from .verdict import judge
+from .verdict import judge_all
 
 REFERENCE = "bp"
 # name -> (metrics column, factor to the reported unit, unit, description)
@@ -41,16 +42,6 @@ ACCOUNTINGS = {
     "exact": ("compute_flops_exact", 1.0 / PF_DAY, "PF-days", "exact FLOP count, attention and feedback included"),
     "wall_clock": ("elapsed_s", 1.0, "s", "measured training wall-clock seconds on this study's hardware"),
 }
-SCENARIO_WORDS = {
-    "A": "{alt} is better than BP at every compute studied and stays better as compute grows",
-    "B": "{alt} is worse than BP at small compute but better at scale",
-    "C": "{alt} is better than BP at small compute only; BP overtakes it as compute grows",
-    "D": "BP is better than {alt} at every compute studied and stays better as compute grows",
-}
-# Evaluations from the first tenth of a run's tokens are left out of `all`-points fits: there
-# the loss still sits on the initial plateau (warm-up, unigram statistics), a transient that
-# is not part of the power law.
-MIN_RUN_FRACTION = 0.1
 # At or above this `residual_common`, every position carries (nearly) the same vector into the
 # final LayerNorm, so the model predicts one distribution everywhere: the unigram plateau.
 COLLAPSED = 0.999
@@ -90,6 +81,11 @@ class AccountingFits:
     verdicts: dict[str, dict] = field(default_factory=dict)
     c_range: tuple[float, float] | None = None
 
+    @property
+    def reference_compute(self) -> float | None:
+        """Where Table 1 gives each law's loss: the geometric middle of the compute studied."""
+        return math.sqrt(self.c_range[0] * self.c_range[1]) if self.c_range else None
+
 
 # --- results -------------------------------------------------------------------------------
 
@@ -122,14 +118,15 @@ def _usable(m: dict, column: str) -> bool:
 
 def _chosen_rows(r: RunResult, column: str, mode: str) -> list[dict]:
     """A run's evaluations that count: its final one (mode `final`; none if the run ended early),
-    or every one past the first tenth of its tokens (mode `all`)."""
+    or every one from RUN_FRACTION of its tokens on (mode `all`: earlier points lie above the
+    frontier, see `beyondbp.frontier`)."""
     usable = [m for m in r.metrics if _usable(m, column)]
     if not usable:
         return []
     run_tokens = max(m.get("tokens", 0) for m in r.metrics)
     if mode == "final":
         return [usable[-1]] if usable[-1].get("tokens") == run_tokens else []
-    return [m for m in usable if m.get("tokens", 0) >= MIN_RUN_FRACTION * run_tokens]
+    return [m for m in usable if m.get("tokens", 0) >= RUN_FRACTION * run_tokens]
 
 
 def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final") -> list[dict]:
@@ -153,35 +150,28 @@ def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final")
     return rows
 
 
-def fit_accounting(rows: list[dict], bootstrap: int = 200, seed: int = 0) -> AccountingFits:
+def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> AccountingFits:
     """Fit each method's frontier (methods with too few points are reported, not fatal)
     and judge each alternative against BP."""
     out = AccountingFits()
     if rows:
         computes = [r["compute_pf_days"] for r in rows]
         out.c_range = (min(computes), max(computes))
+    spans = {}
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method]
+        computes = [r["compute_pf_days"] for r in mine]
+        spans[method] = (min(computes), max(computes))
         try:
-            out.fits[method] = fit_frontier([r["compute_pf_days"] for r in mine], [r["loss"] for r in mine],
-                                            [r["run"] for r in mine], [r["size"] for r in mine],
-                                            bootstrap=bootstrap, seed=seed, name=method)
+            out.fits[method] = fit_frontier(computes, [r["loss"] for r in mine], [r["run"] for r in mine],
+                                            [r["size"] for r in mine], bootstrap=bootstrap, seed=seed, name=method)
         except ConfigError as exc:
             out.unfitted[method] = str(exc)
-    if REFERENCE in out.fits:
-        ref_min = min(r["compute_pf_days"] for r in rows if r["method"] == REFERENCE)
-        for method, fit in out.fits.items():
-            if method != REFERENCE:
-                alt_min = min(r["compute_pf_days"] for r in rows if r["method"] == method)
-                out.verdicts[method] = judge(fit, out.fits[REFERENCE], min(alt_min, ref_min), method, REFERENCE)
+    out.verdicts = judge_all(out.fits, REFERENCE, spans, bootstrap, seed)
     return out
 
 
 # --- Table 1 -------------------------------------------------------------------------------
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}g}"
-
 
 def _interval(ci) -> str:
     return "" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
@@ -193,10 +183,13 @@ def table1_rows(fits: AccountingFits, methods: list[str], track: str = "transfor
     for m in methods:
         fit, paper = fits.fits.get(m), PAPER_TABLE1.get(m) if track == "transformer" else None
         quality = fit.quality() if fit else None
+        at_reference = fit.loss_at(fits.reference_compute) if fit else None
         rows.append({
             "method": m,
             "alpha_C": fit.alpha_C if fit else None, "alpha_C_ci": fit.alpha_C_ci if fit else None,
-            "C_c": fit.C_c if fit else None, "C_c_ci": fit.C_c_ci if fit else None,
+            "C_c": fit.C_c if fit else None, "reference_compute": fits.reference_compute,
+            "loss_at_reference": at_reference["value"] if fit else None,
+            "loss_at_reference_ci": at_reference["ci"] if fit else None,
             "frontier_points": fit.n_points if fit else 0,
             "sizes_on_frontier": quality["sizes_on_frontier"] if quality else [],
             "fit_range_pf_days": quality["fit_range_pf_days"] if quality else None,
@@ -218,13 +211,16 @@ def _power_law_cell(r) -> str:
 
 
 def table1_cells(r: dict) -> list[str]:
-    return [r["method"], _fmt(r["alpha_C"]), _interval(r["alpha_C_ci"]), _fmt(r["C_c"]), _interval(r["C_c_ci"]),
+    loss = _fmt(r["loss_at_reference"], 4)
+    if r["loss_at_reference_ci"]:
+        loss += f" [{_fmt(r['loss_at_reference_ci'][0], 4)}, {_fmt(r['loss_at_reference_ci'][1], 4)}]"
+    return [r["method"], _fmt(r["alpha_C"]), _interval(r["alpha_C_ci"]), _fmt(r["C_c"]), loss,
             str(len(r["sizes_on_frontier"])), _range(r),
             f"{_fmt(r['rms_log_residual'], 2)} / {_fmt(r['max_abs_log_residual'], 2)}", _power_law_cell(r),
             _fmt(r["paper_alpha_C"]), _fmt(r["paper_C_c"])]
 
 
-TABLE1_HEADER = ["method", "alpha_C", "95% interval", "C_c (PF-days)", "95% interval", "sizes on frontier",
+TABLE1_HEADER = ["method", "alpha_C", "95% interval", "C_c (PF-days)", "loss at C_ref [95%]", "sizes on frontier",
                  "fit range (PF-days)", "rms / max log residual", "power law", "paper alpha_C", "paper C_c"]
 
 
@@ -234,14 +230,18 @@ def table1_markdown(rows: list[dict]) -> str:
     notes = [f"- {r['method']}: not a power law: {r['note']}." for r in rows if r["note"]]
     legend = (f"Power law: at least {MIN_SIZES} model sizes on the frontier, at least {MIN_DECADES} decades "
               f"of compute, rms log residual <= {MAX_RMS_LOG_RESIDUAL} and worst <= {MAX_ABS_LOG_RESIDUAL}. "
-              "Intervals: residual bootstrap over the frontier points.")
+              "Intervals: residual bootstrap over the frontier points. C_c is where a law reaches loss 1, far "
+              "outside the data; the loss at C_ref = "
+              f"{_fmt(next((r['reference_compute'] for r in rows if r['reference_compute']), None))} PF-days, the "
+              "geometric middle of the compute studied, is what the data pin down.")
     return "\n".join(lines + [""] + notes + ([""] if notes else []) + [legend]) + "\n"
 
 
 def table1_csv(rows: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["method", "alpha_C", "alpha_C_lo", "alpha_C_hi", "C_c_pf_days", "C_c_lo", "C_c_hi",
+    writer.writerow(["method", "alpha_C", "alpha_C_lo", "alpha_C_hi", "C_c_pf_days", "reference_compute_pf_days",
+                     "loss_at_reference", "loss_at_reference_lo", "loss_at_reference_hi",
                      "frontier_points", "paper_alpha_C", "paper_C_c", "sizes_on_frontier", "fit_lo_pf_days",
                      "fit_hi_pf_days", "rms_log_residual", "max_abs_log_residual", "power_law_ok"])
 
@@ -249,9 +249,10 @@ def table1_csv(rows: list[dict]) -> str:
         return "" if v is None else repr(float(v))
 
     for r in rows:
-        a_ci, c_ci = r["alpha_C_ci"] or (None, None), r["C_c_ci"] or (None, None)
+        a_ci, l_ci = r["alpha_C_ci"] or (None, None), r["loss_at_reference_ci"] or (None, None)
         fit_range = r["fit_range_pf_days"] or (None, None)
-        writer.writerow([r["method"], *map(cell, [r["alpha_C"], *a_ci, r["C_c"], *c_ci]), r["frontier_points"],
+        writer.writerow([r["method"], *map(cell, [r["alpha_C"], *a_ci, r["C_c"], r["reference_compute"],
+                                                  r["loss_at_reference"], *l_ci]), r["frontier_points"],
                          "" if r["paper_alpha_C"] is None else r["paper_alpha_C"],
                          "" if r["paper_C_c"] is None else r["paper_C_c"],
                          " ".join(r["sizes_on_frontier"]), *map(cell, fit_range),
@@ -270,57 +271,27 @@ def _tex_number(x: float | None) -> str:
 
 
 def table1_tex(rows: list[dict]) -> str:
-    lines = [r"\begin{tabular}{llllll}", r"\toprule",
-             r"Method & $\alpha_C$ & $C_c$ (PF-days) & rms residual & paper $\alpha_C$ & paper $C_c$ \\", r"\midrule"]
+    lines = [r"\begin{tabular}{lllllll}", r"\toprule",
+             r"Method & $\alpha_C$ & $C_c$ (PF-days) & $L(C_\mathrm{ref})$ & rms residual & paper $\alpha_C$ & paper $C_c$ \\",
+             r"\midrule"]
     for r in rows:
         alpha = "--" if r["alpha_C"] is None else f"${r['alpha_C']:.3f}$"
         if r["alpha_C_ci"]:
             alpha += f" [${r['alpha_C_ci'][0]:.3f}$, ${r['alpha_C_ci'][1]:.3f}$]"
         c_c = _tex_number(r["C_c"])
-        if r["C_c_ci"]:
-            c_c += f" [{_tex_number(r['C_c_ci'][0])}, {_tex_number(r['C_c_ci'][1])}]"
+        loss = "--" if r["loss_at_reference"] is None else f"${r['loss_at_reference']:.3f}$"
+        if r["loss_at_reference_ci"]:
+            loss += f" [${r['loss_at_reference_ci'][0]:.3f}$, ${r['loss_at_reference_ci'][1]:.3f}$]"
         rms = "--" if r.get("rms_log_residual") is None else f"${r['rms_log_residual']:.3f}$"
         if r.get("alpha_C") is not None and not r.get("power_law_ok", True):
             rms += r" (not a power law)"
         paper_alpha = "--" if r["paper_alpha_C"] is None else f"${r['paper_alpha_C']:.3f}$"
         name = r["method"].replace("_", r"\_")
-        lines.append(f"{name} & {alpha} & {c_c} & {rms} & {paper_alpha} & {_tex_number(r['paper_C_c'])} \\\\")
+        lines.append(f"{name} & {alpha} & {c_c} & {loss} & {rms} & {paper_alpha} & {_tex_number(r['paper_C_c'])} \\\\")
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
 # --- verdicts and diagnostics -----------------------------------------------------------------
-
-def _gap_text(gap: dict | None, unit: str) -> str:
-    if not gap:
-        return ""
-    lo, hi = 100 * gap["min"], 100 * gap["max"]
-
-    def side(v):
-        return f"{abs(v):.1f}% {'above' if v > 0 else 'below'}"
-
-    lo_c, hi_c = gap["compute_pf_days"]
-    span = f"at {_fmt(lo_c)} {unit}" if lo_c == hi_c else f"{_fmt(lo_c)} to {_fmt(hi_c)} {unit}"
-    where = f"where both were measured ({span})"
-    spread = side(lo) if abs(hi - lo) < 0.05 else f"{side(lo)} to {side(hi)}"
-    return f"; {where}, its frontier lies {spread} BP's"
-
-
-def verdict_sentence(method: str, v: dict, unit: str, c_range: tuple[float, float] | None = None) -> str:
-    if v.get("scenario") is None:
-        return f"{method}: no scenario letter: {v.get('reason', 'no fit')}{_gap_text(v.get('measured_gap'), unit)}."
-    text = SCENARIO_WORDS[v["scenario"]].format(alt=method)
-    if v.get("crossover_pf_days") is not None:
-        text += f"; the frontiers cross at {v['crossover_pf_days']:.3g} {unit}"
-        if c_range is not None and v["crossover_pf_days"] > c_range[1]:
-            text += (f", {v['crossover_pf_days'] / c_range[1]:.3g}x beyond the largest compute studied "
-                     f"({c_range[1]:.3g} {unit}): an extrapolation of the fits")
-    text += _gap_text(v.get("measured_gap"), unit)
-    if v.get("confidence") is not None:
-        text += f" (scenario {v['scenario']}, confidence {100 * v['confidence']:.0f}% over bootstrap samples)"
-    else:
-        text += f" (scenario {v['scenario']})"
-    return text + "."
-
 
 def diagnostics_markdown(kept: list[RunResult]) -> list[str]:
     """Per method: the final residual_common of its best-learning-rate runs, collapses flagged."""
@@ -344,24 +315,38 @@ def diagnostics_markdown(kept: list[RunResult]) -> list[str]:
             "last evaluation (1 = one vector for every position).", "", *lines, ""]
 
 
+def answer_lines(fits: AccountingFits) -> list[str]:
+    """The quotable answer under one accounting: one line per alternative."""
+    unit = "PF-days"
+    if REFERENCE not in fits.fits:
+        return [f"No verdict: BP has no fitted frontier ({fits.unfitted.get(REFERENCE, 'no completed runs')})."]
+    lines = [answer_line(m, v, unit) for m, v in fits.verdicts.items()]
+    return lines + [f"{m}: no verdict ({why})." for m, why in fits.unfitted.items() if m != REFERENCE]
+
+
+def verdict_rows(fits: AccountingFits) -> list[list[str]]:
+    return [table_cells(m, v) for m, v in fits.verdicts.items()]
+
+
+def verdict_notes(fits: AccountingFits, unit: str) -> list[str]:
+    out = [n for m, v in fits.verdicts.items() for n in notes(m, v, unit)]
+    return out + [f"{m}: no verdict ({why})." for m, why in fits.unfitted.items()]
+
+
 def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: list[RunResult],
                      kept: list[RunResult] | None = None) -> str:
-    lines = [f"# Verdict: {spec['name']}", "",
-             "Each alternative's compute-efficient frontier L(C) = (C / C_c)^alpha_C is compared with "
-             "backpropagation's (scenarios of the paper, section 2: A always better, B better at scale, "
-             "C better at small compute only, D never better). A letter is given only where both "
-             "frontiers pass the power-law checks (Table 1).", ""]
+    lines = [f"# Verdict: {spec['name']}", "", f"## The answer, under {ACCOUNTINGS['paper'][3]}", ""]
+    lines += [f"- {line}" for line in answer_lines(all_fits["paper"])] + ["", LEGEND, ""]
     for name, fits in all_fits.items():
         unit, description = ACCOUNTINGS[name][2], ACCOUNTINGS[name][3]
         lines += [f"## Compute as {description}", ""]
         if REFERENCE not in fits.fits:
             lines += [f"No verdict: BP has no fitted frontier ({fits.unfitted.get(REFERENCE, 'no completed runs')}).", ""]
             continue
-        for method, v in fits.verdicts.items():
-            lines.append(f"- {verdict_sentence(method, v, unit, fits.c_range)}")
-        for method, why in fits.unfitted.items():
-            lines.append(f"- {method}: no verdict ({why}).")
-        lines.append("")
+        if fits.verdicts:
+            lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+            lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(fits)] + [""]
+        lines += [f"- {n}" for n in verdict_notes(fits, unit)] + [""]
     lines += diagnostics_markdown(kept or [])
     if excluded:
         lines += ["## Runs left out of the fits", ""]
@@ -421,11 +406,12 @@ def best_by_size_markdown(kept: list[RunResult], methods: list[str], sizes: list
 # --- entry point ------------------------------------------------------------------------------
 
 def _accounting_json(fits: AccountingFits) -> dict:
-    return {"fits": {m: fit_json(f) for m, f in fits.fits.items()},
+    return {"reference_compute": fits.reference_compute,
+            "fits": {m: fit_json(f, fits.reference_compute) for m, f in fits.fits.items()},
             "unfitted": fits.unfitted, "verdicts": fits.verdicts}
 
 
-def write_report(study_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> Path:
+def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Path:
     """Fit, judge and write DIR/report/; return the report folder."""
     from .report_figures import alignment_figure, frontier_figure, png_bytes
     from .report_html import report_html
@@ -445,12 +431,12 @@ def write_report(study_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> 
     (out / "verdict.md").write_text(verdict_md)
     (out / "runs.md").write_text(runs_markdown(results))
     (out / "best_by_size.md").write_text(best_by_size_markdown(kept, methods, list(spec["sizes"])))
-    (out / "results.json").write_text(json.dumps({
+    (out / "results.json").write_text(dumps({
         "frontier_points": mode,
         "accountings": {name: _accounting_json(f) for name, f in all_fits.items()},
         "best_runs": sorted(r.run.name for r in kept),
         "excluded": {r.run.name: r.state for r in excluded},
-    }, indent=2, default=float) + "\n")
+    }) + "\n")
 
     images = {}
     fig = frontier_figure(results, all_fits["paper"], methods,
@@ -462,5 +448,5 @@ def write_report(study_dir: str | Path, bootstrap: int = 200, seed: int = 0) -> 
     if fig is not None:
         images["Alignment per block over training"] = png_bytes(fig)
         (out / "alignment.png").write_bytes(images["Alignment per block over training"])
-    (out / "report.html").write_text(report_html(spec, t1, verdict_md, results, images))
+    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images))
     return out

@@ -47,7 +47,7 @@ def frontier_figure(results, fits, methods: list[str], ylabel: str = "validation
                 continue
             color, (lo, hi) = _color(method, i), fit.fit_range
             inside = (grid >= lo) & (grid <= hi)
-            label = f"{method}: L = (C / {fit.C_c:.2g})^{fit.alpha_C:.3f}"
+            label = f"{method}: alpha_C = {fit.alpha_C:.3f}"
             if not fit.power_law_ok:
                 label += " (not a power law)"
             ax.plot(grid[inside], fit.predict(grid[inside]), color=color, lw=2.2, label=label)
@@ -58,6 +58,7 @@ def frontier_figure(results, fits, methods: list[str], ylabel: str = "validation
                     mec=color, mew=1.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_loss_ticks(ax)
     ax.set_xlabel("compute (PF-days, the paper's accounting)")
     ax.set_ylabel(ylabel)
     ax.set_title("Compute-efficient frontiers (circles: fitted frontier points; dashed: extrapolation)")
@@ -66,6 +67,19 @@ def frontier_figure(results, fits, methods: list[str], ylabel: str = "validation
     ax.grid(True, which="both", alpha=0.2)
     fig.tight_layout()
     return fig
+
+
+def _plain_loss_ticks(ax) -> None:
+    """Loss ticks as plain numbers (2, 3, 4; halves where the range is narrow), not 2x10^0."""
+    from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+    lo, hi = ax.get_ylim()
+    for step in (1.0, 0.5, 0.25, 0.1, 0.05):
+        ticks = [t for t in np.arange(math.floor(lo), math.ceil(hi) + step, step) if lo <= t <= hi and t > 0]
+        if len(ticks) >= 3:
+            break
+    ax.yaxis.set_major_locator(FixedLocator(ticks))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def alignment_figure(results):

@@ -24,8 +24,8 @@ Spec keys (every one overridable as dotted KEY=VALUE):
   base                 RunConfig keys shared by every run (data, model.context, train schedule,
                        evaluation schedule: train.n_evals, train.eval_tokens)
   frontier_points      final (default): each run's last evaluation, the only point of a decayed
-                       schedule that is near-optimal for its length; all: every evaluation past
-                       the first tenth of each run (the paper's envelope of learning curves)
+                       schedule that is near-optimal for its length; all: every evaluation from
+                       half of each run's tokens on (the paper's envelope of learning curves)
   slurm                how `--executor slurm` submits runs (beyondbp.slurm): partition, account,
                        gpus_per_run, nodes, cpus_per_task, mem_gb, timeout_min, setup, extra,
                        cluster (slurm | local), prepare_data; may change between invocations

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .bootstrap import DEFAULT_BOOTSTRAP
 
 STATE_ORDER = ("completed", "diverged", "failed", "running", "queued", "interrupted", "pending")
 SLURM_FLAGS = (("cluster", "--cluster"), ("partition", "--partition"), ("account", "--account"),
@@ -202,7 +203,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--time", default=None, help="time limit per job, e.g. 72:00:00 (slurm.timeout_min)")
     p.add_argument("--wait", action="store_true",
                    help="--executor slurm: wait for the jobs, then write the report (default: submit and exit)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap samples for the intervals")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap samples for the intervals")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="list a study's runs without training", epilog=SPEC_HELP, formatter_class=fmt)
@@ -215,6 +216,6 @@ def add_parser(subparsers) -> None:
 
     p = sub.add_parser("report", help="fit frontiers and write DIR/report/")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap samples for the intervals")
+    p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap samples for the intervals")
     p.set_defaults(func=cmd_report)
 

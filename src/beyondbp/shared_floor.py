@@ -1,0 +1,86 @@
+"""The loss-floor check: every method of a study fitted with one floor E shared by all.
+
+A pure power law makes the worse method look steeper when the methods share a floor: with
+L = E + R the log-log slope is alpha R / L, so of two methods with the same reducible exponent
+the one with the higher loss has the steeper apparent slope, and two such methods would read as
+scenario B (the alternative "better at scale"). Methods trained on the same data with the same
+tokenizer share the entropy of the text, so the study also fits L_m = E + (C / C_c,m)^alpha_m
+jointly (`beyondbp.floor_fit`) and the verdict is recomputed from the reducible exponents; a
+letter that changes is left undetermined (`beyondbp.verdict`).
+
+Intervals: each method's residuals are resampled from its own random stream, the joint fit is
+redone for every sample, and the verdict's quantities are widened by the t factor of the joint
+fit's degrees of freedom (runs over all methods - (2 per method + 1)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .bootstrap import cluster_index, method_rng, percentile_ci, resampled_residuals, small_sample_factor, widen
+from .floor_fit import fit_floor
+from .frontier import HUBER_SCALE, PowerLawFit, log_loss
+
+# a floor fit's bootstrap refits every method at once; it needs fewer samples than the letter's
+# tails need from the pure fits, and it is the slowest part of a report
+MAX_FLOOR_SAMPLES = 1000
+
+
+@dataclass
+class SharedFloorFit:
+    """One floor E for `methods`; `laws[m]` = (alpha, b, E) at that method's centre (as in
+    PowerLawFit); `samples[m]`: bootstrap rows of the same, unwidened."""
+    methods: list[str]
+    E: float
+    laws: dict[str, np.ndarray]
+    centres: dict[str, float]
+    samples: dict[str, np.ndarray] | None
+    dof: int
+    smallest_loss: float  # of every method's frontier: the floor lies under it
+
+    @property
+    def E_ci(self) -> tuple[float, float] | None:
+        if not self.samples:
+            return None
+        floors = widen(next(iter(self.samples.values()))[:, 2], self.E, small_sample_factor(self.dof))
+        return percentile_ci(np.clip(floors, 0.0, self.smallest_loss))
+
+    def log_loss_at(self, method: str, compute: float) -> tuple[float, np.ndarray | None]:
+        x = np.log(compute) - self.centres[method]
+        point = float(log_loss(self.laws[method], x))
+        samples = None if self.samples is None else log_loss(self.samples[method], x)[:, 0]
+        return point, samples
+
+
+def _groups(fits: dict[str, PowerLawFit]):
+    out = []
+    for fit in fits.values():
+        x = np.log(fit.envelope[:, 0]) - fit.centre
+        out.append((x, np.log(fit.envelope[:, 1])))
+    return out
+
+
+def fit_shared_floor(fits: dict[str, PowerLawFit], bootstrap: int, seed: int = 0) -> SharedFloorFit | None:
+    """The joint fit of `fits`' frontier points with one floor (None for fewer than 2 methods)."""
+    if len(fits) < 2:
+        return None
+    methods = list(fits)
+    groups = _groups(fits)
+    e, a, b = fit_floor([(x, y[None]) for x, y in groups], HUBER_SCALE)
+    laws = {m: np.array([a[0, i], b[0, i], e[0]]) for i, m in enumerate(methods)}
+    n_runs = sum(cluster_index(fit.runs)[1] for fit in fits.values())
+    shared = SharedFloorFit(methods, float(e[0]), laws, {m: fits[m].centre for m in methods}, None,
+                            max(n_runs - (2 * len(methods) + 1), 1),
+                            float(min(fit.envelope[:, 1].min() for fit in fits.values())))
+    n = min(bootstrap, MAX_FLOOR_SAMPLES)
+    if n:
+        resampled = []
+        for m, (x, y) in zip(methods, groups):
+            fitted = log_loss(laws[m], x)
+            cluster = cluster_index(fits[m].runs)[0]
+            draws = resampled_residuals(y - fitted, x, cluster, n, method_rng(m, seed, "shared-floor"))
+            resampled.append((x, fitted + draws))
+        es, as_, bs = fit_floor(resampled, HUBER_SCALE)
+        shared.samples = {m: np.column_stack([as_[:, i], bs[:, i], es]) for i, m in enumerate(methods)}
+    return shared
