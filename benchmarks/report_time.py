@@ -16,9 +16,9 @@ import time
 import numpy as np
 from scipy.optimize import least_squares
 
-from beyondbp import report
-from beyondbp.bootstrap import DEFAULT_BOOTSTRAP
-from beyondbp.frontier import HUBER_SCALE, envelope, fit_frontier
+from beyondbp.report import results as report
+from beyondbp.fit.bootstrap import DEFAULT_BOOTSTRAP
+from beyondbp.fit.frontier import HUBER_SCALE, envelope, fit_frontier
 
 
 REFERENCE_SAMPLES = 200

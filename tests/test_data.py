@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from beyondbp.config import ConfigError, DataConfig
-from beyondbp.data_shards import ShardedTokens
-from beyondbp.data import (BUILTIN_SOURCE, ByteTokenizer, get_tokenizer, load_token_data, read_documents,
+from beyondbp.data.shards import ShardedTokens
+from beyondbp.data.tokens import (BUILTIN_SOURCE, ByteTokenizer, get_tokenizer, load_token_data, read_documents,
                            split_documents, train_bpe)
 
 TEXT = "Naïve café — ünïcödé 漢字 🎭 and plain ASCII.\n"

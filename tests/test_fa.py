@@ -4,8 +4,8 @@ import torch.nn.functional as F
 
 from beyondbp.config import MethodConfig, ModelConfig
 from beyondbp.methods import build_method
-from beyondbp.mlp import MLPClassifier
-from beyondbp.model import GPT
+from beyondbp.model.mlp import MLPClassifier
+from beyondbp.model.gpt import GPT
 
 
 def tiny_mlp():

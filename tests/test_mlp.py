@@ -6,13 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beyondbp.cli import main
+from beyondbp.cli.main import main
 from beyondbp.config import ConfigError, DataConfig, MethodConfig, ModelConfig
 from beyondbp.methods import build_method
-from beyondbp.mlp import MLPClassifier, load_image_data
-from beyondbp.mlp_train import build_mlp_config
-from beyondbp.mlp_train import measure_angles, run_mlp
-from beyondbp.model import build_model
+from beyondbp.model.mlp import MLPClassifier, load_image_data
+from beyondbp.train.mlp_loop import build_mlp_config
+from beyondbp.train.mlp_loop import measure_angles, run_mlp
+from beyondbp.model.gpt import build_model
 
 QUICK = ["model.depth=2", "model.width=64", "train.epochs=4", "train.lr=3e-3", "train.progress=off", "train.threads=1"]
 

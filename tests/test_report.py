@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import yaml
 
-from beyondbp import report
-from beyondbp.plan import plan_study
-from beyondbp.spec import load_spec
-from beyondbp.study import prepare_study_dir
-from beyondbp.run_files import PF_DAY
+from beyondbp.report import results as report
+from beyondbp.study.plan import plan_study
+from beyondbp.study.spec import load_spec
+from beyondbp.study.local import prepare_study_dir
+from beyondbp.train.run_folder import PF_DAY
 
 CHROMIUM = Path("/usr/bin/chromium")
 # synthetic truth: the final loss of a run of N parameters on D tokens is A N^-a + B D^-b, whose
@@ -225,7 +225,7 @@ def test_html_report_renders_in_headless_chromium(study, tmp_path):
 
 
 def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
-    from beyondbp.report import table1_tex
+    from beyondbp.report.results import table1_tex
     row = {"method": "dfa_block", "alpha_C": -0.001, "alpha_C_ci": (-0.006, -0.001), "C_c": math.inf,
            "loss_at_reference": 2.838, "loss_at_reference_ci": (2.80, 2.87), "frontier_points": 9,
            "paper_alpha_C": -0.04, "paper_C_c": 5.1e10, "note": ""}
@@ -235,7 +235,7 @@ def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
 
 
 def test_figure_3_reads_losses_as_plain_numbers(study):
-    from beyondbp.report_figures import frontier_figure
+    from beyondbp.report.figures import frontier_figure
     _, results = report.collect(study)
     fits = report.fit_accounting(report.frontier_points(report.best_lr_runs(results), "paper"), bootstrap=0)
     fig = frontier_figure(results, fits, ["bp", "dfa_block"])
@@ -247,8 +247,8 @@ def test_figure_3_reads_losses_as_plain_numbers(study):
 
 def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():
     from beyondbp.config import RunConfig
-    from beyondbp.report import RunResult, diagnostics_markdown
-    from beyondbp.plan import PlannedRun
+    from beyondbp.report.results import RunResult, diagnostics_markdown
+    from beyondbp.study.plan import PlannedRun
 
     def result(method, size, commons):
         run = PlannedRun(f"{method}_{size}_lr0.01_s0", method, size, 0.01, 0, RunConfig(), 1000, 1.0)

@@ -9,11 +9,11 @@ import time
 import pytest
 import torch
 
-from beyondbp.cli import main
+from beyondbp.cli.main import main
 from beyondbp.config import build_config
 from beyondbp.methods import register
 from beyondbp.methods.bp import Backprop
-from beyondbp.train import learning_rate, make_plan, train
+from beyondbp.train.loop import learning_rate, make_plan, train
 
 
 def run(tmp_path, name, overrides):
@@ -174,7 +174,7 @@ def test_sample_generates_text(tmp_path, tiny_overrides, capsys):
 
 
 def test_residual_stats_measure_how_alike_the_positions_are():
-    from beyondbp.train import residual_stats
+    from beyondbp.train.loop import residual_stats
     row = torch.tensor([3.0, -4.0, 0.0, 0.0])
     same = residual_stats(row.expand(2, 5, 4))  # every position the same vector
     assert same["residual_common"] == pytest.approx(1.0) and same["residual_rms"] == pytest.approx(2.5)

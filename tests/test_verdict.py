@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from beyondbp.config import ConfigError
-from beyondbp.fit_cli import fit_cli, fit_points_table, read_points_csv
-from beyondbp.frontier import PAPER_TABLE1, fit_frontier
-from beyondbp.multiplier import crossover
-from beyondbp.simulate import Design, scenarios, study_rows
-from beyondbp.verdict import judge, measured_gap
+from beyondbp.fit.points import fit_cli, fit_points_table, read_points_csv
+from beyondbp.fit.frontier import PAPER_TABLE1, fit_frontier
+from beyondbp.fit.multiplier import crossover
+from beyondbp.fit.simulate import Design, scenarios, study_rows
+from beyondbp.fit.verdict import judge, measured_gap
 
 ALPHA, C_C = -0.07, 3.8e3
 C_LO, C_HI = 1e-6, 1e-2

@@ -1,7 +1,7 @@
 """Backpropagation: the reference every alternative is measured against."""
 from __future__ import annotations
 
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 

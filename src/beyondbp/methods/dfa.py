@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..feedback import FeedbackBank, validate_feedback_config
-from ..model import Block, relu_tanh_backward
-from . import register
+from .feedback import FeedbackBank, validate_feedback_config
+from ..model.gpt import Block, relu_tanh_backward
+from .registry import register
 from .base import TrainingMethod
 
 

@@ -20,7 +20,7 @@ co-processor, not the within-block backward, so the optimistic count is the pape
 from __future__ import annotations
 
 from ..config import check_choice
-from . import register
+from .registry import register
 from .dfa import DirectFeedbackAlignment, Switches
 
 FEEDBACK_POINTS = ("layernorm", "output")

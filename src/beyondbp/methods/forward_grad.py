@@ -24,7 +24,7 @@ from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ConfigError
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ConfigError
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
