@@ -42,7 +42,7 @@ def build(self):
 t._Run.build = build
 t.train(cfg, "__run__", quiet=True)
 out["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-plan = t.make_plan(cfg)
+plan = t.step_schedule(cfg)
 out["estimate"] = training_bytes(cfg, plan.n_seqs // plan.accum, bf16=False)
 print(json.dumps(out))
 """
@@ -87,7 +87,7 @@ def token_fingerprints(repeats: int) -> None:
 
     import beyondbp.data.prepare as dp
     from beyondbp.config import DataConfig
-    from beyondbp.data.tokens import train_bpe
+    from beyondbp.data.tokenizers import train_bpe
     from beyondbp.data.fingerprint import block_digest
     from beyondbp.data.sources import BLOCK_BYTES, Block, read_documents
     docs = read_documents(DataConfig())
@@ -120,9 +120,9 @@ def checkpoints(folder: Path, repeats: int) -> None:
     import torch
     import beyondbp.atomic_write as aw
     from beyondbp.config import build_config
-    from beyondbp.model.gpt import build_model
+    from beyondbp.model.build import build_model
     from beyondbp.model.shape import resolve_model_config
-    from beyondbp.train.loop import make_optimizer
+    from beyondbp.train.step import make_optimizer
     cfg = build_config(overrides=["model.size=cpu-3m"])
     model = build_model(resolve_model_config(cfg.model, 256))
     opt = make_optimizer(cfg, model.parameters())

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from beyondbp.train.alignment import cosine, hidden_signal_alignment, measure_alignment
 from beyondbp.config import MethodConfig, ModelConfig
-from beyondbp.methods import build_method
+from beyondbp.methods.registry import build_method
 from beyondbp.methods.bp import Backprop
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.gpt import GPT

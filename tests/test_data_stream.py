@@ -17,7 +17,8 @@ from beyondbp.data import prepare as data_prepare
 from beyondbp.data import sources as data_sources
 from beyondbp.cli.main import main
 from beyondbp.config import ConfigError, DataConfig
-from beyondbp.data.tokens import cache_entry, load_token_data
+from beyondbp.data.cache import cache_entry
+from beyondbp.data.tokens import load_token_data
 from beyondbp.data.shards import WindowOrder, feistel_permutation
 from beyondbp.data.sources import hash_split
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
 from beyondbp.methods.feedback import OpticalProjection, ternarise
-from beyondbp.methods import build_method
+from beyondbp.methods.registry import build_method
 from beyondbp.methods.dfa import gpt_block_matmul_flops
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.gpt import GPT

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.config import MethodConfig, ModelConfig
-from beyondbp.methods import build_method
+from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.gpt import GPT
 

@@ -20,7 +20,8 @@ import beyondbp.train.loop as train_mod
 from beyondbp.train import memory as memory_check
 from beyondbp.cli.main import main
 from beyondbp.config import build_config
-from beyondbp.data.tokens import cache_entry, load_token_data
+from beyondbp.data.cache import cache_entry
+from beyondbp.data.tokens import load_token_data
 from beyondbp.data.prepare import ShardWriter
 from beyondbp.train.loop import train
 from conftest import TINY
@@ -194,7 +195,7 @@ def study_with_an_interrupted_run(tmp_path, monkeypatch, spec_dict) -> tuple[Pat
     """(spec file, study folder, run folder): a study whose one run stopped at step 3."""
     from beyondbp.study.plan import plan_study
     from beyondbp.study.spec import load_spec
-    from beyondbp.study.local import prepare_study_dir
+    from beyondbp.study.folder import prepare_study_dir
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(spec_dict))
     plan = plan_study(load_spec(spec))
@@ -334,7 +335,7 @@ def test_a_model_larger_than_the_machine_is_refused_without_building_it(tmp_path
 def test_memory_limit_key_and_the_estimate(tmp_path, capsys, monkeypatch):
     cfg = build_config(overrides=TINY)
     need = memory_check.training_bytes(cfg, 32, bf16=False)
-    from beyondbp.model.gpt import build_model
+    from beyondbp.model.build import build_model
     from beyondbp.model.shape import resolve_model_config
     model = build_model(resolve_model_config(cfg.model, 256))
     assert need["weights"] == 4 * sum(p.numel() for p in model.parameters())

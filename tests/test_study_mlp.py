@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from beyondbp.config import ConfigError
-from beyondbp.report.results import write_report
+from beyondbp.report.write import write_report
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.study.local import run_study

@@ -11,9 +11,10 @@ import torch
 
 from beyondbp.cli.main import main
 from beyondbp.config import build_config
-from beyondbp.methods import register
+from beyondbp.methods.registry import register
 from beyondbp.methods.bp import Backprop
-from beyondbp.train.loop import learning_rate, make_plan, train
+from beyondbp.train.loop import train
+from beyondbp.train.schedule import learning_rate, step_schedule
 
 
 def run(tmp_path, name, overrides):
@@ -53,7 +54,7 @@ def test_same_seed_same_losses(tmp_path, tiny_overrides):
 def test_eval_points_are_log_spaced():
     cfg = build_config(overrides=["train.tokens=1_000_000", "train.batch_tokens=1024", "model.context=128",
                                   "train.n_evals=24"])
-    plan = make_plan(cfg)
+    plan = step_schedule(cfg)
     assert plan.eval_steps[0] == 0 and plan.eval_steps[-1] == plan.n_steps == 976
     assert len(plan.eval_steps) >= 20
     gaps = [b / a for a, b in zip(plan.eval_steps[1:], plan.eval_steps[2:])]

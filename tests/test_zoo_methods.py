@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
-from beyondbp.methods import build_method
+from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.gpt import GPT
 from beyondbp.train.loop import train

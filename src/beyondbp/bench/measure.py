@@ -10,8 +10,9 @@ alike; a figure is the median over the timed steps.
   programs share, wall time swings with their load while CPU time — with --threads 1 — tracks
   the work done; the `cpu` ratios are the ones to trust there.
 
-- tokens/s: batch tokens / median step time; a step is what train.py does: fetch the batch,
-  method forward, objective.backward(), gradient clipping, AdamW step.
+- tokens/s: batch tokens / median step time; a step is the training loop's own code
+  (`train.step`): fetch the batch, method forward, objective.backward(), gradient clipping,
+  AdamW step.
 - achieved FLOP/s: the method's exact FLOPs per token (`compute_per_token()["exact"]`; the
   reference counts BP's) x tokens/s; its fraction of the machine's dense matmul peak, measured
   here (largest of a few square fp32 matmuls on CPU, bf16 on GPU).
@@ -40,9 +41,9 @@ import torch
 from ..config import ConfigError, DataConfig, RunConfig
 from ..data.tokens import load_token_data
 from ..methods.registry import build_method, get_method_class
-from ..model.gpt import build_model
+from ..model.build import build_model
 from ..model.shape import resolve_model_config
-from ..train.loop import autocast_context, make_optimizer
+from ..train.step import accumulate_gradients, apply_update, autocast_context, make_optimizer, set_learning_rate
 from . import reference_gpt
 
 # size: (n_layer, d_model, n_head, batch_tokens); byte vocabulary 256, context 128
@@ -133,7 +134,7 @@ class Contestant:
 
 
 class MethodContestant(Contestant):
-    """A method through the steps of train.py's loop (one micro-batch, one process)."""
+    """A method through the training loop's step (`train.step`; one micro-batch, one process)."""
 
     def __init__(self, method_name: str, n_layer: int, d_model: int, n_head: int, batch_tokens: int,
                  data, device: torch.device, compile_model: bool = False):
@@ -161,17 +162,11 @@ class MethodContestant(Contestant):
             self.method(x, y)  # eager, also under --compile: saved-tensor hooks see eager autograd
 
     def train_step(self, x, y) -> None:
-        cfg, method = self.cfg, self.method
-        for group in self.optimizer.param_groups:
-            group["lr"] = cfg.train.lr
-        with autocast_context(cfg, self.device):
-            loss, objective = self.wrapped(x, y)
-        objective.backward()
-        loss.detach().float().item()  # train.py reads the step loss (divergence check, logging)
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(list(method.trainable_parameters()), cfg.train.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        """The training loop's own step (`train.step`), as `train.loop` takes it in one process."""
+        set_learning_rate(self.optimizer, self.cfg.train.lr)
+        loss = accumulate_gradients(self.wrapped, x, y, self.cfg, self.device)
+        loss.item()  # the loop reads the step loss (divergence check, logging): it waits for the device
+        apply_update(self.method, self.optimizer, self.cfg.train.grad_clip)
 
 
 class ReferenceContestant(Contestant):

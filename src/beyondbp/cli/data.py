@@ -5,12 +5,13 @@ import argparse
 import sys
 
 from ..config import ConfigError
+from .train import keys_help
 
 
 def cmd_prepare(args) -> int:
     from ..config import build_config
-    from ..data.tokens import load_token_data
     from ..data.prepare import prepare_corpus
+    from ..data.tokens import load_token_data
     cfg = build_config(args.config, args.overrides)
     if cfg.model.kind != "gpt":
         raise ConfigError(f"model.kind: data prepare is for token corpora (gpt), not {cfg.model.kind!r}")
@@ -38,7 +39,6 @@ def _docs(n: int) -> str:
 
 
 def add_parser(sub) -> None:
-    from .main import _keys_help
     p = sub.add_parser("data", help="prepare corpora")
     dsub = p.add_subparsers(dest="data_command", required=True)
     q = dsub.add_parser(
@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
         description="Stream a corpus through tokenizer workers into the shard cache that `train` and "
                     "`study` read. Takes the same KEY=VALUE settings as `train` (data.* decide the "
                     "cache entry); kill it and rerun the same command to continue.",
-        epilog=_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("--config", help="YAML file with a run config")
     q.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE")

@@ -7,11 +7,22 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import RunConfig, build_config
+from ..study.tracks import mlp_base_config
+
+
+def build_mlp_config(config_file=None, overrides=None) -> RunConfig:
+    """A run config from the MLP track's defaults (`study.tracks.mlp_base_config`), a file and overrides."""
+    cfg = build_config(config_file, overrides, base=mlp_base_config())
+    cfg.model.kind = "mlp"
+    return cfg
+
 
 def cmd_mlp(args) -> int:
-    from ..train.mlp_loop import build_mlp_config, run_mlp  # torch loads only when the command runs
+    from ..train.mlp_loop import run_mlp  # torch loads only when the command runs
+    from ..train.run_folder import FINISHED
     summary = run_mlp(build_mlp_config(args.config, args.overrides), args.out)
-    return 0 if summary.get("status") in ("completed", "diverged") else 1
+    return 0 if summary.get("status") in FINISHED else 1
 
 
 def add_parser(subparsers) -> None:

@@ -55,7 +55,7 @@ def check_flags(args) -> None:
 
 def cmd_run(args) -> int:
     from ..config import ConfigError
-    from ..report.results import write_report
+    from ..report.write import write_report
     from ..study.local import run_study
     check_flags(args)
     if args.executor == "slurm":
@@ -74,7 +74,7 @@ def cmd_run(args) -> int:
 def _run_slurm(args) -> int:
     """Submit one Slurm job per unfinished run; print the job ids; with --wait, then report."""
     from ..config import ConfigError
-    from ..report.results import write_report
+    from ..report.write import write_report
     from ..study.slurm import plan_for_slurm, require_submitit, run_study_slurm
     from ..study.slurm_settings import parse_time_minutes, resolve_settings
     from ..study.spec import load_spec
@@ -101,9 +101,10 @@ def _run_slurm(args) -> int:
 
 
 def cmd_plan(args) -> int:
+    from ..study.tracks import get_track
     plan = _load_plan(args)
     total = 0.0
-    unit = "examples" if plan.spec.get("track") == "mlp" else "tokens"
+    unit = get_track(plan.spec.get("track")).unit
     for run in plan.runs:
         total += run.cost
         print(f"{run.name:40s} {run.n_params:>12,} params {run.tokens:>14,} {unit} {run.cost:10.3g} FLOPs")
@@ -112,7 +113,7 @@ def cmd_plan(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from ..study.local import load_study
+    from ..study.folder import load_study
     plan = load_study(args.dir)
     print(_counts_line(_print_status(plan, args.dir)))
     return 0
@@ -120,8 +121,7 @@ def cmd_status(args) -> int:
 
 def _print_status(plan, study_dir, quiet: bool = False) -> dict[str, int]:
     """One line per run (state, val loss or error, Slurm job); returns {state: count}."""
-    from ..train.run_folder import read_summary
-    from ..study.local import run_state
+    from ..train.run_folder import read_summary, run_state
     runs_dir = Path(study_dir) / "runs"
     slurm_runs = any((runs_dir / run.name / "slurm_job.json").exists() for run in plan.runs)
     if slurm_runs:
@@ -144,7 +144,7 @@ def _print_status(plan, study_dir, quiet: bool = False) -> dict[str, int]:
 
 
 def cmd_report(args) -> int:
-    from ..report.results import write_report
+    from ..report.write import write_report
     check_flags(args)
     out = write_report(args.dir, bootstrap=args.bootstrap)
     print((out / "table1.md").read_text())

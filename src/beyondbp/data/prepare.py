@@ -32,9 +32,11 @@ import numpy as np
 
 from ..atomic_write import FileWriteError, atomic_write, os_error_in
 from ..config import ConfigError, DataConfig
+from .cache import cache_entry, cache_key, cache_setting
 from .fingerprint import block_digest, chain
 from .shards import INDEX
 from .sources import BadRow, Block, block_bytes, digest_split, hash_split, open_source, parse_jsonl
+from .tokenizers import bpe_vocab_size, entry_tokenizer, train_bpe
 
 DOC_SEPARATOR = "\n\n"  # precedes every document but a split's first
 STATE = "state.json"
@@ -255,7 +257,6 @@ def bpe_sample(texts, limit_chars: int) -> list[str]:
 
 def _tokenizer(cfg: DataConfig, source, partial: Path, say):
     """The tokenizer for this entry: fixed for byte/gpt2, trained once (and saved) for bpe."""
-    from .tokens import bpe_vocab_size, entry_tokenizer, train_bpe
     saved = partial / "tokenizer.json"
     if cfg.tokenizer != "bpe" or saved.exists():
         return entry_tokenizer(partial, cfg.tokenizer)
@@ -392,7 +393,6 @@ def _locked(entry: Path):
 
 
 def _cache_write_error(cfg: DataConfig, entry: Path, exc: Exception) -> ConfigError:
-    from .tokens import cache_setting
     cause = exc if isinstance(exc, OSError) else os_error_in(exc.__context__)
     reason = (cause.strerror or str(cause)) if cause is not None else str(exc)
     setting = cache_setting(cfg)
@@ -416,7 +416,6 @@ def prepare_corpus(cfg: DataConfig, quiet: bool = False, workers: int | None = N
     Large (streamed) corpora show a progress bar and end with a summary line unless `quiet`;
     small ones prepare silently in about a second unless `summary` asks for the line.
     """
-    from .tokens import cache_entry, cache_key
     entry = cache_entry(cfg)
     if (entry / "meta.json").exists():
         return entry

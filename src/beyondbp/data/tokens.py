@@ -1,127 +1,31 @@
-"""Tokenizers, the token cache, and `TokenData`: what training reads.
+"""`TokenData`: what training reads, the two splits of a prepared corpus as token arrays.
 
-`load_token_data(cfg)` returns a corpus's two splits as token arrays. The first call for a
-corpus/tokenizer pair prepares them (`data_prepare`: streamed, sharded, resumable); later ones
-only open the cache entry's shards as memory maps (`data_shards`). Corpora and the
-train/validation split live in `data_sources`.
+`load_token_data(cfg)` returns them. The first call for a corpus/tokenizer pair prepares them
+(`prepare`: streamed, sharded, resumable); later ones only open the cache entry's shards as
+memory maps (`shards`). Tokenizers live in `tokenizers`, the cache's addressing in `cache`,
+corpora and the train/validation split in `sources`.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ..config import ConfigError, DataConfig, check_choice, validate_config
+from ..config import ConfigError, DataConfig
 from .prepare import prepare_corpus
 from .shards import ShardedTokens, WindowOrder
-from .sources import (BUILTIN, BUILTIN_SOURCE, corpus_identity, markdown_to_text,  # noqa: F401 (re-exported)
-                           read_documents, split_documents)
+from .tokenizers import ByteTokenizer, Tokenizer, bpe_vocab_size, check_tokenizer_name, entry_tokenizer, load_gpt2, train_bpe
 
 if TYPE_CHECKING:  # torch is imported where batches are made, not to read or prepare a corpus
     import torch
-
-FORMAT_VERSION = 3  # bump when the cached layout or the text cleaning changes (2: sharded, streamed; 3: keyed by content, token fingerprint)
-DEFAULT_BPE_VOCAB = 4096
-TOKENIZERS = ("byte", "bpe", "gpt2")
-
-
-class Tokenizer(Protocol):
-    """Text <-> token ids (`data_prepare` tokenizes whole corpora in worker processes)."""
-    name: str
-    vocab_size: int
-
-    def encode(self, text: str) -> list[int]: ...
-    def decode(self, ids: list[int]) -> str: ...
-
-
-class ByteTokenizer:
-    """UTF-8 bytes; vocabulary of 256."""
-    name, vocab_size = "byte", 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
-
-
-class HFTokenizer:
-    """A byte-level BPE `tokenizers.Tokenizer` (our trained `bpe`, or GPT-2's vocabulary)."""
-
-    def __init__(self, tk, name: str):
-        self._tk, self.name, self.vocab_size = tk, name, tk.get_vocab_size()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tk.encode(text).ids
-
-    def decode(self, ids: list[int]) -> str:
-        return self._tk.decode([int(i) for i in ids])
-
-    def save(self, path: Path) -> None:
-        self._tk.save(str(path))
-
-    def to_json(self) -> str:
-        return self._tk.to_str()
-
-
-def _byte_level(tk):
-    from tokenizers import decoders, pre_tokenizers
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    return tk
-
-
-def bpe_vocab_size(cfg: DataConfig) -> int:
-    size = cfg.vocab_size or DEFAULT_BPE_VOCAB
-    if not 257 <= size <= 2**32:
-        raise ConfigError(f"data.vocab_size: bpe needs a vocabulary between 257 and 2**32, got {size}")
-    return size
-
-
-def train_bpe(texts: list[str], vocab_size: int) -> HFTokenizer:
-    """Train a byte-level BPE tokenizer on `texts` (the training split only)."""
-    from tokenizers import Tokenizer as HFTk, models, pre_tokenizers, trainers
-    tk = _byte_level(HFTk(models.BPE()))
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, show_progress=False, special_tokens=[],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(texts, trainer, length=len(texts))
-    return HFTokenizer(tk, "bpe")
-
-
-def _gpt2_dir() -> Path:
-    """A local folder with GPT-2's vocab.json + merges.txt: $BEYONDBP_GPT2_DIR or the HF hub cache."""
-    candidates = [Path(os.environ["BEYONDBP_GPT2_DIR"]).expanduser()] if os.environ.get("BEYONDBP_GPT2_DIR") else []
-    hub = os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub"
-    for repo in ("models--gpt2", "models--openai-community--gpt2"):
-        candidates += sorted((Path(hub) / repo / "snapshots").glob("*"))
-    for folder in candidates:
-        if (folder / "vocab.json").is_file() and (folder / "merges.txt").is_file():
-            return folder
-    raise ConfigError("data.tokenizer: gpt2 needs vocab.json and merges.txt offline; none found in "
-                      "$BEYONDBP_GPT2_DIR or the Hugging Face cache (set BEYONDBP_GPT2_DIR to a folder holding them)")
-
-
-def load_gpt2() -> HFTokenizer:
-    from tokenizers import Tokenizer as HFTk, models
-    folder = _gpt2_dir()
-    bpe = models.BPE.from_file(str(folder / "vocab.json"), str(folder / "merges.txt"))
-    return HFTokenizer(_byte_level(HFTk(bpe)), "gpt2")
-
-
-def _check_tokenizer_name(cfg: DataConfig) -> None:
-    check_choice("data.tokenizer", cfg.tokenizer, TOKENIZERS, "tokenizer")
 
 
 def get_tokenizer(cfg: DataConfig, train_texts: list[str] | None = None) -> Tokenizer:
     """The tokenizer `cfg` names. `bpe` is trained on `train_texts`; without them it comes
     from the token cache (tokenizing the corpus first if needed)."""
-    _check_tokenizer_name(cfg)
+    check_tokenizer_name(cfg)
     if cfg.tokenizer == "byte":
         return ByteTokenizer()
     if cfg.tokenizer == "gpt2":
@@ -129,52 +33,6 @@ def get_tokenizer(cfg: DataConfig, train_texts: list[str] | None = None) -> Toke
     if train_texts is None:
         return load_token_data(cfg).tokenizer
     return train_bpe(train_texts, bpe_vocab_size(cfg))
-
-
-def cache_root(cfg: DataConfig) -> Path:
-    """data.cache_dir, else $BEYONDBP_CACHE, else ~/.cache/beyondbp; token shards live in tokens/."""
-    base = cfg.cache_dir or os.environ.get("BEYONDBP_CACHE") or "~/.cache/beyondbp"
-    return Path(base).expanduser() / "tokens"
-
-
-def cache_setting(cfg: DataConfig) -> str:
-    """Where the cache folder was set, for error messages."""
-    return "data.cache_dir" if cfg.cache_dir else "BEYONDBP_CACHE" if os.environ.get("BEYONDBP_CACHE") else "data.cache_dir"
-
-
-def cache_key(cfg: DataConfig) -> dict:
-    """Everything a prepared entry's bytes depend on (not data.workers or data.cache_dir): the
-    settings, and the content of the corpus's files (by digest; `data_fingerprint`)."""
-    _check_tokenizer_name(cfg)
-    check_prepare_keys(cfg)
-    bpe = cfg.tokenizer == "bpe"
-    identity = corpus_identity(cfg, cache_root(cfg).parent / "sources")
-    return {"format": FORMAT_VERSION, "corpus": identity, "tokenizer": cfg.tokenizer,
-            "vocab_size": bpe_vocab_size(cfg) if bpe else None, "val_fraction": cfg.val_fraction,
-            "max_tokens": cfg.max_tokens, "shard_tokens": cfg.shard_tokens,
-            "bpe_sample_mb": cfg.bpe_sample_mb if bpe else None}
-
-
-def check_prepare_keys(cfg: DataConfig) -> None:
-    """The data section's ranges (`config.validate_config`), for a DataConfig built directly."""
-    validate_config(cfg, prefix="data.", section="data")
-
-
-def cache_entry(cfg: DataConfig) -> Path:
-    """The folder of `cfg`'s prepared corpus: slug, tokenizer and a digest of `cache_key`."""
-    digest = hashlib.sha256(json.dumps(cache_key(cfg), sort_keys=True).encode()).hexdigest()[:16]
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.corpus.rstrip("/\\")).name).strip("-")[:40] or "corpus"
-    return cache_root(cfg) / f"{slug}-{cfg.tokenizer}-{digest}"
-
-
-def entry_tokenizer(entry: Path, name: str) -> Tokenizer:
-    """The tokenizer `name` of a cache entry (or its `.partial` folder): bpe's from its tokenizer.json."""
-    if name == "byte":
-        return ByteTokenizer()
-    if name == "gpt2":
-        return load_gpt2()
-    from tokenizers import Tokenizer as HFTk
-    return HFTokenizer(HFTk.from_file(str(entry / "tokenizer.json")), "bpe")
 
 
 def load_token_data(cfg: DataConfig, quiet: bool = False) -> "TokenData":

@@ -1,19 +1,22 @@
-"""`beyondbp fit POINTS.csv`: frontiers, quality checks and verdicts for anyone's results."""
+"""Anyone's points -> frontiers, quality checks and verdicts as JSON (what `beyondbp fit` prints).
+
+`read_points_csv` reads a CSV of (method, compute, loss[, run][, size]) rows; `fit_points_table`
+fits every method's frontier and judges each against the reference; `fit_json` and `dumps`
+render fits as strict JSON (also for the study report's results.json).
+"""
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import math
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .bootstrap import DEFAULT_BOOTSTRAP
-from ..config import BOOTSTRAP, FRACTION, RANGES, ConfigError, check_number, read_text_file
+from ..config import ConfigError, read_text_file
 from .frontier import RUN_FRACTION, fit_frontier, late_points
 from .verdict import judge_all
 
@@ -137,30 +140,3 @@ def _points_rows(path: Path, text: str) -> list[dict]:
         warnings.warn(f"{path}: skipped {skipped} rows with NaN, infinite or non-positive "
                       "compute/loss", stacklevel=3)
     return rows
-
-
-def fit_cli(argv) -> int:
-    """`beyondbp fit POINTS.csv [--reference bp] [--bootstrap N] [--seed S] [--irreducible]
-    [--run-fraction F]`."""
-    parser = argparse.ArgumentParser(prog="beyondbp fit",
-                                     description="Fit compute-efficient frontiers and verdicts.")
-    parser.add_argument("points", help="CSV with columns method,compute_pf_days,loss[,run][,size]")
-    parser.add_argument("--reference", default="bp", help="method to compare against")
-    parser.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap resamples (0: none)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--irreducible", action="store_true", help="fit L = E + (C/C_c)^alpha (5 points or more)")
-    parser.add_argument("--run-fraction", type=float, default=RUN_FRACTION,
-                        help="learning curves: a run's points count from this fraction of its largest compute")
-    args = parser.parse_args(argv)
-    try:
-        check_number("--bootstrap", args.bootstrap, BOOTSTRAP, integer=True)
-        check_number("--seed", args.seed, RANGES["seed"], integer=True)
-        check_number("--run-fraction", args.run_fraction, FRACTION)
-        table = fit_points_table(read_points_csv(args.points), reference=args.reference,
-                                 bootstrap=args.bootstrap, seed=args.seed,
-                                 irreducible=args.irreducible, run_fraction=args.run_fraction)
-    except ConfigError as err:
-        print(f"beyondbp fit: error: {err}", file=sys.stderr)
-        return 2
-    print(dumps(table))
-    return 0

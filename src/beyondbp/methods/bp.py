@@ -10,6 +10,7 @@ class Backprop(TrainingMethod):
     name = "bp"
     summary = "backpropagation (reference); compute 6ND"
     supports = ("gpt", "mlp")
+    keys = ()
 
     def forward(self, idx, targets):
         _, loss = self.model(idx, targets)

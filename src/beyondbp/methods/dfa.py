@@ -119,6 +119,7 @@ class DirectFeedbackAlignment(TrainingMethod):
     name = "dfa"
     summary = "direct feedback alignment: random projection of the logits' error to every layer; compute 4ND"
     supports = ("gpt", "mlp")
+    keys = ("feedback", "projection", "feedback_scale")
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

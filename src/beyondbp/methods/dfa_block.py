@@ -32,6 +32,9 @@ class BlockwiseDFA(DirectFeedbackAlignment):
     name = "dfa_block"
     summary = "the paper's DFA: pre-projector error, block-wise feedback, asymmetric residuals and ReLU; compute ~6ND"
     supports = ("gpt",)
+    keys = ("feedback", "projection", "feedback_scale", "preprojector_error", "blockwise",
+            "asymmetric_residuals", "asymmetric_nonlinearity", "feedback_point", "error_point",
+            "embedding_feedback")
 
     @staticmethod
     def make_switches(cfg) -> Switches:

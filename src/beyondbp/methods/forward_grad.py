@@ -33,6 +33,7 @@ class ForwardGradient(TrainingMethod):
     name = "forward_grad"
     summary = "forward gradients: jvp along K random weight directions, no backward; compute K x 6ND"
     supports = ("gpt", "mlp")
+    keys = ("perturbations",)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

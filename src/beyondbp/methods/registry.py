@@ -1,15 +1,16 @@
-"""Registry of training methods: one file per method in this package, found automatically.
+"""The registry of training methods: name -> class, for building a run's method.
 
-A new method is one new module here defining a `TrainingMethod` subclass decorated with
-`@register`; nothing else changes.
+Each method module here registers its `TrainingMethod` subclass with `@register`. The modules
+are imported the first time a method is looked up; which ones, the torch-free catalogue
+(`catalogue`) says, so a new method is one new file here and nothing else changes.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
 
 from ..config import ConfigError, MethodConfig
 from .base import TrainingMethod
+from .catalogue import catalogue
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
 _discovered = False  # importing one method module directly must not stop the others being found
@@ -26,9 +27,8 @@ def _discover() -> None:
     global _discovered
     _discovered = True
     package = __name__.rpartition(".")[0]
-    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
-        if info.name not in ("base", "registry", "feedback"):
-            importlib.import_module(f"{package}.{info.name}")
+    for module in sorted({info.module for info in catalogue().values()}):
+        importlib.import_module(f"{package}.{module}")
 
 
 def available() -> dict[str, type[TrainingMethod]]:
@@ -50,6 +50,3 @@ def build_method(model, cfg: MethodConfig, seed: int = 0, model_kind: str = "gpt
         raise ConfigError(f"method: {cfg.name!r} cannot train model.kind={model_kind!r} "
                           f"(it supports: {', '.join(cls.supports)})")
     return cls(model, cfg, seed)
-
-
-__all__ = ["TrainingMethod", "register", "available", "get_method_class", "build_method", "REGISTRY"]

@@ -27,8 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..config import ModelConfig
 from . import shape as model_shape
-from ..config import ConfigError, ModelConfig
+from .loss import cross_entropy
+
 
 def relu_tanh_backward(x: torch.Tensor) -> torch.Tensor:
     """ReLU in the forward, derivative of tanh in the backward (the paper's asymmetric non-linearity)."""
@@ -69,7 +71,9 @@ class CausalSelfAttention(nn.Module):
         return y.transpose(1, 2).contiguous().view(B, T, C)
 
 
-class MLP(nn.Module):
+class FeedForward(nn.Module):
+    """A block's position-wise MLP: d_model -> mlp_ratio x d_model -> d_model."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.c_fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=cfg.bias)
@@ -86,7 +90,7 @@ class Block(nn.Module):
         self.ln_1 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = nn.LayerNorm(cfg.d_model, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        self.mlp = FeedForward(cfg)
 
     def forward(self, x: torch.Tensor, residual_backward: bool = True,
                 act: Callable[[torch.Tensor], torch.Tensor] = F.relu) -> torch.Tensor:
@@ -145,11 +149,7 @@ class GPT(nn.Module):
         """The linear map from the (normalised) stream to the vocabulary scores."""
         return self.lm_head
 
-    @staticmethod
-    def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        if logits.dtype in (torch.float16, torch.bfloat16):  # autocast: the loss in float32
-            logits = logits.float()
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+    loss_fn = staticmethod(cross_entropy)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
         x = self.embed(idx)
@@ -197,11 +197,3 @@ class GPT(nn.Module):
             idx = torch.cat((idx, torch.multinomial(probs, 1, generator=generator)), dim=1)
         return idx
 
-
-def build_model(cfg: ModelConfig, init_weights: bool = True) -> nn.Module:
-    if cfg.kind == "gpt":
-        return GPT(cfg, init_weights)
-    if cfg.kind == "mlp":
-        from .mlp import MLPClassifier  # the fully-connected track
-        return MLPClassifier(cfg)
-    raise ConfigError(f"model.kind: unknown kind {cfg.kind!r} (valid: gpt, mlp)")

@@ -1,8 +1,9 @@
-"""A GPT's shape without building it: named sizes, validation, parameter and FLOP counts.
+"""A model's shape without building it: named sizes, validation, parameter and FLOP counts.
 
 Pure Python (no torch), so that planning a study and reading its report need not build models.
-`beyondbp.model.GPT` takes its FLOP counts from here; its parameter counts come from its own
-parameters, and tests/test_model.py checks `n_params` here against them.
+`beyondbp.model.gpt.GPT` takes its FLOP counts from here; its parameter counts come from its own
+parameters, and tests/test_model.py checks `n_params` here against them (and the MLP counts
+against `MLPClassifier`'s).
 
 - `n_params_nonembedding` excludes the token and position embeddings; the projector to the
   vocabulary counts (it is a matmul every token pays), also when it is tied.
@@ -79,3 +80,39 @@ def n_params(cfg: ModelConfig) -> tuple[int, int]:
     embeddings = V * d + T * d
     total = embeddings + cfg.n_layer * block + layer_norm + (0 if cfg.tie_embeddings else V * d)
     return total, total - T * d - (0 if cfg.tie_embeddings else V * d)
+
+
+# --- the MLP classifier (model.kind=mlp) ---------------------------------------------------------
+MLP_ACTIVATIONS = ("tanh", "relu", "sigmoid")
+
+
+def resolve_mlp_config(cfg: ModelConfig, n_inputs: int | None = None, n_classes: int | None = None) -> ModelConfig:
+    """Take input and class counts from the dataset (unless set); validate the shape."""
+    if n_inputs is not None and cfg.n_inputs is None:
+        cfg.n_inputs = n_inputs
+    if n_classes is not None and cfg.n_classes is None:
+        cfg.n_classes = n_classes
+    check_choice("model.activation", cfg.activation, MLP_ACTIVATIONS, "activation")
+    for name in ("depth", "width", "n_inputs"):
+        if getattr(cfg, name) is None or getattr(cfg, name) < 1:
+            raise ConfigError(f"model.{name}: must be >= 1, got {getattr(cfg, name)}")
+    if cfg.n_classes is None or cfg.n_classes < 2:
+        raise ConfigError(f"model.n_classes: must be >= 2, got {cfg.n_classes}")
+    return cfg
+
+
+def mlp_widths(cfg: ModelConfig) -> list[int]:
+    """Input, hidden and output widths of a resolved MLP config."""
+    return [cfg.n_inputs] + [cfg.width] * cfg.depth + [cfg.n_classes]
+
+
+def mlp_n_params(cfg: ModelConfig) -> int:
+    """Parameters of a resolved MLP config (weights and biases; none is an embedding)."""
+    widths = mlp_widths(cfg)
+    return sum(a * b + b for a, b in zip(widths, widths[1:]))
+
+
+def mlp_forward_flops(cfg: ModelConfig) -> int:
+    """Exact matmul FLOPs of one example's forward (2 per multiply-accumulate)."""
+    widths = mlp_widths(cfg)
+    return sum(2 * a * b for a, b in zip(widths, widths[1:]))

@@ -4,9 +4,9 @@ from __future__ import annotations
 import base64
 import html
 
-from .results import (ACCOUNTINGS, REFERENCE, RUNS_HEADER, TABLE1_HEADER, answer_lines, runs_rows, table1_cells,
-                     verdict_notes, verdict_rows)
-from .verdict_text import LEGEND, TABLE_HEADER
+from .results import ACCOUNTINGS, REFERENCE
+from .tables import RUNS_HEADER, TABLE1_HEADER, runs_rows, table1_cells
+from .verdict_text import LEGEND, TABLE_HEADER, answer_lines, verdict_notes, verdict_rows
 
 
 def _html_table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:

@@ -1,10 +1,13 @@
-"""The verdict in words: the quotable answer, one compact table per accounting, and notes.
+"""The verdict in words: the quotable answer, one compact table per accounting, notes, and
+verdict.md.
 
 Shared by verdict.md and report.html, which render the same lines and cells.
 """
 from __future__ import annotations
 
 import math
+
+from .results import ACCOUNTINGS, COLLAPSED, REFERENCE, AccountingFits, RunResult
 
 SCENARIO_WORDS = {
     "A": "better than BP at every compute studied and at scale",
@@ -159,3 +162,68 @@ def notes(method: str, v: dict, unit: str) -> list[str]:
     if gap:
         out.append(f"{method}:{gap}")
     return out
+
+
+# --- verdict.md ------------------------------------------------------------------------------
+
+def diagnostics_markdown(kept: list[RunResult]) -> list[str]:
+    """Per method: the final residual_common of its best-learning-rate runs, collapses flagged."""
+    lines = []
+    for method in dict.fromkeys(r.run.method for r in kept):
+        values = [(r.final_residual_common, r.run.name) for r in kept
+                  if r.run.method == method and r.final_residual_common is not None]
+        if not values:
+            continue
+        low, high = min(v for v, _ in values), max(v for v, _ in values)
+        collapsed = [name for v, name in values if v >= COLLAPSED]
+        text = f"- {method}: final residual_common {low:.4f} to {high:.4f} over {len(values)} runs"
+        if collapsed:
+            text += (f"; {len(collapsed)} collapsed (>= {COLLAPSED}: every position gets the same "
+                     f"prediction): {', '.join(collapsed)}")
+        lines.append(text + ".")
+    if not lines:
+        return []
+    return ["## Diagnostics: the residual stream entering the final LayerNorm", "",
+            "residual_common = norm of the positions' mean vector / their mean norm, at each best run's "
+            "last evaluation (1 = one vector for every position).", "", *lines, ""]
+
+
+def answer_lines(fits: AccountingFits) -> list[str]:
+    """The quotable answer under one accounting: one line per alternative."""
+    unit = "PF-days"
+    if REFERENCE not in fits.fits:
+        return [f"No verdict: BP has no fitted frontier ({fits.unfitted.get(REFERENCE, 'no completed runs')})."]
+    lines = [answer_line(m, v, unit) for m, v in fits.verdicts.items()]
+    return lines + [f"{m}: no verdict ({why})." for m, why in fits.unfitted.items() if m != REFERENCE]
+
+
+def verdict_rows(fits: AccountingFits) -> list[list[str]]:
+    return [table_cells(m, v) for m, v in fits.verdicts.items()]
+
+
+def verdict_notes(fits: AccountingFits, unit: str) -> list[str]:
+    out = [n for m, v in fits.verdicts.items() for n in notes(m, v, unit)]
+    return out + [f"{m}: no verdict ({why})." for m, why in fits.unfitted.items()]
+
+
+def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: list[RunResult],
+                     kept: list[RunResult] | None = None) -> str:
+    lines = [f"# Verdict: {spec['name']}", "", f"## The answer, under {ACCOUNTINGS['paper'][3]}", ""]
+    lines += [f"- {line}" for line in answer_lines(all_fits["paper"])] + ["", LEGEND, ""]
+    for name, fits in all_fits.items():
+        unit, description = ACCOUNTINGS[name][2], ACCOUNTINGS[name][3]
+        lines += [f"## Compute as {description}", ""]
+        if REFERENCE not in fits.fits:
+            lines += [f"No verdict: BP has no fitted frontier ({fits.unfitted.get(REFERENCE, 'no completed runs')}).", ""]
+            continue
+        if fits.verdicts:
+            lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
+            lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(fits)] + [""]
+        lines += [f"- {n}" for n in verdict_notes(fits, unit)] + [""]
+    lines += diagnostics_markdown(kept or [])
+    if excluded:
+        lines += ["## Runs left out of the fits", ""]
+        lines += [f"- {r.run.name}: {r.state}" + (f" ({r.summary['error']})" if (r.summary or {}).get("error") else "")
+                  for r in excluded]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,18 +1,15 @@
-"""A study folder and its local executor: train every run of a plan, resumably.
+"""The local executor: train every run of a plan with a pool of worker processes, resumably.
 
-`prepare_study_dir` writes DIR/spec.yaml (or checks that DIR holds this very spec), after every
-check has passed;
-`run_study` trains the plan's runs (`beyondbp.plan`) with a pool of local worker processes
-(`python -m beyondbp train`, one per run), each in DIR/runs/<run name>/. It is resumable:
-completed runs are skipped, interrupted ones resume from their checkpoints. `run_state`
-tells what a run folder holds, whichever executor trained it.
+`run_study` trains the plan's runs (`plan`) with local worker processes (`python -m beyondbp
+train` or `mlp`, the run's track's command, one per run), each in DIR/runs/<run name>/. It is
+resumable: finished runs are skipped, interrupted ones resume from their checkpoints. Before
+any worker starts, every run's memory is checked (a CPU host's share per run), each corpus is
+prepared once (`tracks.prepare_data`) and DIR/spec.yaml is written (`folder`).
 """
 from __future__ import annotations
 
 import copy
 import ctypes
-import dataclasses
-import fcntl
 import json
 import os
 import signal
@@ -24,97 +21,14 @@ from pathlib import Path
 import yaml
 
 from ..atomic_write import atomic_write
-from ..config import ConfigError, load_yaml, to_dict
-from .plan import PlannedRun, StudyPlan, plan_study
-from ..train.run_folder import EXECUTION_KEYS, read_summary  # settings that may change between invocations
-from .spec import normalise_spec
+from ..config import ConfigError, to_dict
+from ..train.memory import check_memory
+from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
+from ..train.schedule import step_schedule
+from .folder import check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
+from .plan import PlannedRun, StudyPlan
+from .tracks import prepare_data, track_of
 
-FINISHED = ("completed", "diverged")
-
-
-# --- study folder ---------------------------------------------------------------------------
-
-def _comparable(spec: dict) -> dict:
-    spec = normalise_spec(copy.deepcopy(spec))  # folders written by earlier versions hold older forms
-    spec.pop("slurm", None)
-    for key in EXECUTION_KEYS:
-        spec["base"]["train"].pop(key, None)
-    return spec
-
-
-def _first_difference(old, new, path: str = "") -> str | None:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in list(old) + [k for k in new if k not in old]:
-            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-            if diff:
-                return diff
-        return None
-    return None if old == new else f"{path or 'spec'} ({old!r} there, {new!r} now)"
-
-
-def check_study_dir(out: str | Path, spec: dict) -> Path:
-    """DIR as a Path, refused when it holds a study with another spec; writes nothing."""
-    from ..train.run_folder import check_out_path
-    out = check_out_path(out)
-    spec_path = out / "spec.yaml"
-    if spec_path.exists():
-        old = load_yaml(spec_path, "the study's spec")
-        diff = _first_difference(_comparable(old), _comparable(spec))
-        if diff:
-            raise ConfigError(f"--out: {out} holds a study with a different spec: {diff}; use another --out")
-    return out
-
-
-def prepare_study_dir(out: str | Path, spec: dict) -> Path:
-    """Create DIR with spec.yaml, or check that DIR holds this very spec. Executors call it once
-    every check has passed, so that a refused study leaves nothing that blocks the corrected one."""
-    out = check_study_dir(out, spec)
-    spec_path = out / "spec.yaml"
-    if spec_path.exists():
-        return out
-    try:
-        (out / "runs").mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
-    atomic_write(spec_path, yaml.safe_dump(spec, sort_keys=False))
-    return out
-
-
-def load_study(study_dir: str | Path) -> StudyPlan:
-    path = Path(study_dir) / "spec.yaml"
-    if not path.exists():
-        raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
-    return plan_study(normalise_spec(load_yaml(path, "the study's spec")))
-
-
-def _is_locked(lock_path: Path) -> bool:
-    """Whether a live process holds the run's lock (a dead or zombie one has released it)."""
-    try:
-        fd = os.open(lock_path, os.O_RDWR)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # closing releases the probe's own lock
-    return False
-
-
-def run_state(run_dir: Path) -> str:
-    """completed | diverged | failed | running | interrupted | pending."""
-    if _is_locked(run_dir / "worker.lock"):  # before the summary: a failed run may be retried
-        return "running"
-    summary = read_summary(run_dir)
-    if summary and summary.get("status") in (*FINISHED, "failed"):
-        return summary["status"]
-    if (run_dir / "checkpoint.pt").exists() or (run_dir / "metrics.jsonl").exists():
-        return "interrupted"
-    return "pending"
-
-
-# --- execution -------------------------------------------------------------------------------
 
 def _die_with_parent() -> None:
     """In the child: get SIGKILL when the study process dies, so no run outlives its study."""
@@ -151,18 +65,18 @@ def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> su
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     # the child inherits a locked descriptor: the run counts as running while it lives
-    lock_fd = os.open(run_dir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(lock_fd, fcntl.LOCK_EX)
+    lock_fd = lock_run(run_dir)
     log = open(run_dir / "train.log", "a")
-    command = "mlp" if cfg.model.kind == "mlp" else "train"
-    cmd = [sys.executable, "-m", "beyondbp", command, "--config", str(run_dir / "run.yaml"), "--out", str(run_dir)]
+    cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(run_dir / "run.yaml"),
+           "--out", str(run_dir)]
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                pass_fds=(lock_fd,),
+                                pass_fds=() if lock_fd is None else (lock_fd,),
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     finally:
         log.close()
-        os.close(lock_fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
     return proc
 
 
@@ -184,8 +98,7 @@ def _finish(run: PlannedRun, run_dir: Path, returncode: int) -> str:
     reason = _last_log_line(run_dir) or f"exit status {returncode}"
     if returncode < 0:
         reason = f"killed by signal {-returncode}: {reason}"
-    failed = {"method": run.method, "seed": run.seed, "status": "failed", "error": reason, "returncode": returncode}
-    atomic_write(run_dir / "summary.json", json.dumps(failed, indent=2) + "\n")
+    record_failure(run_dir, run.method, run.seed, reason, returncode)
     return "failed"
 
 
@@ -242,60 +155,14 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def prepare_data(runs: list[PlannedRun]) -> None:
-    """Tokenize and cache each corpus once, before the workers start: a bad corpus fails here
-    with one line, and K workers do not tokenize the same corpus K times."""
-    from ..data.tokens import load_token_data
-    seen = set()
-    for run in runs:
-        key = json.dumps(dataclasses.asdict(run.cfg.data), sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            if run.cfg.model.kind == "mlp":
-                from ..train.mlp_loop import image_data_shape
-                image_data_shape(run.cfg.data)
-            else:
-                load_token_data(run.cfg.data)
-
-
-def runs_to_retrain(plan: StudyPlan, study_dir: str | Path) -> list[PlannedRun]:
-    """Runs whose recorded tokens (DIR/runs/NAME/data.json) are not what their corpus gives now.
-
-    A study whose corpus changed under it is refused in one line (its runs would mix corpora),
-    unless its runs ask for train.on_data_change=restart: those are then returned, to be trained
-    again (their earlier results are set aside in the run folder)."""
-    from ..data.tokens import cache_entry
-    from ..train.run_folder import DATA_RECORD, data_change
-    entries: dict[str, str] = {}
-    changed = []
-    for run in plan.runs:
-        run_dir = Path(study_dir) / "runs" / run.name
-        if not (run_dir / DATA_RECORD).exists():
-            continue
-        key = json.dumps(dataclasses.asdict(run.cfg.data), sort_keys=True)
-        if key not in entries:
-            entries[key] = cache_entry(run.cfg.data).name
-        reason = data_change(run_dir, run.cfg.data.corpus, entries[key])
-        if reason:
-            changed.append((run, reason))
-    refused = [(run, reason) for run, reason in changed if run.cfg.train.on_data_change != "restart"]
-    if refused:
-        raise ConfigError(f"data.corpus: {len(refused)} run(s) of {study_dir} were trained on other tokens: "
-                          f"{refused[0][1]}; going on would mix corpora in one study. Restore the corpus, use "
-                          f"another --out, or add base.train.on_data_change=restart to train them again")
-    return [run for run, _ in changed]
-
-
 def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
     """On a CPU host, each run must fit in its share of the memory (K runs train at once)."""
-    from ..train.memory import check_memory
-    from ..train.loop import make_plan
     for run in runs:
-        if run.cfg.model.kind != "gpt":
+        if not track_of(run.cfg).memory_preflight:
             continue
-        plan = make_plan(run.cfg)
+        schedule = step_schedule(run.cfg)
         try:
-            check_memory(run.cfg, plan.n_seqs // plan.accum, "cpu", share=workers)
+            check_memory(run.cfg, schedule.n_seqs // schedule.accum, "cpu", share=workers)
         except ConfigError as exc:
             hint = "; or fewer --workers" if workers > 1 else ""
             raise ConfigError(f"{run.name}: {exc}{hint}") from None
@@ -315,7 +182,7 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
     todo = [r for r in plan.runs if states[r.name] not in FINISHED or r.name in again]
     if not gpus:
         check_study_memory(todo, n_workers)
-    prepare_data(todo)
+    prepare_data([r.cfg for r in todo])
     prepare_study_dir(study_dir, plan.spec)
     todo.sort(key=lambda r: -r.cost)  # longest first: the last runs to finish are short ones
     if not quiet:
@@ -358,9 +225,3 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
     return study_counts(plan, study_dir)
 
 
-def study_counts(plan: StudyPlan, study_dir: str | Path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for run in plan.runs:
-        state = run_state(Path(study_dir) / "runs" / run.name)
-        counts[state] = counts.get(state, 0) + 1
-    return counts

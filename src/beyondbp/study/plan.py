@@ -1,20 +1,18 @@
-"""A study plan: every run of a normalised spec (`beyondbp.spec`) as a validated RunConfig.
+"""A study plan: every run of a normalised spec (`spec`) as a validated RunConfig.
 
 The grid is methods (or variant labels) x sizes x budgets x learning rates x seeds. Each run
 has its own folder name, `<method>_<size>[_<budget>]_lr<lr>_s<seed>` (the budget appears only
 when the spec lists several). How a run's size and budget become a model and a length is the
-track's business: the Transformer track counts tokens (fixed, or per non-embedding
-parameter), the MLP track epochs over its dataset (`beyondbp.mlp_train.plan_mlp_run`).
+track's business (`tracks.Track.plan_run`): the Transformer track counts tokens (fixed, or per
+non-embedding parameter), the MLP track epochs over its dataset.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import functools
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, ModelConfig, RunConfig, apply_mapping, validate_config
-from .spec import base_config
+from ..config import ConfigError, RunConfig, apply_mapping, validate_config
+from .tracks import get_track
 
 
 @dataclass
@@ -38,40 +36,6 @@ class PlannedRun:
 class StudyPlan:
     spec: dict
     runs: list[PlannedRun] = field(default_factory=list)
-
-
-def planning_vocab_size(cfg: RunConfig) -> int:
-    """The vocabulary a run will have, without tokenizing the corpus."""
-    if cfg.model.vocab_size is not None:
-        return cfg.model.vocab_size
-    if cfg.data.tokenizer == "byte":
-        return 256
-    if cfg.data.tokenizer == "gpt2":
-        return 50_257
-    from ..data.tokens import bpe_vocab_size
-    return bpe_vocab_size(cfg.data)
-
-
-def model_counts(cfg: RunConfig) -> tuple[int, int]:
-    """(non-embedding parameters, exact forward FLOPs per token) of cfg.model, without building it."""
-    from ..model import shape as model_shape
-    model_cfg = model_shape.resolve_model_config(copy.deepcopy(cfg.model), planning_vocab_size(cfg))
-    return model_shape.n_params(model_cfg)[1], model_shape.forward_flops(model_cfg)
-
-
-def counts_of(model_cfg: ModelConfig) -> tuple[int, int]:
-    """Counts of a model of any kind, built once on the meta device (the MLP track's planning)."""
-    return _counts_of(tuple(sorted(dataclasses.asdict(model_cfg).items())))
-
-
-@functools.lru_cache(maxsize=None)
-def _counts_of(model_items: tuple) -> tuple[int, int]:
-    import torch
-    from ..model.gpt import build_model
-    model_cfg = ModelConfig(**dict(model_items))
-    with torch.device("meta"):
-        model = build_model(model_cfg, init_weights=False)
-    return model.n_params_nonembedding(), model.forward_flops_per_token()
 
 
 def budget_label(value: float, per_param: bool) -> str:
@@ -103,8 +67,7 @@ def _budgets(spec: dict) -> list[tuple[str, float | None, bool]]:
 
 def run_config(spec: dict, method: str, size: str) -> RunConfig:
     """A run's config before its learning rate, seed and budget: base, size, variant, per_method."""
-    track = spec.get("track", "transformer")
-    cfg = apply_mapping(base_config(track), copy.deepcopy(spec["base"]), prefix="base.")
+    cfg = apply_mapping(get_track(spec.get("track")).base_config(), copy.deepcopy(spec["base"]), prefix="base.")
     apply_mapping(cfg, {"model": spec["sizes"][size]}, prefix="sizes.")
     variant = (spec.get("variants") or {}).get(method)
     if variant is not None:
@@ -115,22 +78,10 @@ def run_config(spec: dict, method: str, size: str) -> RunConfig:
     return cfg
 
 
-def _plan_transformer_run(cfg: RunConfig, budget: float, per_param: bool) -> tuple[int, float]:
-    """Set cfg.train.tokens from the budget (whole batches); (N, exact BP FLOPs) of the run."""
-    from ..train.loop import learning_rate, make_plan
-    n_params, forward_flops = model_counts(cfg)
-    tokens = int(budget * n_params) if per_param else int(budget)
-    batch = cfg.train.batch_tokens
-    cfg.train.tokens = max(batch, tokens // batch * batch) if batch > 0 else tokens
-    make_plan(cfg)
-    learning_rate(cfg, 0, 1)
-    return n_params, 3.0 * forward_flops * cfg.train.tokens
-
-
 def plan_study(spec: dict) -> StudyPlan:
     """Every run of the grid as a validated RunConfig; raises ConfigError before any run starts."""
     plan = StudyPlan(spec)
-    mlp = spec.get("track", "transformer") == "mlp"
+    track = get_track(spec.get("track"))
     for method in spec["methods"]:
         for size in spec["sizes"]:
             for budget, value, per_param in _budgets(spec):
@@ -143,11 +94,7 @@ def plan_study(spec: dict) -> StudyPlan:
                             validate_config(cfg)
                         except ConfigError as exc:
                             raise ConfigError(f"{run_name(method, size, lr, seed, budget)}: {exc}") from None
-                        if mlp:
-                            from ..train.mlp_loop import plan_mlp_run
-                            n_params, cost = plan_mlp_run(cfg)
-                        else:
-                            n_params, cost = _plan_transformer_run(cfg, value, per_param)
+                        n_params, cost = track.plan_run(cfg, value, per_param)
                         plan.runs.append(PlannedRun(run_name(method, size, lr, seed, budget), method, size, lr,
                                                     seed, cfg, n_params, cost, budget))
     return plan

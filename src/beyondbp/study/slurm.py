@@ -9,10 +9,11 @@ shared filesystem, DIR/runs/NAME/:
   slurm_task.json   host, pid and job id of the attempt now training (written by rank 0)
   worker.lock       held (flock) by rank 0 while it trains: a second job for the same run
                     refuses to start instead of writing the same files
-  config.yaml, metrics.jsonl, checkpoint.pt, summary.json   as for any run (beyondbp.train)
+  config.yaml, metrics.jsonl, checkpoint.pt, summary.json   as for any run (beyondbp.train.run_folder)
 
 A run that needs K GPUs is one job with K tasks (submitit `tasks_per_node` x `nodes`); each
-task is one torch.distributed rank that calls `beyondbp.train.train` in-process, with RANK,
+task is one torch.distributed rank that trains the run in-process (its track's runner,
+`beyondbp.train.loop.train` for the Transformer track), with RANK,
 WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT taken from submitit's JobEnvironment.
 In-process ranks (rather than torchrun inside one task) keep submitit's signal handling, its
 requeue, and its per-task logs working on every rank; every task sees all GPUs of its node
@@ -41,11 +42,13 @@ from pathlib import Path
 
 import yaml
 
-from ..config import ConfigError, to_dict
-from .plan import PlannedRun, StudyPlan, plan_study
 from ..atomic_write import atomic_write
-from ..train.run_folder import read_summary
-from .local import FINISHED, check_study_dir, prepare_data, prepare_study_dir, run_state, runs_to_retrain
+from ..config import ConfigError, build_config, to_dict
+from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
+from ..train.schedule import step_schedule
+from .folder import check_study_dir, prepare_study_dir, runs_to_retrain
+from .plan import PlannedRun, StudyPlan, plan_study
+from .tracks import prepare_data, track_of
 
 # Slurm job states (sacct/squeue) grouped into what `study status` shows
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED"}
@@ -67,10 +70,9 @@ def plan_for_slurm(spec: dict, settings: dict) -> StudyPlan:
     plan = plan_study(spec)
     world = settings["gpus_per_run"]
     if world > 1:
-        from ..train.loop import make_plan
         for run in plan.runs:
             try:
-                make_plan(run.cfg, world)
+                step_schedule(run.cfg, world)
             except ConfigError as exc:
                 raise ConfigError(f"--gpus-per-run: {world} processes cannot train {run.name}: {exc}") from None
     return plan
@@ -95,15 +97,14 @@ class TrainJob:
 
     def __call__(self) -> dict:
         import submitit
-        from ..config import build_config
-        from ..train.loop import Interrupted, train
+        from ..train.run_folder import Interrupted
         job_env = submitit.JobEnvironment()
         if job_env.num_tasks > 1:
             _export_torch_distributed(job_env)
         run_dir = Path(self.run_dir)
         cfg = build_config(run_dir / "run.yaml")
         is_main = job_env.global_rank == 0
-        lock_fd = _take_run_lock(run_dir) if is_main else None
+        lock_fd = lock_run(run_dir, wait=False) if is_main else None
         if is_main:
             atomic_write(run_dir / TASK_FILE, json.dumps({
                 "job_id": job_env.job_id, "host": socket.gethostname(), "pid": os.getpid(),
@@ -116,7 +117,7 @@ class TrainJob:
 
         submitit_handler = signal.signal(_preempt_signal(), on_preempt)
         try:
-            summary = train(cfg, run_dir, quiet=False)
+            summary = track_of(cfg).train(cfg, run_dir, quiet=False)
         except Interrupted:
             signal.signal(_preempt_signal(), submitit_handler)
             if preempted and callable(submitit_handler):
@@ -142,28 +143,11 @@ def _export_torch_distributed(job_env) -> None:
         os.environ["MASTER_ADDR"] = "127.0.0.1"  # one machine: no name resolution needed
 
 
-def _take_run_lock(run_dir: Path) -> int | None:
-    """flock worker.lock for the life of the job, as the local executor does; None where the
-    filesystem has no locks (the job then trusts the submitter not to double-submit)."""
-    fd = os.open(run_dir / "worker.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ConfigError(f"{run_dir}: this run is being trained by another process or job; not starting a second")
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def _record_failure(run_dir: Path, cfg, exc: BaseException) -> None:
     summary = read_summary(run_dir)
     if summary and summary.get("status") in FINISHED:
         return
-    error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-    atomic_write(run_dir / "summary.json", json.dumps(
-        {"method": cfg.method.name, "seed": cfg.seed, "status": "failed", "error": error}, indent=2) + "\n")
+    record_failure(run_dir, cfg.method.name, cfg.seed, f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
 
 
 # --- submission ------------------------------------------------------------------------------
@@ -219,7 +203,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
     runs_dir = study_dir / "runs"
     again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings["prepare_data"] else set()
     if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written
-        prepare_data([r for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again])
+        prepare_data([r.cfg for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again])
     study_dir = prepare_study_dir(study_dir, plan.spec)
     lock_fd = os.open(study_dir / "submit.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -343,11 +327,6 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     return "failed", f"{job} {sched} before the run finished; `study run` again resumes it"
 
 
-def status_rows(plan: StudyPlan, study_dir: str | Path) -> list[tuple[str, str, str]]:
-    runs_dir = Path(study_dir) / "runs"
-    return [(run.name, *run_status(runs_dir / run.name)) for run in plan.runs]
-
-
 def run_study_slurm(plan: StudyPlan, study_dir: str | Path, settings: dict, wait: bool = False,
                     quiet: bool = False) -> dict:
     """Submit, print job ids; with wait, block until every job ends. Returns {run name: job id}."""
@@ -359,5 +338,5 @@ def run_study_slurm(plan: StudyPlan, study_dir: str | Path, settings: dict, wait
     return {name: str(job.job_id) for name, job in jobs.items()}
 
 
-__all__ = ["require_submitit", "plan_for_slurm", "TrainJob", "submit_study", "wait_for", "run_status", "status_rows", "run_study_slurm",
+__all__ = ["require_submitit", "plan_for_slurm", "TrainJob", "submit_study", "wait_for", "run_status", "run_study_slurm",
            "scheduler_state"]

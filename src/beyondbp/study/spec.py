@@ -40,10 +40,13 @@ import yaml
 
 from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
                      check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
+from ..methods.catalogue import catalogue
+from ..model.shape import NAMED_SIZES
+from .slurm_settings import normalise_slurm
+from .tracks import Track, get_track
 
 SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "lrs",
              "seeds", "per_method", "base", "frontier_points", "slurm")
-TRACKS = ("transformer", "mlp")
 FRONTIER_POINTS = ("final", "all")
 
 
@@ -114,15 +117,7 @@ def expand_dotted(mapping: dict, where: str, base: RunConfig | None = None) -> d
     return nested
 
 
-def base_config(track: str) -> RunConfig:
-    """The RunConfig defaults a track's runs start from."""
-    if track == "mlp":
-        from ..train.mlp_loop import mlp_base_config
-        return mlp_base_config()
-    return RunConfig()
-
-
-def _size_entries(sizes, track: str) -> list[tuple[str, object]]:
+def _size_entries(sizes, track: Track) -> list[tuple[str, object]]:
     if isinstance(sizes, dict):
         return [(str(k), v) for k, v in sizes.items()]
     if not isinstance(sizes, list):
@@ -133,17 +128,14 @@ def _size_entries(sizes, track: str) -> list[tuple[str, object]]:
             items.append((entry, entry))
         elif isinstance(entry, dict):
             entry = dict(entry)
-            name = entry.pop("name", None) or (f"D{entry.get('depth', 3)}w{entry.get('width', 256)}"
-                                               if track == "mlp" else
-                                               f"L{entry.get('n_layer', '?')}d{entry.get('d_model', '?')}")
+            name = entry.pop("name", None) or track.size_name(entry)
             items.append((str(name), entry))
         else:
             raise ConfigError(f"sizes: expected a named size or a mapping of model keys, got {entry!r}")
     return items
 
 
-def _normalise_sizes(sizes, track: str = "transformer") -> dict[str, dict]:
-    from ..model.shape import NAMED_SIZES
+def _normalise_sizes(sizes, track: Track) -> dict[str, dict]:
     items = _size_entries(sizes, track)
     if not items:
         raise ConfigError("sizes: must list at least one model size")
@@ -154,7 +146,7 @@ def _normalise_sizes(sizes, track: str = "transformer") -> dict[str, dict]:
         if "_" in name or "/" in name:
             raise ConfigError(f"sizes: size name {name!r} must not contain '_' or '/' (it names run folders)")
         if isinstance(value, str):
-            if track == "mlp":
+            if not track.named_sizes:
                 raise ConfigError(f"sizes.{name}: an MLP size is a mapping of model keys "
                                   f"(depth, width, activation), got {value!r}")
             if value not in NAMED_SIZES:
@@ -188,22 +180,20 @@ def _positive_list(value, typ, key: str, what: str) -> list | None:
     return out
 
 
-def _normalise_methods(raw: dict, track: str, variants: dict) -> list[str]:
-    from ..methods.registry import available
+def _normalise_methods(raw: dict, track: Track, variants: dict) -> list[str]:
     methods = raw.get("methods")
     if isinstance(methods, str):
         methods = [methods]
     if not isinstance(methods, list) or not methods:
         raise ConfigError("methods: must list at least one training method")
-    valid = available()
-    kind = "mlp" if track == "mlp" else "gpt"
+    valid = catalogue()
     for label in methods:
         method = variants[label]["method"]["name"] if label in variants else label
         if method not in valid:
             raise ConfigError(f"methods: unknown method {label!r} (valid: {', '.join([*valid, *variants])})")
-        if kind not in valid[method].supports:
-            raise ConfigError(f"methods: {label!r} cannot train the {track} track "
-                              f"(methods for it: {', '.join(n for n, c in valid.items() if kind in c.supports)})")
+        if track.kind not in valid[method].supports:
+            raise ConfigError(f"methods: {label!r} cannot train the {track.name} track "
+                              f"(methods for it: {', '.join(n for n, c in valid.items() if track.kind in c.supports)})")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"methods: a method is listed twice: {methods}")
     return [str(m) for m in methods]
@@ -211,23 +201,23 @@ def _normalise_methods(raw: dict, track: str, variants: dict) -> list[str]:
 
 def _normalise_variants(raw) -> dict[str, dict]:
     """{label: nested RunConfig keys with method.name}; labels are not method names."""
-    from ..methods.registry import available
+    available = catalogue()
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"variants: expected a mapping label -> RunConfig keys, got {raw!r}")
     out = {}
     for label, mapping in raw.items():
         label = str(label)
-        if label in available():
+        if label in available:
             raise ConfigError(f"variants.{label}: a variant label must not be a method's name")
         if "/" in label or not label:
             raise ConfigError(f"variants.{label}: a label must be a non-empty name without '/' (it names run folders)")
         nested = expand_dotted(mapping or {}, f"variants.{label}")
         if not isinstance(nested.get("method"), dict) or "name" not in nested["method"]:
             raise ConfigError(f"variants.{label}: name the method it configures (method: NAME)")
-        if nested["method"]["name"] not in available():
+        if nested["method"]["name"] not in available:
             raise ConfigError(f"variants.{label}.method: unknown method {nested['method']['name']!r} "
-                              f"(valid: {', '.join(available())})")
+                              f"(valid: {', '.join(available)})")
         out[label] = nested
     return out
 
@@ -256,12 +246,12 @@ def _normalise_lrs(raw, methods: list[str], labels: list[str], sizes: list[str],
     return out
 
 
-def _normalise_budget(raw: dict, track: str) -> tuple[list[int] | None, list[float] | None]:
+def _normalise_budget(raw: dict, track: Track) -> tuple[list[int] | None, list[float] | None]:
     tokens = _positive_list(raw.get("tokens"), int, "tokens", "budget")
     ratio = _positive_list(raw.get("tokens_per_param"), float, "tokens_per_param", "budget")
-    if track == "mlp":
+    if not track.budget_keys:
         if tokens is not None or ratio is not None:
-            raise ConfigError(f"{'tokens' if tokens is not None else 'tokens_per_param'}: the mlp track's "
+            raise ConfigError(f"{'tokens' if tokens is not None else 'tokens_per_param'}: the {track.name} track's "
                               f"budget is base.train.epochs; leave tokens out")
     elif (tokens is None) == (ratio is None):
         raise ConfigError("tokens: give exactly one of tokens (per run) or tokens_per_param")
@@ -280,7 +270,7 @@ def _normalise_seeds(raw) -> list[int]:
     return seeds
 
 
-def _normalise_per_method(raw, methods: list[str], labels: list[str], track: str) -> dict:
+def _normalise_per_method(raw, methods: list[str], labels: list[str], track: Track) -> dict:
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"per_method: expected a mapping method -> RunConfig keys, got {raw!r}")
@@ -289,35 +279,33 @@ def _normalise_per_method(raw, methods: list[str], labels: list[str], track: str
         if m not in labels:
             raise ConfigError(f"per_method.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
         if m in methods:  # a preset configures methods a user may leave out with methods=[...]
-            out[m] = expand_dotted(mapping or {}, f"per_method.{m}", base_config(track))
+            out[m] = expand_dotted(mapping or {}, f"per_method.{m}", track.base_config())
     return out
 
 
 def normalise_spec(raw: dict) -> dict:
     """Validate every field and return the spec in one canonical form (what spec.yaml holds)."""
-    from ..methods.registry import available
     if not isinstance(raw, dict):
         raise ConfigError("spec: expected a mapping at top level")
     unknown = [k for k in raw if k not in SPEC_KEYS]
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} (valid spec keys: {', '.join(SPEC_KEYS)})")
-    track = str(raw.get("track") or "transformer")
-    check_choice("track", track, TRACKS, "track")
+    track = get_track(raw.get("track"))
     variants = _normalise_variants(raw.get("variants"))
     methods = _normalise_methods(raw, track, variants)
     tokens, ratio = _normalise_budget(raw, track)
     sizes = _normalise_sizes(raw.get("sizes"), track)
-    base_cfg = validate_config(apply_mapping(base_config(track), raw.get("base") or {}, prefix="base."), "base.")
+    base_cfg = validate_config(apply_mapping(track.base_config(), raw.get("base") or {}, prefix="base."), "base.")
     base = to_dict(base_cfg)
     base.pop("method")  # a run's method comes from `methods`, its seed from `seeds`
     base.pop("seed")
-    labels = [*available(), *variants]
+    labels = [*catalogue(), *variants]
     frontier_points = str(raw.get("frontier_points") or "final")
     check_choice("frontier_points", frontier_points, FRONTIER_POINTS)
     spec = {
         "name": str(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),
-        "track": track,
+        "track": track.name,
         "methods": methods,
         "variants": {label: v for label, v in variants.items() if label in methods},
         "sizes": sizes,
@@ -330,6 +318,5 @@ def normalise_spec(raw: dict) -> dict:
         "frontier_points": frontier_points,
     }
     if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.slurm
-        from .slurm_settings import normalise_slurm
         spec["slurm"] = normalise_slurm(raw["slurm"])
     return spec

@@ -3,7 +3,9 @@
 `measure_alignment` gives, per block, the cosine similarity between the update the method
 applies (its `objective.backward()`) and the true BP gradient (the model's own loss backward),
 for the same batch and weights. `hidden_signal_alignment` does the same for the signal each
-block's OUTPUT receives (for DFA: B e against the backpropagated gradient there).
+block's OUTPUT receives (for DFA: B e against the backpropagated gradient there);
+`signal_comparison` gives those signals row by row and any parameters' two gradients, from
+which the MLP track's angles are made (`mlp_loop.measure_angles`).
 
 Both leave training undisturbed: every `.grad` is put back (the very tensor objects), the CPU
 and CUDA RNG states are restored (and reset before each pass, so both passes draw the same
@@ -78,25 +80,33 @@ def measure_alignment(method, x: torch.Tensor, y: torch.Tensor,
     return {name: cosine(u, g) for name, u, g in zip(method.block_names(), updates, true_grads)}
 
 
-def hidden_signal_alignment(method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """{"block{i}": mean over rows (tokens/examples) of cos(signal at block i's output, BP's there)}.
+def signal_comparison(method, x: torch.Tensor, y: torch.Tensor, params=()) -> tuple[dict[str, torch.Tensor], list]:
+    """The method's signals against BP's on one batch, in one backward each.
 
-    Captured with forward hooks, so a block appears only if the method calls the block module
-    (MLP and block-wise DFA do; per-layer DFA on a GPT composes the block's layers itself).
-    Rows where either signal is zero carry no direction and are skipped.
-    """
-    params = list(method.parameters())
-    with _Preserved(params) as state:
+    Returns ({"block{i}": cosine per row (token or example) between the signal at block i's
+    output and BP's gradient there, rows where either is zero left out}, [(the method's update,
+    BP's gradient) of each parameter in `params`, None where no gradient reaches it]). A block
+    appears only if both passes call the block module (MLP and block-wise DFA do; per-layer DFA
+    on a GPT composes the block's layers itself)."""
+    params = list(params)
+    with _Preserved(list(method.parameters())) as state:
         state.clear_grads()
         method_signals = _block_output_grads(method.model, lambda: method(x, y)[1])
+        method_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
         state.reset_rng()
         state.clear_grads()
         true_signals = _block_output_grads(method.model, lambda: method.model(x, y)[1])
-    out = {}
-    for name, signal in method_signals.items():
-        if name in true_signals:
-            out[name] = _mean_row_cosine(signal, true_signals[name])
-    return out
+        true_grads = [None if p.grad is None else p.grad.detach().clone() for p in params]
+    rows = {name: row_cosines(signal, true_signals[name]) for name, signal in method_signals.items()
+            if name in true_signals}
+    return rows, list(zip(method_grads, true_grads))
+
+
+def hidden_signal_alignment(method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """{"block{i}": mean over rows (tokens/examples) of cos(signal at block i's output, BP's there)}
+    (`signal_comparison`; 0.0 for a block whose rows all carry no signal)."""
+    rows, _ = signal_comparison(method, x, y)
+    return {name: cos.mean().item() if cos.numel() else 0.0 for name, cos in rows.items()}
 
 
 def _block_output_grads(model, objective_fn) -> dict[str, torch.Tensor]:
@@ -117,9 +127,9 @@ def _block_output_grads(model, objective_fn) -> dict[str, torch.Tensor]:
     return grads
 
 
-def _mean_row_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+def row_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosines between matching rows of two [..., width] tensors, in float64, rows where either
+    is zero (no direction) left out."""
     a, b = a.reshape(-1, a.shape[-1]).double(), b.reshape(-1, b.shape[-1]).double()
     keep = (a.norm(dim=1) > 0) & (b.norm(dim=1) > 0)
-    if not keep.any():
-        return 0.0
-    return torch.nn.functional.cosine_similarity(a[keep], b[keep], dim=1).mean().item()
+    return torch.nn.functional.cosine_similarity(a[keep], b[keep], dim=1)

@@ -22,9 +22,8 @@ from typing import Callable
 
 from ..atomic_write import write_atomically
 from ..config import ConfigError
+from .run_folder import CHECKPOINT, PREVIOUS, checkpoint_files
 
-CHECKPOINT = "checkpoint.pt"
-PREVIOUS = "checkpoint.prev.pt"
 REQUIRED = ("method", "step")
 
 
@@ -35,11 +34,6 @@ class _Unreadable(Exception):
 def save_checkpoint(out: Path, payload: dict) -> None:
     import torch
     write_atomically(out / CHECKPOINT, lambda f: torch.save(payload, f), previous=out / PREVIOUS)
-
-
-def checkpoint_files(out: Path) -> list[Path]:
-    """The checkpoints of a run folder, newest first."""
-    return [p for p in (out / CHECKPOINT, out / PREVIOUS) if p.exists()]
 
 
 def _read(path: Path, device) -> dict:

@@ -133,16 +133,3 @@ def step_consensus(loss: torch.Tensor, stop_requested: bool, ctx: DistContext) -
                         torch.tensor(float(stop_requested), device=loss.device)])
     dist.all_reduce(both, op=dist.ReduceOp.SUM)
     return (both[0] / ctx.world_size).item(), bool(both[1].item() > 0)
-
-
-def mean_across(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
-    if not ctx.enabled:
-        return value
-    value = value.clone()
-    dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value / ctx.world_size
-
-
-def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
-        dist.barrier()

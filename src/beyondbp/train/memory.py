@@ -24,25 +24,21 @@ import os
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig
+from ..data.tokenizers import planned_vocab_size
+from ..model import shape as model_shape
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 GiB = 2**30
 
 
-def planned_vocab_size(cfg: RunConfig) -> int:
-    from ..study.plan import planning_vocab_size
-    return planning_vocab_size(cfg)
-
-
 def training_bytes(cfg: RunConfig, micro_seqs: int, bf16: bool, vocab_size: int | None = None) -> dict[str, int]:
     """{parameters, weights, gradients_and_optimizer, activations, total} of a run, in bytes (the
     parameter count as a count). A GPT: `micro_seqs` sequences; an MLP: `micro_seqs` examples."""
-    from ..model import shape as model_shape
     model = copy.deepcopy(cfg.model)
     if model.kind == "mlp":
-        widths = [model.n_inputs or 1] + [model.width] * model.depth + [model.n_classes or 2]
-        n_total = sum(a * b + b for a, b in zip(widths, widths[1:]))
-        activations = micro_seqs * 2 * sum(widths) * 4
+        model.n_inputs, model.n_classes = model.n_inputs or 1, model.n_classes or 2
+        n_total = model_shape.mlp_n_params(model)
+        activations = micro_seqs * 2 * sum(model_shape.mlp_widths(model)) * 4
     else:
         model = model_shape.resolve_model_config(model, vocab_size or planned_vocab_size(cfg))
         n_total, _ = model_shape.n_params(model)
