@@ -12,9 +12,10 @@ from typing import NamedTuple
 import numpy as np
 
 from ..config import ConfigError
-from .lnd import DEFAULT_BOOTSTRAP, fit_lnd, fit_lnd_shared_e, jsonable
-from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, allocation, edge_warnings, optimal_loss_law
+from .lnd import DEFAULT_BOOTSTRAP, LNDFit, fit_lnd, fit_lnd_shared_e, jsonable
+from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, PF_DAY_FLOP, allocation, edge_warnings, optimal_loss_law
 from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
+from .lnd_verdict import judge_optimal_loss
 
 RUN_COLUMNS = ("method", "n_params", "tokens", "loss")
 NUMBER_COLUMNS = ("n_params", "tokens", "loss")
@@ -54,6 +55,17 @@ def _positive(text, path: Path, line: int, column: str) -> float:
     return value
 
 
+def is_runs_csv(path) -> bool:
+    """Whether a CSV's header names the runs columns n_params and tokens (an L(N, D) runs file),
+    not a points file; False for a file that cannot be read (its reader then says why)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+            header = next(csv.reader(handle), [])
+    except OSError:
+        return False
+    return {"n_params", "tokens"} <= {h.strip() for h in header}
+
+
 def read_runs_csv(path) -> dict[str, Runs]:
     """Runs per method, in file order. Any bad row is a ConfigError naming the file, line and
     column; nothing is skipped silently."""
@@ -86,11 +98,39 @@ def read_runs_csv(path) -> dict[str, Runs]:
     return out
 
 
+def run_span(fit: LNDFit, k: float) -> tuple[float, float]:
+    """The smallest and largest run compute k N D of a fit's runs."""
+    compute = k * fit.n_params * fit.tokens
+    return float(compute.min()), float(compute.max())
+
+
+def method_summary(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=None) -> dict:
+    """One fitted method's {"allocation", "optimal_loss", "isoflop", "warnings"} as strict JSON:
+    the allocation at `computes` (default: its smallest and largest run compute, C = k N D in
+    FLOP), L*(C), the isoFLOP minima with their exponent, and the edge and fit warnings."""
+    method = fit.method
+    at = list(run_span(fit, k)) if computes is None else computes
+    minima = isoflop_minima(fit.n_params, fit.tokens, fit.loss, k=k)
+    warnings = edge_warnings(fit, k, at) + isoflop_warnings(minima, method)
+    if not minima:
+        warnings.append(f"{method}: isoFLOP cross-check impossible: at no compute do "
+                        f"{MIN_SIZES} sizes have runs on both sides")
+    if fit.at_bounds:
+        warnings.append(f"{method}: {', '.join(fit.at_bounds)} at the bound of the fit "
+                        "(the runs do not determine it)")
+    return jsonable({"allocation": allocation(fit, at, k).to_dict(),
+                     "optimal_loss": optimal_loss_law(fit, k).to_dict(),
+                     "isoflop": {"minima": [m.to_dict() for m in minima], "exponent": isoflop_exponent(minima)},
+                     "warnings": warnings})
+
+
 def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                shared_e: bool = False, flops_per_param_token: float | dict = BP_FLOPS_PER_PARAM_TOKEN,
-               computes=None) -> dict:
+               computes=None, reference: str | None = None) -> dict:
     """{"lnd_fits": {method: fit}, "allocation": {method: ...}, "optimal_loss": {method: law},
-    "isoflop": {method: {"minima", "exponent"}}, "warnings": [...]} as strict JSON.
+    "isoflop": {method: {"minima", "exponent"}}, "warnings": [...]} as strict JSON, and, when
+    `reference` names one of several methods, "optimal_loss_verdicts": each other method's
+    L*(C) judged against the reference's (`lnd_verdict.judge_optimal_loss`, C in PF-days).
 
     flops_per_param_token: k in C = k N D, one number or {method: k}; computes: where to give
     the allocation (default: each method's smallest and largest run compute)."""
@@ -106,19 +146,15 @@ def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, s
                 for m, g in groups.items()}
     out = {"lnd_fits": {}, "allocation": {}, "optimal_loss": {}, "isoflop": {}, "warnings": []}
     for method, fit in fits.items():
-        k = k_of(method)
-        run_c = k * fit.n_params * fit.tokens
-        at = [run_c.min(), run_c.max()] if computes is None else computes
-        minima = isoflop_minima(fit.n_params, fit.tokens, fit.loss, k=k)
         out["lnd_fits"][method] = fit.to_dict()
-        out["allocation"][method] = allocation(fit, at, k).to_dict()
-        out["optimal_loss"][method] = optimal_loss_law(fit, k).to_dict()
-        out["isoflop"][method] = {"minima": [m.to_dict() for m in minima], "exponent": isoflop_exponent(minima)}
-        out["warnings"] += edge_warnings(fit, k, at) + isoflop_warnings(minima, method)
-        if not minima:
-            out["warnings"].append(f"{method}: isoFLOP cross-check impossible: at no compute do "
-                                   f"{MIN_SIZES} sizes have runs on both sides")
-        if fit.at_bounds:
-            out["warnings"].append(f"{method}: {', '.join(fit.at_bounds)} at the bound of the fit "
-                                   "(the runs do not determine it)")
+        summary = method_summary(fit, k_of(method), computes)
+        for key in ("allocation", "optimal_loss", "isoflop"):
+            out[key][method] = summary[key]
+        out["warnings"] += summary["warnings"]
+    if reference is not None and reference not in fits and len(fits) > 1:
+        out["warnings"].append(f"no verdicts on L*(C): the reference {reference!r} has no runs")
+    if reference in fits and len(fits) > 1:
+        laws = {m: optimal_loss_law(f, k_of(m)) for m, f in fits.items()}
+        spans = {m: run_span(f, k_of(m) / PF_DAY_FLOP) for m, f in fits.items()}
+        out["optimal_loss_verdicts"] = judge_optimal_loss(laws, spans, reference, PF_DAY_FLOP)
     return jsonable(out)

@@ -1,0 +1,70 @@
+"""Verdicts and compute multipliers on the compute-optimal loss L*(C) of each method's L(N, D) fit.
+
+`lnd_alloc.optimal_loss_law` turns a fit into L*(C) = E + (C / C_c)^-gamma, the loss of the
+best model size at each compute. Written in the frontier's form (`OptimalLossLaw.kaplan_form`)
+it is a `PowerLawFit` with a floor, so the envelope's verdict code (`verdict.judge`, with the
+compute multiplier of `multiplier.compute_multiplier`) judges it unchanged: the letter from the
+gap at the smallest compute studied and the floors at scale, the multiplier read from both laws.
+
+Two differences from an envelope fit, both because L* comes from a refit of whole runs:
+its bootstrap rows are the L(N, D) fit's own bootstrap over runs (percentile intervals, so no
+Student-t widening: the degrees of freedom are set high enough that the factor is 1), and it
+has no measured points, so the verdict's `measured_gap` is dropped. The law's "envelope" is
+the law itself at `CURVE_POINTS` computes over the span of the method's runs: it sets the
+compute range the multiplier reads the law over and has no residuals.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .frontier import PowerLawFit
+from .lnd_alloc import OptimalLossLaw
+from .verdict import judge
+
+CURVE_POINTS = 9
+NO_WIDENING_DOF = 10**9  # t(0.975, dof) / z(0.975) = 1 to 9 digits: percentile intervals as they are
+LN10 = math.log(10.0)
+
+
+def optimal_loss_frontier(law: OptimalLossLaw, span: tuple[float, float], unit: float = 1.0) -> PowerLawFit:
+    """L*(C) as a `PowerLawFit` over `span` (the smallest and largest compute of the method's
+    runs, in units of `unit` compute: 8.64e19 for PF-days when the law's C is in FLOP)."""
+    (alpha, log_c_c, floor), rows = law.kaplan_form(unit)
+    computes = np.geomspace(span[0], span[1], CURVE_POINTS)
+    centre = float(np.log(computes).mean())
+    intercept = alpha * (centre - log_c_c)  # ln(L* - E) at the centre
+    samples = None
+    if rows is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            samples = np.column_stack([rows[:, 0], rows[:, 0] * (centre - rows[:, 1] * LN10), rows[:, 2]])
+    fit = PowerLawFit(float(alpha), float(intercept), centre, float(floor), None, CURVE_POINTS,
+                      np.column_stack([computes, np.zeros(CURVE_POINTS)]), None, dof=NO_WIDENING_DOF,
+                      raw_samples=samples)
+    fit.envelope[:, 1] = fit.predict(computes)
+    if samples is not None:
+        fit.samples = fit.widened(1.0)
+        finite = samples[np.isfinite(samples[:, 0]), 0]
+        fit.alpha_C_ci = tuple(np.percentile(finite, [2.5, 97.5])) if len(finite) else None
+    return fit
+
+
+def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[float, float]],
+                       reference: str = "bp", unit: float = 1.0) -> dict[str, dict]:
+    """Every method's L*(C) against the reference's: {method: verdict} (keys of `verdict.judge`,
+    without `measured_gap`); empty when the reference has no law. spans: each method's smallest
+    and largest run compute, in units of `unit`."""
+    if reference not in laws:
+        return {}
+    fits = {m: optimal_loss_frontier(law, spans[m], unit) for m, law in laws.items()}
+    out = {}
+    for method, fit in fits.items():
+        if method == reference:
+            continue
+        c_min = min(spans[method][0], spans[reference][0])
+        c_max = max(spans[method][1], spans[reference][1])
+        verdict = judge(fit, fits[reference], c_min, c_max, method, reference)
+        verdict.pop("measured_gap", None)
+        out[method] = verdict
+    return out
