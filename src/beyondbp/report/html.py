@@ -37,9 +37,11 @@ def _verdicts_html(all_fits: dict) -> str:
     return out
 
 
-def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes]) -> str:
+def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes],
+                allocation: str = "") -> str:
     """The page: the answer first (paper's count), the verdict table per accounting, Table 1,
-    the figures, every run."""
+    the allocation section (an HTML fragment; studies with several budgets per size), the
+    figures, every run."""
     figures = "".join(
         f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
         f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, png in images.items())
@@ -69,7 +71,7 @@ figcaption {{ color: #666; font-size: 0.85em; }}
 {len(results)} runs. Frontiers are fitted as L(C) = (C / C_c)^alpha_C (Kaplan's form, C_c in PF-days) on the
 lower envelope of {points} at the best learning rate per size and budget.</p>
 <h2>Table 1</h2>
-{_html_table(TABLE1_HEADER, [table1_cells(r) for r in t1], "table1")}
+{_html_table(TABLE1_HEADER, [table1_cells(r) for r in t1], "table1")}{allocation}
 <h2>Figures</h2>
 {figures}
 <h2>Runs</h2>

@@ -1,6 +1,8 @@
 """Write a study's report, DIR/report/: table1.{md,csv,tex}, verdict.md, runs.md,
 best_by_size.md, results.json, frontier.{png,svg}, alignment.png (when runs measured
 alignment) and report.html. Diverged and failed runs are left out of the fits and listed.
+A study with several budgets per size also gets the allocation section (`report.allocation`):
+allocation.md, isoflop.{png,svg}, its part of report.html and results.json's "allocation".
 """
 from __future__ import annotations
 
@@ -9,7 +11,10 @@ from pathlib import Path
 from ..fit.bootstrap import DEFAULT_BOOTSTRAP
 from ..fit.points import dumps
 from ..study.tracks import get_track
+from .allocation import allocation_json, allocation_section, has_several_budgets
+from .allocation_text import allocation_blocks, blocks_html, blocks_markdown
 from .figures import alignment_figure, frontier_figure, png_bytes
+from .lnd_figure import isoflop_figure
 from .html import report_html
 from .results import ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_points
 from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
@@ -34,15 +39,34 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept))
     (out / "runs.md").write_text(runs_markdown(results))
     (out / "best_by_size.md").write_text(best_by_size_markdown(kept, methods, list(spec["sizes"])))
-    (out / "results.json").write_text(dumps({
+    results_json = {
         "frontier_points": mode,
         "accountings": {name: accounting_json(f) for name, f in all_fits.items()},
         "best_runs": sorted(r.run.name for r in kept),
         "excluded": {r.run.name: r.state for r in excluded},
-    }) + "\n")
+    }
     images = _write_figures(out, results, all_fits["paper"], methods, track.loss_label)
-    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images))
+    allocation_html = ""
+    if has_several_budgets(results):
+        section = allocation_section(kept, methods, bootstrap, seed)
+        results_json["allocation"] = allocation_json(section)
+        blocks = allocation_blocks(section, all_fits)
+        (out / "allocation.md").write_text(blocks_markdown(blocks))
+        allocation_html = blocks_html(blocks)
+        images.update(_write_isoflop_figure(out, section))
+    (out / "results.json").write_text(dumps(results_json) + "\n")
+    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images, allocation_html))
     return out
+
+
+def _write_isoflop_figure(out: Path, section) -> dict[str, bytes]:
+    fig = isoflop_figure(section)
+    if fig is None:
+        return {}
+    fig.savefig(out / "isoflop.svg")
+    png = png_bytes(fig)
+    (out / "isoflop.png").write_bytes(png)
+    return {"isoFLOP curves: loss against N at fixed computes, runs and the L(N, D) fit": png}
 
 
 def _write_figures(out: Path, results, paper_fits, methods: list[str], loss_label: str) -> dict[str, bytes]:
