@@ -217,7 +217,7 @@ def test_html_report_renders_in_headless_chromium(study, tmp_path):
     assert match, proc.stderr[-2000:]
     check = json.loads(match.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert check["errors"] == []
-    assert len(check["imgs"]) == 2  # Figure 3 and the alignment figure
+    assert len(check["imgs"]) == 3  # Figure 3, the alignment figure and (several budgets per size) isoFLOP
     for img in check["imgs"]:
         assert img["data"] and img["complete"] and img["w"] > 100 and img["h"] > 100
     assert check["table1"][0] == "bp" and float(check["table1"][1]) == pytest.approx(true_alpha("bp"), abs=0.01)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .frontier import PowerLawFit
 from .lnd_alloc import OptimalLossLaw
-from .verdict import judge
+from .verdict import EMPTY, judge
 
 CURVE_POINTS = 9
 NO_WIDENING_DOF = 10**9  # t(0.975, dof) / z(0.975) = 1 to 9 digits: percentile intervals as they are
@@ -31,7 +31,8 @@ LN10 = math.log(10.0)
 def optimal_loss_frontier(law: OptimalLossLaw, span: tuple[float, float], unit: float = 1.0) -> PowerLawFit:
     """L*(C) as a `PowerLawFit` over `span` (the smallest and largest compute of the method's
     runs, in units of `unit` compute: 8.64e19 for PF-days when the law's C is in FLOP)."""
-    (alpha, log_c_c, floor), rows = law.kaplan_form(unit)
+    with np.errstate(divide="ignore"):  # a bootstrap row may have C_c = 0 or inf; the estimate may not
+        (alpha, log_c_c, floor), rows = law.kaplan_form(unit)
     computes = np.geomspace(span[0], span[1], CURVE_POINTS)
     centre = float(np.log(computes).mean())
     intercept = alpha * (centre - log_c_c)  # ln(L* - E) at the centre
@@ -57,11 +58,17 @@ def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[f
     and largest run compute, in units of `unit`."""
     if reference not in laws:
         return {}
-    fits = {m: optimal_loss_frontier(law, spans[m], unit) for m, law in laws.items()}
+    degenerate = {m: f"{m}'s L*(C) is no power law (gamma {law.gamma:.3g}, C_c {law.C_c:.3g})"
+                  for m, law in laws.items() if not (law.gamma > 0 and 0 < law.C_c < math.inf)}
+    fits = {m: optimal_loss_frontier(law, spans[m], unit) for m, law in laws.items() if m not in degenerate}
     out = {}
-    for method, fit in fits.items():
+    for method in laws:
         if method == reference:
             continue
+        if method in degenerate or reference in degenerate:
+            out[method] = {**EMPTY, "reason": degenerate.get(reference) or degenerate[method]}
+            continue
+        fit = fits[method]
         c_min = min(spans[method][0], spans[reference][0])
         c_max = max(spans[method][1], spans[reference][1])
         verdict = judge(fit, fits[reference], c_min, c_max, method, reference)

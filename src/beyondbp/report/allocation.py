@@ -79,6 +79,13 @@ def allocation_section(kept: list[RunResult], methods: list[str], bootstrap: int
                                        runs=[r.run.name for r in runs], bootstrap=out.bootstrap, seed=seed)
         except ConfigError as err:
             out.unfitted[method] = str(err).removeprefix(f"method {method}: ")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a degenerate fit (a or b = 0)
+        _summarise(out, by_method)
+    return out
+
+
+def _summarise(out: AllocationSection, by_method: dict[str, list[RunResult]]) -> None:
+    """Fill `out`'s summaries (paper's count, C in FLOP) and per accounting k, laws, spans, verdicts."""
     for method, fit in out.fits.items():
         k_paper = _per_param_token(by_method[method], "paper")
         out.summaries[method] = method_summary(fit, BP_FLOPS_PER_PARAM_TOKEN if k_paper is None else k_paper * PF_DAY)
@@ -91,7 +98,6 @@ def allocation_section(kept: list[RunResult], methods: list[str], bootstrap: int
         out.laws[accounting] = {m: optimal_loss_law(out.fits[m], k) for m, k in ks.items()}
         out.spans[accounting] = {m: run_span(out.fits[m], k) for m, k in ks.items()}
         out.verdicts[accounting] = judge_optimal_loss(out.laws[accounting], out.spans[accounting], REFERENCE)
-    return out
 
 
 def allocation_json(section: AllocationSection) -> dict:

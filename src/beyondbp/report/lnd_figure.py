@@ -35,8 +35,10 @@ def _draw_method(ax, method: str, fit, summary: dict) -> None:
         color = cmap(i / max(1, len(levels) - 1))
         label = f"C = {c / PF_DAY:.2g} PF-days"
         ax.plot(sizes, fit.predict(sizes, c / (k * sizes)), color=color, lw=1, ls="--")
-        n_opt = optimal_allocation(fit.params, [c], k)[0][0, 0]
-        ax.plot([n_opt], fit.predict(n_opt, c / (k * n_opt)), marker="D", ms=5, color=color, ls="none")
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a or b = 0: no optimum
+            n_opt = optimal_allocation(fit.params, [c], k)[0][0, 0]
+        if np.isfinite(n_opt) and n_opt > 0:
+            ax.plot([n_opt], fit.predict(n_opt, c / (k * n_opt)), marker="D", ms=5, color=color, ls="none")
         m = minima.get(round(np.log(c), 6))
         if m is None:
             ax.plot([], [], color=color, ls="--", label=label)
