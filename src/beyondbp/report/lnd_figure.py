@@ -26,6 +26,7 @@ def _levels(summary: dict, fit) -> np.ndarray:
 
 def _draw_method(ax, method: str, fit, summary: dict) -> None:
     import matplotlib
+    from matplotlib.ticker import NullFormatter
     cmap = matplotlib.colormaps["viridis"]
     k = summary["allocation"]["flops_per_param_token"]
     minima = {round(np.log(m["compute"]), 6): m for m in summary["isoflop"]["minima"]}
@@ -50,6 +51,7 @@ def _draw_method(ax, method: str, fit, summary: dict) -> None:
             ax.plot([m["n_opt"]], [m["loss_opt"]], marker="*", ms=12, color=color, ls="none",
                     mfc=color if m["bracketed"] else "white")
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range labels minor ticks, which overlap
     ax.set_title(f"{method}", fontsize=10)
     ax.set_xlabel("N (non-embedding parameters)")
     ax.grid(True, which="both", alpha=0.2)
