@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import secrets
 import string
@@ -39,7 +40,7 @@ def flatten_row(row: dict, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten_row(value, f"{name}/"))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool) and name != "step":
             flat[name] = value
     return flat
 
