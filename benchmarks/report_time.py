@@ -16,9 +16,10 @@ import time
 import numpy as np
 from scipy.optimize import least_squares
 
-from beyondbp import report
-from beyondbp.bootstrap import DEFAULT_BOOTSTRAP
-from beyondbp.frontier import HUBER_SCALE, envelope, fit_frontier
+from beyondbp.report import results as report
+from beyondbp.report.write import write_report
+from beyondbp.fit.bootstrap import DEFAULT_BOOTSTRAP
+from beyondbp.fit.frontier import HUBER_SCALE, envelope, fit_frontier
 
 
 REFERENCE_SAMPLES = 200
@@ -57,7 +58,7 @@ def main() -> None:
     mode = spec.get("frontier_points", "final")
     rows = {name: report.frontier_points(kept, name, mode) for name in report.ACCOUNTINGS}
     _, t_fits = _timed(lambda: [report.fit_accounting(r, args.bootstrap) for r in rows.values()])  # floor check too
-    _, t_total = _timed(lambda: report.write_report(args.study, bootstrap=args.bootstrap))
+    _, t_total = _timed(lambda: write_report(args.study, bootstrap=args.bootstrap))
 
     paper = rows["paper"]
     methods = sorted({r["method"] for r in paper})

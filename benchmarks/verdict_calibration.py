@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from beyondbp.fit_cli import fit_points_table
-from beyondbp.simulate import Design, scenarios, study_rows, true_delta_alpha, true_log_multiplier
+from beyondbp.fit.points import fit_points_table
+from beyondbp.fit.simulate import Design, scenarios, study_rows, true_delta_alpha, true_log_multiplier
 
 DESIGNS = {"small": Design(4, 1.0, 0.004), "cpu": Design(5, 1.5, 0.004), "noisy": Design(4, 1.0, 0.005)}
 

@@ -4,12 +4,12 @@ import math
 import torch
 import torch.nn.functional as F
 
-from beyondbp.alignment import cosine, hidden_signal_alignment, measure_alignment
+from beyondbp.train.alignment import cosine, hidden_signal_alignment, measure_alignment
 from beyondbp.config import MethodConfig, ModelConfig
-from beyondbp.methods import build_method
+from beyondbp.methods.registry import build_method
 from beyondbp.methods.bp import Backprop
-from beyondbp.mlp import MLPClassifier
-from beyondbp.model import GPT
+from beyondbp.model.mlp import MLPClassifier
+from beyondbp.model.gpt import GPT
 
 
 def tiny_gpt(dropout=0.0):

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-from beyondbp.bench import SIZES, BenchOptions, run_bench
-from beyondbp.cli import main
+from beyondbp.bench.measure import SIZES, BenchOptions, run_bench
+from beyondbp.cli.main import main
 from beyondbp.config import ConfigError, ModelConfig
-from beyondbp.model import GPT
+from beyondbp.model.gpt import GPT
 
 REQUIRED = ["method", "n_params", "tokens_per_s", "ref_tokens_per_s", "ratio_vs_ref", "step_time_ratio_vs_bp",
             "achieved_flops_fraction_of_peak", "peak_mem_mb", "data_wait_fraction"]

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from beyondbp.config import ConfigError, DataConfig
-from beyondbp.data_shards import ShardedTokens
-from beyondbp.data import (BUILTIN_SOURCE, ByteTokenizer, get_tokenizer, load_token_data, read_documents,
-                           split_documents, train_bpe)
+from beyondbp.data.shards import ShardedTokens
+from beyondbp.data.sources import BUILTIN_SOURCE, read_documents, split_documents
+from beyondbp.data.tokenizers import ByteTokenizer, train_bpe
+from beyondbp.data.tokens import get_tokenizer, load_token_data
 
 TEXT = "Naïve café — ünïcödé 漢字 🎭 and plain ASCII.\n"
 

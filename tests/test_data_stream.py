@@ -12,12 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from beyondbp import data_prepare, data_sources
-from beyondbp.cli import main
+from beyondbp.data import prepare as data_prepare
+
+from beyondbp.data import sources as data_sources
+from beyondbp.cli.main import main
 from beyondbp.config import ConfigError, DataConfig
-from beyondbp.data import cache_entry, load_token_data
-from beyondbp.data_shards import WindowOrder, feistel_permutation
-from beyondbp.data_sources import hash_split
+from beyondbp.data.cache import cache_entry
+from beyondbp.data.tokens import load_token_data
+from beyondbp.data.shards import WindowOrder, feistel_permutation
+from beyondbp.data.sources import hash_split
 
 WORDS = ("the king doth wake tonight and takes his rouse keeps wassail and the swaggering upspring "
          "reels naïve café 漢字 🎭").split()
@@ -154,7 +157,7 @@ def test_hf_stream_matches_the_same_file_read_directly(tmp_path, streamed, monke
 
 KILLABLE = textwrap.dedent("""
     import sys, time
-    import beyondbp.data_sources as src, beyondbp.data_prepare as prep
+    import beyondbp.data.sources as src, beyondbp.data.prepare as prep
     src.SMALL_CORPUS_BYTES, src.BLOCK_BYTES = 0, 8192
     write = prep.ShardWriter.write
     def slow(self, *a, **k):
@@ -162,7 +165,7 @@ KILLABLE = textwrap.dedent("""
         return write(self, *a, **k)
     prep.ShardWriter.write = slow
     if __name__ == "__main__":  # worker processes are spawned: they import this file too
-        from beyondbp.cli import main
+        from beyondbp.cli.main import main
         sys.exit(main(["data", "prepare", "--quiet", *sys.argv[1:]]))
 """)
 
@@ -250,7 +253,7 @@ def test_prepare_command_checks_one_batch_and_keeps_the_entry(tmp_path, capsys):
 
 def test_training_reads_the_prepared_shards_without_the_text(tmp_path, streamed, monkeypatch):
     from beyondbp.config import build_config
-    from beyondbp.train import train
+    from beyondbp.train.loop import train
     write_jsonl(tmp_path / "c.jsonl", 300)
     keys = [f"data.corpus={tmp_path / 'c.jsonl'}", f"data.cache_dir={tmp_path / 'c'}"]
     assert main(["data", "prepare", "--quiet", *keys]) == 0

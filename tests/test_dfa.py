@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
-from beyondbp.feedback import OpticalProjection, ternarise
-from beyondbp.methods import build_method
+from beyondbp.methods.feedback import OpticalProjection, ternarise
+from beyondbp.methods.registry import build_method
 from beyondbp.methods.dfa import gpt_block_matmul_flops
-from beyondbp.mlp import MLPClassifier
-from beyondbp.model import GPT
-from beyondbp.train import train
+from beyondbp.model.mlp import MLPClassifier
+from beyondbp.model.gpt import GPT
+from beyondbp.train.loop import train
 
 TOL = dict(rtol=1e-12, atol=1e-14)
 

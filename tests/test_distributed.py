@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import beyondbp.train as train_module
+import beyondbp.train.loop as train_module
 from beyondbp.config import build_config
 
 TINY = ["model.n_layer=2", "model.d_model=16", "model.n_head=2", "model.context=32",
@@ -29,7 +29,7 @@ REL_TOL = 1e-5
 WORKER = textwrap.dedent("""
     import os, sys
     import torch
-    import beyondbp.train as train_module
+    import beyondbp.train.loop as train_module
     from beyondbp.config import build_config
 
     built = []

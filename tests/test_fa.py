@@ -3,9 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.config import MethodConfig, ModelConfig
-from beyondbp.methods import build_method
-from beyondbp.mlp import MLPClassifier
-from beyondbp.model import GPT
+from beyondbp.methods.registry import build_method
+from beyondbp.model.mlp import MLPClassifier
+from beyondbp.model.gpt import GPT
 
 
 def tiny_mlp():

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from scipy.optimize import least_squares
 
-from beyondbp.bootstrap import method_rng, small_sample_factor
+from beyondbp.fit.bootstrap import method_rng, small_sample_factor
 from beyondbp.config import ConfigError
-from beyondbp.floor_fit import fit_floor
-from beyondbp.frontier import envelope, fit_frontier, fit_power_law, huber_line, late_points
+from beyondbp.fit.floor_fit import fit_floor
+from beyondbp.fit.frontier import envelope, fit_frontier, fit_power_law, huber_line, late_points
 
 ALPHA, C_C = -0.07, 3.8e3
 PF_DAY = 8.64e19

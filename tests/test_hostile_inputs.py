@@ -16,13 +16,14 @@ import pytest
 import torch
 import yaml
 
-import beyondbp.train as train_mod
-from beyondbp import memory_check
-from beyondbp.cli import main
+import beyondbp.train.loop as train_mod
+from beyondbp.train import memory as memory_check
+from beyondbp.cli.main import main
 from beyondbp.config import build_config
-from beyondbp.data import cache_entry, load_token_data
-from beyondbp.data_prepare import ShardWriter
-from beyondbp.train import train
+from beyondbp.data.cache import cache_entry
+from beyondbp.data.tokens import load_token_data
+from beyondbp.data.prepare import ShardWriter
+from beyondbp.train.loop import train
 from conftest import TINY
 
 RESUMABLE = TINY + ["train.checkpoint_every_s=0"]  # 20 steps, a checkpoint after each
@@ -192,9 +193,9 @@ STUDY = {
 
 def study_with_an_interrupted_run(tmp_path, monkeypatch, spec_dict) -> tuple[Path, Path, Path]:
     """(spec file, study folder, run folder): a study whose one run stopped at step 3."""
-    from beyondbp.plan import plan_study
-    from beyondbp.spec import load_spec
-    from beyondbp.study import prepare_study_dir
+    from beyondbp.study.plan import plan_study
+    from beyondbp.study.spec import load_spec
+    from beyondbp.study.folder import prepare_study_dir
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(spec_dict))
     plan = plan_study(load_spec(spec))
@@ -334,8 +335,8 @@ def test_a_model_larger_than_the_machine_is_refused_without_building_it(tmp_path
 def test_memory_limit_key_and_the_estimate(tmp_path, capsys, monkeypatch):
     cfg = build_config(overrides=TINY)
     need = memory_check.training_bytes(cfg, 32, bf16=False)
-    from beyondbp.model import build_model
-    from beyondbp.model_shape import resolve_model_config
+    from beyondbp.model.build import build_model
+    from beyondbp.model.shape import resolve_model_config
     model = build_model(resolve_model_config(cfg.model, 256))
     assert need["weights"] == 4 * sum(p.numel() for p in model.parameters())
     assert need["gradients_and_optimizer"] == 3 * need["weights"]

@@ -8,12 +8,12 @@ import pytest
 from scipy import stats
 
 from beyondbp.config import ConfigError
-from beyondbp.lnd import (DENSE_GRID, HUBER_DELTA, _Problem, budget_grid, fit_lnd, fit_lnd_shared_e, jsonable,
+from beyondbp.fit.lnd import (DENSE_GRID, HUBER_DELTA, _Problem, budget_grid, fit_lnd, fit_lnd_shared_e, jsonable,
                           law, method_rng, simulate_losses)
-from beyondbp.lnd_alloc import (Allocation, allocation, compute_multiplier, edge_warnings, optimal_allocation,
+from beyondbp.fit.lnd_alloc import (Allocation, allocation, compute_multiplier, edge_warnings, optimal_allocation,
                                 optimal_loss, optimal_loss_law)
-from beyondbp.lnd_isoflop import isoflop_exponent, isoflop_minima, isoflop_warnings
-from beyondbp.lnd_runs import lnd_report, read_runs_csv
+from beyondbp.fit.lnd_isoflop import isoflop_exponent, isoflop_minima, isoflop_warnings
+from beyondbp.fit.lnd_runs import lnd_report, read_runs_csv
 
 CHINCHILLA = (1.69, 406.4, 410.7, 0.34, 0.28)  # Hoffmann et al. 2022
 EPOCH = (1.82, 482.0, 2085.0, 0.35, 0.37)  # Besiroglu et al. 2024

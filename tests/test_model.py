@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from beyondbp.config import ConfigError, ModelConfig
-from beyondbp.model import GPT, relu_tanh_backward
-from beyondbp.model_shape import NAMED_SIZES, n_params, resolve_model_config
+from beyondbp.model.gpt import GPT, relu_tanh_backward
+from beyondbp.model.shape import NAMED_SIZES, n_params, resolve_model_config
 
 
 def tiny(**kw):

@@ -16,11 +16,12 @@ import numpy as np
 import pytest
 import yaml
 
-from beyondbp import report
-from beyondbp.plan import plan_study
-from beyondbp.spec import load_spec
-from beyondbp.study import prepare_study_dir
-from beyondbp.run_files import PF_DAY
+from beyondbp.report import results as report
+from beyondbp.report.write import write_report
+from beyondbp.study.plan import plan_study
+from beyondbp.study.spec import load_spec
+from beyondbp.study.folder import prepare_study_dir
+from beyondbp.train.run_folder import PF_DAY
 
 CHROMIUM = Path("/usr/bin/chromium")
 # synthetic truth: the final loss of a run of N parameters on D tokens is A N^-a + B D^-b, whose
@@ -116,7 +117,7 @@ def strict_loads(text: str):
 
 
 def test_report_files(study):
-    out = report.write_report(study, bootstrap=200)
+    out = write_report(study, bootstrap=200)
     for name in ("table1.md", "table1.csv", "table1.tex", "verdict.md", "runs.md", "results.json", "frontier.png",
                  "frontier.svg", "alignment.png", "report.html"):
         assert (out / name).stat().st_size > 0, name
@@ -170,7 +171,7 @@ def test_a_method_that_is_not_a_power_law_gets_no_letter(study):
         if summary["status"] == "completed":
             summary["final_val_loss"] = rows[-1]["val_loss"]
             (run_dir / "summary.json").write_text(json.dumps(summary))
-    out = report.write_report(study, bootstrap=100)
+    out = write_report(study, bootstrap=100)
     assert "| dfa_block |" in (out / "table1.md").read_text()
     assert "**not a power law**" in (out / "table1.md").read_text()
     verdict = (out / "verdict.md").read_text()
@@ -201,7 +202,7 @@ window.addEventListener('load', function () {
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)")
 def test_html_report_renders_in_headless_chromium(study, tmp_path):
-    out = report.write_report(study, bootstrap=0)
+    out = write_report(study, bootstrap=0)
     page = (out / "report.html").read_text()
     assert "<script" not in page and "http" not in page.split("</head>")[0]  # self-contained, no remote assets
     probe = tmp_path / "probe.html"
@@ -225,7 +226,7 @@ def test_html_report_renders_in_headless_chromium(study, tmp_path):
 
 
 def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
-    from beyondbp.report import table1_tex
+    from beyondbp.report.tables import table1_tex
     row = {"method": "dfa_block", "alpha_C": -0.001, "alpha_C_ci": (-0.006, -0.001), "C_c": math.inf,
            "loss_at_reference": 2.838, "loss_at_reference_ci": (2.80, 2.87), "frontier_points": 9,
            "paper_alpha_C": -0.04, "paper_C_c": 5.1e10, "note": ""}
@@ -235,7 +236,7 @@ def test_table1_tex_writes_a_flat_frontiers_infinite_c_c():
 
 
 def test_figure_3_reads_losses_as_plain_numbers(study):
-    from beyondbp.report_figures import frontier_figure
+    from beyondbp.report.figures import frontier_figure
     _, results = report.collect(study)
     fits = report.fit_accounting(report.frontier_points(report.best_lr_runs(results), "paper"), bootstrap=0)
     fig = frontier_figure(results, fits, ["bp", "dfa_block"])
@@ -247,8 +248,9 @@ def test_figure_3_reads_losses_as_plain_numbers(study):
 
 def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():
     from beyondbp.config import RunConfig
-    from beyondbp.report import RunResult, diagnostics_markdown
-    from beyondbp.plan import PlannedRun
+    from beyondbp.report.results import RunResult
+    from beyondbp.report.verdict_text import diagnostics_markdown
+    from beyondbp.study.plan import PlannedRun
 
     def result(method, size, commons):
         run = PlannedRun(f"{method}_{size}_lr0.01_s0", method, size, 0.01, 0, RunConfig(), 1000, 1.0)

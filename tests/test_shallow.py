@@ -4,10 +4,11 @@ import torch
 import yaml
 
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config, from_dict
-from beyondbp.methods import build_method
-from beyondbp.mlp import MLPClassifier
-from beyondbp.model import GPT, build_model
-from beyondbp.train import train
+from beyondbp.methods.registry import build_method
+from beyondbp.model.mlp import MLPClassifier
+from beyondbp.model.build import build_model
+from beyondbp.model.gpt import GPT
+from beyondbp.train.loop import train
 
 
 def tiny_gpt(n_layer=3):

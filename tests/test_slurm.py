@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from beyondbp.cli import main
+from beyondbp.cli.main import main
 from beyondbp.config import ConfigError
-from beyondbp.spec import load_spec
-from beyondbp.train import train
+from beyondbp.study.spec import load_spec
+from beyondbp.train.loop import train
 
 pytest.importorskip("submitit")
-from beyondbp.slurm import plan_for_slurm, run_status, submit_study, wait_for  # noqa: E402
-from beyondbp.slurm_settings import parse_time_minutes, resolve_settings  # noqa: E402
+from beyondbp.study.slurm import plan_for_slurm, run_status, submit_study, wait_for  # noqa: E402
+from beyondbp.study.slurm_settings import parse_time_minutes, resolve_settings  # noqa: E402
 
 BASE = {"model": {"context": 32},
         "train": {"batch_tokens": 512, "n_evals": 5, "eval_tokens": 1024, "checkpoint_every_s": 0,
@@ -215,7 +215,7 @@ def test_slurm_settings_and_time_limits():
     (None, {"metrics.jsonl": ""}, "interrupted"),
 ])
 def test_status_from_scheduler_states(tmp_path, monkeypatch, scheduler, files, expected):
-    import beyondbp.slurm as slurm_module
+    import beyondbp.study.slurm as slurm_module
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "slurm_job.json").write_text(json.dumps({"job_id": "4242", "cluster": "slurm"}))

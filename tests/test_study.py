@@ -13,10 +13,11 @@ import pytest
 import yaml
 
 from beyondbp.config import ConfigError
-from beyondbp.report import write_report
-from beyondbp.plan import plan_study
-from beyondbp.spec import load_spec, preset_names
-from beyondbp.study import run_state, run_study
+from beyondbp.report.write import write_report
+from beyondbp.study.plan import plan_study
+from beyondbp.study.spec import load_spec, preset_names
+from beyondbp.study.local import run_study
+from beyondbp.train.run_folder import run_state
 
 TINY_SPEC = {
     "name": "tiny",
@@ -128,7 +129,7 @@ def test_bad_spec_from_cli_starts_no_run(tmp_path):
 
 
 def test_study_folder_refuses_another_spec(tmp_path):
-    from beyondbp.study import prepare_study_dir
+    from beyondbp.study.folder import prepare_study_dir
     spec = load_spec(write_spec(tmp_path))
     prepare_study_dir(tmp_path / "s", spec)
     prepare_study_dir(tmp_path / "s", load_spec(write_spec(tmp_path), overrides=["base.train.threads=3"]))
@@ -195,7 +196,7 @@ def test_failed_run_is_recorded_and_the_study_continues(tmp_path, monkeypatch):
 
 
 def test_a_study_folder_from_before_tracks_still_resumes(tmp_path):
-    from beyondbp.study import prepare_study_dir
+    from beyondbp.study.folder import prepare_study_dir
     spec = load_spec(write_spec(tmp_path))
     old = dict(spec)
     del old["track"]  # spec.yaml as written before the MLP track existed

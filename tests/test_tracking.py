@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from beyondbp.config import ConfigError
-from beyondbp.tracking import Tracker, flatten_row, make_tracker
+from beyondbp.train.tracking import Tracker, flatten_row, make_tracker
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"model": {"n_layer": 2, "d_model": 16, "kind": "gpt"}, "method": {"name": "dfa"},
@@ -212,7 +212,7 @@ def test_wandb_offline_run_holds_the_rows_and_the_config(tmp_path, wandb_env):
 
 KILLED_SESSION = textwrap.dedent("""
     import sys, time
-    from beyondbp.tracking import make_tracker
+    from beyondbp.train.tracking import make_tracker
     sys.path.insert(0, sys.argv[2])
     from test_tracking import CONFIG, ROWS
     tracker = make_tracker("wandb", run_dir=sys.argv[1], run_name="r", group="g", config=CONFIG)

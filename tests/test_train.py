@@ -9,11 +9,12 @@ import time
 import pytest
 import torch
 
-from beyondbp.cli import main
+from beyondbp.cli.main import main
 from beyondbp.config import build_config
-from beyondbp.methods import register
+from beyondbp.methods.registry import register
 from beyondbp.methods.bp import Backprop
-from beyondbp.train import learning_rate, make_plan, train
+from beyondbp.train.loop import train
+from beyondbp.train.schedule import learning_rate, step_schedule
 
 
 def run(tmp_path, name, overrides):
@@ -53,7 +54,7 @@ def test_same_seed_same_losses(tmp_path, tiny_overrides):
 def test_eval_points_are_log_spaced():
     cfg = build_config(overrides=["train.tokens=1_000_000", "train.batch_tokens=1024", "model.context=128",
                                   "train.n_evals=24"])
-    plan = make_plan(cfg)
+    plan = step_schedule(cfg)
     assert plan.eval_steps[0] == 0 and plan.eval_steps[-1] == plan.n_steps == 976
     assert len(plan.eval_steps) >= 20
     gaps = [b / a for a, b in zip(plan.eval_steps[1:], plan.eval_steps[2:])]
@@ -174,7 +175,7 @@ def test_sample_generates_text(tmp_path, tiny_overrides, capsys):
 
 
 def test_residual_stats_measure_how_alike_the_positions_are():
-    from beyondbp.train import residual_stats
+    from beyondbp.train.loop import residual_stats
     row = torch.tensor([3.0, -4.0, 0.0, 0.0])
     same = residual_stats(row.expand(2, 5, 4))  # every position the same vector
     assert same["residual_common"] == pytest.approx(1.0) and same["residual_rms"] == pytest.approx(2.5)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from beyondbp.config import ConfigError
-from beyondbp.fit_cli import fit_cli, fit_points_table, read_points_csv
-from beyondbp.frontier import PAPER_TABLE1, fit_frontier
-from beyondbp.multiplier import crossover
-from beyondbp.simulate import Design, scenarios, study_rows
-from beyondbp.verdict import judge, measured_gap
+from beyondbp.cli.main import main
+from beyondbp.fit.points import fit_points_table, read_points_csv
+from beyondbp.fit.frontier import PAPER_TABLE1, fit_frontier
+from beyondbp.fit.multiplier import crossover
+from beyondbp.fit.simulate import Design, scenarios, study_rows
+from beyondbp.fit.verdict import judge, measured_gap
 
 ALPHA, C_C = -0.07, 3.8e3
 C_LO, C_HI = 1e-6, 1e-2
@@ -215,7 +216,7 @@ def test_fit_cli_prints_table_json(tmp_path, capsys):
     dfa = table_rows("dfa", *noisy_frontier(alpha, law_through(alpha, C_LO, loss_lo), 1))
     write_csv(path, ["method", "compute_pf_days", "loss", "run", "size"],
               [[r["method"], r["compute_pf_days"], r["loss"], r["run"], r["size"]] for r in bp + dfa])
-    assert fit_cli([str(path), "--bootstrap", "500", "--seed", "1"]) == 0
+    assert main(["fit", str(path), "--bootstrap", "500", "--seed", "1"]) == 0
     table = strict_loads(capsys.readouterr().out)
     assert set(table) == {"fits", "verdicts"}
     assert {"alpha_C", "C_c", "alpha_C_ci", "loss_at_reference", "n_points", "frontier", "sizes_on_frontier",
@@ -240,7 +241,7 @@ def test_fit_cli_writes_a_flat_frontiers_infinite_values_as_null(tmp_path, capsy
     rows = [["bp", ci, (ci / C_C) ** ALPHA * (1 + 0.002 * (-1) ** i)] for i, ci in enumerate(c)]
     rows += [["dfa", ci, 3.0 * (ci / C_LO) ** -1e-5] for ci in c]  # flat: C_c = exp(ln 3 / 1e-5), past floats
     write_csv(path, ["method", "compute_pf_days", "loss"], rows)
-    assert fit_cli([str(path), "--bootstrap", "200"]) == 0
+    assert main(["fit", str(path), "--bootstrap", "200"]) == 0
     table = strict_loads(capsys.readouterr().out)
     assert table["fits"]["dfa"]["C_c"] is None  # inf in Python, null in JSON
 
@@ -266,7 +267,7 @@ def test_learning_curves_count_from_half_of_each_runs_budget():
 
 
 def test_fit_cli_reports_errors_on_one_line(tmp_path, capsys):
-    assert fit_cli([str(tmp_path / "absent.csv")]) == 2
+    assert main(["fit", str(tmp_path / "absent.csv")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("beyondbp fit: error: points file not found") and "\n" not in err
 
@@ -334,3 +335,18 @@ def test_floors_fitted_per_method_decide_at_scale_by_their_difference():
     v = table["verdicts"]["alt"]
     assert v["scenario"] == "D" and v["delta_E_ci"][0] > 0 and v["delta_alpha"] < 0  # steeper, yet worse
     assert v["shared_floor"] is None  # the shared-floor check is for pure laws
+
+
+def test_fit_cli_takes_options_before_the_csv_and_has_help(tmp_path, capsys):
+    # `beyondbp fit --help` and options before POINTS.csv used to fail ("unrecognized arguments")
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--help"])
+    assert exc.value.code == 0
+    assert "--run-fraction" in capsys.readouterr().out
+    path = tmp_path / "points.csv"
+    bp = table_rows("bp", *noisy_frontier(ALPHA, C_C, 0))
+    write_csv(path, ["method", "compute_pf_days", "loss", "run", "size"],
+              [[r["method"], r["compute_pf_days"], r["loss"], r["run"], r["size"]] for r in bp])
+    assert main(["fit", "--bootstrap", "0", "--seed", "3", str(path)]) == 0
+    table = strict_loads(capsys.readouterr().out)
+    assert table["fits"]["bp"]["alpha_C"] == pytest.approx(ALPHA, abs=0.005)

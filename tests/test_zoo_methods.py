@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
-from beyondbp.methods import build_method
-from beyondbp.mlp import MLPClassifier
-from beyondbp.model import GPT
-from beyondbp.train import train
+from beyondbp.methods.registry import build_method
+from beyondbp.model.mlp import MLPClassifier
+from beyondbp.model.gpt import GPT
+from beyondbp.train.loop import train
 
 TOL = dict(rtol=1e-10, atol=1e-13)
 

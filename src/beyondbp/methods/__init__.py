@@ -1,54 +1,9 @@
-"""Registry of training methods: one file per method in this package, found automatically.
+"""How gradients are made: one file per training method, the registry that builds them, and the
+torch-free catalogue that names them.
 
-A new method is one new module here defining a `TrainingMethod` subclass decorated with
-`@register`; nothing else changes.
+A method is a `base.TrainingMethod` subclass in its own module here, decorated with
+`registry.register`; `catalogue` reads its name, summary, model kinds and settings from the
+source without importing torch (spec validation, `study plan`, `study report` and `beyondbp
+methods` use it), `registry` imports it to train. `feedback` holds DFA's fixed random
+projections. May import: config, model (the GPT's blocks). Never data, train, study or above.
 """
-from __future__ import annotations
-
-import importlib
-import pkgutil
-
-from ..config import ConfigError, MethodConfig
-from .base import TrainingMethod
-
-REGISTRY: dict[str, type[TrainingMethod]] = {}
-_discovered = False  # importing one method module directly must not stop the others being found
-
-
-def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} has no name")
-    REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _discovered
-    _discovered = True
-    for info in pkgutil.iter_modules(__path__):
-        if info.name != "base":
-            importlib.import_module(f"{__name__}.{info.name}")
-
-
-def available() -> dict[str, type[TrainingMethod]]:
-    if not _discovered:
-        _discover()
-    return dict(sorted(REGISTRY.items()))
-
-
-def get_method_class(name: str) -> type[TrainingMethod]:
-    methods = available()
-    if name not in methods:
-        raise ConfigError(f"method: unknown method {name!r} (valid: {', '.join(methods)})")
-    return methods[name]
-
-
-def build_method(model, cfg: MethodConfig, seed: int = 0, model_kind: str = "gpt") -> TrainingMethod:
-    cls = get_method_class(cfg.name)
-    if model_kind not in cls.supports:
-        raise ConfigError(f"method: {cfg.name!r} cannot train model.kind={model_kind!r} "
-                          f"(it supports: {', '.join(cls.supports)})")
-    return cls(model, cfg, seed)
-
-
-__all__ = ["TrainingMethod", "register", "available", "get_method_class", "build_method", "REGISTRY"]

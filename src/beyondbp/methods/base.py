@@ -5,6 +5,9 @@ is an `nn.Module` that wraps the model, so that parallel wrappers (DDP) and chec
 its fixed feedback matrices (registered buffers) like any other state: `forward(idx, targets)`
 returns `(loss, objective)`, and one `objective.backward()` leaves the method's update in every
 trainable parameter's `.grad`. `loss` is the true cross-entropy, for logging.
+
+A registered subclass states `name`, `summary`, `supports` and `keys` as literal class
+attributes: the torch-free catalogue (`catalogue`) reads them from the source.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ class TrainingMethod(nn.Module):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""  # one line for `beyondbp methods`
     supports: ClassVar[tuple[str, ...]] = ("gpt",)  # model kinds this method can train
+    keys: ClassVar[tuple[str, ...]] = ()  # the method.* settings (MethodConfig fields) it reads
 
     def __init__(self, model: nn.Module, cfg: MethodConfig, seed: int = 0):
         super().__init__()

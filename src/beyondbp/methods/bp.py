@@ -1,7 +1,7 @@
 """Backpropagation: the reference every alternative is measured against."""
 from __future__ import annotations
 
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -10,6 +10,7 @@ class Backprop(TrainingMethod):
     name = "bp"
     summary = "backpropagation (reference); compute 6ND"
     supports = ("gpt", "mlp")
+    keys = ()
 
     def forward(self, idx, targets):
         _, loss = self.model(idx, targets)

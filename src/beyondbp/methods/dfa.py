@@ -31,9 +31,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..feedback import FeedbackBank, validate_feedback_config
-from ..model import Block, relu_tanh_backward
-from . import register
+from .feedback import FeedbackBank, validate_feedback_config
+from ..model.gpt import Block, relu_tanh_backward
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -119,6 +119,7 @@ class DirectFeedbackAlignment(TrainingMethod):
     name = "dfa"
     summary = "direct feedback alignment: random projection of the logits' error to every layer; compute 4ND"
     supports = ("gpt", "mlp")
+    keys = ("feedback", "projection", "feedback_scale")
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -20,7 +20,7 @@ co-processor, not the within-block backward, so the optimistic count is the pape
 from __future__ import annotations
 
 from ..config import check_choice
-from . import register
+from .registry import register
 from .dfa import DirectFeedbackAlignment, Switches
 
 FEEDBACK_POINTS = ("layernorm", "output")
@@ -32,6 +32,9 @@ class BlockwiseDFA(DirectFeedbackAlignment):
     name = "dfa_block"
     summary = "the paper's DFA: pre-projector error, block-wise feedback, asymmetric residuals and ReLU; compute ~6ND"
     supports = ("gpt",)
+    keys = ("feedback", "projection", "feedback_scale", "preprojector_error", "blockwise",
+            "asymmetric_residuals", "asymmetric_nonlinearity", "feedback_point", "error_point",
+            "embedding_feedback")
 
     @staticmethod
     def make_switches(cfg) -> Switches:

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -77,6 +77,7 @@ class FeedbackAlignment(TrainingMethod):
     name = "fa"
     summary = "feedback alignment: layer-by-layer backward through fixed random B; compute 6ND"
     supports = ("gpt", "mlp")
+    keys = ("feedback_scale",)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

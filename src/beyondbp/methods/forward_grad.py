@@ -24,7 +24,7 @@ from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ConfigError
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -33,6 +33,7 @@ class ForwardGradient(TrainingMethod):
     name = "forward_grad"
     summary = "forward gradients: jvp along K random weight directions, no backward; compute K x 6ND"
     supports = ("gpt", "mlp")
+    keys = ("perturbations",)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -33,6 +33,7 @@ class LocalLearning(TrainingMethod):
     name = "local"
     summary = "block-local learning: each block learns from its own auxiliary LM loss; compute 6ND + heads"
     supports = ("gpt", "mlp")
+    keys = ()
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..config import ConfigError
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -22,6 +22,7 @@ class Shallow(TrainingMethod):
     name = "shallow"
     summary = "shallow baseline: only the top block(s) and head trained; compute 2ND"
     supports = ("gpt", "mlp")
+    keys = ("train_last_n",)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from . import register
+from .registry import register
 from .base import TrainingMethod
 
 
@@ -103,6 +103,7 @@ class SyntheticGradients(TrainingMethod):
     name = "synthetic"
     summary = "synthetic gradients: each block updates from a learned prediction of its gradient; compute 6ND + predictors"
     supports = ("gpt", "mlp")
+    keys = ("sg_conditional", "sg_scale_aware")
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -1,0 +1,41 @@
+"""`beyondbp mlp`: the fully-connected track from the command line.
+
+    beyondbp mlp --out runs/digits method=all        # BP, FA and DFA side by side
+    beyondbp mlp --out runs/fa method=fa model.depth=3 model.width=256 train.epochs=20
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..config import RunConfig, build_config
+from ..study.tracks import mlp_base_config
+
+
+def build_mlp_config(config_file=None, overrides=None) -> RunConfig:
+    """A run config from the MLP track's defaults (`study.tracks.mlp_base_config`), a file and overrides."""
+    cfg = build_config(config_file, overrides, base=mlp_base_config())
+    cfg.model.kind = "mlp"
+    return cfg
+
+
+def cmd_mlp(args) -> int:
+    from ..train.mlp_loop import run_mlp  # torch loads only when the command runs
+    from ..train.run_folder import FINISHED
+    summary = run_mlp(build_mlp_config(args.config, args.overrides), args.out)
+    return 0 if summary.get("status") in FINISHED else 1
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "mlp", help="train MLP classifiers (digits, MNIST) with BP/FA/DFA and compare alignment",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="keys: method (bp | fa | dfa | shallow | all), seed, model.depth, model.width, "
+               "model.activation (tanh | relu | sigmoid), train.epochs, train.lr, train.weight_decay, train.batch_examples, "
+               "data.dataset (digits | mnist | fashion_mnist); see `beyondbp train --help` for all keys.\n"
+               "MLP defaults: train.lr=1e-3, train.beta2=0.999, train.weight_decay=3 (AdamW), 20 epochs.\n"
+               "method=all trains bp, fa and dfa into OUT/bp, OUT/fa, OUT/dfa and writes "
+               "OUT/comparison.md and OUT/angles.png.")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--config", help="YAML file with a run config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_mlp)

@@ -1,0 +1,80 @@
+"""`beyondbp train`, `sample` and `methods`: one run, text from a run, the training methods."""
+from __future__ import annotations
+
+import argparse
+
+from ..config import describe_keys
+
+
+def keys_help() -> str:
+    """Every configuration key with its default, for the epilog of the commands that take them."""
+    lines = ["configuration keys (KEY=VALUE, dotted; defaults shown):"]
+    lines += [f"  {key} = {value}" for key, value in describe_keys()]
+    return "\n".join(lines)
+
+
+def cmd_train(args) -> int:
+    from ..config import build_config
+    from ..train.memory import check_state_fits_host
+    from ..train.run_folder import FINISHED, check_out_path
+    cfg = build_config(args.config, args.overrides)
+    check_out_path(args.out)
+    check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
+    from ..train.loop import train
+    summary = train(cfg, args.out)
+    return 0 if summary is None or summary.get("status") in FINISHED else 1
+
+
+def check_sample_flags(args) -> None:
+    """The sample command's numbers, in the form every KEY=VALUE gets (`config.check_number`)."""
+    from ..config import AT_LEAST_1, POSITIVE, RANGES, Range, check_number
+    check_number("--tokens", args.tokens, Range(1, 10**7), integer=True)
+    check_number("--temperature", args.temperature, POSITIVE)
+    if args.top_k is not None:
+        check_number("--top-k", args.top_k, AT_LEAST_1, integer=True)
+    check_number("--seed", args.seed, RANGES["seed"], integer=True)
+
+
+def cmd_sample(args) -> int:
+    check_sample_flags(args)
+    import torch
+    from ..train.loop import load_run
+    cfg, model, tokenizer = load_run(args.run)
+    ids = tokenizer.encode(args.prompt) or [0]
+    idx = torch.tensor([ids], dtype=torch.long)
+    gen = torch.Generator().manual_seed(args.seed)
+    out = model.generate(idx, args.tokens, temperature=args.temperature, top_k=args.top_k, generator=gen)
+    print(tokenizer.decode(out[0].tolist()))
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from ..methods.catalogue import catalogue  # names and summaries without importing torch
+    for name, info in catalogue().items():
+        print(f"{name:10s} {info.summary}")
+    return 0
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train one run", epilog=keys_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
+    p.add_argument("--config", help="YAML file with a run config")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_train)
+
+
+def add_sample_parser(sub) -> None:
+    p = sub.add_parser("sample", help="generate text from a run's checkpoint")
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--tokens", type=int, default=200, help="tokens to generate")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+
+def add_methods_parser(sub) -> None:
+    p = sub.add_parser("methods", help="list the training methods")
+    p.set_defaults(func=cmd_methods)

@@ -1,0 +1,124 @@
+"""Runs from a CSV (`method, n_params, tokens, loss[, run]`) and the L(N, D) report over them:
+per method the parametric fit, its compute-optimal allocation, the isoFLOP cross-check and the
+edge warnings, as strict JSON."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from ..config import ConfigError
+from .lnd import DEFAULT_BOOTSTRAP, fit_lnd, fit_lnd_shared_e, jsonable
+from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, allocation, edge_warnings, optimal_loss_law
+from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
+
+RUN_COLUMNS = ("method", "n_params", "tokens", "loss")
+NUMBER_COLUMNS = ("n_params", "tokens", "loss")
+
+
+class Runs(NamedTuple):
+    """One method's runs: arrays of N (non-embedding parameters), D (tokens) and final loss,
+    and the run names (None when the CSV has no `run` column)."""
+    n_params: np.ndarray
+    tokens: np.ndarray
+    loss: np.ndarray
+    run: list[str] | None
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line_start = raw.rfind(b"\n", 0, err.start) + 1
+        line = raw[:err.start].count(b"\n") + 1
+        header = next(csv.reader([raw.split(b"\n", 1)[0].decode("utf-8", "replace")]), [])
+        field = len(next(csv.reader([raw[line_start:err.start].decode("utf-8", "replace")]), [""])) - 1
+        column = header[field] if 0 <= field < len(header) else f"#{field + 1}"
+        raise ConfigError(f"{path}:{line}: column {column!r} is not UTF-8 text "
+                          f"(byte 0x{raw[err.start]:02x})") from None
+
+
+def _positive(text, path: Path, line: int, column: str) -> float:
+    if text is None or text.strip() == "":
+        raise ConfigError(f"{path}:{line}: column {column!r} is empty")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{path}:{line}: column {column!r} is not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{path}:{line}: column {column!r} must be positive and finite, got {text!r}")
+    return value
+
+
+def read_runs_csv(path) -> dict[str, Runs]:
+    """Runs per method, in file order. Any bad row is a ConfigError naming the file, line and
+    column; nothing is skipped silently."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"runs file not found: {path}")
+    reader = csv.DictReader(io.StringIO(_decode(path, path.read_bytes()), newline=""))
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
+    missing = [c for c in RUN_COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(f"{path}:1: missing column {missing[0]!r} (have: {', '.join(header) or 'nothing'})")
+    rows: dict[str, list] = {}
+    for raw in reader:
+        line = reader.line_num
+        if None in raw:
+            raise ConfigError(f"{path}:{line}: more values than the {len(header)} columns of the header")
+        method = (raw["method"] or "").strip()
+        if not method:
+            raise ConfigError(f"{path}:{line}: column 'method' is empty")
+        values = [_positive(raw[c], path, line, c) for c in NUMBER_COLUMNS]
+        rows.setdefault(method, []).append((*values, (raw.get("run") or "").strip()))
+    if not rows:
+        raise ConfigError(f"{path}: no runs (a header and no rows)")
+    out = {}
+    for method, items in rows.items():
+        n, d, loss, names = zip(*items)
+        out[method] = Runs(np.array(n), np.array(d), np.array(loss),
+                           list(names) if "run" in header else None)
+    return out
+
+
+def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+               shared_e: bool = False, flops_per_param_token: float | dict = BP_FLOPS_PER_PARAM_TOKEN,
+               computes=None) -> dict:
+    """{"lnd_fits": {method: fit}, "allocation": {method: ...}, "optimal_loss": {method: law},
+    "isoflop": {method: {"minima", "exponent"}}, "warnings": [...]} as strict JSON.
+
+    flops_per_param_token: k in C = k N D, one number or {method: k}; computes: where to give
+    the allocation (default: each method's smallest and largest run compute)."""
+    def k_of(method):
+        if isinstance(flops_per_param_token, dict):
+            return float(flops_per_param_token.get(method, BP_FLOPS_PER_PARAM_TOKEN))
+        return float(flops_per_param_token)
+
+    if shared_e:
+        fits = fit_lnd_shared_e(dict(groups), bootstrap=bootstrap, seed=seed)
+    else:
+        fits = {m: fit_lnd(g.n_params, g.tokens, g.loss, method=m, runs=g.run, bootstrap=bootstrap, seed=seed)
+                for m, g in groups.items()}
+    out = {"lnd_fits": {}, "allocation": {}, "optimal_loss": {}, "isoflop": {}, "warnings": []}
+    for method, fit in fits.items():
+        k = k_of(method)
+        run_c = k * fit.n_params * fit.tokens
+        at = [run_c.min(), run_c.max()] if computes is None else computes
+        minima = isoflop_minima(fit.n_params, fit.tokens, fit.loss, k=k)
+        out["lnd_fits"][method] = fit.to_dict()
+        out["allocation"][method] = allocation(fit, at, k).to_dict()
+        out["optimal_loss"][method] = optimal_loss_law(fit, k).to_dict()
+        out["isoflop"][method] = {"minima": [m.to_dict() for m in minima], "exponent": isoflop_exponent(minima)}
+        out["warnings"] += edge_warnings(fit, k, at) + isoflop_warnings(minima, method)
+        if not minima:
+            out["warnings"].append(f"{method}: isoFLOP cross-check impossible: at no compute do "
+                                   f"{MIN_SIZES} sizes have runs on both sides")
+        if fit.at_bounds:
+            out["warnings"].append(f"{method}: {', '.join(fit.at_bounds)} at the bound of the fit "
+                                   "(the runs do not determine it)")
+    return jsonable(out)

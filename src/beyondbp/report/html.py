@@ -1,0 +1,78 @@
+"""The report as one self-contained HTML page (figures inlined, no scripts, no remote assets)."""
+from __future__ import annotations
+
+import base64
+import html
+
+from .results import ACCOUNTINGS, REFERENCE
+from .tables import RUNS_HEADER, TABLE1_HEADER, runs_rows, table1_cells
+from .verdict_text import LEGEND, TABLE_HEADER, answer_lines, verdict_notes, verdict_rows
+
+
+def _html_table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c).replace('**', ''))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    attribute = f' id="{table_id}"' if table_id else ""
+    return f"<table{attribute}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _bold(text: str) -> str:
+    """Markdown **x** as <strong>x</strong>, the rest escaped."""
+    parts = html.escape(text).split("**")
+    return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _verdicts_html(all_fits: dict) -> str:
+    out = ""
+    for name, fits in all_fits.items():
+        out += f"<h3>Compute as {html.escape(ACCOUNTINGS[name][3])}</h3>"
+        if REFERENCE not in fits.fits:
+            out += f"<p>{html.escape(answer_lines(fits)[0])}</p>"
+            continue
+        if fits.verdicts:
+            out += _html_table(TABLE_HEADER, verdict_rows(fits))
+        items = verdict_notes(fits, ACCOUNTINGS[name][2])
+        out += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in items) + "</ul>" if items else ""
+    return out
+
+
+def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes]) -> str:
+    """The page: the answer first (paper's count), the verdict table per accounting, Table 1,
+    the figures, every run."""
+    figures = "".join(
+        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, png in images.items())
+    title = html.escape(f"beyondbp study: {spec['name']}")
+    points = ("each run's final evaluation" if spec.get("frontier_points", "final") == "final"
+              else "every evaluation from half of each run's tokens on")
+    answer = "".join(f"<li>{_bold(line)}</li>" for line in answer_lines(all_fits["paper"]))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; }}
+figcaption {{ color: #666; font-size: 0.85em; }}
+</style></head><body>
+<h1>{title}</h1>
+<h2>The answer, under {html.escape(ACCOUNTINGS['paper'][3])}</h2>
+<ul>{answer}</ul>
+<p>{html.escape(LEGEND)}</p>
+<h2>Verdicts</h2>
+{_verdicts_html(all_fits)}
+<h2>The study</h2>
+<p>{html.escape(spec.get('description') or '')}</p>
+<p>Methods: {html.escape(', '.join(spec['methods']))}; sizes: {html.escape(', '.join(spec['sizes']))};
+{len(results)} runs. Frontiers are fitted as L(C) = (C / C_c)^alpha_C (Kaplan's form, C_c in PF-days) on the
+lower envelope of {points} at the best learning rate per size and budget.</p>
+<h2>Table 1</h2>
+{_html_table(TABLE1_HEADER, [table1_cells(r) for r in t1], "table1")}
+<h2>Figures</h2>
+{figures}
+<h2>Runs</h2>
+{_html_table(RUNS_HEADER, runs_rows(results))}
+</body></html>
+"""

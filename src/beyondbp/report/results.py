@@ -1,0 +1,170 @@
+"""A study's results: its runs, the runs that count, the frontier points and the fits.
+
+From the study folder: for each (method, size, budget) the learning rate with the lowest mean
+final validation loss (over seeds) is kept (`best_lr_runs`). The frontier's candidate points are,
+by the spec's `frontier_points`, each kept run's final evaluation (default: the only point of a
+decayed schedule that is near-optimal for its length) or every evaluation from half of the run's
+tokens on (`fit.frontier.RUN_FRACTION`). Each method's frontier is fitted and checked
+(`beyondbp.fit.frontier`); each alternative is judged against BP (`beyondbp.fit.verdict`) under
+four compute accountings: the paper's, the optimistic one, the exact FLOP count and measured
+wall-clock seconds (`ACCOUNTINGS`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError
+from ..fit.bootstrap import DEFAULT_BOOTSTRAP
+from ..fit.frontier import RUN_FRACTION, PowerLawFit, fit_frontier
+from ..fit.points import fit_json
+from ..fit.verdict import judge_all
+from ..study.folder import load_study
+from ..study.plan import PlannedRun
+from ..train.run_folder import PF_DAY, read_metrics, read_summary, run_state
+
+REFERENCE = "bp"
+# name -> (metrics column, factor to the reported unit, unit, description)
+ACCOUNTINGS = {
+    "paper": ("compute_pf_days", 1.0, "PF-days", "the paper's count (BP 6N, DFA 4N, shallow 2N FLOPs per token)"),
+    "optimistic": ("compute_flops_optimistic", 1.0 / PF_DAY, "PF-days",
+                   "optimistic count (a free feedback projection, e.g. on an optical co-processor)"),
+    "exact": ("compute_flops_exact", 1.0 / PF_DAY, "PF-days", "exact FLOP count, attention and feedback included"),
+    "wall_clock": ("elapsed_s", 1.0, "s", "measured training wall-clock seconds on this study's hardware"),
+}
+# At or above this `residual_common`, every position carries (nearly) the same vector into the
+# final LayerNorm, so the model predicts one distribution everywhere: the unigram plateau.
+COLLAPSED = 0.999
+
+
+@dataclass
+class RunResult:
+    run: PlannedRun
+    state: str
+    summary: dict | None
+    metrics: list[dict]
+
+    @property
+    def final_loss(self) -> float | None:
+        value = (self.summary or {}).get("final_val_loss")
+        return float(value) if value is not None and math.isfinite(value) else None
+
+    def last(self, key: str):
+        """The value of `key` at the run's last evaluation that logged it (None if none did)."""
+        values = [m[key] for m in self.metrics if m.get(key) is not None]
+        return values[-1] if values else None
+
+    @property
+    def final_residual_common(self) -> float | None:
+        """`residual_common` at the run's last evaluation (Transformer runs; see train.loop.residual_stats)."""
+        return self.last("residual_common")
+
+    @property
+    def final_alignment(self) -> dict[str, float] | None:
+        return self.last("alignment")
+
+
+@dataclass
+class AccountingFits:
+    fits: dict[str, PowerLawFit] = field(default_factory=dict)
+    unfitted: dict[str, str] = field(default_factory=dict)  # method -> why
+    verdicts: dict[str, dict] = field(default_factory=dict)
+    c_range: tuple[float, float] | None = None
+
+    @property
+    def reference_compute(self) -> float | None:
+        """Where Table 1 gives each law's loss: the geometric middle of the compute studied."""
+        return math.sqrt(self.c_range[0] * self.c_range[1]) if self.c_range else None
+
+
+# --- results -------------------------------------------------------------------------------
+
+def collect(study_dir: str | Path) -> tuple[dict, list[RunResult]]:
+    plan = load_study(study_dir)
+    runs_dir = Path(study_dir) / "runs"
+    results = [RunResult(r, run_state(runs_dir / r.name), read_summary(runs_dir / r.name),
+                         read_metrics(runs_dir / r.name / "metrics.jsonl")) for r in plan.runs]
+    return plan.spec, results
+
+
+def best_lr_runs(results: list[RunResult]) -> list[RunResult]:
+    """For each (method, size, budget): the completed runs of the learning rate with the lowest
+    mean final loss."""
+    by_cell: dict[tuple[str, str, str], dict[float, list[RunResult]]] = {}
+    for r in results:
+        if r.state == "completed" and r.final_loss is not None:
+            by_cell.setdefault((r.run.method, r.run.size, r.run.budget), {}).setdefault(r.run.lr, []).append(r)
+    kept = []
+    for lrs in by_cell.values():
+        best = min(lrs, key=lambda lr: (np.mean([r.final_loss for r in lrs[lr]]), lr))
+        kept.extend(lrs[best])
+    return kept
+
+
+def _usable(m: dict, column: str) -> bool:
+    value, loss = m.get(column), m.get("val_loss")
+    return bool(m.get("step", 0) > 0 and value and value > 0 and loss is not None and math.isfinite(loss))
+
+
+def _chosen_rows(r: RunResult, column: str, mode: str) -> list[dict]:
+    """A run's evaluations that count: its final one (mode `final`; none if the run ended early),
+    or every one from RUN_FRACTION of its tokens on (mode `all`: earlier points lie above the
+    frontier, see `beyondbp.frontier`)."""
+    usable = [m for m in r.metrics if _usable(m, column)]
+    if not usable:
+        return []
+    run_tokens = max(m.get("tokens", 0) for m in r.metrics)
+    if mode == "final":
+        return [usable[-1]] if usable[-1].get("tokens") == run_tokens else []
+    return [m for m in usable if m.get("tokens", 0) >= RUN_FRACTION * run_tokens]
+
+
+def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final") -> list[dict]:
+    """Rows (method, compute, loss, run, size) of the frontier's candidate points (`_chosen_rows`).
+    The seeds of one configuration are averaged step by step into one point: the envelope of
+    several seeds would otherwise pick the luckiest one."""
+    column, factor = ACCOUNTINGS[accounting][:2]
+    by_config: dict[tuple, list[RunResult]] = {}
+    for r in runs:
+        by_config.setdefault((r.run.method, r.run.size, r.run.budget, r.run.lr), []).append(r)
+    rows = []
+    for seeds in by_config.values():
+        per_step: dict[int, list[dict]] = {}
+        for r in seeds:
+            for m in _chosen_rows(r, column, mode):
+                per_step.setdefault(m["step"], []).append(m)
+        name = seeds[0].run.name if len(seeds) == 1 else seeds[0].run.name.rsplit("_s", 1)[0] + "_seeds"
+        rows += [{"method": seeds[0].run.method, "compute_pf_days": float(np.mean([m[column] for m in ms])) * factor,
+                  "loss": float(np.mean([m["val_loss"] for m in ms])), "run": name, "size": seeds[0].run.size}
+                 for step, ms in sorted(per_step.items()) if len(ms) == len(seeds)]
+    return rows
+
+
+def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> AccountingFits:
+    """Fit each method's frontier (methods with too few points are reported, not fatal)
+    and judge each alternative against BP."""
+    out = AccountingFits()
+    if rows:
+        computes = [r["compute_pf_days"] for r in rows]
+        out.c_range = (min(computes), max(computes))
+    spans = {}
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method]
+        computes = [r["compute_pf_days"] for r in mine]
+        spans[method] = (min(computes), max(computes))
+        try:
+            out.fits[method] = fit_frontier(computes, [r["loss"] for r in mine], [r["run"] for r in mine],
+                                            [r["size"] for r in mine], bootstrap=bootstrap, seed=seed, name=method)
+        except ConfigError as exc:
+            out.unfitted[method] = str(exc)
+    out.verdicts = judge_all(out.fits, REFERENCE, spans, bootstrap, seed)
+    return out
+
+
+def accounting_json(fits: AccountingFits) -> dict:
+    return {"reference_compute": fits.reference_compute,
+            "fits": {m: fit_json(f, fits.reference_compute) for m, f in fits.fits.items()},
+            "unfitted": fits.unfitted, "verdicts": fits.verdicts}

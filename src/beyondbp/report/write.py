@@ -1,0 +1,59 @@
+"""Write a study's report, DIR/report/: table1.{md,csv,tex}, verdict.md, runs.md,
+best_by_size.md, results.json, frontier.{png,svg}, alignment.png (when runs measured
+alignment) and report.html. Diverged and failed runs are left out of the fits and listed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..fit.bootstrap import DEFAULT_BOOTSTRAP
+from ..fit.points import dumps
+from ..study.tracks import get_track
+from .figures import alignment_figure, frontier_figure, png_bytes
+from .html import report_html
+from .results import ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_points
+from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
+from .verdict_text import verdict_markdown
+
+
+def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Path:
+    """Fit, judge and write DIR/report/; return the report folder."""
+    spec, results = collect(study_dir)
+    track = get_track(spec.get("track"))
+    methods = spec["methods"]
+    kept = best_lr_runs(results)
+    excluded = [r for r in results if r.state in ("diverged", "failed")]
+    mode = spec.get("frontier_points", "final")
+    all_fits = {name: fit_accounting(frontier_points(kept, name, mode), bootstrap, seed) for name in ACCOUNTINGS}
+    out = Path(study_dir) / "report"
+    out.mkdir(exist_ok=True)
+    t1 = table1_rows(all_fits["paper"], methods, track.paper_columns)
+    (out / "table1.md").write_text(table1_markdown(t1))
+    (out / "table1.csv").write_text(table1_csv(t1))
+    (out / "table1.tex").write_text(table1_tex(t1))
+    (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept))
+    (out / "runs.md").write_text(runs_markdown(results))
+    (out / "best_by_size.md").write_text(best_by_size_markdown(kept, methods, list(spec["sizes"])))
+    (out / "results.json").write_text(dumps({
+        "frontier_points": mode,
+        "accountings": {name: accounting_json(f) for name, f in all_fits.items()},
+        "best_runs": sorted(r.run.name for r in kept),
+        "excluded": {r.run.name: r.state for r in excluded},
+    }) + "\n")
+    images = _write_figures(out, results, all_fits["paper"], methods, track.loss_label)
+    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images))
+    return out
+
+
+def _write_figures(out: Path, results, paper_fits, methods: list[str], loss_label: str) -> dict[str, bytes]:
+    """frontier.{svg,png} and (when runs measured it) alignment.png; {caption: PNG} for the page."""
+    images = {}
+    fig = frontier_figure(results, paper_fits, methods, loss_label)
+    fig.savefig(out / "frontier.svg")
+    images["Figure 3: loss against compute, fitted frontiers"] = png_bytes(fig)
+    (out / "frontier.png").write_bytes(images["Figure 3: loss against compute, fitted frontiers"])
+    fig = alignment_figure(results)
+    if fig is not None:
+        images["Alignment per block over training"] = png_bytes(fig)
+        (out / "alignment.png").write_bytes(images["Alignment per block over training"])
+    return images

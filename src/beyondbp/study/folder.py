@@ -1,0 +1,110 @@
+"""A study folder: DIR/spec.yaml (the study's grid), DIR/runs/NAME/ (one run folder each) and
+DIR/report/. Which study a folder holds, its runs' states, and which runs must train again.
+
+`prepare_study_dir` writes spec.yaml (or checks that DIR holds this very spec) once every check
+has passed; `load_study` plans the grid a folder holds (for `study status` and the report);
+`runs_to_retrain` finds runs whose corpus changed under them. Torch-free. A run folder's own
+files and states are `beyondbp.train.run_folder`'s.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from ..atomic_write import atomic_write
+from ..config import ConfigError, load_yaml
+from ..data.cache import cache_entry
+from ..train.run_folder import DATA_RECORD, EXECUTION_KEYS, check_out_path, data_change, run_state
+from .plan import PlannedRun, StudyPlan, plan_study
+from .spec import normalise_spec
+
+
+def _comparable(spec: dict) -> dict:
+    spec = normalise_spec(copy.deepcopy(spec))  # folders written by earlier versions hold older forms
+    spec.pop("slurm", None)
+    for key in EXECUTION_KEYS:
+        spec["base"]["train"].pop(key, None)
+    return spec
+
+
+def _first_difference(old, new, path: str = "") -> str | None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in list(old) + [k for k in new if k not in old]:
+            diff = _first_difference(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+            if diff:
+                return diff
+        return None
+    return None if old == new else f"{path or 'spec'} ({old!r} there, {new!r} now)"
+
+
+def check_study_dir(out: str | Path, spec: dict) -> Path:
+    """DIR as a Path, refused when it holds a study with another spec; writes nothing."""
+    out = check_out_path(out)
+    spec_path = out / "spec.yaml"
+    if spec_path.exists():
+        old = load_yaml(spec_path, "the study's spec")
+        diff = _first_difference(_comparable(old), _comparable(spec))
+        if diff:
+            raise ConfigError(f"--out: {out} holds a study with a different spec: {diff}; use another --out")
+    return out
+
+
+def prepare_study_dir(out: str | Path, spec: dict) -> Path:
+    """Create DIR with spec.yaml, or check that DIR holds this very spec. Executors call it once
+    every check has passed, so that a refused study leaves nothing that blocks the corrected one."""
+    out = check_study_dir(out, spec)
+    spec_path = out / "spec.yaml"
+    if spec_path.exists():
+        return out
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
+    atomic_write(spec_path, yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
+def load_study(study_dir: str | Path) -> StudyPlan:
+    path = Path(study_dir) / "spec.yaml"
+    if not path.exists():
+        raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
+    return plan_study(normalise_spec(load_yaml(path, "the study's spec")))
+
+
+def runs_to_retrain(plan: StudyPlan, study_dir: str | Path) -> list[PlannedRun]:
+    """Runs whose recorded tokens (DIR/runs/NAME/data.json) are not what their corpus gives now.
+
+    A study whose corpus changed under it is refused in one line (its runs would mix corpora),
+    unless its runs ask for train.on_data_change=restart: those are then returned, to be trained
+    again (their earlier results are set aside in the run folder)."""
+    entries: dict[str, str] = {}
+    changed = []
+    for run in plan.runs:
+        run_dir = Path(study_dir) / "runs" / run.name
+        if not (run_dir / DATA_RECORD).exists():
+            continue
+        key = json.dumps(dataclasses.asdict(run.cfg.data), sort_keys=True)
+        if key not in entries:
+            entries[key] = cache_entry(run.cfg.data).name
+        reason = data_change(run_dir, run.cfg.data.corpus, entries[key])
+        if reason:
+            changed.append((run, reason))
+    refused = [(run, reason) for run, reason in changed if run.cfg.train.on_data_change != "restart"]
+    if refused:
+        raise ConfigError(f"data.corpus: {len(refused)} run(s) of {study_dir} were trained on other tokens: "
+                          f"{refused[0][1]}; going on would mix corpora in one study. Restore the corpus, use "
+                          f"another --out, or add base.train.on_data_change=restart to train them again")
+    return [run for run, _ in changed]
+
+
+def study_counts(plan: StudyPlan, study_dir: str | Path) -> dict[str, int]:
+    """{state: number of runs} of a study folder (`run_folder.run_state`)."""
+    counts: dict[str, int] = {}
+    for run in plan.runs:
+        state = run_state(Path(study_dir) / "runs" / run.name)
+        counts[state] = counts.get(state, 0) + 1
+    return counts

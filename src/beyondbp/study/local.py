@@ -1,0 +1,227 @@
+"""The local executor: train every run of a plan with a pool of worker processes, resumably.
+
+`run_study` trains the plan's runs (`plan`) with local worker processes (`python -m beyondbp
+train` or `mlp`, the run's track's command, one per run), each in DIR/runs/<run name>/. It is
+resumable: finished runs are skipped, interrupted ones resume from their checkpoints. Before
+any worker starts, every run's memory is checked (a CPU host's share per run), each corpus is
+prepared once (`tracks.prepare_data`) and DIR/spec.yaml is written (`folder`).
+"""
+from __future__ import annotations
+
+import copy
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..atomic_write import atomic_write
+from ..config import ConfigError, to_dict
+from ..train.memory import check_memory
+from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
+from ..train.schedule import step_schedule
+from .folder import check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
+from .plan import PlannedRun, StudyPlan
+from .tracks import prepare_data, track_of
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the study process dies, so no run outlives its study."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[str] | None]:
+    """(workers, threads per run, GPU ids per worker slot or None)."""
+    cores = os.cpu_count() or 1
+    device = plan.spec["base"]["train"]["device"]
+    gpus = 0
+    if device in ("auto", "cuda"):
+        import torch
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if workers is None:
+        workers = gpus if gpus else cores
+    if workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {workers}")
+    workers = min(workers, max(1, len(plan.runs)))
+    threads = plan.spec["base"]["train"]["threads"] or max(1, cores // workers)
+    slots = [str(i % gpus) for i in range(workers)] if gpus else None
+    return workers, threads, slots
+
+
+def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> subprocess.Popen:
+    cfg = copy.deepcopy(run.cfg)
+    cfg.train.threads, cfg.train.progress = threads, "off"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    # the child inherits a locked descriptor: the run counts as running while it lives
+    lock_fd = lock_run(run_dir)
+    log = open(run_dir / "train.log", "a")
+    cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(run_dir / "run.yaml"),
+           "--out", str(run_dir)]
+    try:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                pass_fds=() if lock_fd is None else (lock_fd,),
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    finally:
+        log.close()
+        if lock_fd is not None:
+            os.close(lock_fd)
+    return proc
+
+
+def _last_log_line(run_dir: Path) -> str:
+    try:
+        lines = [ln for ln in (run_dir / "train.log").read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1][:500] if lines else ""
+
+
+def _finish(run: PlannedRun, run_dir: Path, returncode: int) -> str:
+    """Record a run's outcome; a crash becomes summary status `failed` with its error."""
+    summary = read_summary(run_dir)
+    if summary and summary.get("status") in FINISHED and returncode == 0:
+        return summary["status"]
+    if returncode == 130:
+        return "interrupted"
+    reason = _last_log_line(run_dir) or f"exit status {returncode}"
+    if returncode < 0:
+        reason = f"killed by signal {-returncode}: {reason}"
+    record_failure(run_dir, run.method, run.seed, reason, returncode)
+    return "failed"
+
+
+class _Progress:
+    """Runs done / running / left and an ETA weighted by each run's planned FLOPs."""
+
+    def __init__(self, plan: StudyPlan, study_dir: Path, todo: list[PlannedRun], quiet: bool):
+        from tqdm import tqdm
+        self.study_dir, self.todo_cost = study_dir, sum(r.cost for r in todo) or 1.0
+        self.n_total, self.n_done = len(plan.runs), len(plan.runs) - len(todo)
+        self.start, self.finished_cost = time.monotonic(), 0.0
+        self.state = ""
+        self.bar = tqdm(total=self.n_total, initial=self.n_done, unit="run", dynamic_ncols=True,
+                        disable=quiet or not sys.stderr.isatty(),
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} runs {postfix}")
+        self.quiet = quiet
+
+    def _partial(self, running: list[PlannedRun]) -> float:
+        done = 0.0
+        for run in running:
+            path = self.study_dir / "runs" / run.name / "metrics.jsonl"
+            try:
+                last = path.read_text().strip().splitlines()[-1]
+                done += run.cost * min(1.0, json.loads(last)["tokens"] / run.tokens)
+            except (OSError, IndexError, ValueError, KeyError):
+                pass
+        return done
+
+    def refresh(self, running: list[PlannedRun], n_left: int) -> None:
+        done_cost = self.finished_cost + self._partial(running)
+        elapsed = time.monotonic() - self.start
+        eta = "?" if done_cost <= 0 else _fmt_seconds(elapsed * (self.todo_cost - done_cost) / done_cost)
+        self.state = f"running {len(running)}, left {n_left}, ETA {eta}"
+        self.bar.set_postfix_str(self.state)
+
+    def finished(self, run: PlannedRun, status: str, running: list[PlannedRun], n_left: int) -> None:
+        self.finished_cost += run.cost
+        self.n_done += 1
+        self.bar.update(1)
+        self.refresh(running, n_left)
+        if not self.quiet:
+            summary = read_summary(self.study_dir / "runs" / run.name) or {}
+            detail = (f"val loss {summary['final_val_loss']:.4f}" if summary.get("final_val_loss") is not None
+                      else summary.get("error", ""))
+            self.bar.write(f"[{self.n_done}/{self.n_total}] {run.name}: {status} {detail}".rstrip()
+                           + f" ({_fmt_seconds(time.monotonic() - self.start)} elapsed; {self.state})", file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fmt_seconds(s: float) -> str:
+    s = int(max(0, s))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
+    """On a CPU host, each run must fit in its share of the memory (K runs train at once)."""
+    for run in runs:
+        if not track_of(run.cfg).memory_preflight:
+            continue
+        schedule = step_schedule(run.cfg)
+        try:
+            check_memory(run.cfg, schedule.n_seqs // schedule.accum, "cpu", share=workers)
+        except ConfigError as exc:
+            hint = "; or fewer --workers" if workers > 1 else ""
+            raise ConfigError(f"{run.name}: {exc}{hint}") from None
+
+
+def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
+    """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
+    study_dir = check_study_dir(study_dir, plan.spec)
+    n_workers, threads, gpus = worker_layout(plan, workers)
+    runs_dir = study_dir / "runs"
+    states = {r.name: run_state(runs_dir / r.name) for r in plan.runs}
+    busy = [name for name, state in states.items() if state == "running"]
+    if busy:
+        raise ConfigError(f"--out: run {busy[0]} in {study_dir} is being trained by another process; "
+                          f"wait for it or stop it first")
+    again = {r.name for r in runs_to_retrain(plan, study_dir)}
+    todo = [r for r in plan.runs if states[r.name] not in FINISHED or r.name in again]
+    if not gpus:
+        check_study_memory(todo, n_workers)
+    prepare_data([r.cfg for r in todo])
+    prepare_study_dir(study_dir, plan.spec)
+    todo.sort(key=lambda r: -r.cost)  # longest first: the last runs to finish are short ones
+    if not quiet:
+        print(f"study {plan.spec['name']}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "
+              f"{n_workers} workers x {threads} threads", file=sys.stderr)
+    progress = _Progress(plan, study_dir, todo, quiet)
+    running: dict[int, tuple[PlannedRun, subprocess.Popen]] = {}  # worker slot -> run
+    queue = list(todo)
+
+    def stop_children(signum, frame):
+        for _, proc in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # train checkpoints, then exits
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGTERM, stop_children)
+    try:
+        while queue or running:
+            for slot in range(n_workers):
+                if slot not in running and queue:
+                    run = queue.pop(0)
+                    running[slot] = (run, _launch(run, runs_dir / run.name, threads, gpus[slot] if gpus else None))
+            for slot, (run, proc) in list(running.items()):
+                if proc.poll() is not None:
+                    del running[slot]
+                    status = _finish(run, runs_dir / run.name, proc.returncode)
+                    progress.finished(run, status, [r for r, _ in running.values()], len(queue))
+            progress.refresh([r for r, _ in running.values()], len(queue))
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        for _, proc in running.values():
+            try:
+                proc.wait(timeout=60)  # Ctrl-C reaches the children too; let them checkpoint
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        progress.close()
+    return study_counts(plan, study_dir)
+
+

@@ -1,0 +1,100 @@
+"""A study plan: every run of a normalised spec (`spec`) as a validated RunConfig.
+
+The grid is methods (or variant labels) x sizes x budgets x learning rates x seeds. Each run
+has its own folder name, `<method>_<size>[_<budget>]_lr<lr>_s<seed>` (the budget appears only
+when the spec lists several). How a run's size and budget become a model and a length is the
+track's business (`tracks.Track.plan_run`): the Transformer track counts tokens (fixed, or per
+non-embedding parameter), the MLP track epochs over its dataset.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from ..config import ConfigError, RunConfig, apply_mapping, validate_config
+from .tracks import get_track
+
+
+@dataclass
+class PlannedRun:
+    name: str
+    method: str  # the method's label in the study: a method name or a variant label
+    size: str
+    lr: float
+    seed: int
+    cfg: RunConfig
+    n_params: int  # non-embedding parameters (Kaplan's N)
+    cost: float  # exact BP training FLOPs, for scheduling and the ETA
+    budget: str = ""  # the budget's label when the spec lists several, else ""
+
+    @property
+    def tokens(self) -> int:
+        return self.cfg.train.tokens
+
+
+@dataclass
+class StudyPlan:
+    spec: dict
+    runs: list[PlannedRun] = field(default_factory=list)
+
+
+def budget_label(value: float, per_param: bool) -> str:
+    """A short folder-name tag: 'tpp20' (tokens per parameter) or '1.2M' (tokens)."""
+    if per_param:
+        return f"tpp{value:g}"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:.3g}{unit}"
+    return f"{value:g}"
+
+
+def run_name(method: str, size: str, lr: float, seed: int, budget: str = "") -> str:
+    middle = f"{size}_{budget}" if budget else size
+    return f"{method}_{middle}_lr{lr:g}_s{seed}"
+
+
+def _budgets(spec: dict) -> list[tuple[str, float | None, bool]]:
+    """(label, value, per_param) of each budget; labels only when there are several."""
+    if spec.get("tokens_per_param"):
+        values, per_param = spec["tokens_per_param"], True
+    elif spec.get("tokens"):
+        values, per_param = spec["tokens"], False
+    else:
+        return [("", None, False)]  # the MLP track: the budget is base.train.epochs
+    values = values if isinstance(values, list) else [values]
+    return [(budget_label(v, per_param) if len(values) > 1 else "", v, per_param) for v in values]
+
+
+def run_config(spec: dict, method: str, size: str) -> RunConfig:
+    """A run's config before its learning rate, seed and budget: base, size, variant, per_method."""
+    cfg = apply_mapping(get_track(spec.get("track")).base_config(), copy.deepcopy(spec["base"]), prefix="base.")
+    apply_mapping(cfg, {"model": spec["sizes"][size]}, prefix="sizes.")
+    variant = (spec.get("variants") or {}).get(method)
+    if variant is not None:
+        apply_mapping(cfg, copy.deepcopy(variant), prefix=f"variants.{method}.")
+    else:
+        cfg.method.name = method
+    apply_mapping(cfg, copy.deepcopy(spec["per_method"].get(method, {})), prefix=f"per_method.{method}.")
+    return cfg
+
+
+def plan_study(spec: dict) -> StudyPlan:
+    """Every run of the grid as a validated RunConfig; raises ConfigError before any run starts."""
+    plan = StudyPlan(spec)
+    track = get_track(spec.get("track"))
+    for method in spec["methods"]:
+        for size in spec["sizes"]:
+            for budget, value, per_param in _budgets(spec):
+                lrs = spec["lrs"][method]
+                for lr in (lrs[size] if isinstance(lrs, dict) else lrs):
+                    for seed in spec["seeds"]:
+                        cfg = run_config(spec, method, size)
+                        cfg.seed, cfg.train.lr = seed, lr
+                        try:  # every piece was checked; this is the composed run, before anything starts
+                            validate_config(cfg)
+                        except ConfigError as exc:
+                            raise ConfigError(f"{run_name(method, size, lr, seed, budget)}: {exc}") from None
+                        n_params, cost = track.plan_run(cfg, value, per_param)
+                        plan.runs.append(PlannedRun(run_name(method, size, lr, seed, budget), method, size, lr,
+                                                    seed, cfg, n_params, cost, budget))
+    return plan

@@ -1,0 +1,322 @@
+"""A study's spec: load it from a file or preset, apply dotted overrides, validate, normalise.
+
+Spec keys (every one overridable as dotted KEY=VALUE):
+  name, description    labels for the report
+  track                transformer (default) or mlp: the fully-connected track (`beyondbp mlp`),
+                       sizes then set model.depth/width/activation, the budget is
+                       base.train.epochs (no tokens key), and one "token" is one example
+  methods              training methods or variant labels, e.g. [bp, dfa_block, shallow]
+  variants             labelled configurations of a method, usable in `methods`:
+                       {dfa_block_literal: {method: dfa_block, method.feedback_point: output}};
+                       a variant's runs, fits and verdicts go by its label
+  sizes                named sizes (beyondbp.model_shape.NAMED_SIZES) or mappings of model keys,
+                       as a list ([cpu-20k, {name: tiny, n_layer: 2, d_model: 16, n_head: 2}])
+                       or a mapping name -> named size / model keys
+  tokens               training tokens per run (fixed, as in the paper), or
+  tokens_per_param     tokens = ratio x non-embedding parameters (Kaplan's N); transformer only.
+                       Either may be a list: every size is then trained once per budget
+  lrs                  learning rates swept per method: a list for every size ({bp: [1e-3, 3e-3]})
+                       or one list per size ({bp: {L4d32: [1e-2], L4d64: [6e-3]}}); the best per
+                       size and budget is kept for the frontier. A method without an entry uses
+                       base.train.lr
+  seeds                list of seeds
+  per_method           RunConfig keys for one method only ({dfa: {train.alignment_every: 4}})
+  base                 RunConfig keys shared by every run (data, model.context, train schedule,
+                       evaluation schedule: train.n_evals, train.eval_tokens)
+  frontier_points      final (default): each run's last evaluation, the only point of a decayed
+                       schedule that is near-optimal for its length; all: every evaluation from
+                       half of each run's tokens on (the paper's envelope of learning curves)
+  slurm                how `--executor slurm` submits runs (beyondbp.slurm): partition, account,
+                       gpus_per_run, nodes, cpus_per_task, mem_gb, timeout_min, setup, extra,
+                       cluster (slurm | local), prepare_data; may change between invocations
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
+                     check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
+from ..methods.catalogue import catalogue
+from ..model.shape import NAMED_SIZES
+from .slurm_settings import normalise_slurm
+from .tracks import Track, get_track
+
+SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "lrs",
+             "seeds", "per_method", "base", "frontier_points", "slurm")
+FRONTIER_POINTS = ("final", "all")
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("beyondbp") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> dict:
+    if name not in preset_names():
+        raise ConfigError(f"--preset: unknown preset {name!r} (valid: {', '.join(preset_names())})")
+    text = (resources.files("beyondbp") / "presets" / f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def set_dotted(spec: dict, key: str, value) -> None:
+    """spec['a']['b'] = value for key 'a.b'; top-level keys must be spec keys."""
+    parts = key.split(".")
+    if parts[0] not in SPEC_KEYS:
+        raise ConfigError(f"unknown key {key!r} (valid spec keys: {', '.join(SPEC_KEYS)})")
+    node = spec
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{key}: {'.'.join(parts[:i + 1])} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+    # the token budget is one of two forms: setting one drops the other
+    if key == "tokens" and value is not None:
+        spec["tokens_per_param"] = None
+    if key == "tokens_per_param" and value is not None:
+        spec["tokens"] = None
+
+
+def load_spec(spec_file: str | Path | None = None, preset: str | None = None,
+              overrides: list[str] | dict | None = None) -> dict:
+    """The normalised spec from a file or preset plus dotted overrides; raises ConfigError."""
+    if (spec_file is None) == (preset is None):
+        raise ConfigError("study: give exactly one of SPEC (a YAML file) or --preset NAME")
+    raw = load_preset(preset) if preset is not None else load_yaml(spec_file)
+    raw = copy.deepcopy(raw)
+    mapping = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
+    for key, value in mapping.items():
+        set_dotted(raw, key, value)
+    return normalise_spec(raw)
+
+
+def expand_dotted(mapping: dict, where: str, base: RunConfig | None = None) -> dict:
+    """{'train.lr': 1} -> {'train': {'lr': 1}} (nested), validated against RunConfig."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: expected a mapping of RunConfig keys, got {mapping!r}")
+    mapping = {("method.name" if k == "method" and not isinstance(v, dict) else str(k)): v
+               for k, v in mapping.items()}
+    # raises on unknown keys and on bad values, out-of-range numbers included
+    validate_config(apply_mapping(base or RunConfig(), mapping, prefix=f"{where}."), prefix=f"{where}.")
+    nested: dict = {}
+    for key, value in mapping.items():
+        parts = key.split(".")
+        node = nested
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return nested
+
+
+def _size_entries(sizes, track: Track) -> list[tuple[str, object]]:
+    if isinstance(sizes, dict):
+        return [(str(k), v) for k, v in sizes.items()]
+    if not isinstance(sizes, list):
+        raise ConfigError(f"sizes: expected a list or mapping of model sizes, got {sizes!r}")
+    items = []
+    for entry in sizes:
+        if isinstance(entry, str):
+            items.append((entry, entry))
+        elif isinstance(entry, dict):
+            entry = dict(entry)
+            name = entry.pop("name", None) or track.size_name(entry)
+            items.append((str(name), entry))
+        else:
+            raise ConfigError(f"sizes: expected a named size or a mapping of model keys, got {entry!r}")
+    return items
+
+
+def _normalise_sizes(sizes, track: Track) -> dict[str, dict]:
+    items = _size_entries(sizes, track)
+    if not items:
+        raise ConfigError("sizes: must list at least one model size")
+    out: dict[str, dict] = {}
+    for name, value in items:
+        if name in out:
+            raise ConfigError(f"sizes: size {name!r} is listed twice")
+        if "_" in name or "/" in name:
+            raise ConfigError(f"sizes: size name {name!r} must not contain '_' or '/' (it names run folders)")
+        if isinstance(value, str):
+            if not track.named_sizes:
+                raise ConfigError(f"sizes.{name}: an MLP size is a mapping of model keys "
+                                  f"(depth, width, activation), got {value!r}")
+            if value not in NAMED_SIZES:
+                raise ConfigError(f"sizes: unknown size {value!r} (valid: {', '.join(NAMED_SIZES)})")
+            value = {"size": value}
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"sizes.{name}: expected a named size or a mapping of model keys, got {value!r}")
+        validate_config(apply_mapping(ModelConfig(), value, prefix=f"sizes.{name}."), f"sizes.{name}.", "model")
+        out[name] = dict(value)
+    return out
+
+
+def _positive(value, typ, key: str):
+    if value is None:
+        return None
+    value = coerce(value, typ, key)
+    check_number(key, value, RANGES["train.tokens"] if typ is int else POSITIVE, integer=typ is int)
+    return value
+
+
+def _positive_list(value, typ, key: str, what: str) -> list | None:
+    """None, or a non-empty list of distinct positive numbers (a scalar is a list of one)."""
+    if value is None:
+        return None
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ConfigError(f"{key}: must list at least one {what}")
+    out = [_positive(v, typ, key) for v in values]
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{key}: {what}s are listed twice: {out}")
+    return out
+
+
+def _normalise_methods(raw: dict, track: Track, variants: dict) -> list[str]:
+    methods = raw.get("methods")
+    if isinstance(methods, str):
+        methods = [methods]
+    if not isinstance(methods, list) or not methods:
+        raise ConfigError("methods: must list at least one training method")
+    valid = catalogue()
+    for label in methods:
+        method = variants[label]["method"]["name"] if label in variants else label
+        if method not in valid:
+            raise ConfigError(f"methods: unknown method {label!r} (valid: {', '.join([*valid, *variants])})")
+        if track.kind not in valid[method].supports:
+            raise ConfigError(f"methods: {label!r} cannot train the {track.name} track "
+                              f"(methods for it: {', '.join(n for n, c in valid.items() if track.kind in c.supports)})")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"methods: a method is listed twice: {methods}")
+    return [str(m) for m in methods]
+
+
+def _normalise_variants(raw) -> dict[str, dict]:
+    """{label: nested RunConfig keys with method.name}; labels are not method names."""
+    available = catalogue()
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"variants: expected a mapping label -> RunConfig keys, got {raw!r}")
+    out = {}
+    for label, mapping in raw.items():
+        label = str(label)
+        if label in available:
+            raise ConfigError(f"variants.{label}: a variant label must not be a method's name")
+        if "/" in label or not label:
+            raise ConfigError(f"variants.{label}: a label must be a non-empty name without '/' (it names run folders)")
+        nested = expand_dotted(mapping or {}, f"variants.{label}")
+        if not isinstance(nested.get("method"), dict) or "name" not in nested["method"]:
+            raise ConfigError(f"variants.{label}: name the method it configures (method: NAME)")
+        if nested["method"]["name"] not in available:
+            raise ConfigError(f"variants.{label}.method: unknown method {nested['method']['name']!r} "
+                              f"(valid: {', '.join(available)})")
+        out[label] = nested
+    return out
+
+
+def _normalise_lrs(raw, methods: list[str], labels: list[str], sizes: list[str],
+                   default: float) -> dict[str, dict[str, list[float]]]:
+    """{method: {size: [lr, ...]}} from a list per method or a list per method and size.
+    Entries for methods or sizes the study leaves out (a preset narrowed by overrides) are ignored."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"lrs: expected a mapping method -> learning rates, got {raw!r}")
+    for m in raw:
+        if m not in labels:
+            raise ConfigError(f"lrs.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
+    out = {}
+    for m in methods:
+        entry = raw.get(m, default)
+        if isinstance(entry, dict):
+            missing = [s for s in sizes if s not in entry]
+            if missing:
+                raise ConfigError(f"lrs.{m}.{missing[0]}: no learning rates for size {missing[0]!r}")
+            out[m] = {s: _positive_list(entry[s], float, f"lrs.{m}.{s}", "learning rate") for s in sizes}
+        else:
+            lrs = _positive_list(entry, float, f"lrs.{m}", "learning rate")
+            out[m] = {s: list(lrs) for s in sizes}
+    return out
+
+
+def _normalise_budget(raw: dict, track: Track) -> tuple[list[int] | None, list[float] | None]:
+    tokens = _positive_list(raw.get("tokens"), int, "tokens", "budget")
+    ratio = _positive_list(raw.get("tokens_per_param"), float, "tokens_per_param", "budget")
+    if not track.budget_keys:
+        if tokens is not None or ratio is not None:
+            raise ConfigError(f"{'tokens' if tokens is not None else 'tokens_per_param'}: the {track.name} track's "
+                              f"budget is base.train.epochs; leave tokens out")
+    elif (tokens is None) == (ratio is None):
+        raise ConfigError("tokens: give exactly one of tokens (per run) or tokens_per_param")
+    return tokens, ratio
+
+
+def _normalise_seeds(raw) -> list[int]:
+    seeds = raw if isinstance(raw, list) else [raw]
+    if not seeds:
+        raise ConfigError("seeds: must list at least one seed")
+    seeds = [coerce(s, int, "seeds") for s in seeds]
+    for seed in seeds:
+        check_number("seeds", seed, RANGES["seed"], integer=True)
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds: a seed is listed twice: {seeds}")
+    return seeds
+
+
+def _normalise_per_method(raw, methods: list[str], labels: list[str], track: Track) -> dict:
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"per_method: expected a mapping method -> RunConfig keys, got {raw!r}")
+    out = {}
+    for m, mapping in raw.items():
+        if m not in labels:
+            raise ConfigError(f"per_method.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
+        if m in methods:  # a preset configures methods a user may leave out with methods=[...]
+            out[m] = expand_dotted(mapping or {}, f"per_method.{m}", track.base_config())
+    return out
+
+
+def normalise_spec(raw: dict) -> dict:
+    """Validate every field and return the spec in one canonical form (what spec.yaml holds)."""
+    if not isinstance(raw, dict):
+        raise ConfigError("spec: expected a mapping at top level")
+    unknown = [k for k in raw if k not in SPEC_KEYS]
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} (valid spec keys: {', '.join(SPEC_KEYS)})")
+    track = get_track(raw.get("track"))
+    variants = _normalise_variants(raw.get("variants"))
+    methods = _normalise_methods(raw, track, variants)
+    tokens, ratio = _normalise_budget(raw, track)
+    sizes = _normalise_sizes(raw.get("sizes"), track)
+    base_cfg = validate_config(apply_mapping(track.base_config(), raw.get("base") or {}, prefix="base."), "base.")
+    base = to_dict(base_cfg)
+    base.pop("method")  # a run's method comes from `methods`, its seed from `seeds`
+    base.pop("seed")
+    labels = [*catalogue(), *variants]
+    frontier_points = str(raw.get("frontier_points") or "final")
+    check_choice("frontier_points", frontier_points, FRONTIER_POINTS)
+    spec = {
+        "name": str(raw.get("name") or "study"),
+        "description": str(raw.get("description") or ""),
+        "track": track.name,
+        "methods": methods,
+        "variants": {label: v for label, v in variants.items() if label in methods},
+        "sizes": sizes,
+        "tokens": tokens,
+        "tokens_per_param": ratio,
+        "lrs": _normalise_lrs(raw.get("lrs"), methods, labels, list(sizes), base_cfg.train.lr),
+        "seeds": _normalise_seeds(raw.get("seeds", [0])),
+        "per_method": _normalise_per_method(raw.get("per_method"), methods, labels, track),
+        "base": base,
+        "frontier_points": frontier_points,
+    }
+    if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.slurm
+        spec["slurm"] = normalise_slurm(raw["slurm"])
+    return spec

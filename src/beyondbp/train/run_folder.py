@@ -1,0 +1,235 @@
+"""The run folder's contract: its files, the states they spell, and the one way to read and write each.
+
+Every trainer (the Transformer loop, the MLP loop), every executor (local, Slurm), the report
+and the CLI read a run folder through this module:
+
+  config.yaml      the resolved RunConfig (`check_same_config`; EXECUTION_KEYS may change)
+  run.yaml         the config an executor hands to the worker it starts
+  data.json        the tokens it trains on: cache entry and fingerprint (`data_change`)
+  metrics.jsonl    one JSON object per evaluation, append-only (`read_metrics`; compute columns
+                   from `compute_columns`)
+  summary.json     the outcome, with `status` (`read_summary`; `record_failure`)
+  checkpoint.pt    and checkpoint.prev.pt (`checkpoint`; `checkpoint_files` here)
+  worker.lock      flock-ed by the process training the run (`lock_run`, `is_locked`)
+
+A run's state (`run_state`): completed | diverged (FINISHED: never trained again) | failed |
+running | interrupted | pending. Whole files are replaced atomically (`atomic_write`) so a kill
+never leaves half a file; a metrics line cut by a kill is ignored when read back (a resumed run
+restores its rows from the checkpoint). A summary.json or data.json that is not what beyondbp
+writes stops with one line naming it. Torch-free: the report and `study status` read folders.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..atomic_write import atomic_write
+from ..config import ConfigError, RunConfig, load_yaml, to_dict
+
+
+class Interrupted(Exception):
+    """Raised after a checkpoint was written because the process got SIGTERM/SIGINT: the run
+    folder then holds an interrupted run that the same command resumes."""
+
+
+PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
+FINISHED = ("completed", "diverged")  # a run with this summary status is never trained again
+# settings that may differ when a run is resumed: they change how it runs, not what it computes
+EXECUTION_KEYS = ("progress", "threads", "checkpoint_every_s", "memory_check", "on_data_change")
+DATA_RECORD = "data.json"
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS = "checkpoint.prev.pt"  # the checkpoint kept back when a new one is written
+LOCK = "worker.lock"
+
+
+def check_out_path(out) -> Path:
+    """--out as a Path; an empty value would train into the current folder."""
+    if out is None or not str(out).strip():
+        raise ConfigError(f"--out: must name a folder, got {str(out)!r}")
+    return Path(out)
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write_probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"--out: cannot write to {out} ({exc.strerror or exc})") from None
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            break
+        if not isinstance(row, dict) or "step" not in row:
+            break
+        rows.append(row)
+    return rows
+
+
+def _read_json_object(path: Path, what: str) -> dict | None:
+    """A JSON object beyondbp wrote, None when absent; anything else is one line naming the file."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}); "
+                          f"move it aside to resume the run from its checkpoint") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: {what} holds a {type(value).__name__}, not the object beyondbp writes; "
+                          f"move it aside to resume the run from its checkpoint")
+    return value
+
+
+def read_summary(out: Path) -> dict | None:
+    return _read_json_object(Path(out) / "summary.json", "the run's summary")
+
+
+def read_data_record(out: Path) -> dict | None:
+    record = _read_json_object(Path(out) / DATA_RECORD, "the record of the run's tokens")
+    if record is not None and not all(isinstance(record.get(k), str) for k in ("entry", "fingerprint")):
+        raise ConfigError(f"{Path(out) / DATA_RECORD}: no entry or fingerprint; move it aside to resume the run")
+    return record
+
+
+def checkpoint_files(out: Path) -> list[Path]:
+    """The run's checkpoints on disk, newest first."""
+    return [p for p in (Path(out) / CHECKPOINT, Path(out) / PREVIOUS) if p.exists()]
+
+
+def has_progress(out: Path) -> bool:
+    """Whether a run folder holds training that a resume would continue (or a finished run)."""
+    summary = read_summary(out)
+    return bool(checkpoint_files(out)) or bool(summary and summary.get("status") in FINISHED)
+
+
+def data_change(out: Path, corpus: str, entry: str, fingerprint: str | None = None) -> str | None:
+    """Why `out`'s recorded tokens differ from the cache entry (and fingerprint) the corpus gives
+    now, or None when they agree, nothing was recorded, or nothing was trained yet (a run stopped
+    before its first checkpoint starts over anyway)."""
+    record = read_data_record(out)
+    if record is None or not has_progress(out):
+        return None
+    if record["entry"] != entry:
+        return (f"{corpus} gives other tokens than the ones {out} was trained on (cache entry {record['entry']} "
+                f"then, {entry} now: the corpus or its files changed)")
+    if fingerprint is not None and record["fingerprint"] != fingerprint:
+        return (f"the prepared tokens of {corpus} are not the ones {out} was trained on (fingerprint "
+                f"{record['fingerprint'][:12]} then, {fingerprint[:12]} now: the cache entry was prepared again)")
+    return None
+
+
+def refuse_data_change(reason: str) -> ConfigError:
+    return ConfigError(f"data.corpus: {reason}; resuming would mix corpora. Restore the corpus, use another --out, "
+                       f"or set train.on_data_change=restart to train the run again from the start")
+
+
+def set_aside(out: Path, files=(CHECKPOINT, PREVIOUS, "metrics.jsonl", "summary.json", DATA_RECORD)) -> Path:
+    """Move a run's results into out/replaced-N/ (N = 1, 2, ...) before it is trained again."""
+    n = 1
+    while (out / f"replaced-{n}").exists():
+        n += 1
+    folder = out / f"replaced-{n}"
+    folder.mkdir()
+    for name in files:
+        if (out / name).exists():
+            os.replace(out / name, folder / name)
+    return folder
+
+
+def check_same_config(out: Path, cfg: RunConfig) -> None:
+    """A run directory belongs to one config: refuse to resume it with another."""
+    old_path = out / "config.yaml"
+    if not old_path.exists():
+        return
+    old, new = load_yaml(old_path, "the run's config"), to_dict(cfg)
+    for section, values in new.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                if key in EXECUTION_KEYS:
+                    continue
+                if old.get(section, {}).get(key) != value:
+                    raise ConfigError(f"{section}.{key}: {out} holds a run with {section}.{key}="
+                                      f"{old.get(section, {}).get(key)!r}, not {value!r}; use another --out")
+        elif old.get(section) != values:
+            raise ConfigError(f"{section}: {out} holds a run with {section}={old.get(section)!r}, "
+                              f"not {values!r}; use another --out")
+
+
+def compute_columns(tokens: int, per_token: dict[str, float]) -> dict[str, float]:
+    """The compute of `tokens` training tokens under each accounting (metrics and summary columns)."""
+    return {"compute_flops": tokens * per_token["paper"],
+            "compute_pf_days": tokens * per_token["paper"] / PF_DAY,
+            "compute_flops_optimistic": tokens * per_token["optimistic"],
+            "compute_flops_exact": tokens * per_token["exact"]}
+
+
+# --- states, locks and failures ---------------------------------------------------------------
+
+def lock_run(run_dir: Path, wait: bool = True) -> int | None:
+    """flock the run's worker.lock and return its descriptor: the run counts as running while it
+    (or a child that inherits it) stays open. wait=False refuses, in one line, a run another
+    process trains; None where the filesystem has no locks (the caller then trusts its own
+    bookkeeping not to start a run twice)."""
+    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"{run_dir}: this run is being trained by another process or job; not starting a second")
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (a dead or zombie one has released it)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases the probe's own lock
+    return False
+
+
+def run_state(run_dir: Path) -> str:
+    """completed | diverged | failed | running | interrupted | pending."""
+    run_dir = Path(run_dir)
+    if is_locked(run_dir):  # before the summary: a failed run may be retried
+        return "running"
+    summary = read_summary(run_dir)
+    if summary and summary.get("status") in (*FINISHED, "failed"):
+        return summary["status"]
+    if (run_dir / CHECKPOINT).exists() or (run_dir / "metrics.jsonl").exists():
+        return "interrupted"
+    return "pending"
+
+
+def record_failure(run_dir: Path, method: str, seed: int, error: str, returncode: int | None = None) -> None:
+    """Write a failed run's summary.json (status `failed`, its error; the worker's exit status when
+    an executor saw one), so that `study status` and the report tell why."""
+    failed = {"method": method, "seed": seed, "status": "failed", "error": error}
+    if returncode is not None:
+        failed["returncode"] = returncode
+    atomic_write(Path(run_dir) / "summary.json", json.dumps(failed, indent=2) + "\n")
