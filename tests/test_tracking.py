@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import tomllib
@@ -86,10 +87,21 @@ def _wandb_can_read_offline_runs() -> bool:
     return subprocess.run(probe, capture_output=True, stdin=subprocess.DEVNULL).returncode == 0
 
 
+def tmp_wandb_leftovers() -> set[Path]:
+    """What wandb's module-level temporary folders leave in /tmp when a process dies by SIGKILL."""
+    return set(Path("/tmp").glob("tmp*wandb-*"))
+
+
 @pytest.fixture
-def wandb_env(tmp_path, monkeypatch):
-    """Offline by default (no WANDB_MODE), nothing written to the home folder, and no WANDB_SERVICE
-    (which wandb.init sets) left for later tests' subprocesses; skip without wandb."""
+def wandb_env(tmp_path, tmp_path_factory, monkeypatch):
+    """Offline by default (no WANDB_MODE), nothing written to the home folder or /tmp, and no
+    WANDB_SERVICE (which wandb.init sets) left for later tests' subprocesses; skip without wandb."""
+    # wandb makes its media and artifact folders on import: in this session's folder, also for the
+    # subprocesses (a killed one leaves them behind); a per-test folder could be gone at exit
+    scratch = tmp_path_factory.getbasetemp() / "tmp"
+    scratch.mkdir(exist_ok=True)
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     pytest.importorskip("wandb", reason='train.tracker=wandb needs the extra: pip install "beyondbp[wandb]"')
     if not _wandb_can_read_offline_runs():
         pytest.skip("this wandb has no `wandb leet inspect` to read the offline run back")
@@ -224,7 +236,9 @@ KILLED_SESSION = textwrap.dedent("""
 
 
 def test_wandb_resume_continues_the_run_after_a_hard_kill(tmp_path, wandb_env):
-    """A SIGKILL a second after the last row keeps every row; the resumed session is the same run."""
+    """A SIGKILL a second after the last row keeps every row; the resumed session is the same run,
+    and the killed process leaves nothing in /tmp."""
+    in_tmp = tmp_wandb_leftovers()
     # its own wandb-core, as a run of its own has: not the service this test process may have started
     env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     worker = subprocess.Popen([sys.executable, "-c", KILLED_SESSION, str(tmp_path), str(Path(__file__).parent)],
@@ -250,3 +264,4 @@ def test_wandb_resume_continues_the_run_after_a_hard_kill(tmp_path, wandb_env):
     with make_tracker("wandb", run_dir=tmp_path, run_name="r", config=CONFIG, resume_step=0):
         pass  # a run that starts over is another W&B run
     assert json.loads((tmp_path / "wandb" / "beyondbp_tracker.json").read_text())["id"] != run_id
+    assert tmp_wandb_leftovers() == in_tmp

@@ -18,6 +18,7 @@ A resumed run continues the same tracker run:
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import numbers
@@ -26,9 +27,9 @@ import secrets
 import string
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import CHOICES, ConfigError, RunConfig, check_choice, to_dict
 
-TRACKERS = ("none", "tensorboard", "wandb")
+TRACKERS = CHOICES["train.tracker"][0]
 WANDB_STATE = "beyondbp_tracker.json"  # in RUN/wandb/: the W&B run id, reused on resume
 
 
@@ -166,10 +167,20 @@ def _read_run_id(path: Path) -> str | None:
 _BACKENDS = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}  # each needs the package of its name
 
 
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # ValueError: a module blocked as None in sys.modules
+        return False
+
+
 def check_tracker(kind: str) -> None:
-    """Refuse an unknown `train.tracker` before any run starts."""
-    if kind not in TRACKERS:
-        raise ConfigError(f"train.tracker: unknown tracker {kind!r} (valid: {', '.join(TRACKERS)})")
+    """Refuse, before any run starts, an unknown `train.tracker` or one whose package is not
+    installed (found without importing it)."""
+    check_choice("train.tracker", kind, TRACKERS, "tracker")
+    if kind != "none" and not _installed(kind):
+        raise ConfigError(f"train.tracker={kind} needs the {kind} package, which is not installed: "
+                          f'pip install "beyondbp[{kind}]"')
 
 
 def make_tracker(kind: str, *, run_dir: str | Path, run_name: str, group: str | None = None,
@@ -190,3 +201,22 @@ def make_tracker(kind: str, *, run_dir: str | Path, run_name: str, group: str | 
     except ImportError as err:
         raise ConfigError(f"train.tracker={kind} needs the {kind} package ({err}): "
                           f'pip install "beyondbp[{kind}]"') from None
+
+
+def check_trackers(configs) -> None:
+    """check_tracker for every run of a study, before any starts."""
+    for kind in sorted({cfg.train.tracker for cfg in configs}):
+        check_tracker(kind)
+
+
+def join_study(cfg: RunConfig, run_dir: Path) -> None:
+    """A study's run (in STUDY/runs/NAME) logs in the group of its study: the study folder's
+    name, unless the spec names one (base.train.tracker_group)."""
+    cfg.train.tracker_group = cfg.train.tracker_group or Path(run_dir).resolve().parent.parent.name
+
+
+def run_tracker(cfg: RunConfig, out: Path, resume_step: int = 0, enabled: bool = True) -> Tracker:
+    """The tracker of the run `cfg` trains into `out`: named after its folder, in the group
+    `train.tracker_group` (a study's folder name), with the resolved config."""
+    return make_tracker(cfg.train.tracker, run_dir=out, run_name=Path(out).name, group=cfg.train.tracker_group,
+                        config=to_dict(cfg), enabled=enabled, resume_step=resume_step)
