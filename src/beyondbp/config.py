@@ -95,6 +95,8 @@ class TrainConfig:
     progress: str = "auto"  # auto | on | off
     memory_check: bool = True  # refuse a run whose estimated memory exceeds what this process can use
     on_data_change: str = "refuse"  # refuse | restart: resuming a run whose corpus now gives other tokens
+    tracker: str = "none"  # none | tensorboard | wandb: each metrics row also goes there (train.tracking)
+    tracker_group: str | None = None  # the tracker's group of runs; a study sets its folder's name
     epochs: int = 20  # MLP track only
     batch_examples: int = 64  # MLP track only: examples per minibatch
 
@@ -358,6 +360,7 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what 
     "train.schedule": (("cosine", "constant_cooldown"), "schedule"),
     "train.device": (("auto", "cpu", "cuda"), "device"), "train.dtype": (("auto", "float32", "bfloat16"), "dtype"),
     "train.progress": (("auto", "on", "off"), "value"), "train.on_data_change": (("refuse", "restart"), "value"),
+    "train.tracker": (("none", "tensorboard", "wandb"), "tracker"),
     "data.tokenizer": (("byte", "bpe", "gpt2"), "tokenizer"),
 }
 

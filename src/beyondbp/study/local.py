@@ -25,6 +25,7 @@ from ..config import ConfigError, to_dict
 from ..train.memory import check_memory
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
+from ..train.tracking import check_trackers, join_study
 from .folder import check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
@@ -59,6 +60,7 @@ def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[
 def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> subprocess.Popen:
     cfg = copy.deepcopy(run.cfg)
     cfg.train.threads, cfg.train.progress = threads, "off"
+    join_study(cfg, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -171,6 +173,7 @@ def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
 def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
     """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
     study_dir = check_study_dir(study_dir, plan.spec)
+    check_trackers(r.cfg for r in plan.runs)
     n_workers, threads, gpus = worker_layout(plan, workers)
     runs_dir = study_dir / "runs"
     states = {r.name: run_state(runs_dir / r.name) for r in plan.runs}

@@ -46,6 +46,7 @@ from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config, to_dict
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
+from ..train.tracking import check_trackers, join_study
 from .folder import check_study_dir, prepare_study_dir, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
@@ -187,6 +188,7 @@ def read_job_record(run_dir: Path) -> dict | None:
 def _write_run_config(run: PlannedRun, run_dir: Path, settings: dict) -> None:
     cfg = copy.deepcopy(run.cfg)
     cfg.train.progress = "off"
+    join_study(cfg, run_dir)
     if not cfg.train.threads and settings["cpus_per_task"]:
         cfg.train.threads = settings["cpus_per_task"]
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +202,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         raise ConfigError("--executor slurm: sbatch is not on PATH; submit from a Slurm login node "
                           "(or test with --cluster local)")
     study_dir = check_study_dir(study_dir, plan.spec)
+    check_trackers(r.cfg for r in plan.runs)
     runs_dir = study_dir / "runs"
     again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings["prepare_data"] else set()
     if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written

@@ -2,7 +2,8 @@
 (`step`), the Transformer loop (`loop`) and the MLP track's epoch loop (`mlp_loop`,
 `mlp_outputs`), distributed set-up, memory preflight, alignment measurement, checkpoints, and
 the run folder's contract (`run_folder`: its files, statuses, lock, failed summary, compute
-columns and metrics reading, torch-free; studies and reports read run folders only through it).
+columns and metrics reading, torch-free; studies and reports read run folders only through it),
+and live tracking (`tracking`: each metrics row to TensorBoard or W&B, imported only when chosen).
 
 May import: methods, data, model, atomic_write, config. Never study, report, bench or cli.
 """

@@ -38,6 +38,7 @@ from .run_folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, che
 from .schedule import learning_rate, step_schedule
 from .step import (accumulate_gradients, apply_update, autocast_context, make_optimizer, pick_device, progress_bar,
                    set_learning_rate)
+from .tracking import Tracker, check_tracker, run_tracker
 
 
 class _SignalFlag:
@@ -121,6 +122,8 @@ class _Run:
     def __init__(self, cfg: RunConfig, out: Path, quiet: bool):
         self.cfg, self.out, self.quiet = cfg, out, quiet
         self.ctx = dist_utils.context()
+        self.tracker = Tracker()  # the real one opens once the step the run resumes from is known
+        check_tracker(cfg.train.tracker)
         if self.ctx.is_main:
             check_writable(out)
         self.schedule = step_schedule(cfg, self.ctx.world_size)
@@ -239,6 +242,7 @@ class _Run:
     def log_evaluation(self, state: _State, n_evals_done: int, lr: float) -> float:
         """The validation loss at this step: measured and logged, or read back if logged before a kill."""
         if state.step in self.logged:
+            self.tracker.log_row(self.logged[state.step])  # the tracker dropped what it had from the step resumed
             return self.logged[state.step]["val_loss"]
         cfg, extra = self.cfg, {}
         if cfg.train.alignment_every and n_evals_done % cfg.train.alignment_every == 0 and state.step > 0:
@@ -254,6 +258,7 @@ class _Run:
                "val_loss": val_loss, "lr": lr, "elapsed_s": state.elapsed, **extra, **residual}
         append_line(self.out / "metrics.jsonl", json.dumps(row))
         self.rows.append(row)
+        self.tracker.log_row(row)
         return val_loss
 
     def step(self, state: _State, lr: float, signalled: bool) -> tuple[float, bool]:
@@ -285,6 +290,20 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
         return run.summary
     run.build()
     state = run.resume(fresh)
+    with run_tracker(cfg, run.out, resume_step=state.step, enabled=run.main) as run.tracker:
+        if run.tracker.location:
+            run.say(f"tracking: {run.tracker.location}")
+        status, val_loss = _train_steps(run, state, quiet)
+    summary = run.write_summary(state, status, val_loss if status == "completed" else None)
+    if run.main:  # only rank 0 evaluates: the others have no validation loss to tell
+        msg = f"final val loss {val_loss:.4f}" if status == "completed" else f"diverged at step {state.step}"
+        run.say(f"{out}: {status}: {msg}, {state.step * cfg.train.batch_tokens:,} tokens in {state.elapsed:.1f}s")
+    return summary
+
+
+def _train_steps(run: _Run, state: _State, quiet: bool) -> tuple[str, float | None]:
+    """Step and evaluate from `state` to the end of the schedule; (status, last validation loss)."""
+    cfg = run.cfg
     schedule, batch = run.schedule, cfg.train.batch_tokens
     eval_set = set(schedule.eval_steps)
     n_evals_done = sum(1 for s in schedule.eval_steps if s < state.step)
@@ -323,11 +342,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     bar.close()
     if status == "completed":
         run.save_checkpoint(state)
-    summary = run.write_summary(state, status, val_loss if status == "completed" else None)
-    if run.main:  # only rank 0 evaluates: the others have no validation loss to tell
-        msg = f"final val loss {val_loss:.4f}" if status == "completed" else f"diverged at step {state.step}"
-        run.say(f"{out}: {status}: {msg}, {state.step * batch:,} tokens in {state.elapsed:.1f}s")
-    return summary
+    return status, val_loss
 
 
 def load_run(run_dir: str | Path, device: str = "cpu"):

@@ -41,6 +41,7 @@ from .mlp_outputs import COMPARED_METHODS, comparison_table, plot_angles, siblin
 from .run_folder import (FINISHED, check_out_path, check_same_config, check_writable, compute_columns, read_metrics,
                          read_summary)
 from .step import apply_update, make_optimizer, pick_device, progress_bar
+from .tracking import Tracker, check_tracker, run_tracker
 
 ANGLE_EXAMPLES = 256
 
@@ -87,6 +88,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
         return run_mlp_all(cfg, out, quiet)
     out = check_out_path(out)
     validate_config(cfg)
+    check_tracker(cfg.train.tracker)
     check_writable(out)
     cfg.model.kind = "mlp"
     data = load_image_data(cfg.data)
@@ -104,7 +106,10 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     run = _MLPRun.build(cfg, data, device)
     atomic_write(out / "config.yaml", dump_yaml(cfg))
     atomic_write(out / "metrics.jsonl", "")  # an MLP run restarts from epoch 0: no checkpoints
-    rows, elapsed, status = _train_epochs(run, out, quiet)
+    with run_tracker(cfg, out) as tracker:  # an MLP run starts over from epoch 0: so does its tracker run
+        if tracker.location and not quiet:
+            print(f"tracking: {tracker.location}", file=sys.stderr)
+        rows, elapsed, status = _train_epochs(run, out, quiet, tracker)
     summary = _summary(run, rows, elapsed, status)
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     plot_angles(out / "angles.png", [(cfg.method.name, rows)])
@@ -115,7 +120,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     return summary
 
 
-def _train_epochs(run: _MLPRun, out: Path, quiet: bool) -> tuple[list[dict], float, str]:
+def _train_epochs(run: _MLPRun, out: Path, quiet: bool, tracker: Tracker) -> tuple[list[dict], float, str]:
     """Epoch 0 (before training) to train.epochs, a metrics row each; (rows, seconds, status)."""
     cfg = run.cfg
     per_example = run.method.compute_per_token()  # one "token" is one example
@@ -134,6 +139,7 @@ def _train_epochs(run: _MLPRun, out: Path, quiet: bool) -> tuple[list[dict], flo
                 break
         rows.append(run.epoch_row(epoch, train_loss, elapsed, per_example))
         append_line(out / "metrics.jsonl", json.dumps(rows[-1]))
+        tracker.log_row(rows[-1])
         if epoch > 0:
             bar.update(1)
             bar.set_postfix(loss=f"{train_loss:.3f}", test_error=f"{rows[-1]['test_error']:.3f}", refresh=False)

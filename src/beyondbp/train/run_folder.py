@@ -38,7 +38,9 @@ class Interrupted(Exception):
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
 FINISHED = ("completed", "diverged")  # a run with this summary status is never trained again
 # settings that may differ when a run is resumed: they change how it runs, not what it computes
-EXECUTION_KEYS = ("progress", "threads", "checkpoint_every_s", "memory_check", "on_data_change")
+# (the tracker is a view of metrics.jsonl)
+EXECUTION_KEYS = ("progress", "threads", "checkpoint_every_s", "memory_check", "on_data_change", "tracker",
+                  "tracker_group")
 DATA_RECORD = "data.json"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint kept back when a new one is written
