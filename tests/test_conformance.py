@@ -125,3 +125,20 @@ def test_bad_input_is_named_before_any_check_runs(cls, settings, match):
 def test_an_unknown_property_is_named():
     with pytest.raises(ValueError, match=r"checks: unknown property 'fast' \(valid: update_in_grad, "):
         check_method(Backprop, checks=["fast"])
+
+
+def test_ddp_check_is_skipped_with_its_reason_without_gloo(monkeypatch):
+    import beyondbp.testing.ddp as ddp_check
+    monkeypatch.setattr(ddp_check.dist, "is_gloo_available", lambda: False)
+    report = check_method(Backprop, checks=["ddp_matches_single"])
+    assert report == {"ddp_matches_single": {"skipped": "ddp_matches_single skipped: this PyTorch build has no "
+                                                        "gloo backend"}}
+
+
+def test_the_pytest_helper_skips_what_the_platform_cannot_run(monkeypatch):
+    import beyondbp.testing.ddp as ddp_check
+    mark = parametrize_with_checks([(Backprop, {}, {"train.lr": 2e-2})], checks=["ddp_matches_single"])
+    assert mark.args[0] == "check" and mark.kwargs["ids"] == ["bp-ddp_matches_single"]
+    monkeypatch.setattr(ddp_check.dist, "is_gloo_available", lambda: False)
+    with pytest.raises(pytest.skip.Exception, match="no gloo backend"):
+        mark.args[1][0]()

@@ -30,7 +30,7 @@ def _rows(run_dir: Path) -> list[dict]:
 
 
 def loss_falls(subject: Subject) -> dict:
-    """The validation loss of the tiny run falls by at least LOSS_DROP nats over its 40 steps."""
+    """The validation loss of the tiny run falls by at least LOSS_DROP nats over its 30 steps."""
     rows = _rows(subject.reference_run)
     first, last = rows[0]["val_loss"], rows[-1]["val_loss"]
     measured = {"initial_val_loss": first, "final_val_loss": last, "steps": rows[-1]["step"]}

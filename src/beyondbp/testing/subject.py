@@ -39,7 +39,7 @@ class Subject:
     """One method class with its settings, as every check sees it.
 
     `run_overrides` ({dotted key: value}) changes the tiny run (a method that needs another
-    learning rate to learn in 40 steps says so here). The uninterrupted reference run is
+    learning rate to learn in 30 steps says so here). The uninterrupted reference run is
     trained once and shared by the checks that read it (`loss_falls`, `resume_bit_identical`)."""
 
     def __init__(self, cls: type, settings: dict | None = None, run_overrides: dict | None = None):
