@@ -36,6 +36,7 @@ class PlannedRun:
 class StudyPlan:
     spec: dict
     runs: list[PlannedRun] = field(default_factory=list)
+    chains: list = field(default_factory=list)  # `chains.Chain`s of a spec with budgets: branched
 
 
 def budget_label(value: float, per_param: bool) -> str:
@@ -97,4 +98,7 @@ def plan_study(spec: dict) -> StudyPlan:
                         n_params, cost = track.plan_run(cfg, value, per_param)
                         plan.runs.append(PlannedRun(run_name(method, size, lr, seed, budget), method, size, lr,
                                                     seed, cfg, n_params, cost, budget))
+    if spec.get("budgets") == "branched":
+        from .chains import make_chains  # builds on this module
+        plan.chains = make_chains(plan)
     return plan

@@ -36,6 +36,17 @@ def save_checkpoint(out: Path, payload: dict) -> None:
     write_atomically(out / CHECKPOINT, lambda f: torch.save(payload, f), previous=out / PREVIOUS)
 
 
+def snapshot_path(out: Path, step: int) -> Path:
+    """Where a run keeps its state at `step` (a trunk's branch point), beside its checkpoint."""
+    return Path(out) / f"branch-{step}.pt"
+
+
+def save_snapshot(out: Path, payload: dict) -> None:
+    """The state at payload's step, written atomically and read like a checkpoint (weights only)."""
+    import torch
+    write_atomically(snapshot_path(out, payload["step"]), lambda f: torch.save(payload, f))
+
+
 def _read(path: Path, device) -> dict:
     import torch
     try:
