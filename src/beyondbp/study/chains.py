@@ -14,11 +14,16 @@ parameter with a 20% cooldown cost 128 + 4 + 8 + 16 + 32 = 188 units instead of 
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from ..config import ConfigError, RunConfig
-from ..train.branches import branch_point, trunk_config
+import yaml
+
+from ..atomic_write import atomic_write
+from ..config import ConfigError, RunConfig, to_dict
+from ..train.branches import branch_point, trunk_config, write_chain_file
 from ..train.schedule import step_schedule, warmup_steps
 from .plan import PlannedRun, StudyPlan, run_name
 
@@ -92,3 +97,16 @@ def plan_totals(plan: StudyPlan, chains: list[Chain]) -> dict[str, float]:
     return {"cost": sum(c.cost for c in chains), "standalone_cost": sum(c.standalone_cost for c in chains),
             "tokens": sum(c.tokens for c in chains), "standalone_tokens": sum(c.standalone_tokens for c in chains)}
 
+
+
+def write_chain(chain: Chain, study_dir: str | Path, prepare: Callable[[RunConfig], RunConfig]) -> Path:
+    """Write a chain's folders as an executor hands them to a job: run.yaml in the trunk's folder and
+    in each branch's (DIR/runs/NAME), with `prepare` applied (threads, progress), and chain.yaml.
+    Returns the trunk's folder."""
+    trunk_dir = chain.trunk_dir(study_dir)
+    dirs = [Path(study_dir) / "runs" / run.name for run in chain.runs]
+    for folder, cfg in [(trunk_dir, chain.trunk), *((d, r.cfg) for d, r in zip(dirs, chain.runs))]:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder / "run.yaml", yaml.safe_dump(to_dict(prepare(copy.deepcopy(cfg))), sort_keys=False))
+    write_chain_file(trunk_dir, list(zip(dirs, chain.steps)))
+    return trunk_dir

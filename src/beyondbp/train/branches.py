@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -27,7 +28,7 @@ import yaml
 from ..atomic_write import atomic_write
 from ..config import ConfigError, RunConfig, build_config, load_yaml
 from .checkpoint import snapshot_path
-from .run_folder import DATA_RECORD, FINISHED, has_progress, read_summary
+from .run_folder import CHECKPOINT, DATA_RECORD, FINISHED, has_progress, read_summary
 from .schedule import cooldown_start, step_schedule
 
 CHAIN_FILE = "chain.yaml"
@@ -73,11 +74,18 @@ def seed_branch(trunk_dir: Path, branch_dir: Path, step: int) -> bool:
                           f"to train the trunk again")
     branch_dir.mkdir(parents=True, exist_ok=True)
     if (trunk_dir / DATA_RECORD).exists():  # the tokens the state was trained on, for the data-change check
-        shutil.copyfile(trunk_dir / DATA_RECORD, branch_dir / DATA_RECORD)
-    tmp = branch_dir / ".checkpoint.pt.seed"
-    shutil.copyfile(snapshot, tmp)
-    os.replace(tmp, branch_dir / "checkpoint.pt")  # one rename: the branch exists whole or not at all
+        _copy_whole(trunk_dir / DATA_RECORD, branch_dir / DATA_RECORD)
+    _copy_whole(snapshot, branch_dir / CHECKPOINT)  # last: a branch with a checkpoint is a seeded branch
     return True
+
+
+def _copy_whole(source: Path, target: Path) -> None:
+    """Copy under a temporary name, then one rename: the target exists whole or not at all. Every rank
+    of a multi-process run copies (its own temporary name, the same bytes), so none waits for another."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".seed")
+    os.close(fd)
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
 
 
 def _diverged_before(trunk_dir: Path, branch_dir: Path, step: int, cfg) -> bool:
