@@ -25,7 +25,7 @@ import numpy as np
 from beyondbp.study.chains import plan_totals, write_chain
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec, normalise_spec
-from beyondbp.train.branches import train_chain
+from beyondbp.train.chain import train_chain
 from beyondbp.train.loop import train
 from beyondbp.train.run_folder import read_summary
 

@@ -6,8 +6,9 @@ import torch
 import yaml
 
 from beyondbp.config import build_config, to_dict
-from beyondbp.train.branches import branch_point, train_chain, trunk_config, write_chain_file
-from beyondbp.train.checkpoint import snapshot_path
+from beyondbp.train.branches import branch_point, trunk_config, write_chain_file
+from beyondbp.train.chain import train_chain
+from beyondbp.train.run_folder import snapshot_path
 from beyondbp.train.loop import train
 
 # 10 and 20 steps of 1,024 tokens; a 2-step warm-up whatever the budget; branch points 8 and 16

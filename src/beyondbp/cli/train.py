@@ -27,7 +27,7 @@ def cmd_train(args) -> int:
 
 def cmd_chain(args) -> int:
     from ..train.run_folder import FINISHED
-    from ..train.branches import train_chain
+    from ..train.chain import train_chain
     summaries = train_chain(args.trunk)
     return 0 if all((s or {}).get("status") in FINISHED for s in summaries.values()) else 1
 

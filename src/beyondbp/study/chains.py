@@ -6,7 +6,8 @@ each budget's cooldown start (train.cooldown_frac of the budget; warmup-stable-d
 point): its config is the standalone train.schedule=constant_cooldown run of its budget, with a
 warm-up that does not depend on the budget (train.warmup_tokens; by default train.warmup_frac of the
 chain's smallest budget), so the branch is bit-identical to that standalone run. The trunk lives in
-DIR/trunks/<chain name>/ (`beyondbp.train.branches` trains a chain). Torch-free.
+DIR/trunks/<chain name>/ (`beyondbp.train.chain` trains a chain). Torch-free; `plan.plan_study`
+calls it (PlannedRun and StudyPlan are plan's).
 
 Costs: a branch's `cost` is what it adds to the chain (its cooldown plus the trunk from the previous
 branch point), so a plan's costs still add up to what it trains: budgets 20/40/80/160 tokens per
@@ -25,7 +26,6 @@ from ..atomic_write import atomic_write
 from ..config import ConfigError, RunConfig, to_dict
 from ..train.branches import branch_point, trunk_config, write_chain_file
 from ..train.schedule import step_schedule, warmup_steps
-from .plan import PlannedRun, StudyPlan, run_name
 
 TRUNKS = "trunks"  # DIR/trunks/<chain name>/: the trunks' run folders
 
@@ -79,17 +79,17 @@ def _make_chain(name: str, runs: list[PlannedRun]) -> Chain:
     return chain
 
 
-def make_chains(plan: StudyPlan) -> list[Chain]:
-    """Group a plan's runs into chains (one per method, size, learning rate, seed) and turn every run
-    into its branch: constant_cooldown, the chain's warm-up, its marginal cost. ConfigError when a
-    warm-up would not end before a budget's cooldown."""
+def make_chains(runs: list[PlannedRun], chain_name: Callable[[PlannedRun], str]) -> list[Chain]:
+    """Group a plan's runs into chains (one per `chain_name`: method, size, learning rate, seed) and
+    turn every run into its branch: constant_cooldown, the chain's warm-up, its marginal cost.
+    ConfigError when a warm-up would not end before a budget's cooldown."""
     groups: dict[str, list[PlannedRun]] = {}
-    for run in plan.runs:
-        groups.setdefault(run_name(run.method, run.size, run.lr, run.seed), []).append(run)
+    for run in runs:
+        groups.setdefault(chain_name(run), []).append(run)
     return [_make_chain(name, runs) for name, runs in groups.items()]
 
 
-def plan_totals(plan: StudyPlan, chains: list[Chain]) -> dict[str, float]:
+def plan_totals(plan, chains: list[Chain]) -> dict[str, float]:
     """FLOPs and tokens the plan trains, and what the same runs would take as independent runs."""
     if not chains:
         cost, tokens = sum(r.cost for r in plan.runs), sum(r.tokens for r in plan.runs)

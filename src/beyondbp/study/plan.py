@@ -12,6 +12,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, RunConfig, apply_mapping, validate_config
+from .chains import make_chains
 from .tracks import get_track
 
 
@@ -99,6 +100,5 @@ def plan_study(spec: dict) -> StudyPlan:
                         plan.runs.append(PlannedRun(run_name(method, size, lr, seed, budget), method, size, lr,
                                                     seed, cfg, n_params, cost, budget))
     if spec.get("budgets") == "branched":
-        from .chains import make_chains  # builds on this module
-        plan.chains = make_chains(plan)
+        plan.chains = make_chains(plan.runs, lambda r: run_name(r.method, r.size, r.lr, r.seed))
     return plan

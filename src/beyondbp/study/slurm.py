@@ -44,7 +44,7 @@ import yaml
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config, to_dict
-from ..train.branches import CHAIN_FILE, read_chain_file, train_chain
+from ..train.branches import CHAIN_FILE, read_chain_file
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from .chains import write_chain
@@ -122,7 +122,7 @@ class TrainJob:
         submitit_handler = signal.signal(_preempt_signal(), on_preempt)
         try:
             if chain:
-                summary = {"status": "completed", "runs": train_chain(run_dir)}
+                summary = {"status": "completed", "runs": track_of(cfg).train_chain(run_dir)}
             else:
                 summary = track_of(cfg).train(cfg, run_dir, quiet=False)
         except Interrupted:

@@ -9,26 +9,24 @@ its cooldown start, and `loop.train` resumes it from there like any interrupted 
 that does not depend on the budget (train.warmup_tokens), the trunk's steps up to a branch point
 are the branch's own steps, so a branch ends bit-identical to a standalone run of its budget.
 
-CHAIN_FILE (chain.yaml in the trunk's folder) names the branches' folders and branch points; every
+`chain.train_chain` trains a chain; this module (its files, branch points and seeding) does not load
+the training loop, so planning reads it. CHAIN_FILE (chain.yaml in the trunk's folder) names the branches' folders and branch points; every
 folder holds the run.yaml its executor wrote. A killed chain resumes: the trunk from its checkpoint
 (branch points already kept are not trained again), each branch from its own checkpoint.
 """
 from __future__ import annotations
 
 import copy
-import json
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
 from ..atomic_write import atomic_write
-from ..config import ConfigError, RunConfig, build_config, load_yaml
-from .checkpoint import snapshot_path
-from .run_folder import CHECKPOINT, DATA_RECORD, FINISHED, has_progress, read_summary
+from ..config import ConfigError, RunConfig, load_yaml
+from .run_folder import CHECKPOINT, DATA_RECORD, has_progress, snapshot_path
 from .schedule import cooldown_start, step_schedule
 
 CHAIN_FILE = "chain.yaml"
@@ -86,38 +84,3 @@ def _copy_whole(source: Path, target: Path) -> None:
     os.close(fd)
     shutil.copyfile(source, tmp)
     os.replace(tmp, target)
-
-
-def _diverged_before(trunk_dir: Path, branch_dir: Path, step: int, cfg) -> bool:
-    """A trunk that diverged before a branch point leaves that branch diverged too (as its standalone
-    run would have); its summary says so."""
-    trunk = read_summary(trunk_dir) or {}
-    if trunk.get("status") != "diverged" or snapshot_path(trunk_dir, step).exists():
-        return False
-    atomic_write(branch_dir / "summary.json", json.dumps({
-        "method": cfg.method.name, "seed": cfg.seed, "status": "diverged", "final_val_loss": None,
-        "error": f"its trunk ({trunk_dir}) diverged at step {trunk.get('steps')}, before this branch's step {step}",
-    }, indent=2) + "\n")
-    return True
-
-
-def train_chain(trunk_dir: str | Path, quiet: bool = False) -> dict[str, dict]:
-    """Train a chain: its trunk (from trunk_dir/run.yaml), then each branch in order. {folder: summary}."""
-    from .loop import train
-    trunk_dir = Path(trunk_dir)
-    branches = read_chain_file(trunk_dir)
-    summaries = {}
-    unfinished = [(d, s) for d, s in branches if (read_summary(d) or {}).get("status") not in FINISHED]
-    if not all(snapshot_path(trunk_dir, s).exists() or has_progress(d) for d, s in unfinished):
-        # resumes a killed trunk; a finished one is not trained again (a lost branch point is then
-        # named by seed_branch)
-        train(build_config(trunk_dir / "run.yaml"), trunk_dir, quiet,
-              snapshot_steps=frozenset(s for _, s in branches))
-    for branch_dir, step in branches:
-        cfg = build_config(branch_dir / "run.yaml")
-        if not _diverged_before(trunk_dir, branch_dir, step, cfg):
-            seed_branch(trunk_dir, branch_dir, step)
-        summaries[str(branch_dir)] = train(cfg, branch_dir, quiet)
-        if not quiet:
-            print(f"{branch_dir}: branch from step {step} of {trunk_dir.name}", file=sys.stderr)
-    return summaries

@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..atomic_write import write_atomically
 from ..config import ConfigError
-from .run_folder import CHECKPOINT, PREVIOUS, checkpoint_files
+from .run_folder import CHECKPOINT, PREVIOUS, checkpoint_files, snapshot_path
 
 REQUIRED = ("method", "step")
 
@@ -34,11 +34,6 @@ class _Unreadable(Exception):
 def save_checkpoint(out: Path, payload: dict) -> None:
     import torch
     write_atomically(out / CHECKPOINT, lambda f: torch.save(payload, f), previous=out / PREVIOUS)
-
-
-def snapshot_path(out: Path, step: int) -> Path:
-    """Where a run keeps its state at `step` (a trunk's branch point), beside its checkpoint."""
-    return Path(out) / f"branch-{step}.pt"
 
 
 def save_snapshot(out: Path, payload: dict) -> None:
