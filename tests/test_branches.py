@@ -116,3 +116,26 @@ def test_killed_chain_resumes_bit_identical(tmp_path, tiny_overrides, monkeypatc
     for d, f in zip(dirs, full_dirs):
         assert resumed[str(d)]["final_val_loss"] == expected[str(f)]["final_val_loss"]
         assert _same_weights(d, f)
+
+
+def test_a_diverged_trunk_leaves_its_later_branches_diverged(tmp_path, tiny_overrides):
+    from beyondbp.methods.bp import Backprop
+    from beyondbp.methods.registry import register
+
+    class NaNAfterTen(Backprop):  # diverges at step 10: after the first branch point (8), before the second
+        name = "nan_after_ten_for_test"
+        calls = 0
+
+        def forward(self, idx, targets):
+            loss, objective = super().forward(idx, targets)
+            NaNAfterTen.calls += 1
+            return (loss * float("nan"), objective) if self.training and NaNAfterTen.calls > 10 else (loss, objective)
+
+    register(NaNAfterTen)
+    trunk, dirs, _ = _write_chain(tmp_path, tiny_overrides, ["method=nan_after_ten_for_test", "train.n_evals=1"])
+    summaries = train_chain(trunk, quiet=True)
+    assert json.loads((trunk / "summary.json").read_text())["status"] == "diverged"
+    assert summaries[str(dirs[1])]["status"] == "diverged" and "step 16" in summaries[str(dirs[1])]["error"]
+    # the first branch left the trunk at step 8, before the divergence: it trains its cooldown (and
+    # diverges there too, since this method turns NaN for good; its loss is None either way)
+    assert summaries[str(dirs[0])]["status"] == "diverged" and (dirs[0] / "metrics.jsonl").exists()

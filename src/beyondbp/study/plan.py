@@ -4,7 +4,9 @@ The grid is methods (or variant labels) x sizes x budgets x learning rates x see
 has its own folder name, `<method>_<size>[_<budget>]_lr<lr>_s<seed>` (the budget appears only
 when the spec lists several). How a run's size and budget become a model and a length is the
 track's business (`tracks.Track.plan_run`): the Transformer track counts tokens (fixed, or per
-non-embedding parameter), the MLP track epochs over its dataset.
+non-embedding parameter), the MLP track epochs over its dataset. With `budgets: branched` the
+runs of one method, size, learning rate and seed form a chain (`chains`: one trunk, a cooldown
+branched at each budget), and each run's cost is what it adds to its chain.
 """
 from __future__ import annotations
 

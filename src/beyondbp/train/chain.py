@@ -42,9 +42,8 @@ def train_chain(trunk_dir: str | Path, quiet: bool = False) -> dict[str, dict]:
               snapshot_steps=frozenset(s for _, s in branches))
     for branch_dir, step in branches:
         cfg = build_config(branch_dir / "run.yaml")
-        if not _diverged_before(trunk_dir, branch_dir, step, cfg):
-            seed_branch(trunk_dir, branch_dir, step)
+        if not _diverged_before(trunk_dir, branch_dir, step, cfg) and seed_branch(trunk_dir, branch_dir, step) \
+                and not quiet:
+            print(f"{branch_dir}: branched from step {step} of {trunk_dir}", file=sys.stderr)
         summaries[str(branch_dir)] = train(cfg, branch_dir, quiet)
-        if not quiet:
-            print(f"{branch_dir}: branch from step {step} of {trunk_dir.name}", file=sys.stderr)
     return summaries
