@@ -118,7 +118,8 @@ def _print_chains(plan, unit: str) -> None:
     """Each chain's trunk and branch points, and what branching saves (`study.chains`)."""
     from ..study.chains import plan_totals
     print(f"\nbudgets: branched: {len(plan.chains)} chains (trunk at constant learning rate, then a "
-          f"{plan.chains[0].runs[0].cfg.train.cooldown_frac:.0%} cooldown branched at each budget)")
+          f"{plan.chains[0].runs[0].cfg.train.cooldown_frac:.0%} cooldown branched at each budget; a run's FLOPs "
+          f"above are what it adds to its chain)")
     for chain in plan.chains:
         batch = chain.trunk.train.batch_tokens
         points = ", ".join(f"{s * batch:,}" for s in chain.steps)
