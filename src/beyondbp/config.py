@@ -79,6 +79,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     schedule: str = "cosine"  # cosine | constant_cooldown
     warmup_frac: float = 0.05
+    warmup_tokens: int = 0  # > 0: a warm-up of this many tokens whatever the run's length (branched budgets)
     cooldown_frac: float = 0.2
     weight_decay: float = 0.1
     beta1: float = 0.9
@@ -342,6 +343,7 @@ RANGES: dict[str, Range] = {
     "model.n_inputs": AT_LEAST_1, "model.n_classes": Range(2),
     "train.tokens": Range(1, BIG), "train.batch_tokens": Range(1, BIG), "train.micro_batch_tokens": Range(1, BIG),
     "train.lr": POSITIVE, "train.min_lr_ratio": FRACTION, "train.warmup_frac": FRACTION,
+    "train.warmup_tokens": Range(0, BIG),
     "train.cooldown_frac": FRACTION, "train.weight_decay": Range(0.0), "train.beta1": Range(0.0, 1.0, high_open=True),
     "train.beta2": Range(0.0, 1.0, high_open=True), "train.grad_clip": Range(0.0), "train.n_evals": Range(1, 10_000),
     "train.eval_tokens": Range(1, BIG), "train.alignment_every": AT_LEAST_0, "train.checkpoint_every_s": Range(0.0),

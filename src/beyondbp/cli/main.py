@@ -18,6 +18,7 @@ from . import bench, data, fit, mlp, study, train
 
 COMMANDS = {  # sub-command -> the function that adds its parser, in the order --help lists them
     "train": train.add_train_parser,
+    "chain": train.add_chain_parser,
     "sample": train.add_sample_parser,
     "methods": train.add_methods_parser,
     "fit": fit.add_parser,

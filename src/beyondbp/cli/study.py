@@ -109,7 +109,25 @@ def cmd_plan(args) -> int:
         total += run.cost
         print(f"{run.name:40s} {run.n_params:>12,} params {run.tokens:>14,} {unit} {run.cost:10.3g} FLOPs")
     print(f"{len(plan.runs)} runs, {total:.3g} FLOPs in all (exact BP count)")
+    if plan.chains:
+        _print_chains(plan, unit)
     return 0
+
+
+def _print_chains(plan, unit: str) -> None:
+    """Each chain's trunk and branch points, and what branching saves (`study.chains`)."""
+    from ..study.chains import plan_totals
+    print(f"\nbudgets: branched: {len(plan.chains)} chains (trunk at constant learning rate, then a "
+          f"{plan.chains[0].runs[0].cfg.train.cooldown_frac:.0%} cooldown branched at each budget; a run's FLOPs "
+          f"above are what it adds to its chain)")
+    for chain in plan.chains:
+        batch = chain.trunk.train.batch_tokens
+        points = ", ".join(f"{s * batch:,}" for s in chain.steps)
+        print(f"{chain.name:40s} trunk {chain.trunk.train.tokens:>14,} {unit}, warm-up "
+              f"{chain.trunk.train.warmup_tokens:,}, branches at {points}")
+    t = plan_totals(plan, plan.chains)
+    print(f"branched: {t['cost']:.3g} FLOPs, {t['tokens']:,} {unit}; as independent runs: {t['standalone_cost']:.3g} "
+          f"FLOPs, {t['standalone_tokens']:,} {unit} (branching trains {t['cost'] / t['standalone_cost']:.2f}x)")
 
 
 def cmd_status(args) -> int:

@@ -25,6 +25,13 @@ def cmd_train(args) -> int:
     return 0 if summary is None or summary.get("status") in FINISHED else 1
 
 
+def cmd_chain(args) -> int:
+    from ..train.run_folder import FINISHED
+    from ..train.chain import train_chain
+    summaries = train_chain(args.trunk)
+    return 0 if all((s or {}).get("status") in FINISHED for s in summaries.values()) else 1
+
+
 def check_sample_flags(args) -> None:
     """The sample command's numbers, in the form every KEY=VALUE gets (`config.check_number`)."""
     from ..config import AT_LEAST_1, POSITIVE, RANGES, Range, check_number
@@ -62,6 +69,13 @@ def add_train_parser(sub) -> None:
     p.add_argument("--config", help="YAML file with a run config")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(func=cmd_train)
+
+
+def add_chain_parser(sub) -> None:
+    p = sub.add_parser("chain", help="train a trunk and its budget branches (what `study run` starts with "
+                                     "budgets: branched)")
+    p.add_argument("trunk", help="the trunk's folder (DIR/trunks/NAME, holding run.yaml and chain.yaml)")
+    p.set_defaults(func=cmd_chain)
 
 
 def add_sample_parser(sub) -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -27,6 +28,7 @@ from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure,
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
 from .folder import check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
+from .chains import Chain, write_chain
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
 
@@ -51,34 +53,72 @@ def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[
         workers = gpus if gpus else cores
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
-    workers = min(workers, max(1, len(plan.runs)))
+    workers = min(workers, max(1, len(plan.chains or plan.runs)))  # a chain is one worker's job
     threads = plan.spec["base"]["train"]["threads"] or max(1, cores // workers)
     slots = [str(i % gpus) for i in range(workers)] if gpus else None
     return workers, threads, slots
 
 
-def _launch(run: PlannedRun, run_dir: Path, threads: int, gpu: str | None) -> subprocess.Popen:
-    cfg = copy.deepcopy(run.cfg)
-    cfg.train.threads, cfg.train.progress = threads, "off"
-    join_study(cfg, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+@dataclass
+class _Job:
+    """What one worker process trains: one run, or a chain of branched budgets (its trunk, then its
+    branches, `beyondbp chain`). `log_dir` holds its train.log."""
+    runs: list[PlannedRun]  # the runs it finishes (a chain's finished branches are left out)
+    chain: Chain | None = None
+    log_dir: Path | None = None  # where its train.log goes, once launched
+
+    @property
+    def cost(self) -> float:
+        return sum(r.cost for r in self.runs)
+
+
+def _jobs(plan: StudyPlan, todo: list[PlannedRun]) -> list[_Job]:
+    """One job per unfinished run, or per chain with an unfinished branch; longest first."""
+    names = {r.name for r in todo}
+    jobs = [_Job([r for r in c.runs if r.name in names], c) for c in plan.chains
+            if any(r.name in names for r in c.runs)] if plan.chains else [_Job([r]) for r in todo]
+    return sorted(jobs, key=lambda j: -j.cost)  # the last jobs to finish are short ones
+
+
+def _prepared(threads: int, study_dir: Path):
+    def prepare(cfg):
+        cfg.train.threads, cfg.train.progress = threads, "off"
+        join_study(cfg, study_dir)
+        return cfg
+    return prepare
+
+
+def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subprocess.Popen:
+    run_dirs = [study_dir / "runs" / r.name for r in job.runs]
+    if job.chain is not None:
+        log_dir = write_chain(job.chain, study_dir, _prepared(threads, study_dir))
+        cmd = [sys.executable, "-m", "beyondbp", "chain", str(log_dir)]
+    else:
+        log_dir = run_dirs[0]
+        cfg = _prepared(threads, study_dir)(copy.deepcopy(job.runs[0].cfg))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(log_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
+               "--out", str(log_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    # the child inherits a locked descriptor: the run counts as running while it lives
-    lock_fd = lock_run(run_dir)
-    log = open(run_dir / "train.log", "a")
-    cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(run_dir / "run.yaml"),
-           "--out", str(run_dir)]
+    # the child inherits locked descriptors: its runs count as running while it lives
+    lock_fds = []
+    for folder in dict.fromkeys([log_dir, *run_dirs]):
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_fds.append(lock_run(folder))
+    lock_fds = [fd for fd in lock_fds if fd is not None]
+    log = open(log_dir / "train.log", "a")
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                pass_fds=() if lock_fd is None else (lock_fd,),
+                                pass_fds=tuple(lock_fds),
                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     finally:
         log.close()
-        if lock_fd is not None:
-            os.close(lock_fd)
+        for fd in lock_fds:
+            os.close(fd)
+    job.log_dir = log_dir
     return proc
 
 
@@ -90,14 +130,14 @@ def _last_log_line(run_dir: Path) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def _finish(run: PlannedRun, run_dir: Path, returncode: int) -> str:
+def _finish(run: PlannedRun, run_dir: Path, returncode: int, log_dir: Path | None = None) -> str:
     """Record a run's outcome; a crash becomes summary status `failed` with its error."""
     summary = read_summary(run_dir)
-    if summary and summary.get("status") in FINISHED and returncode == 0:
+    if summary and summary.get("status") in FINISHED and returncode in (0, 1):  # a chain with a diverged run: 1
         return summary["status"]
     if returncode == 130:
         return "interrupted"
-    reason = _last_log_line(run_dir) or f"exit status {returncode}"
+    reason = _last_log_line(log_dir or run_dir) or f"exit status {returncode}"
     if returncode < 0:
         reason = f"killed by signal {-returncode}: {reason}"
     record_failure(run_dir, run.method, run.seed, reason, returncode)
@@ -187,13 +227,12 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
         check_study_memory(todo, n_workers)
     prepare_data([r.cfg for r in todo])
     prepare_study_dir(study_dir, plan.spec)
-    todo.sort(key=lambda r: -r.cost)  # longest first: the last runs to finish are short ones
+    queue = _jobs(plan, todo)
     if not quiet:
         print(f"study {plan.spec['name']}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "
               f"{n_workers} workers x {threads} threads", file=sys.stderr)
     progress = _Progress(plan, study_dir, todo, quiet)
-    running: dict[int, tuple[PlannedRun, subprocess.Popen]] = {}  # worker slot -> run
-    queue = list(todo)
+    running: dict[int, tuple[_Job, subprocess.Popen]] = {}  # worker slot -> job
 
     def stop_children(signum, frame):
         for _, proc in running.values():
@@ -201,19 +240,23 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
                 proc.send_signal(signal.SIGTERM)  # train checkpoints, then exits
         raise KeyboardInterrupt
 
+    def running_runs() -> list[PlannedRun]:
+        return [r for job, _ in running.values() for r in job.runs]
+
     old_handler = signal.signal(signal.SIGTERM, stop_children)
     try:
         while queue or running:
             for slot in range(n_workers):
                 if slot not in running and queue:
-                    run = queue.pop(0)
-                    running[slot] = (run, _launch(run, runs_dir / run.name, threads, gpus[slot] if gpus else None))
-            for slot, (run, proc) in list(running.items()):
+                    job = queue.pop(0)
+                    running[slot] = (job, _launch(job, study_dir, threads, gpus[slot] if gpus else None))
+            for slot, (job, proc) in list(running.items()):
                 if proc.poll() is not None:
                     del running[slot]
-                    status = _finish(run, runs_dir / run.name, proc.returncode)
-                    progress.finished(run, status, [r for r, _ in running.values()], len(queue))
-            progress.refresh([r for r, _ in running.values()], len(queue))
+                    for run in job.runs:
+                        status = _finish(run, runs_dir / run.name, proc.returncode, job.log_dir)
+                        progress.finished(run, status, running_runs(), len(queue))
+            progress.refresh(running_runs(), len(queue))
             time.sleep(0.2)
     except KeyboardInterrupt:
         for _, proc in running.values():

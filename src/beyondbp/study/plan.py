@@ -4,7 +4,9 @@ The grid is methods (or variant labels) x sizes x budgets x learning rates x see
 has its own folder name, `<method>_<size>[_<budget>]_lr<lr>_s<seed>` (the budget appears only
 when the spec lists several). How a run's size and budget become a model and a length is the
 track's business (`tracks.Track.plan_run`): the Transformer track counts tokens (fixed, or per
-non-embedding parameter), the MLP track epochs over its dataset.
+non-embedding parameter), the MLP track epochs over its dataset. With `budgets: branched` the
+runs of one method, size, learning rate and seed form a chain (`chains`: one trunk, a cooldown
+branched at each budget), and each run's cost is what it adds to its chain.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, RunConfig, apply_mapping, validate_config
+from .chains import make_chains
 from .tracks import get_track
 
 
@@ -36,6 +39,7 @@ class PlannedRun:
 class StudyPlan:
     spec: dict
     runs: list[PlannedRun] = field(default_factory=list)
+    chains: list = field(default_factory=list)  # `chains.Chain`s of a spec with budgets: branched
 
 
 def budget_label(value: float, per_param: bool) -> str:
@@ -97,4 +101,6 @@ def plan_study(spec: dict) -> StudyPlan:
                         n_params, cost = track.plan_run(cfg, value, per_param)
                         plan.runs.append(PlannedRun(run_name(method, size, lr, seed, budget), method, size, lr,
                                                     seed, cfg, n_params, cost, budget))
+    if spec.get("budgets") == "branched":
+        plan.chains = make_chains(plan.runs, lambda r: run_name(r.method, r.size, r.lr, r.seed))
     return plan

@@ -44,9 +44,11 @@ import yaml
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config, to_dict
+from ..train.branches import CHAIN_FILE, read_chain_file
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
+from .chains import write_chain
 from .folder import check_study_dir, prepare_study_dir, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
@@ -105,7 +107,9 @@ class TrainJob:
         run_dir = Path(self.run_dir)
         cfg = build_config(run_dir / "run.yaml")
         is_main = job_env.global_rank == 0
-        lock_fd = lock_run(run_dir, wait=False) if is_main else None
+        # a chain's job (run_dir is its trunk's folder) holds its branches' folders too
+        chain = read_chain_file(run_dir) if (run_dir / CHAIN_FILE).exists() else []
+        lock_fds = [lock_run(d, wait=False) for d in [run_dir, *(d for d, _ in chain)]] if is_main else []
         if is_main:
             atomic_write(run_dir / TASK_FILE, json.dumps({
                 "job_id": job_env.job_id, "host": socket.gethostname(), "pid": os.getpid(),
@@ -118,7 +122,10 @@ class TrainJob:
 
         submitit_handler = signal.signal(_preempt_signal(), on_preempt)
         try:
-            summary = track_of(cfg).train(cfg, run_dir, quiet=False)
+            if chain:
+                summary = {"status": "completed", "runs": track_of(cfg).train_chain(run_dir)}
+            else:
+                summary = track_of(cfg).train(cfg, run_dir, quiet=False)
         except Interrupted:
             signal.signal(_preempt_signal(), submitit_handler)
             if preempted and callable(submitit_handler):
@@ -126,13 +133,15 @@ class TrainJob:
             raise
         except BaseException as exc:
             if is_main and not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                _record_failure(run_dir, cfg, exc)
+                for folder in [d for d, _ in chain] or [run_dir]:
+                    _record_failure(folder, cfg, exc)
             raise
         finally:
             signal.signal(_preempt_signal(), submitit_handler)
-            if lock_fd is not None:
-                os.close(lock_fd)
-        return {k: (summary or {}).get(k) for k in ("status", "final_val_loss", "tokens")}
+            for fd in lock_fds:
+                if fd is not None:
+                    os.close(fd)
+        return {k: (summary or {}).get(k) for k in ("status", "final_val_loss", "tokens", "runs")}
 
 
 def _export_torch_distributed(job_env) -> None:
@@ -185,14 +194,43 @@ def read_job_record(run_dir: Path) -> dict | None:
         return None
 
 
-def _write_run_config(run: PlannedRun, run_dir: Path, settings: dict) -> None:
-    cfg = copy.deepcopy(run.cfg)
+def _job_config(cfg, settings: dict, study_dir: Path):
     cfg.train.progress = "off"
-    join_study(cfg, run_dir)
+    join_study(cfg, study_dir)
     if not cfg.train.threads and settings["cpus_per_task"]:
         cfg.train.threads = settings["cpus_per_task"]
+    return cfg
+
+
+def _write_run_config(run: PlannedRun, run_dir: Path, settings: dict) -> None:
+    cfg = _job_config(copy.deepcopy(run.cfg), settings, run_dir.parent.parent)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _jobs(plan: StudyPlan, todo: list[PlannedRun], study_dir: Path, settings: dict) -> list[tuple[Path, list]]:
+    """(the job's folder, the runs it finishes): one per run, or per chain of branched budgets with an
+    unfinished branch (its trunk's folder); longest first, their run.yaml and chain.yaml written."""
+    if not plan.chains:
+        for run in todo:
+            _write_run_config(run, study_dir / "runs" / run.name, settings)
+        return [(study_dir / "runs" / r.name, [r]) for r in sorted(todo, key=lambda r: -r.cost)]
+    names = {r.name for r in todo}
+    jobs = []
+    for chain in plan.chains:
+        runs = [r for r in chain.runs if r.name in names]
+        if runs:
+            jobs.append((write_chain(chain, study_dir, lambda cfg: _job_config(cfg, settings, study_dir)), runs))
+    return sorted(jobs, key=lambda job: -sum(r.cost for r in job[1]))
+
+
+def _write_job_record(run_dir: Path, job, settings: dict) -> None:
+    old = read_job_record(run_dir) or {}
+    history = old.get("previous_job_ids", []) + ([old["job_id"]] if old.get("job_id") else [])
+    atomic_write(run_dir / JOB_FILE, json.dumps({
+        "job_id": str(job.job_id), "cluster": settings["cluster"], "host": socket.gethostname(),
+        "submitted": time.time(), "gpus": settings["gpus_per_run"], "previous_job_ids": history},
+        indent=2) + "\n")
 
 
 def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: bool = False) -> dict[str, object]:
@@ -221,18 +259,12 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         todo = [r for r in plan.runs
                 if statuses[r.name][0] not in (*FINISHED, "queued", "running") or r.name in again]
         jobs = {}
-        for run in sorted(todo, key=lambda r: -r.cost):
-            run_dir = runs_dir / run.name
-            _write_run_config(run, run_dir, settings)
-            executor = make_executor(run_dir, settings, f"{plan.spec['name']}/{run.name}")
-            job = executor.submit(TrainJob(str(run_dir)))
-            old = read_job_record(run_dir) or {}
-            history = old.get("previous_job_ids", []) + ([old["job_id"]] if old.get("job_id") else [])
-            atomic_write(run_dir / JOB_FILE, json.dumps({
-                "job_id": str(job.job_id), "cluster": settings["cluster"], "host": socket.gethostname(),
-                "submitted": time.time(), "gpus": settings["gpus_per_run"], "previous_job_ids": history},
-                indent=2) + "\n")
-            jobs[run.name] = job
+        for job_dir, runs in _jobs(plan, todo, study_dir, settings):
+            executor = make_executor(job_dir, settings, f"{plan.spec['name']}/{job_dir.name}")
+            job = executor.submit(TrainJob(str(job_dir)))
+            for run in runs:  # each run folder names its job, so `study status` asks the scheduler
+                _write_job_record(runs_dir / run.name, job, settings)
+                jobs[run.name] = job
         if not quiet:
             active = [n for n, (s, _) in statuses.items() if s in ("queued", "running")]
             print(f"study {plan.spec['name']}: {len(plan.runs)} runs, "

@@ -15,6 +15,10 @@ Spec keys (every one overridable as dotted KEY=VALUE):
   tokens               training tokens per run (fixed, as in the paper), or
   tokens_per_param     tokens = ratio x non-embedding parameters (Kaplan's N); transformer only.
                        Either may be a list: every size is then trained once per budget
+  budgets              independent (default): every budget is its own run, with the base schedule;
+                       branched: per method, size, learning rate and seed one trunk at constant
+                       learning rate, and a cooldown branched from it at each budget (train.cooldown_frac
+                       of the budget; `beyondbp.study.chains`): several budgets for the price of about one
   lrs                  learning rates swept per method: a list for every size ({bp: [1e-3, 3e-3]})
                        or one list per size ({bp: {L4d32: [1e-2], L4d64: [6e-3]}}); the best per
                        size and budget is kept for the frontier. A method without an entry uses
@@ -45,9 +49,10 @@ from ..model.shape import NAMED_SIZES
 from .slurm_settings import normalise_slurm
 from .tracks import Track, get_track
 
-SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "lrs",
+SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "budgets", "lrs",
              "seeds", "per_method", "base", "frontier_points", "slurm")
 FRONTIER_POINTS = ("final", "all")
+BUDGET_MODES = ("independent", "branched")
 
 
 def preset_names() -> list[str]:
@@ -302,6 +307,10 @@ def normalise_spec(raw: dict) -> dict:
     labels = [*catalogue(), *variants]
     frontier_points = str(raw.get("frontier_points") or "final")
     check_choice("frontier_points", frontier_points, FRONTIER_POINTS)
+    budgets = str(raw.get("budgets") or "independent")
+    check_choice("budgets", budgets, BUDGET_MODES, "mode")
+    if budgets == "branched" and not track.budget_keys:
+        raise ConfigError(f"budgets: the {track.name} track cannot branch budgets (its budget is base.train.epochs)")
     spec = {
         "name": str(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),
@@ -311,6 +320,7 @@ def normalise_spec(raw: dict) -> dict:
         "sizes": sizes,
         "tokens": tokens,
         "tokens_per_param": ratio,
+        "budgets": budgets,
         "lrs": _normalise_lrs(raw.get("lrs"), methods, labels, list(sizes), base_cfg.train.lr),
         "seeds": _normalise_seeds(raw.get("seeds", [0])),
         "per_method": _normalise_per_method(raw.get("per_method"), methods, labels, track),

@@ -52,9 +52,13 @@ class Track:
     size_name: Callable[[dict], str]  # the name of a size given as a mapping without `name`
     plan_run: Callable[[RunConfig, float | None, bool], tuple[int, float]]
     # plan_run(cfg, budget, per_param) fixes cfg's length; returns (N, exact BP training FLOPs)
+    chain_runner: str = "beyondbp.train.chain:train_chain"  # (trunk folder, quiet): a chain of branched budgets
 
     def train(self, cfg: RunConfig, out, quiet: bool = False) -> dict:
         return _resolve(self.runner)(cfg, out, quiet)
+
+    def train_chain(self, trunk_dir, quiet: bool = False) -> dict:
+        return _resolve(self.chain_runner)(trunk_dir, quiet)
 
     def check_data(self, data_cfg) -> None:
         _resolve(self.data_check)(data_cfg)

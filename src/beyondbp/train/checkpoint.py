@@ -22,7 +22,7 @@ from typing import Callable
 
 from ..atomic_write import write_atomically
 from ..config import ConfigError
-from .run_folder import CHECKPOINT, PREVIOUS, checkpoint_files
+from .run_folder import CHECKPOINT, PREVIOUS, checkpoint_files, snapshot_path
 
 REQUIRED = ("method", "step")
 
@@ -34,6 +34,12 @@ class _Unreadable(Exception):
 def save_checkpoint(out: Path, payload: dict) -> None:
     import torch
     write_atomically(out / CHECKPOINT, lambda f: torch.save(payload, f), previous=out / PREVIOUS)
+
+
+def save_snapshot(out: Path, payload: dict) -> None:
+    """The state at payload's step, written atomically and read like a checkpoint (weights only)."""
+    import torch
+    write_atomically(snapshot_path(out, payload["step"]), lambda f: torch.save(payload, f))
 
 
 def _read(path: Path, device) -> dict:

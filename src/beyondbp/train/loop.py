@@ -30,7 +30,7 @@ from ..methods.registry import build_method
 from ..model.build import build_model
 from ..model.shape import resolve_model_config
 from . import distributed as dist_utils
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .memory import check_memory
 from .run_folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, check_same_config, check_writable,
                          checkpoint_files, compute_columns, data_change, read_metrics, read_summary,
@@ -214,15 +214,22 @@ class _Run:
             atomic_write(self.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.rows))
         return state
 
-    def save_checkpoint(self, state: _State) -> None:
-        if not self.main:
-            return
-        save_checkpoint(self.out, {
+    def _payload(self, state: _State) -> dict:
+        return {
             "method": self.method.state_dict(), "optimizer": self.optimizer.state_dict(), "step": state.step,
-            "elapsed_s": state.elapsed, "train_losses": state.train_losses, "rng_cpu": torch.get_rng_state(),
+            "elapsed_s": state.elapsed, "train_losses": list(state.train_losses), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
-            "metrics": self.rows, "data_fingerprint": self.data_record["fingerprint"],
-        })
+            "metrics": list(self.rows), "data_fingerprint": self.data_record["fingerprint"],
+        }
+
+    def save_checkpoint(self, state: _State) -> None:
+        if self.main:
+            save_checkpoint(self.out, self._payload(state))
+
+    def save_snapshot(self, state: _State) -> None:
+        """The state at a branch point, kept beside the checkpoint (`checkpoint.save_snapshot`)."""
+        if self.main:
+            save_snapshot(self.out, self._payload(state))
 
     def write_summary(self, state: _State, status: str, final_val: float | None) -> dict | None:
         if not self.main:
@@ -275,8 +282,11 @@ class _Run:
         return step_loss, stop
 
 
-def train(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
-    """Train one run into `out` (resuming if it holds a checkpoint); return the summary."""
+def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=()) -> dict:
+    """Train one run into `out` (resuming if it holds a checkpoint); return the summary.
+
+    At each step of `snapshot_steps` the run's state is also kept as `branch-STEP.pt` (the trunk
+    of branched budgets, `beyondbp.train.branches`)."""
     run = _Run(cfg, check_out_path(out), quiet)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -331,6 +341,8 @@ def _train_steps(run: _Run, state: _State, quiet: bool) -> tuple[str, float | No
             state.elapsed += time.perf_counter() - t0
             bar.update(batch)
             bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+            if state.step in snapshot_steps:
+                run.save_snapshot(state)
             if stop:
                 run.save_checkpoint(state)
                 bar.close()

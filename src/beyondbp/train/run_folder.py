@@ -10,6 +10,7 @@ and the CLI read a run folder through this module:
                    from `compute_columns`)
   summary.json     the outcome, with `status` (`read_summary`; `record_failure`)
   checkpoint.pt    and checkpoint.prev.pt (`checkpoint`; `checkpoint_files` here)
+  branch-STEP.pt   a trunk's state at a branch point (`snapshot_path`; `branches`, `chain`)
   worker.lock      flock-ed by the process training the run (`lock_run`, `is_locked`)
 
 A run's state (`run_state`): completed | diverged (FINISHED: never trained again) | failed |
@@ -112,6 +113,11 @@ def read_data_record(out: Path) -> dict | None:
 def checkpoint_files(out: Path) -> list[Path]:
     """The run's checkpoints on disk, newest first."""
     return [p for p in (Path(out) / CHECKPOINT, Path(out) / PREVIOUS) if p.exists()]
+
+
+def snapshot_path(out: Path, step: int) -> Path:
+    """Where a run keeps its state at `step` (a trunk's branch point, `branches`), beside its checkpoint."""
+    return Path(out) / f"branch-{step}.pt"
 
 
 def has_progress(out: Path) -> bool:

@@ -46,11 +46,25 @@ def step_schedule(cfg: RunConfig, world_size: int = 1) -> StepSchedule:
     return StepSchedule(n_steps, n_seqs, accum, sorted({0, *log_steps.tolist(), n_steps}))
 
 
+def warmup_steps(cfg: RunConfig, n_steps: int) -> int:
+    """Warm-up steps: train.warmup_tokens in whole batches when set (the same for every length, so
+    that runs of several budgets share their first steps), else train.warmup_frac of the run."""
+    t = cfg.train
+    if t.warmup_tokens:
+        return max(1, t.warmup_tokens // t.batch_tokens)
+    return max(1, int(t.warmup_frac * n_steps))
+
+
+def cooldown_start(cfg: RunConfig, n_steps: int) -> int:
+    """The first step of a constant_cooldown run's linear decay (train.cooldown_frac of its steps)."""
+    return int(n_steps * (1 - cfg.train.cooldown_frac))
+
+
 def learning_rate(cfg: RunConfig, step: int, n_steps: int) -> float:
     """The learning rate at `step` of `n_steps`: linear warm-up, then cosine decay or constant with a
     linear cool-down, down to lr x min_lr_ratio."""
     t = cfg.train
-    warmup = max(1, int(t.warmup_frac * n_steps))
+    warmup = warmup_steps(cfg, n_steps)
     if step < warmup:
         return t.lr * (step + 1) / warmup
     min_lr = t.lr * t.min_lr_ratio
@@ -58,8 +72,8 @@ def learning_rate(cfg: RunConfig, step: int, n_steps: int) -> float:
         progress = (step - warmup) / max(1, n_steps - 1 - warmup)
         return min_lr + 0.5 * (t.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
     if t.schedule == "constant_cooldown":
-        cooldown_start = int(n_steps * (1 - t.cooldown_frac))
-        if step < cooldown_start:
+        start = cooldown_start(cfg, n_steps)
+        if step < start:
             return t.lr
-        return t.lr - (t.lr - min_lr) * (step - cooldown_start) / max(1, n_steps - 1 - cooldown_start)
+        return t.lr - (t.lr - min_lr) * (step - start) / max(1, n_steps - 1 - start)
     raise ConfigError(f"train.schedule: unknown schedule {t.schedule!r} (valid: cosine, constant_cooldown)")

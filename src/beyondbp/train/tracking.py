@@ -209,10 +209,11 @@ def check_trackers(configs) -> None:
         check_tracker(kind)
 
 
-def join_study(cfg: RunConfig, run_dir: Path) -> None:
-    """A study's run (in STUDY/runs/NAME) logs in the group of its study: the study folder's
-    name, unless the spec names one (base.train.tracker_group)."""
-    cfg.train.tracker_group = cfg.train.tracker_group or Path(run_dir).resolve().parent.parent.name
+def join_study(cfg: RunConfig, study_dir: Path) -> None:
+    """A study's run (in STUDY/runs/NAME, or a branched study's trunk in STUDY/trunks/NAME) logs
+    in the group of its study: the study folder's name, unless the spec names one
+    (base.train.tracker_group)."""
+    cfg.train.tracker_group = cfg.train.tracker_group or Path(study_dir).resolve().name
 
 
 def run_tracker(cfg: RunConfig, out: Path, resume_step: int = 0, enabled: bool = True) -> Tracker:
