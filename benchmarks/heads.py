@@ -17,12 +17,16 @@ steps only, evaluations excluded), tokens/s, the process's wall-clock and CPU se
 head count's times as ratios of the reference head count's (`--reference`, default 2) in the same
 cell. Per size: the best learning rate's loss per head count (as a study keeps it), the loss
 difference per seed and the time ratios pooled over the size's cells (median [min, max]).
-Loss per second: along the reference's frontier (best-lr loss against the median training
-seconds of each size) log loss is fitted linear in log seconds; its slope k prices time in loss.
-For head count h at a size with loss L_h, reference loss L_ref and time ratio r: the reference's
-loss in h's time is L_ref * r^k, and the reference needs (L_h / L_ref)^(1/k) / r times h's time
-to reach L_h (> 1: h buys more loss per second). Ranges span the seeds' loss differences and
-the cells' time ratios. Runs already in `--work` are not trained again. Reported, never asserted.
+Loss per second: along the reference's frontier (best-lr loss of each size, all at the same tokens
+per parameter) log loss is fitted linear in log training tokens; its slope k prices time in loss,
+as a run's time is its tokens over a throughput that hardly changes with width at these sizes
+(issue 20: ~50k tokens/s at d_model 12-32; tokens, unlike seconds, do not carry the machine's load
+between sizes trained at different times). For head count h at a size with loss L_h, reference
+loss L_ref and time ratio r (training seconds, or process CPU seconds, measured in the cell): the
+reference needs (L_h / L_ref)^(1/k) / r times h's time to reach L_h (> 1: h buys more loss per
+second). Ranges span the loss differences of every seed and cell (a learning rate's paired
+difference included) and the cells' time ratios. Runs already in `--work` are not trained
+again. Reported, never asserted.
 """
 from __future__ import annotations
 
@@ -176,10 +180,13 @@ class SizeSummary:
     heads: int
     loss: float  # best lr per seed, averaged over seeds
     delta_per_seed: list  # best-lr loss minus the reference's best-lr loss, per seed
+    cell_deltas: list  # loss minus the reference's in every cell (lr, seed): the paired differences' spread
     time_ratios: list  # training seconds / the reference's, every in-cell pair
     cpu_ratios: list
     ref_seconds: float  # median training seconds of the reference runs of this size
+    ref_cpu: float  # median process CPU seconds of the reference runs of this size
     ref_loss: float
+    tokens: int
 
 
 def best_loss(cells: list[Cell], heads: int, seed: int) -> float:
@@ -195,6 +202,7 @@ def size_summaries(cells: list[Cell], methods, heads: list[int], reference: int)
             seeds = sorted({c.seed for c in group})
             ref_loss = statistics.fmean(best_loss(group, reference, s) for s in seeds)
             ref_seconds = statistics.median(t for c in group for t in c.seconds[reference])
+            ref_cpu = statistics.median(finite(t for c in group for t in c.cpu[reference]) or [float("nan")])
             for h in heads:
                 with_h = [s for s in seeds if any(c.seed == s and h in c.loss for c in group)]
                 if not with_h:
@@ -202,29 +210,57 @@ def size_summaries(cells: list[Cell], methods, heads: list[int], reference: int)
                 out.append(SizeSummary(
                     method, size, h, statistics.fmean(best_loss(group, h, s) for s in with_h),
                     [best_loss(group, h, s) - best_loss(group, reference, s) for s in with_h],
+                    [c.loss[h] - c.loss[reference] for c in group if h in c.loss],
                     [r for c in group for r in ratios(c, "seconds", h, reference)],
-                    finite(r for c in group for r in ratios(c, "cpu", h, reference)), ref_seconds, ref_loss))
+                    finite(r for c in group for r in ratios(c, "cpu", h, reference)), ref_seconds, ref_cpu, ref_loss,
+                    group[0].tokens))
     return out
 
 
 def size_table(summaries: list[SizeSummary], reference: int) -> list[list[str]]:
     return [[s.method, s.size, str(s.heads), f"{s.loss:.4f}", spread(s.delta_per_seed, "+.4f"),
+             spread(s.cell_deltas, "+.4f"),
              spread(s.time_ratios, ".3f", statistics.median), spread(s.cpu_ratios, ".3f", statistics.median),
              f"{s.ref_seconds:.1f}"] for s in summaries if s.heads != reference]
 
 
-def frontier_slope(summaries: list[SizeSummary], method: str, reference: int):
-    """(k, residuals by size) of log loss = c + k log seconds over the reference's sizes; None under 2 sizes."""
+def frontier_slope(summaries: list[SizeSummary], method: str, reference: int, axis: str = "tokens"):
+    """(k, residuals by size) of log loss = c + k log x over the reference's sizes; None under 2 sizes.
+
+    x is the training tokens (axis "tokens"), or the reference's median training or process CPU
+    seconds ("seconds", "cpu"). Tokens are load-free; seconds of sizes trained at different times
+    carry the machine's load between them."""
     ref = [s for s in summaries if s.method == method and s.heads == reference]
     if len(ref) < 2:
         return None
-    x, y = np.log([s.ref_seconds for s in ref]), np.log([s.ref_loss for s in ref])
+    xs = {"tokens": [s.tokens for s in ref], "seconds": [s.ref_seconds for s in ref], "cpu": [s.ref_cpu for s in ref]}
+    x, y = np.log(xs[axis]), np.log([s.ref_loss for s in ref])
     k, c = np.polyfit(x, y, 1)
     return float(k), {s.size: float(r) for s, r in zip(ref, y - (c + k * x))}
 
 
+def equal_loss_factor(s: SizeSummary, k: float, time_ratios: list) -> str:
+    """The reference's time to reach h's loss over h's time, (L_h / L_ref)^(1/k) / r, with its range.
+
+    > 1: h buys more loss per second. The range spans the loss differences (best-lr per seed and
+    every cell's paired one) and the cells' time ratios (every corner of the two)."""
+    if not time_ratios:
+        return "-"
+    factor = lambda delta, r: ((s.ref_loss + delta) / s.ref_loss) ** (1 / k) / r  # noqa: E731
+    deltas = s.delta_per_seed + s.cell_deltas
+    corners = [factor(d, r) for d in (min(deltas), max(deltas))
+               for r in (min(time_ratios), max(time_ratios))]
+    mid = factor(statistics.fmean(s.delta_per_seed), statistics.median(time_ratios))
+    return f"{mid:.2f} [{min(corners):.2f}, {max(corners):.2f}]"
+
+
 def loss_per_second(summaries: list[SizeSummary], methods, reference: int) -> tuple[list[str], list[list[str]]]:
-    """Lines on each method's frontier slope, and a row per (method, size, non-reference head count)."""
+    """Lines on each method's frontier slope, and a row per (method, size, non-reference head count).
+
+    Time is priced in loss by the slope k of log loss in log training tokens along the reference's
+    frontier (every size at the same tokens per parameter): with the same tokens/s at every size
+    (issue 20: ~50k tokens/s at d_model 12-32), a run r times as long reaches r^k times the loss. The seconds-based
+    slopes are printed beside it as a check."""
     lines, rows = [], []
     for method in methods:
         fit = frontier_slope(summaries, method, reference)
@@ -232,26 +268,25 @@ def loss_per_second(summaries: list[SizeSummary], methods, reference: int) -> tu
             lines.append(f"{method}: fewer than 2 sizes; no frontier slope")
             continue
         k, residuals = fit
+        others = {axis: frontier_slope(summaries, method, reference, axis)[0] for axis in ("seconds", "cpu")}
+        lines.append(f"{method}: k = {k:.4f} (log loss per log training token along the {reference}-head frontier; "
+                     f"per log training second {others['seconds']:.4f}, per log process CPU second "
+                     f"{others['cpu']:.4f}); residuals "
+                     + ", ".join(f"{size} {r:+.4f}" for size, r in residuals.items()))
         if k >= 0:
-            lines.append(f"{method}: k = {k:.4f}: loss does not fall with training time along the {reference}-head "
-                         "frontier, so time cannot be priced in loss")
+            lines.append(f"{method}: loss does not fall along the frontier, so time cannot be priced in loss")
             continue
-        lines.append(f"{method}: k = {k:.4f} (log loss per log training second along the {reference}-head frontier); "
-                     "residuals " + ", ".join(f"{size} {r:+.4f}" for size, r in residuals.items()))
         for s in summaries:
             if s.method != method or s.heads == reference:
                 continue
-            deltas = s.delta_per_seed
-            r_mid = statistics.median(s.time_ratios)
-            corners = [(s.ref_loss + d, r) for d in (min(deltas), max(deltas)) for r in (min(s.time_ratios), max(s.time_ratios))]
-            gap = lambda l, r: l - s.ref_loss * r ** k  # noqa: E731 - h's loss minus the reference's in h's time
-            factor = lambda l, r: (l / s.ref_loss) ** (1 / k) / r  # noqa: E731
-            loss_h = s.ref_loss + statistics.fmean(deltas)
-            rows.append([method, s.size, str(s.heads), f"{loss_h:.4f}", f"{s.ref_loss * r_mid ** k:.4f}",
-                         f"{gap(loss_h, r_mid):+.4f} [{min(gap(*c) for c in corners):+.4f}, {max(gap(*c) for c in corners):+.4f}]",
-                         f"{factor(loss_h, r_mid):.2f} [{min(factor(*c) for c in corners):.2f}, "
-                         f"{max(factor(*c) for c in corners):.2f}]"])
+            rows.append([method, s.size, str(s.heads), f"{s.loss:.4f}", spread(s.delta_per_seed, "+.4f"),
+                         spread(s.time_ratios, ".3f", statistics.median), equal_loss_factor(s, k, s.time_ratios),
+                         spread(s.cpu_ratios, ".3f", statistics.median), equal_loss_factor(s, k, s.cpu_ratios)])
     return lines, rows
+
+
+LPS_HEADER = ["method", "size", "heads", "loss", "loss - ref", "train s / ref",
+              "ref time / this at equal loss (train s)", "CPU s / ref", "ref time / this at equal loss (CPU s)"]
 
 
 def print_table(header, rows, markdown: bool) -> None:
@@ -326,14 +361,14 @@ def main() -> None:
     print(counts_by_heads(cells, args.heads) + "\n")
     print_table(RUN_HEADER, run_table(cells, args.heads, args.reference), args.markdown)
     summaries = size_summaries(cells, args.methods, args.heads, args.reference)
-    print(f"\nPer size: best-lr loss (mean over seeds), its difference from {args.reference} heads per seed, "
-          "time ratios pooled over the size's cells (median [min, max]):")
-    print_table(["method", "size", "heads", "loss", "loss - ref", "train s / ref", "CPU s / ref", "ref train s"],
+    print(f"\nPer size: best-lr loss (mean over seeds), its difference from {args.reference} heads per seed and "
+          "in every cell (lr, seed), time ratios pooled over the size's cells (median [min, max]):")
+    print_table(["method", "size", "heads", "loss", "loss - ref", "loss - ref, every cell", "train s / ref",
+                 "CPU s / ref", "ref train s"],
                 size_table(summaries, args.reference), args.markdown)
     lines, rows = loss_per_second(summaries, args.methods, args.reference)
     print("\nLoss per second:\n" + "\n".join(lines))
-    print_table(["method", "size", "heads", "loss", "ref's loss in this time", "loss - that",
-                 "ref time / this time at equal loss"], rows, args.markdown)
+    print_table(LPS_HEADER, rows, args.markdown)
 
 
 if __name__ == "__main__":
