@@ -303,7 +303,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
     with run_tracker(cfg, run.out, resume_step=state.step, enabled=run.main) as run.tracker:
         if run.tracker.location:
             run.say(f"tracking: {run.tracker.location}")
-        status, val_loss = _train_steps(run, state, quiet)
+        status, val_loss = _train_steps(run, state, quiet, snapshot_steps)
     summary = run.write_summary(state, status, val_loss if status == "completed" else None)
     if run.main:  # only rank 0 evaluates: the others have no validation loss to tell
         msg = f"final val loss {val_loss:.4f}" if status == "completed" else f"diverged at step {state.step}"
@@ -311,7 +311,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
     return summary
 
 
-def _train_steps(run: _Run, state: _State, quiet: bool) -> tuple[str, float | None]:
+def _train_steps(run: _Run, state: _State, quiet: bool, snapshot_steps=()) -> tuple[str, float | None]:
     """Step and evaluate from `state` to the end of the schedule; (status, last validation loss)."""
     cfg = run.cfg
     schedule, batch = run.schedule, cfg.train.batch_tokens
