@@ -46,7 +46,7 @@ from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config, to_dict
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
-from .folder import check_study_dir, prepare_study_dir, runs_to_retrain
+from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
 
@@ -200,6 +200,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         raise ConfigError("--executor slurm: sbatch is not on PATH; submit from a Slurm login node "
                           "(or test with --cluster local)")
     study_dir = check_study_dir(study_dir, plan.spec)
+    check_method_records(plan, study_dir)
     runs_dir = study_dir / "runs"
     again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings["prepare_data"] else set()
     if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written
