@@ -1,1 +1,7 @@
-"""data."""
+"""What is read: corpora and their split (`sources`, `hf`), tokenizers (`tokenizers`), the cache
+and its addresses (`cache`), preparing a corpus into shards (`prepare`, `shards`), fingerprints
+of corpora and tokens (`fingerprint`), the token arrays training reads (`tokens`) and the MLP
+track's image data sets (`images`). Only `tokens` loads torch.
+
+May import: config, atomic_write. Never model, methods, train, study or above.
+"""

@@ -1,1 +1,7 @@
-"""report."""
+"""A study's report: which runs count and their fits (`results`), the tables (`tables`), the
+verdict in words (`verdict_text`), the figures (`figures`), the HTML page (`html`), and writing
+DIR/report/ (`write`). Torch-free: `study report` never loads torch.
+
+May import: study (the folder and plan), fit, train.run_folder (reading run folders), config.
+Never cli, bench, the training loops or the method registry.
+"""

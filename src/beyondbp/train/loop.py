@@ -1,4 +1,4 @@
-"""One training run: loop, schedule, evaluation, checkpoint/resume, metrics.jsonl.
+"""One training run of the Transformer track: the loop, evaluation, checkpoint/resume, metrics.jsonl.
 
 A run directory holds `config.yaml` (the resolved config), `data.json` (the tokens it trains
 on), `metrics.jsonl` (one JSON object per evaluation, append-only), `summary.json` and
