@@ -1,0 +1,90 @@
+"""Property `resume_bit_identical`: a run killed mid-step and resumed ends bit-identical to the
+uninterrupted run.
+
+The kill is simulated in this process: a global forward pre-hook raises at the method's
+forward of step KILL_AT + 1, after the loop checkpointed step KILL_AT (`train.checkpoint_every_s=0`
+checkpoints every step), so the run stops where a SIGKILL during that step would leave it. The
+resumed run is built from the folder alone, as after a real kill: a new method object, the
+checkpoint's weights, optimizer and RNG state. Whatever the method keeps outside its
+`state_dict` (a step counter in a Python attribute, a private generator, Python's `random`) is
+what this property catches.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+
+import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
+
+from ..train.run_folder import CHECKPOINT
+from ..train.loop import train
+from .subject import Subject
+
+KILL_AT = 12  # the step checkpointed before the kill: mid-run, between two evaluations
+
+
+class SimulatedKill(BaseException):
+    """Stops the run as a kill would; a BaseException, so a method's `except Exception` cannot swallow it."""
+
+
+def _final_state(run_dir) -> dict:
+    saved = torch.load(run_dir / CHECKPOINT, map_location="cpu", weights_only=True)
+    return {**{f"method.{k}": v for k, v in saved["method"].items()},
+            **{f"optimizer.{k}": v for k, v in _flat_optimizer(saved["optimizer"]).items()}}
+
+
+def _flat_optimizer(state: dict) -> dict:
+    return {f"{index}.{key}": value for index, slots in state["state"].items() for key, value in slots.items()
+            if isinstance(value, torch.Tensor)}
+
+
+def _killed_run(subject: Subject, cfg, out) -> None:
+    micro_batches = cfg.train.batch_tokens // (cfg.train.micro_batch_tokens or cfg.train.batch_tokens)
+    calls, kill_after = [0], KILL_AT * micro_batches
+
+    def kill_during_next_step(module, inputs):
+        if isinstance(module, subject.cls):
+            calls[0] += 1
+            if calls[0] > kill_after:
+                raise SimulatedKill()
+
+    handle = register_module_forward_pre_hook(kill_during_next_step)
+    try:
+        with subject.registered():
+            train(cfg, out, quiet=True)
+    except SimulatedKill:
+        pass
+    finally:
+        handle.remove()
+
+
+def resume_bit_identical(subject: Subject) -> dict:
+    """Kill the tiny run during step KILL_AT + 1, rerun it on its folder, and compare its final
+    weights, optimizer state and every logged validation loss with the uninterrupted run's."""
+    reference = subject.reference_run
+    out = subject.workdir / "killed"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = subject.fresh_config(**{"train.checkpoint_every_s": 0.0})  # a checkpoint after every step
+    _killed_run(subject, cfg, out)
+    resumed_from = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)["step"]
+    if (out / "summary.json").exists() or resumed_from != KILL_AT:
+        raise subject.fail("resume_bit_identical", f"the simulated kill did not stop the run at step {KILL_AT} "
+                                                   f"(checkpoint at step {resumed_from})")
+    with subject.registered():
+        train(cfg, out, quiet=True)
+    want, got = _final_state(reference), _final_state(out)
+    differ = sorted(set(want) ^ set(got)) + [k for k in want if k in got and not torch.equal(want[k], got[k])]
+    if differ:
+        key = differ[0]
+        gap = ((want[key].double() - got[key].double()).abs().max().item()
+               if key in want and key in got and want[key].shape == got[key].shape else "shape or presence")
+        raise subject.fail("resume_bit_identical", f"resumed at step {KILL_AT}, {len(differ)} of {len(want)} final "
+                                                   f"tensors differ from the uninterrupted run's; first {key} "
+                                                   f"(max abs difference {gap})")
+    losses = [[json.loads(line)["val_loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
+              for d in (reference, out)]
+    if losses[0] != losses[1]:
+        raise subject.fail("resume_bit_identical", f"validation losses differ: uninterrupted {losses[0]}, "
+                                                   f"resumed {losses[1]}")
+    return {"killed_at_step": KILL_AT, "tensors_compared": len(want), "final_val_loss": losses[1][-1]}
