@@ -1,4 +1,5 @@
-"""sign_symmetry: one step equals the hand-computed chain with B = s mean|W| sign(W); its setting is checked."""
+"""sign_symmetry: one step equals the hand-computed chain with B = s mean|W| sign(W); its setting is
+checked; it passes beyondbp's conformance kit."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,6 +7,8 @@ import torch.nn.functional as F
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig
 from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
+from beyondbp.testing import parametrize_with_checks
+from sign_symmetry import SignSymmetry
 
 
 def tiny_mlp():
@@ -48,3 +51,8 @@ def test_a_bad_or_unknown_setting_is_one_line_naming_it():
     with pytest.raises(ConfigError, match=r"^method.feedback_scale: unknown setting of method 'sign_symmetry' "
                                           r"\(its settings: sign_scale\)$"):
         build_method(tiny_mlp(), MethodConfig("sign_symmetry", feedback_scale=2.0), model_kind="mlp")
+
+
+@parametrize_with_checks([SignSymmetry])
+def test_it_passes_the_conformance_kit(check):
+    check()
