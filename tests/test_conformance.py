@@ -115,7 +115,7 @@ def test_the_report_gives_the_numbers_measured():
 
 @pytest.mark.parametrize("cls, settings, match", [
     (int, {}, r"int.*is not a subclass of beyondbp\.methods\.base\.TrainingMethod"),
-    (Backprop, {"no_such_key": 1}, r"unknown key 'method\.no_such_key'"),
+    (Backprop, {"no_such_key": 1}, r"method\.no_such_key: unknown setting of method 'bp' \(its settings: none\)"),
 ])
 def test_bad_input_is_named_before_any_check_runs(cls, settings, match):
     with pytest.raises((MethodCheckError, ConfigError), match=match):

@@ -220,7 +220,7 @@ def test_variants_are_labelled_configurations_of_a_method(tmp_path):
     assert (cfg.method.name, cfg.method.feedback_point, cfg.model.norm, cfg.train.alignment_every,
             cfg.train.lr) == ("dfa_block", "output", "post", 2, 3e-3)
     bp = next(r for r in plan.runs if r.method == "bp")
-    assert (bp.cfg.method.name, bp.cfg.model.norm, bp.cfg.method.feedback_point) == ("bp", "pre", "layernorm")
+    assert (bp.cfg.method.name, bp.cfg.model.norm, bp.cfg.method.settings) == ("bp", "pre", {})  # BP has no settings
 
 
 @pytest.mark.parametrize("variants, message", [

@@ -51,23 +51,46 @@ class ModelConfig:
     n_classes: int | None = None  # None: taken from the dataset
 
 
-@dataclass
 class MethodConfig:
-    name: str = "bp"
-    feedback: str = "shared"  # shared | per_layer
-    projection: str = "gaussian"  # gaussian | optical
-    feedback_scale: float = 1.0
-    preprojector_error: bool = True
-    blockwise: bool = True
-    asymmetric_residuals: bool = True
-    asymmetric_nonlinearity: bool = True
-    feedback_point: str = "layernorm"  # dfa_block: B e enters at the block output (output) or through a LayerNorm of it
-    error_point: str = "stream"  # dfa_block: pre-projector error at the last block's output (stream) or after ln_f (projector)
-    embedding_feedback: bool = True  # dfa_block: the embedding output receives B e (else it learns through block 0)
-    train_last_n: int = 1  # shallow: number of topmost blocks trained
-    perturbations: int = 8  # forward_grad: random weight directions (one jvp each) per step
-    sg_conditional: bool = True  # synthetic: gradient predictors also see the target (cDNI)
-    sg_scale_aware: bool = True  # synthetic: predict sigma(out) x the gradient, divide by sigma(out)
+    """The training method (`method=NAME`) and its settings (`method.KEY=VALUE`).
+
+    NAME is a built-in method, a method an installed package offers (entry-point group
+    `beyondbp.methods`) or an importable class `package.module:Class`. Which settings a method has
+    (type, default, range) the method declares (`beyondbp.methods.settings`); here they are held as
+    given, in any order, and `beyondbp.methods.lookup.resolve_method` checks them and fills in the
+    defaults once the method is known. `origin` and `version` record the class's import path and
+    its package's version; resolving writes them. Settings read as attributes: `cfg.feedback_scale`.
+    """
+    FIELDS = ("name", "origin", "version")
+
+    def __init__(self, name: str = "bp", origin: str | None = None, version: str | None = None, **settings):
+        self.name, self.origin, self.version = name, origin, version
+        self.settings: dict[str, Any] = dict(settings)
+
+    def __getattr__(self, key: str):
+        settings = self.__dict__.get("settings", {})
+        if key in settings:
+            return settings[key]
+        raise AttributeError(f"method {self.__dict__.get('name')!r} has no setting {key!r}")
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, MethodConfig) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"MethodConfig({', '.join(f'{k}={v!r}' for k, v in self.as_dict().items())})"
+
+    def set(self, key: str, value: Any, full_key: str) -> None:
+        if key in self.FIELDS:
+            setattr(self, key, coerce(value, str | None if key != "name" else str, full_key))
+        elif not key.isidentifier():
+            raise ConfigError(f"unknown key {full_key!r} (method settings are method.NAME=VALUE)")
+        else:
+            self.settings[key] = value  # checked against the method's declaration when it is resolved
+
+    def as_dict(self) -> dict[str, Any]:
+        """name, the recorded origin and version (once resolved), then the settings."""
+        record = {k: getattr(self, k) for k in self.FIELDS[1:] if getattr(self, k) is not None}
+        return {"name": self.name, **record, **self.settings}
 
 
 @dataclass
@@ -123,7 +146,7 @@ class DataConfig:
 
 @dataclass
 class RunConfig:
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)  # not a dataclass: its keys are the method's
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -179,7 +202,21 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
     return value
 
 
+def _set_method(method: MethodConfig, path: list[str], value: Any, full_key: str) -> None:
+    if not path:
+        if not isinstance(value, dict):  # `method=dfa` names the method
+            method.set("name", value, full_key)
+            return
+        for k, v in value.items():
+            _set_method(method, [str(k)], v, f"{full_key}.{k}")
+        return
+    method.set(".".join(path), value, full_key)
+
+
 def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
+    if isinstance(obj, RunConfig) and path[0] == "method":
+        _set_method(obj.method, path[1:], value, full_key)
+        return
     types_ = _field_types(type(obj))
     name = path[0]
     if name not in types_:
@@ -188,9 +225,6 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
     current = getattr(obj, name)
     if dataclasses.is_dataclass(current):
         if len(path) == 1:
-            if isinstance(current, MethodConfig) and not isinstance(value, dict):
-                current.name = coerce(value, str, full_key)  # `method=dfa` names the method
-                return
             if not isinstance(value, dict):
                 raise ConfigError(f"{full_key}: expected a mapping of keys, got {value!r}")
             for k, v in value.items():
@@ -270,7 +304,12 @@ def build_config(config_file: str | Path | None = None, overrides: list[str] | d
 
 
 def to_dict(cfg: Any) -> dict:
-    return dataclasses.asdict(cfg)
+    if isinstance(cfg, MethodConfig):
+        return cfg.as_dict()
+    out = dataclasses.asdict(cfg)
+    if isinstance(cfg, RunConfig):
+        out["method"] = cfg.method.as_dict()
+    return out
 
 
 def from_dict(data: dict) -> RunConfig:
@@ -289,6 +328,8 @@ def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
         value = getattr(default, f.name)
         if dataclasses.is_dataclass(value):
             rows.extend(describe_keys(type(value), f"{prefix}{f.name}."))
+        elif isinstance(value, MethodConfig):  # its settings are the method's (`beyondbp methods --settings`)
+            rows.append((f"{prefix}{f.name}.name", value.name))
         else:
             rows.append((f"{prefix}{f.name}", value))
     return rows
@@ -336,7 +377,6 @@ BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and 
 
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),
-    "method.feedback_scale": POSITIVE, "method.train_last_n": AT_LEAST_1, "method.perturbations": AT_LEAST_1,
     "model.n_layer": AT_LEAST_1, "model.d_model": AT_LEAST_1, "model.n_head": AT_LEAST_1,
     "model.context": AT_LEAST_1, "model.vocab_size": Range(2, BIG), "model.mlp_ratio": AT_LEAST_1,
     "model.dropout": Range(0.0, 1.0, high_open=True), "model.depth": AT_LEAST_1, "model.width": AT_LEAST_1,
@@ -353,10 +393,6 @@ RANGES: dict[str, Range] = {
     "data.bpe_sample_mb": Range(1, 2**40), "data.workers": Range(0, 4096),
 }
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what they are)
-    "method.feedback": (("shared", "per_layer"), "feedback"),
-    "method.projection": (("gaussian", "uniform", "optical"), "projection"),
-    "method.feedback_point": (("layernorm", "output"), "feedback point"),
-    "method.error_point": (("stream", "projector"), "error point"),
     "model.kind": (("gpt", "mlp"), "kind"), "model.norm": (("pre", "post"), "placement"),
     "model.activation": (("tanh", "relu", "sigmoid"), "activation"),
     "train.schedule": (("cosine", "constant_cooldown"), "schedule"),

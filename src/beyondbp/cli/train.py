@@ -10,14 +10,17 @@ def keys_help() -> str:
     """Every configuration key with its default, for the epilog of the commands that take them."""
     lines = ["configuration keys (KEY=VALUE, dotted; defaults shown):"]
     lines += [f"  {key} = {value}" for key, value in describe_keys()]
+    lines += ["  method.KEY = ...  the method's own settings: `beyondbp methods --settings` lists them",
+              "A method's train_defaults (`beyondbp methods --settings`) sit between the built-in defaults",
+              "and a config file's values; the command line overrides all."]
     return "\n".join(lines)
 
 
 def cmd_train(args) -> int:
-    from ..config import build_config
+    from ..methods.lookup import build_run_config
     from ..train.memory import check_state_fits_host
     from ..train.run_folder import FINISHED, check_out_path
-    cfg = build_config(args.config, args.overrides)
+    cfg = build_run_config(args.config, args.overrides)
     check_out_path(args.out)
     check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
     from ..train.loop import train
@@ -56,10 +59,23 @@ def cmd_sample(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from ..methods.catalogue import catalogue  # names and summaries without importing torch
-    for name, info in catalogue().items():
-        print(f"{name:10s} {info.summary}")
+    from ..methods.lookup import describe, installed, known_names  # built-in ones without importing torch
+    for name in known_names():
+        info = describe(name)
+        origin = "" if info.module.startswith("beyondbp.") else f"  [{info.origin}, {_distribution(name, installed())}]"
+        print(f"{name:13s} {info.summary}{origin}")
+        if args.settings:
+            for setting in info.settings:
+                print(f"{'':15s}method.{setting.describe()}")
+            for key, value in info.train_defaults.items():
+                print(f"{'':15s}default {key} = {value}")
     return 0
+
+
+def _distribution(name: str, entry_points: dict) -> str:
+    """`package version` of the distribution whose entry point offers `name`."""
+    dist = entry_points[name].dist if name in entry_points else None
+    return f"{dist.name} {dist.version}" if dist is not None else "unknown package"
 
 
 def add_train_parser(sub) -> None:
@@ -90,5 +106,6 @@ def add_sample_parser(sub) -> None:
 
 
 def add_methods_parser(sub) -> None:
-    p = sub.add_parser("methods", help="list the training methods")
+    p = sub.add_parser("methods", help="list the training methods (built-in and installed)")
+    p.add_argument("--settings", action="store_true", help="also list each method's settings and training defaults")
     p.set_defaults(func=cmd_methods)

@@ -6,24 +6,28 @@ its fixed feedback matrices (registered buffers) like any other state: `forward(
 returns `(loss, objective)`, and one `objective.backward()` leaves the method's update in every
 trainable parameter's `.grad`. `loss` is the true cross-entropy, for logging.
 
-A registered subclass states `name`, `summary`, `supports` and `keys` as literal class
+A subclass states `name`, `summary`, `supports` and `settings` (its `method.*` settings,
+`settings.Setting`) and may state `train_defaults` (its defaults for training keys, applied
+below a config's and the command line's values). A built-in one states them as literal class
 attributes: the torch-free catalogue (`catalogue`) reads them from the source.
 """
 from __future__ import annotations
 
-from typing import ClassVar, Iterator
+from typing import Any, ClassVar, Iterator
 
 import torch
 import torch.nn as nn
 
 from ..config import MethodConfig
+from .settings import Setting
 
 
 class TrainingMethod(nn.Module):
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""  # one line for `beyondbp methods`
     supports: ClassVar[tuple[str, ...]] = ("gpt",)  # model kinds this method can train
-    keys: ClassVar[tuple[str, ...]] = ()  # the method.* settings (MethodConfig fields) it reads
+    settings: ClassVar[tuple[Setting, ...]] = ()  # its method.* settings, read as cfg.<name>
+    train_defaults: ClassVar[dict[str, Any]] = {}  # dotted training keys -> this method's default
 
     def __init__(self, model: nn.Module, cfg: MethodConfig, seed: int = 0):
         super().__init__()

@@ -10,7 +10,7 @@ class Backprop(TrainingMethod):
     name = "bp"
     summary = "backpropagation (reference); compute 6ND"
     supports = ("gpt", "mlp")
-    keys = ()
+    settings = ()
 
     def forward(self, idx, targets):
         _, loss = self.model(idx, targets)

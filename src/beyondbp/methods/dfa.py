@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from .feedback import FeedbackBank, validate_feedback_config
 from ..model.gpt import Block, relu_tanh_backward
 from .registry import register
+from .settings import FEEDBACK, FEEDBACK_SCALE, PROJECTION
 from .base import TrainingMethod
 
 
@@ -119,7 +120,7 @@ class DirectFeedbackAlignment(TrainingMethod):
     name = "dfa"
     summary = "direct feedback alignment: random projection of the logits' error to every layer; compute 4ND"
     supports = ("gpt", "mlp")
-    keys = ("feedback", "projection", "feedback_scale")
+    settings = (FEEDBACK, PROJECTION, FEEDBACK_SCALE)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from ..config import check_choice
 from .registry import register
+from .settings import (ASYMMETRIC_NONLINEARITY, ASYMMETRIC_RESIDUALS, BLOCKWISE, EMBEDDING_FEEDBACK, ERROR_POINT, FEEDBACK,
+                       FEEDBACK_POINT, FEEDBACK_SCALE, PREPROJECTOR_ERROR, PROJECTION)
 from .dfa import DirectFeedbackAlignment, Switches
 
 FEEDBACK_POINTS = ("layernorm", "output")
@@ -32,9 +34,8 @@ class BlockwiseDFA(DirectFeedbackAlignment):
     name = "dfa_block"
     summary = "the paper's DFA: pre-projector error, block-wise feedback, asymmetric residuals and ReLU; compute ~6ND"
     supports = ("gpt",)
-    keys = ("feedback", "projection", "feedback_scale", "preprojector_error", "blockwise",
-            "asymmetric_residuals", "asymmetric_nonlinearity", "feedback_point", "error_point",
-            "embedding_feedback")
+    settings = (FEEDBACK, PROJECTION, FEEDBACK_SCALE, PREPROJECTOR_ERROR, BLOCKWISE, ASYMMETRIC_RESIDUALS,
+                ASYMMETRIC_NONLINEARITY, FEEDBACK_POINT, ERROR_POINT, EMBEDDING_FEEDBACK)
 
     @staticmethod
     def make_switches(cfg) -> Switches:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from .registry import register
+from .settings import FEEDBACK_SCALE
 from .base import TrainingMethod
 
 
@@ -77,7 +78,7 @@ class FeedbackAlignment(TrainingMethod):
     name = "fa"
     summary = "feedback alignment: layer-by-layer backward through fixed random B; compute 6ND"
     supports = ("gpt", "mlp")
-    keys = ("feedback_scale",)
+    settings = (FEEDBACK_SCALE,)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

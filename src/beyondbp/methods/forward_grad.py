@@ -25,6 +25,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import ConfigError
 from .registry import register
+from .settings import PERTURBATIONS
 from .base import TrainingMethod
 
 
@@ -33,7 +34,7 @@ class ForwardGradient(TrainingMethod):
     name = "forward_grad"
     summary = "forward gradients: jvp along K random weight directions, no backward; compute K x 6ND"
     supports = ("gpt", "mlp")
-    keys = ("perturbations",)
+    settings = (PERTURBATIONS,)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

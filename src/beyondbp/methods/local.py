@@ -33,7 +33,7 @@ class LocalLearning(TrainingMethod):
     name = "local"
     summary = "block-local learning: each block learns from its own auxiliary LM loss; compute 6ND + heads"
     supports = ("gpt", "mlp")
-    keys = ()
+    settings = ()
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

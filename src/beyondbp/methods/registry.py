@@ -2,7 +2,8 @@
 
 Each method module here registers its `TrainingMethod` subclass with `@register`. The modules
 are imported the first time a method is looked up; which ones, the torch-free catalogue
-(`catalogue`) says, so a new method is one new file here and nothing else changes.
+(`catalogue`) says, so a new method is one new file here and nothing else changes. Methods from
+outside (an entry point in `beyondbp.methods`, or `package.module:Class`) are found by `lookup`.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import importlib
 from ..config import ConfigError, MethodConfig
 from .base import TrainingMethod
 from .catalogue import catalogue
+from .lookup import describe, info_from_class, resolve_method
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
 _discovered = False  # importing one method module directly must not stop the others being found
@@ -26,9 +28,8 @@ def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
 def _discover() -> None:
     global _discovered
     _discovered = True
-    package = __name__.rpartition(".")[0]
     for module in sorted({info.module for info in catalogue().values()}):
-        importlib.import_module(f"{package}.{module}")
+        importlib.import_module(module)
 
 
 def available() -> dict[str, type[TrainingMethod]]:
@@ -38,14 +39,25 @@ def available() -> dict[str, type[TrainingMethod]]:
 
 
 def get_method_class(name: str) -> type[TrainingMethod]:
+    """The class a method name means: registered here, installed (entry point) or `package.module:Class`."""
     methods = available()
-    if name not in methods:
-        raise ConfigError(f"method: unknown method {name!r} (valid: {', '.join(methods)})")
-    return methods[name]
+    if name in methods:
+        return methods[name]
+    info = describe(name)  # imports an outside method's module, or raises one line naming it
+    return getattr(importlib.import_module(info.module), info.class_name)
+
+
+def resolve(cfg: MethodConfig) -> MethodConfig:
+    """`lookup.resolve_method` for any method a run can name, classes registered here included."""
+    if cfg.name in available() and cfg.name not in catalogue():  # registered by a test or a script
+        return resolve_method(cfg, info=info_from_class(REGISTRY[cfg.name]))
+    return resolve_method(cfg)
 
 
 def build_method(model, cfg: MethodConfig, seed: int = 0, model_kind: str = "gpt") -> TrainingMethod:
+    """The method `cfg` names, built on `model` with its settings checked and defaults filled in."""
     cls = get_method_class(cfg.name)
+    cfg = resolve(cfg)
     if model_kind not in cls.supports:
         raise ConfigError(f"method: {cfg.name!r} cannot train model.kind={model_kind!r} "
                           f"(it supports: {', '.join(cls.supports)})")

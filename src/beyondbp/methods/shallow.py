@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from ..config import ConfigError
 from .registry import register
+from .settings import TRAIN_LAST_N
 from .base import TrainingMethod
 
 
@@ -22,7 +23,7 @@ class Shallow(TrainingMethod):
     name = "shallow"
     summary = "shallow baseline: only the top block(s) and head trained; compute 2ND"
     supports = ("gpt", "mlp")
-    keys = ("train_last_n",)
+    settings = (TRAIN_LAST_N,)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 
 from .registry import register
+from .settings import SG_CONDITIONAL, SG_SCALE_AWARE
 from .base import TrainingMethod
 
 
@@ -103,7 +104,8 @@ class SyntheticGradients(TrainingMethod):
     name = "synthetic"
     summary = "synthetic gradients: each block updates from a learned prediction of its gradient; compute 6ND + predictors"
     supports = ("gpt", "mlp")
-    keys = ("sg_conditional", "sg_scale_aware")
+    settings = (SG_CONDITIONAL, SG_SCALE_AWARE)
+    train_defaults = {"train.lr": 1e-3}  # at the shared 6e-3 it stays on the unigram plateau (README)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

@@ -101,6 +101,22 @@ def runs_to_retrain(plan: StudyPlan, study_dir: str | Path) -> list[PlannedRun]:
     return [run for run, _ in changed]
 
 
+def check_method_records(plan: StudyPlan, study_dir: str | Path) -> None:
+    """Refuse, in one line naming the run and both values, to resume a run whose config.yaml records
+    another method class (origin) or another version of its package than the plan's."""
+    for run in plan.runs:
+        path = Path(study_dir) / "runs" / run.name / "config.yaml"
+        if not path.exists():
+            continue
+        recorded = load_yaml(path, "the run's config").get("method") or {}
+        for key in ("origin", "version"):
+            then, now = recorded.get(key), getattr(run.cfg.method, key)
+            if then is not None and then != now:
+                raise ConfigError(f"{path.parent}: method.{key} is {then!r} there, {now!r} now; resuming would mix "
+                                  f"two implementations of {run.cfg.method.name!r}. Use another --out, or "
+                                  f"install the version the study was run with")
+
+
 def study_counts(plan: StudyPlan, study_dir: str | Path) -> dict[str, int]:
     """{state: number of runs} of a study folder (`run_folder.run_state`)."""
     counts: dict[str, int] = {}

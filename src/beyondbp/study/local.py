@@ -27,8 +27,8 @@ from ..train.memory import check_memory
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
-from .folder import check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
 from .chains import Chain, write_chain
+from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
 
@@ -214,6 +214,7 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
     """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
     study_dir = check_study_dir(study_dir, plan.spec)
     check_trackers(r.cfg for r in plan.runs)
+    check_method_records(plan, study_dir)
     n_workers, threads, gpus = worker_layout(plan, workers)
     runs_dir = study_dir / "runs"
     states = {r.name: run_state(runs_dir / r.name) for r in plan.runs}

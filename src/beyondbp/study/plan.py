@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..config import ConfigError, RunConfig, apply_mapping, validate_config
 from .chains import make_chains
+from ..methods.lookup import resolve_method
 from .tracks import get_track
 
 
@@ -96,6 +97,7 @@ def plan_study(spec: dict) -> StudyPlan:
                         cfg.seed, cfg.train.lr = seed, lr
                         try:  # every piece was checked; this is the composed run, before anything starts
                             validate_config(cfg)
+                            cfg.method = resolve_method(cfg.method)
                         except ConfigError as exc:
                             raise ConfigError(f"{run_name(method, size, lr, seed, budget)}: {exc}") from None
                         n_params, cost = track.plan_run(cfg, value, per_param)

@@ -49,7 +49,7 @@ from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure,
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
 from .chains import write_chain
-from .folder import check_study_dir, prepare_study_dir, runs_to_retrain
+from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
 
@@ -241,6 +241,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
                           "(or test with --cluster local)")
     study_dir = check_study_dir(study_dir, plan.spec)
     check_trackers(r.cfg for r in plan.runs)
+    check_method_records(plan, study_dir)
     runs_dir = study_dir / "runs"
     again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings["prepare_data"] else set()
     if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written

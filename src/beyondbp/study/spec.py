@@ -44,7 +44,8 @@ import yaml
 
 from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
                      check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
-from ..methods.catalogue import catalogue
+from ..config import MethodConfig
+from ..methods.lookup import describe, known_names, resolve_method, training_defaults
 from ..model.shape import NAMED_SIZES
 from .slurm_settings import normalise_slurm
 from .tracks import Track, get_track
@@ -185,50 +186,58 @@ def _positive_list(value, typ, key: str, what: str) -> list | None:
     return out
 
 
+def _method_of(label: str, variants: dict) -> str:
+    return variants[label]["method"]["name"] if label in variants else label
+
+
 def _normalise_methods(raw: dict, track: Track, variants: dict) -> list[str]:
     methods = raw.get("methods")
     if isinstance(methods, str):
         methods = [methods]
     if not isinstance(methods, list) or not methods:
         raise ConfigError("methods: must list at least one training method")
-    valid = catalogue()
     for label in methods:
-        method = variants[label]["method"]["name"] if label in variants else label
-        if method not in valid:
-            raise ConfigError(f"methods: unknown method {label!r} (valid: {', '.join([*valid, *variants])})")
-        if track.kind not in valid[method].supports:
-            raise ConfigError(f"methods: {label!r} cannot train the {track.name} track "
-                              f"(methods for it: {', '.join(n for n, c in valid.items() if track.kind in c.supports)})")
+        method = _method_of(label, variants)
+        if method not in known_names() and ":" not in str(method):
+            raise ConfigError(f"methods: unknown method {label!r} (valid: {', '.join([*known_names(), *variants])}, "
+                              f"or package.module:Class)")
+        if track.kind not in describe(method, f"methods: {label}").supports:
+            fit = [n for n in known_names() if track.kind in describe(n).supports]
+            raise ConfigError(f"methods: {label!r} cannot train the {track.name} track (methods for it: {', '.join(fit)})")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"methods: a method is listed twice: {methods}")
     return [str(m) for m in methods]
 
 
+def _check_method_settings(nested: dict, name: str, where: str) -> None:
+    """The method.* keys of a variant or per_method entry, checked against what `name` declares."""
+    settings = {k: v for k, v in (nested.get("method") or {}).items() if k not in MethodConfig.FIELDS}
+    resolve_method(MethodConfig(name, **settings), f"{where}.")
+
+
 def _normalise_variants(raw) -> dict[str, dict]:
     """{label: nested RunConfig keys with method.name}; labels are not method names."""
-    available = catalogue()
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"variants: expected a mapping label -> RunConfig keys, got {raw!r}")
     out = {}
     for label, mapping in raw.items():
         label = str(label)
-        if label in available:
+        if label in known_names():
             raise ConfigError(f"variants.{label}: a variant label must not be a method's name")
         if "/" in label or not label:
             raise ConfigError(f"variants.{label}: a label must be a non-empty name without '/' (it names run folders)")
         nested = expand_dotted(mapping or {}, f"variants.{label}")
         if not isinstance(nested.get("method"), dict) or "name" not in nested["method"]:
             raise ConfigError(f"variants.{label}: name the method it configures (method: NAME)")
-        if nested["method"]["name"] not in available:
-            raise ConfigError(f"variants.{label}.method: unknown method {nested['method']['name']!r} "
-                              f"(valid: {', '.join(available)})")
+        describe(nested["method"]["name"], f"variants.{label}.method")
+        _check_method_settings(nested, nested["method"]["name"], f"variants.{label}")
         out[label] = nested
     return out
 
 
 def _normalise_lrs(raw, methods: list[str], labels: list[str], sizes: list[str],
-                   default: float) -> dict[str, dict[str, list[float]]]:
+                   default: dict[str, float]) -> dict[str, dict[str, list[float]]]:
     """{method: {size: [lr, ...]}} from a list per method or a list per method and size.
     Entries for methods or sizes the study leaves out (a preset narrowed by overrides) are ignored."""
     raw = raw or {}
@@ -239,7 +248,7 @@ def _normalise_lrs(raw, methods: list[str], labels: list[str], sizes: list[str],
             raise ConfigError(f"lrs.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
     out = {}
     for m in methods:
-        entry = raw.get(m, default)
+        entry = raw.get(m, default[m])
         if isinstance(entry, dict):
             missing = [s for s in sizes if s not in entry]
             if missing:
@@ -275,16 +284,52 @@ def _normalise_seeds(raw) -> list[int]:
     return seeds
 
 
-def _normalise_per_method(raw, methods: list[str], labels: list[str], track: Track) -> dict:
+def _given(mapping, dotted: str) -> bool:
+    """Whether a nested or dotted mapping of RunConfig keys sets `dotted` (train.lr)."""
+    if not isinstance(mapping, dict):
+        return False
+    if dotted in mapping:
+        return True
+    head, _, rest = dotted.partition(".")
+    return bool(rest) and _given(mapping.get(head), rest)
+
+
+def _normalise_per_method(raw, methods: list[str], labels: list[str], track: Track, variants: dict,
+                          raw_base) -> dict:
+    """per_method, with each method's training defaults (`train_defaults`, Transformer track) for the
+    keys that neither base, its variant nor its per_method entry set (train.lr goes by `lrs`)."""
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"per_method: expected a mapping method -> RunConfig keys, got {raw!r}")
-    out = {}
-    for m, mapping in raw.items():
+    for m in raw:
         if m not in labels:
             raise ConfigError(f"per_method.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
-        if m in methods:  # a preset configures methods a user may leave out with methods=[...]
-            out[m] = expand_dotted(mapping or {}, f"per_method.{m}", track.base_config())
+    out = {}
+    for m in methods:  # a preset configures methods a user may leave out with methods=[...]
+        given = expand_dotted(raw.get(m) or {}, f"per_method.{m}", track.base_config())
+        _check_method_settings(given, _method_of(m, variants), f"per_method.{m}")
+        defaults = {k: v for k, v in _track_defaults(m, variants, track).items() if k != "train.lr"
+                    and not any(_given(where, k) for where in (raw_base, variants.get(m), given))}
+        nested = expand_dotted({**defaults}, f"per_method.{m} (its train_defaults)", track.base_config())
+        for section, values in given.items():
+            nested[section] = {**nested.get(section, {}), **values} if isinstance(values, dict) else values
+        if nested:
+            out[m] = nested
+    return out
+
+
+def _track_defaults(label: str, variants: dict, track: Track) -> dict:
+    """A method's training defaults; they are tuned on the Transformer track and apply there only."""
+    return training_defaults(_method_of(label, variants)) if track.budget_keys else {}
+
+
+def _default_lrs(methods: list[str], variants: dict, track: Track, raw_base, shared: float) -> dict[str, float]:
+    """Each method's learning rate where `lrs` names none: its train_defaults' train.lr unless base
+    sets train.lr, else the shared one."""
+    out = {}
+    for m in methods:
+        own = _track_defaults(m, variants, track).get("train.lr")
+        out[m] = own if own is not None and not _given(raw_base, "train.lr") else shared
     return out
 
 
@@ -304,7 +349,7 @@ def normalise_spec(raw: dict) -> dict:
     base = to_dict(base_cfg)
     base.pop("method")  # a run's method comes from `methods`, its seed from `seeds`
     base.pop("seed")
-    labels = [*catalogue(), *variants]
+    labels = [*known_names(), *methods, *variants]
     frontier_points = str(raw.get("frontier_points") or "final")
     check_choice("frontier_points", frontier_points, FRONTIER_POINTS)
     budgets = str(raw.get("budgets") or "independent")
@@ -321,9 +366,10 @@ def normalise_spec(raw: dict) -> dict:
         "tokens": tokens,
         "tokens_per_param": ratio,
         "budgets": budgets,
-        "lrs": _normalise_lrs(raw.get("lrs"), methods, labels, list(sizes), base_cfg.train.lr),
+        "lrs": _normalise_lrs(raw.get("lrs"), methods, labels, list(sizes),
+                              _default_lrs(methods, variants, track, raw.get("base"), base_cfg.train.lr)),
         "seeds": _normalise_seeds(raw.get("seeds", [0])),
-        "per_method": _normalise_per_method(raw.get("per_method"), methods, labels, track),
+        "per_method": _normalise_per_method(raw.get("per_method"), methods, labels, track, variants, raw.get("base")),
         "base": base,
         "frontier_points": frontier_points,
     }

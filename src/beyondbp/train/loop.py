@@ -27,6 +27,7 @@ from ..config import ConfigError, RunConfig, dump_yaml, from_dict, load_yaml, va
 from ..data.cache import cache_entry
 from ..data.tokens import load_token_data
 from ..methods.registry import build_method
+from ..methods.registry import resolve as resolve_method
 from ..model.build import build_model
 from ..model.shape import resolve_model_config
 from . import distributed as dist_utils
@@ -287,6 +288,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
 
     At each step of `snapshot_steps` the run's state is also kept as `branch-STEP.pt` (the trunk
     of branched budgets, `beyondbp.train.branches`)."""
+    cfg.method = resolve_method(cfg.method)  # settings checked, origin and version recorded in config.yaml
     run = _Run(cfg, check_out_path(out), quiet)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)

@@ -33,6 +33,7 @@ from ..atomic_write import append_line, atomic_write
 from ..config import RunConfig, dump_yaml, validate_config
 from ..data.images import load_image_data
 from ..methods.registry import build_method
+from ..methods.registry import resolve as resolve_method
 from ..model.build import build_model
 from ..model.shape import resolve_mlp_config
 from .alignment import signal_comparison
@@ -89,6 +90,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     out = check_out_path(out)
     validate_config(cfg)
     check_tracker(cfg.train.tracker)
+    cfg.method = resolve_method(cfg.method)
     check_writable(out)
     cfg.model.kind = "mlp"
     data = load_image_data(cfg.data)

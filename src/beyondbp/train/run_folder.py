@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 from ..atomic_write import atomic_write
-from ..config import ConfigError, RunConfig, load_yaml, to_dict
+from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
 
 
 class Interrupted(Exception):
@@ -169,8 +169,9 @@ def check_same_config(out: Path, cfg: RunConfig) -> None:
     for section, values in new.items():
         if isinstance(values, dict):
             for key, value in values.items():
-                if key in EXECUTION_KEYS:
-                    continue
+                if key in EXECUTION_KEYS or (section == "method" and key not in old.get(section, {})
+                                             and key in MethodConfig.FIELDS):
+                    continue  # a run written before methods recorded their origin and version
                 if old.get(section, {}).get(key) != value:
                     raise ConfigError(f"{section}.{key}: {out} holds a run with {section}.{key}="
                                       f"{old.get(section, {}).get(key)!r}, not {value!r}; use another --out")
