@@ -44,8 +44,9 @@ from pathlib import Path
 import numpy as np
 
 from beyondbp.config import dump_yaml
-from beyondbp.plan import plan_study
-from beyondbp.spec import load_spec
+from beyondbp.study.plan import plan_study
+from beyondbp.study.spec import load_spec
+from table_print import print_table
 
 
 @dataclass
@@ -289,24 +290,12 @@ LPS_HEADER = ["method", "size", "heads", "loss", "loss - ref", "train s / ref",
               "ref time / this at equal loss (train s)", "CPU s / ref", "ref time / this at equal loss (CPU s)"]
 
 
-def print_table(header, rows, markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    for row in [header, *rows]:
-        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)))
-
-
 def counts_by_heads(cells: list[Cell], heads: list[int]) -> str:
     """Non-embedding parameters and exact FLOPs per token of each size under every head count."""
     import torch
 
-    from beyondbp.model import build_model
-    from beyondbp.model_shape import forward_flops, resolve_model_config
+    from beyondbp.model.build import build_model
+    from beyondbp.model.shape import forward_flops, resolve_model_config
     lines = []
     for size, cell in {c.size: c for c in cells}.items():
         counts = set()

@@ -20,6 +20,8 @@ import time
 
 import numpy as np
 
+from table_print import print_table
+
 from beyondbp.fit.lnd import PARAMS, budget_grid, exponents, fit_lnd, law, method_rng, percentile_interval, simulate_losses
 
 LAWS = {  # (E, A, B, a, b)
@@ -143,18 +145,6 @@ def coverage_row(s: dict) -> list[str]:
            [f"{s[f'cov_{k}']:.0%}" for k in ("E", "A", "B", "a", "b", "nexp")]
 
 
-def print_table(rows: list[list[str]], header: list[str], markdown: bool) -> None:
-    if markdown:
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    for row in [header] + rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--replicates", type=int, default=100)
@@ -169,7 +159,7 @@ def main(argv=None) -> int:
     if args.designs:
         noise = max(args.noise)
         print(f"Cramer-Rao sd at {noise:.1%} noise (runs: every size at every budget)\n")
-        print_table(design_rows(noise), ["grid", "law", "runs", "sd(a)", "sd(b)", "sd(E)/E", "sd(b/(a+b))"],
+        print_table(["grid", "law", "runs", "sd(a)", "sd(b)", "sd(E)/E", "sd(b/(a+b))"], design_rows(noise),
                     args.markdown)
         return 0
     start = time.perf_counter()
@@ -180,9 +170,9 @@ def main(argv=None) -> int:
             print(f"  done {law} {grid} noise {noise:.1%} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     print(f"Recovery: {args.replicates} replicates per row; error median / 90th percentile / share "
           "within target; bound: sd of the best unbiased estimator (Cramer-Rao, Gaussian noise)\n")
-    print_table([recovery_row(s) for s in summaries], RECOVERY_HEADER, args.markdown)
+    print_table(RECOVERY_HEADER, [recovery_row(s) for s in summaries], args.markdown)
     print(f"\nCoverage of the 95% intervals ({args.bootstrap} bootstrap refits, warm start)\n")
-    print_table([coverage_row(s) for s in summaries], COVERAGE_HEADER, args.markdown)
+    print_table(COVERAGE_HEADER, [coverage_row(s) for s in summaries], args.markdown)
     if args.cold_replicates:
         cold = []
         for law, grid in COLD_CONFIGS:
@@ -191,7 +181,7 @@ def main(argv=None) -> int:
                 cold.append([starts] + coverage_row(s))
         print(f"\nWarm start against grid start of each bootstrap refit, {args.cold_replicates} replicates "
               "(the same simulated studies in both rows of a pair)\n")
-        print_table(cold, ["refit start"] + COVERAGE_HEADER, args.markdown)
+        print_table(["refit start"] + COVERAGE_HEADER, cold, args.markdown)
     (plain, plain_cpu), (full, full_cpu) = timing(args.bootstrap)
     print(f"\nfit of 250 runs: {plain:.2f} s wall ({plain_cpu:.2f} s CPU); with {args.bootstrap} bootstrap "
           f"refits: {full:.2f} s wall ({full_cpu:.2f} s CPU); load average {os.getloadavg()[0]:.1f}")
