@@ -97,7 +97,7 @@ def append_line(path: str | Path, line: str) -> None:
 
 
 def remove_leftovers(folder: str | Path) -> list[str]:
-    """Delete the temporary files a killed writer left in `folder` (`.NAME.XXXX.tmp`); call it
+    """Delete the temporary files a killed writer left in `folder` (`.NAME.<random>.tmp`, from mkstemp); call it
     only where one process writes (a run folder while its run trains). Links are unlinked, never
     followed."""
     gone = []

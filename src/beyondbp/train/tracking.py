@@ -95,7 +95,8 @@ class TensorBoardTracker(Tracker):
             table = {key: value if isinstance(value, (int, float, str, bool)) else str(value)
                      for key, value in _flatten_config(config).items()}
             table.update(run=run_name, group=group or "")
-            # the metric values here are placeholders: the HParams table reads these tags' scalars
+            # hparams() declares which scalar tags the HParams table shows; it reads their values from
+            # the scalars logged under those tags, so the NaN given here is never displayed
             experiment, session_start, _ = hparams(table, {"val_loss": math.nan, "train_loss": math.nan})
             for summary in (experiment, session_start):
                 self.writer.file_writer.add_summary(summary, 0)
