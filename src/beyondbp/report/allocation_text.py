@@ -12,6 +12,7 @@ import numpy as np
 from ..train.run_folder import PF_DAY
 from .allocation import AllocationSection
 from .html import _bold, _html_table
+from .markdown import markdown_table
 from .results import ACCOUNTINGS, REFERENCE, AccountingFits
 from .verdict_text import fmt, letter_text, multiplier_text, notes
 
@@ -123,8 +124,7 @@ def blocks_markdown(blocks: list[tuple]) -> str:
             lines += [f"- {item}" for item in rest[0]] + [""]
         else:
             header, rows = rest
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+            lines += markdown_table(header, rows) + [""]
     return "\n".join(lines)
 
 

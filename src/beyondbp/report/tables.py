@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..fit.frontier import MAX_ABS_LOG_RESIDUAL, MAX_RMS_LOG_RESIDUAL, MIN_DECADES, MIN_SIZES, PAPER_TABLE1
+from .markdown import markdown_table
 from .results import AccountingFits, RunResult
 from .verdict_text import fmt as _fmt
 
@@ -64,8 +65,7 @@ TABLE1_HEADER = ["method", "alpha_C", "95% interval", "C_c (PF-days)", "loss at 
 
 
 def table1_markdown(rows: list[dict]) -> str:
-    lines = ["| " + " | ".join(TABLE1_HEADER) + " |", "|" + "---|" * len(TABLE1_HEADER)]
-    lines += ["| " + " | ".join(table1_cells(r)) + " |" for r in rows]
+    lines = markdown_table(TABLE1_HEADER, [table1_cells(r) for r in rows])
     notes = [f"- {r['method']}: not a power law: {r['note']}." for r in rows if r["note"]]
     legend = (f"Power law: at least {MIN_SIZES} model sizes on the frontier, at least {MIN_DECADES} decades "
               f"of compute, rms log residual <= {MAX_RMS_LOG_RESIDUAL} and worst <= {MAX_ABS_LOG_RESIDUAL}. "
@@ -146,8 +146,7 @@ def runs_rows(results: list[RunResult]) -> list[list[str]]:
 
 
 def runs_markdown(results: list[RunResult]) -> str:
-    lines = ["| " + " | ".join(RUNS_HEADER) + " |", "|" + "---|" * len(RUNS_HEADER)]
-    lines += ["| " + " | ".join(row) + " |" for row in runs_rows(results)]
+    lines = markdown_table(RUNS_HEADER, runs_rows(results))
     return "\n".join(lines) + "\n"
 
 

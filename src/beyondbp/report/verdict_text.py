@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from .markdown import markdown_table
 from .results import ACCOUNTINGS, COLLAPSED, REFERENCE, AccountingFits, RunResult
 
 SCENARIO_WORDS = {
@@ -217,8 +218,7 @@ def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: 
             lines += [f"No verdict: BP has no fitted frontier ({fits.unfitted.get(REFERENCE, 'no completed runs')}).", ""]
             continue
         if fits.verdicts:
-            lines += ["| " + " | ".join(TABLE_HEADER) + " |", "|" + "---|" * len(TABLE_HEADER)]
-            lines += ["| " + " | ".join(row) + " |" for row in verdict_rows(fits)] + [""]
+            lines += markdown_table(TABLE_HEADER, verdict_rows(fits)) + [""]
         lines += [f"- {n}" for n in verdict_notes(fits, unit)] + [""]
     lines += diagnostics_markdown(kept or [])
     if excluded:
