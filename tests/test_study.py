@@ -111,6 +111,9 @@ def test_tokens_per_param_scales_with_model(tmp_path):
     (["base.train.nonsense=1"], "base.train.nonsense"),
     (["lrs.bp=[-1e-3]"], "lrs.bp"),
     (["sizes.a.n_heads=3"], "sizes.a.n_heads"),
+    (["lrs.nope=[1e-2]"], "lrs.nope: unknown method 'nope'"),
+    (["per_method.nope.train.beta1=0.8"], "per_method.nope: unknown method 'nope'"),
+    (["lrs=[1e-2]"], "lrs: expected a mapping method -> learning rates"),
 ])
 def test_bad_specs_fail_with_one_line_naming_the_field(tmp_path, override, field):
     with pytest.raises(ConfigError) as info:

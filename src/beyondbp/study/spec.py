@@ -236,16 +236,23 @@ def _normalise_variants(raw) -> dict[str, dict]:
     return out
 
 
+def _labelled_mapping(raw, key: str, labels: list[str], what: str) -> dict:
+    """A spec section keyed by method or variant label (lrs, per_method), or one ConfigError naming
+    the bad key."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a mapping method -> {what}, got {raw!r}")
+    for m in raw:
+        if m not in labels:
+            raise ConfigError(f"{key}.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
+    return raw
+
+
 def _normalise_lrs(raw, methods: list[str], labels: list[str], sizes: list[str],
                    default: dict[str, float]) -> dict[str, dict[str, list[float]]]:
     """{method: {size: [lr, ...]}} from a list per method or a list per method and size.
     Entries for methods or sizes the study leaves out (a preset narrowed by overrides) are ignored."""
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"lrs: expected a mapping method -> learning rates, got {raw!r}")
-    for m in raw:
-        if m not in labels:
-            raise ConfigError(f"lrs.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
+    raw = _labelled_mapping(raw, "lrs", labels, "learning rates")
     out = {}
     for m in methods:
         entry = raw.get(m, default[m])
@@ -298,12 +305,7 @@ def _normalise_per_method(raw, methods: list[str], labels: list[str], track: Tra
                           raw_base) -> dict:
     """per_method, with each method's training defaults (`train_defaults`, Transformer track) for the
     keys that neither base, its variant nor its per_method entry set (train.lr goes by `lrs`)."""
-    raw = raw or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"per_method: expected a mapping method -> RunConfig keys, got {raw!r}")
-    for m in raw:
-        if m not in labels:
-            raise ConfigError(f"per_method.{m}: unknown method {m!r} (valid: {', '.join(labels)})")
+    raw = _labelled_mapping(raw, "per_method", labels, "RunConfig keys")
     out = {}
     for m in methods:  # a preset configures methods a user may leave out with methods=[...]
         given = expand_dotted(raw.get(m) or {}, f"per_method.{m}", track.base_config())
