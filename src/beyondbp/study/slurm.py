@@ -202,8 +202,10 @@ def _job_config(cfg, settings: dict, study_dir: Path):
     return cfg
 
 
-def _write_run_config(run: PlannedRun, run_dir: Path, settings: dict) -> None:
-    cfg = _job_config(copy.deepcopy(run.cfg), settings, run_dir.parent.parent)
+def _write_run_config(run: PlannedRun, study_dir: Path, settings: dict) -> None:
+    """The run's run.yaml in STUDY/runs/NAME, as its job will train it."""
+    run_dir = study_dir / "runs" / run.name
+    cfg = _job_config(copy.deepcopy(run.cfg), settings, study_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -213,7 +215,7 @@ def _jobs(plan: StudyPlan, todo: list[PlannedRun], study_dir: Path, settings: di
     unfinished branch (its trunk's folder); longest first, their run.yaml and chain.yaml written."""
     if not plan.chains:
         for run in todo:
-            _write_run_config(run, study_dir / "runs" / run.name, settings)
+            _write_run_config(run, study_dir, settings)
         return [(study_dir / "runs" / r.name, [r]) for r in sorted(todo, key=lambda r: -r.cost)]
     names = {r.name for r in todo}
     jobs = []
