@@ -108,6 +108,9 @@ def test_plugin_study_runs_on_slurm_through_submitit(tmp_path):
 def test_training_defaults_sit_below_config_and_command_line(tmp_path):
     assert build_run_config(overrides=["method=synthetic"]).train.lr == 1e-3  # its default, not the shared 6e-3
     assert build_run_config(overrides=["method=bp"]).train.lr == 6e-3
+    assert build_run_config(overrides=["method=forward_grad"]).train.batch_tokens == 1024  # 4,096 stays on the plateau
+    assert build_run_config(overrides=["method=bp"]).train.batch_tokens == 4096
+    assert build_run_config(overrides=["method=forward_grad", "train.batch_tokens=2048"]).train.batch_tokens == 2048
     config = tmp_path / "run.yaml"
     config.write_text("method: synthetic\ntrain: {lr: 3.0e-3}\n")
     assert build_run_config(config).train.lr == 3e-3
@@ -116,6 +119,14 @@ def test_training_defaults_sit_below_config_and_command_line(tmp_path):
     assert load_spec(preset="smoke", overrides=study)["lrs"]["synthetic"] == {s: [1e-3] for s in ("tiny", "small", "medium")}
     shared = load_spec(preset="smoke", overrides={**study, "base.train.lr": 2e-3})["lrs"]["synthetic"]
     assert shared["tiny"] == [2e-3]  # a base learning rate is the spec's own: it wins
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"methods": ["bp", "forward_grad"], "tokens": 8192,
+                                    "sizes": {"a": {"n_layer": 1, "d_model": 8, "n_head": 1}}}))
+    batches = {r.method: r.cfg.train.batch_tokens for r in plan_study(load_spec(spec)).runs}
+    assert batches == {"bp": 4096, "forward_grad": 1024}  # forward_grad's batch default, not the shared one
+    given = {r.method: r.cfg.train.batch_tokens
+             for r in plan_study(load_spec(spec, overrides=["base.train.batch_tokens=2048"])).runs}
+    assert given == {"bp": 2048, "forward_grad": 2048}  # a base value is the spec's own: it wins
 
 
 def test_presets_keep_their_runs():
