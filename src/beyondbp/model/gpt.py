@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from . import shape as model_shape
-from .loss import cross_entropy
+from .parts import BlockStack
 
 
 def relu_tanh_backward(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +103,7 @@ class Block(nn.Module):
         return skip(x) + self.mlp(self.ln_2(x), act)
 
 
-class GPT(nn.Module):
+class GPT(BlockStack):
     def __init__(self, cfg: ModelConfig, init_weights: bool = True):
         """init_weights=False leaves PyTorch's default initialisation (for counting on the meta
         device, where drawing the GPT-2 initialisation costs seconds)."""
@@ -148,16 +148,6 @@ class GPT(nn.Module):
     def projector(self) -> nn.Linear:
         """The linear map from the (normalised) stream to the vocabulary scores."""
         return self.lm_head
-
-    loss_fn = staticmethod(cross_entropy)
-
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        x = self.embed(idx)
-        for block in self.blocks:
-            x = block(x)
-        logits = self.head(x)
-        loss = None if targets is None else self.loss_fn(logits, targets)
-        return logits, loss
 
     # --- counts ------------------------------------------------------------------------
     def n_params(self) -> int:

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from .loss import cross_entropy
+from .parts import BlockStack
 from .shape import MLP_ACTIVATIONS, resolve_mlp_config
 
 ACTIVATIONS = dict(zip(MLP_ACTIVATIONS, (torch.tanh, F.relu, torch.sigmoid)))
@@ -33,7 +33,7 @@ class DenseLayer(nn.Module):
         return 2 * self.linear.in_features * self.linear.out_features
 
 
-class MLPClassifier(nn.Module):
+class MLPClassifier(BlockStack):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         resolve_mlp_config(cfg)
@@ -53,15 +53,6 @@ class MLPClassifier(nn.Module):
     def projector(self) -> nn.Linear:
         """The linear map from the last block's output to the class scores."""
         return self.output
-
-    loss_fn = staticmethod(cross_entropy)
-
-    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
-        h = self.embed(x)
-        for block in self.blocks:
-            h = block(h)
-        logits = self.head(h)
-        return logits, None if targets is None else self.loss_fn(logits, targets)
 
     # --- counts (per example) ----------------------------------------------------------
     def n_params(self) -> int:
