@@ -1,5 +1,7 @@
 """`beyondbp fit RUNS.csv`: the L(N, D) fit of anyone's runs as strict JSON, and its bad inputs."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,3 +101,13 @@ def test_bad_runs_files_and_options_fail_in_one_line(tmp_path, capsys, text, arg
     lines = err.strip().splitlines()
     assert code == 2 and out == "" and len(lines) == 1, lines
     assert lines[0].startswith("beyondbp fit: error: ") and message in lines[0], lines[0]
+
+
+def test_the_command_line_starts_without_scipy_or_torch():
+    """Every study run is its own `python -m beyondbp train` process: the parser, `fit`'s help
+    included, must not load SciPy (0.45 s) or torch before a command needs them."""
+    code = ("import sys; import beyondbp.cli.main as m; m.build_parser();"
+            "print(sorted(x for x in ('scipy', 'torch', 'matplotlib') if x in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -9,8 +9,7 @@ import sys
 from ..config import BOOTSTRAP, FRACTION, POSITIVE, RANGES, ConfigError, check_number
 from ..fit.bootstrap import DEFAULT_BOOTSTRAP
 from ..fit.frontier import RUN_FRACTION
-from ..fit.lnd import DEFAULT_BOOTSTRAP as LND_BOOTSTRAP
-from ..fit.lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN
+from ..fit.defaults import BP_FLOPS_PER_PARAM_TOKEN, LND_BOOTSTRAP
 
 
 def flops_per_param_token(text: str) -> float | dict[str, float]:

@@ -31,11 +31,12 @@ import numpy as np
 from scipy.optimize import minimize, nnls
 
 from ..config import ConfigError
+from .defaults import LND_BOOTSTRAP
 
 from threadpoolctl import threadpool_limits
 
 HUBER_DELTA = 1e-3
-DEFAULT_BOOTSTRAP = 200
+DEFAULT_BOOTSTRAP = LND_BOOTSTRAP
 PARAMS = ("E", "A", "B", "a", "b")
 MAX_EXPONENT = 5.0
 MIN_RUNS = 6

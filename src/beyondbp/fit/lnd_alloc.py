@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .defaults import BP_FLOPS_PER_PARAM_TOKEN
 from .lnd import LNDFit, exponents, jsonable, law, percentile_interval
 
-BP_FLOPS_PER_PARAM_TOKEN = 6.0
 PF_DAY_FLOP = 8.64e19
 
 
