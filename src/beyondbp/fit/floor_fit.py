@@ -88,7 +88,7 @@ def fit_floor(groups: list[tuple[np.ndarray, np.ndarray]], scale: float):
         c1, c2 = np.where(left, c_new, c2), np.where(left, c1, c_new)
     u = np.where(c1 <= c2, u1, u2)
     grid_best = GRID[best]
-    final_cost = _profile(groups, u * e_max, scale)[0]
+    final_cost = np.where(c1 <= c2, c1, c2)  # the cost at u, already evaluated
     grid_cost = _profile(groups, grid_best * e_max, scale)[0]
     u = np.where(final_cost <= grid_cost, u, grid_best)  # the refinement never makes it worse
     _, params = _profile(groups, u * e_max, scale, GAUSS_NEWTON_STEPS + 2)

@@ -46,8 +46,6 @@ def optimal_loss_frontier(law: OptimalLossLaw, span: tuple[float, float], unit: 
     fit.envelope[:, 1] = fit.predict(computes)
     if samples is not None:
         fit.samples = fit.widened(1.0)
-        finite = samples[np.isfinite(samples[:, 0]), 0]
-        fit.alpha_C_ci = tuple(np.percentile(finite, [2.5, 97.5])) if len(finite) else None
     return fit
 
 
