@@ -18,7 +18,7 @@ from scipy.optimize import least_squares
 
 from beyondbp.report import results as report
 from beyondbp.report.write import write_report
-from beyondbp.fit.bootstrap import DEFAULT_BOOTSTRAP
+from beyondbp.fit.defaults import DEFAULT_BOOTSTRAP
 from beyondbp.fit.frontier import HUBER_SCALE, envelope, fit_frontier
 
 

@@ -105,9 +105,10 @@ def test_bad_runs_files_and_options_fail_in_one_line(tmp_path, capsys, text, arg
 
 def test_the_command_line_starts_without_scipy_or_torch():
     """Every study run is its own `python -m beyondbp train` process: the parser, `fit`'s help
-    included, must not load SciPy (0.45 s) or torch before a command needs them."""
+    included, must not load SciPy (0.45 s), NumPy, torch or the method catalogue before a command
+    needs them."""
     code = ("import sys; import beyondbp.cli.main as m; m.build_parser();"
-            "print(sorted(x for x in ('scipy', 'torch', 'matplotlib') if x in sys.modules))")
+            "print(sorted(x for x in ('scipy', 'numpy', 'torch', 'matplotlib', 'beyondbp.methods') if x in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

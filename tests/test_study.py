@@ -15,7 +15,8 @@ import yaml
 from beyondbp.config import ConfigError
 from beyondbp.report.write import write_report
 from beyondbp.study.plan import plan_study
-from beyondbp.study.spec import load_spec, preset_names
+from beyondbp.study.presets import preset_names
+from beyondbp.study.spec import load_spec
 from beyondbp.study.local import run_study
 from beyondbp.train.run_folder import run_state
 

@@ -9,6 +9,7 @@ anything is written; `check_number` gives command-line flags the same message fo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -153,6 +154,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
 
 
+@functools.cache  # a dataclass's field types never change; get_type_hints costs ~1 ms a call
 def _field_types(cls) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}

@@ -7,9 +7,7 @@ import argparse
 import sys
 
 from ..config import BOOTSTRAP, FRACTION, POSITIVE, RANGES, ConfigError, check_number
-from ..fit.bootstrap import DEFAULT_BOOTSTRAP
-from ..fit.frontier import RUN_FRACTION
-from ..fit.defaults import BP_FLOPS_PER_PARAM_TOKEN, LND_BOOTSTRAP
+from ..fit.defaults import BP_FLOPS_PER_PARAM_TOKEN, DEFAULT_BOOTSTRAP, LND_BOOTSTRAP, RUN_FRACTION
 
 
 def flops_per_param_token(text: str) -> float | dict[str, float]:

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 
 from ..config import RunConfig, build_config
-from ..study.tracks import mlp_base_config
 
 
 def build_mlp_config(config_file=None, overrides=None) -> RunConfig:
     """A run config from the MLP track's defaults (`study.tracks.mlp_base_config`), a file and overrides."""
+    from ..study.tracks import mlp_base_config  # here, not at start-up: it loads the data layer
     cfg = build_config(config_file, overrides, base=mlp_base_config())
     cfg.model.kind = "mlp"
     return cfg

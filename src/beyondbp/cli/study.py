@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..fit.bootstrap import DEFAULT_BOOTSTRAP
+from ..fit.defaults import DEFAULT_BOOTSTRAP
 
 STATE_ORDER = ("completed", "diverged", "failed", "running", "queued", "interrupted", "pending")
 SLURM_FLAGS = (("cluster", "--cluster"), ("partition", "--partition"), ("account", "--account"),
@@ -179,7 +179,7 @@ def _counts_line(counts: dict[str, int]) -> str:
 
 def _add_spec_args(p) -> None:
     p.add_argument("spec", nargs="?", metavar="SPEC", help="study spec (YAML file)")
-    from ..study.spec import preset_names
+    from ..study.presets import preset_names
     p.add_argument("--preset", help=f"a built-in spec: {', '.join(preset_names())}")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
 

@@ -24,8 +24,6 @@ import zlib
 
 import numpy as np
 
-DEFAULT_BOOTSTRAP = 2000
-
 
 def method_rng(name: str, seed: int = 0, purpose: str = "") -> np.random.Generator:
     """A random stream of its own for each (method, purpose), from a stable hash (crc32) of the

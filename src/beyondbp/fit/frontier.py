@@ -46,9 +46,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .bootstrap import (DEFAULT_BOOTSTRAP, cluster_index, method_rng, percentile_ci, resampled_residuals,
+from .bootstrap import (cluster_index, method_rng, percentile_ci, resampled_residuals,
                         small_sample_factor, widen)
 from ..config import ConfigError
+from .defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
 from .floor_fit import fit_floor
 
 PAPER_TABLE1 = {"bp": (-0.071, 3.8e3), "dfa_block": (-0.040, 5.1e10), "shallow": (-0.019, 6.2e32)}
@@ -58,7 +59,6 @@ MIN_SIZES = 3
 MIN_DECADES = 0.5
 MAX_RMS_LOG_RESIDUAL = 0.015
 MAX_ABS_LOG_RESIDUAL = 0.04
-RUN_FRACTION = 0.5  # learning curves: a run's points count from half its own budget on
 
 
 def _columns(params):

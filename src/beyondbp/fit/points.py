@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bootstrap import DEFAULT_BOOTSTRAP
+from .defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
 from ..config import ConfigError, read_text_file
-from .frontier import RUN_FRACTION, fit_frontier, late_points
+from .frontier import fit_frontier, late_points
 from .verdict import judge_all
 
 CSV_COLUMNS = ("method", "compute_pf_days", "loss")

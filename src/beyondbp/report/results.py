@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from ..fit.bootstrap import DEFAULT_BOOTSTRAP
-from ..fit.frontier import RUN_FRACTION, PowerLawFit, fit_frontier
+from ..fit.defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
+from ..fit.frontier import PowerLawFit, fit_frontier
 from ..fit.points import fit_json
 from ..fit.verdict import judge_all
 from ..study.folder import load_study

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..fit.bootstrap import DEFAULT_BOOTSTRAP
+from ..fit.defaults import DEFAULT_BOOTSTRAP
 from ..fit.points import dumps
 from ..study.tracks import get_track
 from .allocation import allocation_json, allocation_section, has_several_budgets

@@ -37,16 +37,14 @@ Spec keys (every one overridable as dotted KEY=VALUE):
 from __future__ import annotations
 
 import copy
-from importlib import resources
 from pathlib import Path
-
-import yaml
 
 from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
                      check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
 from ..config import MethodConfig
 from ..methods.lookup import describe, known_names, resolve_method, training_defaults
 from ..model.shape import NAMED_SIZES
+from .presets import load_preset
 from .slurm_settings import normalise_slurm
 from .tracks import Track, get_track
 
@@ -54,18 +52,6 @@ SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "to
              "seeds", "per_method", "base", "frontier_points", "slurm")
 FRONTIER_POINTS = ("final", "all")
 BUDGET_MODES = ("independent", "branched")
-
-
-def preset_names() -> list[str]:
-    folder = resources.files("beyondbp") / "presets"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
-
-
-def load_preset(name: str) -> dict:
-    if name not in preset_names():
-        raise ConfigError(f"--preset: unknown preset {name!r} (valid: {', '.join(preset_names())})")
-    text = (resources.files("beyondbp") / "presets" / f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
 
 
 def set_dotted(spec: dict, key: str, value) -> None:
