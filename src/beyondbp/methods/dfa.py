@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .feedback import FeedbackBank, validate_feedback_config
+from .feedback import FeedbackBank
 from ..model.gpt import Block, relu_tanh_backward
 from .registry import register
 from .settings import FEEDBACK, FEEDBACK_SCALE, PROJECTION
@@ -124,7 +124,6 @@ class DirectFeedbackAlignment(TrainingMethod):
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)
-        validate_feedback_config(cfg)
         self.switches = self.make_switches(cfg)
         self.transformer = all(isinstance(b, Block) for b in model.blocks)
         if self.switches.preprojector_error:

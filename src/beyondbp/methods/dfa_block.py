@@ -19,15 +19,10 @@ co-processor, not the within-block backward, so the optimistic count is the pape
 """
 from __future__ import annotations
 
-from ..config import check_choice
 from .registry import register
 from .settings import (ASYMMETRIC_NONLINEARITY, ASYMMETRIC_RESIDUALS, BLOCKWISE, EMBEDDING_FEEDBACK, ERROR_POINT, FEEDBACK,
                        FEEDBACK_POINT, FEEDBACK_SCALE, PREPROJECTOR_ERROR, PROJECTION)
 from .dfa import DirectFeedbackAlignment, Switches
-
-FEEDBACK_POINTS = ("layernorm", "output")
-ERROR_POINTS = ("stream", "projector")
-
 
 @register
 class BlockwiseDFA(DirectFeedbackAlignment):
@@ -39,8 +34,6 @@ class BlockwiseDFA(DirectFeedbackAlignment):
 
     @staticmethod
     def make_switches(cfg) -> Switches:
-        check_choice("method.feedback_point", cfg.feedback_point, FEEDBACK_POINTS)
-        check_choice("method.error_point", cfg.error_point, ERROR_POINTS)
         return Switches(preprojector_error=cfg.preprojector_error, blockwise=cfg.blockwise,
                         asymmetric_residuals=cfg.asymmetric_residuals,
                         asymmetric_nonlinearity=cfg.asymmetric_nonlinearity,

@@ -28,18 +28,9 @@ import math
 import torch
 import torch.nn as nn
 
-from ..config import ConfigError, MethodConfig, check_choice
+from ..config import MethodConfig
 
-FEEDBACK_KINDS = ("shared", "per_layer")
-PROJECTIONS = ("gaussian", "uniform", "optical")
 TERNARY_THRESHOLD = 0.5  # in standard deviations of a token's error: below it the OPU input pixel is off
-
-
-def validate_feedback_config(cfg: MethodConfig) -> None:
-    check_choice("method.feedback", cfg.feedback, FEEDBACK_KINDS)
-    check_choice("method.projection", cfg.projection, PROJECTIONS)
-    if not cfg.feedback_scale > 0:
-        raise ConfigError(f"method.feedback_scale: must be > 0, got {cfg.feedback_scale}")
 
 
 class GaussianProjection(nn.Module):
@@ -113,8 +104,7 @@ class FeedbackBank(nn.Module):
     """The fixed projections from an error of width d_err to each injection point's width."""
 
     def __init__(self, cfg: MethodConfig, d_err: int, widths: list[int], generator: torch.Generator):
-        super().__init__()
-        validate_feedback_config(cfg)
+        super().__init__()  # cfg's feedback, projection and scale are checked by their settings
         self.shared = cfg.feedback == "shared"
         self.widths = list(widths)
         cls = {"gaussian": GaussianProjection, "uniform": UniformProjection, "optical": OpticalProjection}[cfg.projection]

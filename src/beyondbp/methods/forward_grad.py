@@ -23,7 +23,6 @@ import torch
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..config import ConfigError
 from .registry import register
 from .settings import PERTURBATIONS
 from .base import TrainingMethod
@@ -41,8 +40,6 @@ class ForwardGradient(TrainingMethod):
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)
-        if cfg.perturbations < 1:
-            raise ConfigError(f"method.perturbations: must be >= 1, got {cfg.perturbations}")
         self.perturbations = cfg.perturbations
 
     def estimate(self, idx, targets) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
