@@ -179,3 +179,12 @@ def test_image_data_cache_dir_expands_the_home_folder(tmp_path, monkeypatch):
     train_x, train_y, test_x, test_y = images._load_torchvision(DataConfig(dataset="mnist", cache_dir="~/imgcache"))
     assert roots == [str(tmp_path / "imgcache" / "torchvision")] * 2
     assert train_x.shape == (6, 784) and test_x.shape == (4, 784)
+
+
+def test_every_activation_choice_has_its_function():
+    from beyondbp.config import CHOICES
+    from beyondbp.model.mlp import ACTIVATIONS
+    assert tuple(ACTIVATIONS) == CHOICES["model.activation"][0]
+    x = torch.tensor([-2.0, 0.0, 3.0])
+    assert torch.equal(ACTIVATIONS["relu"](x), torch.tensor([0.0, 0.0, 3.0]))
+    assert torch.allclose(ACTIVATIONS["sigmoid"](x), 1 / (1 + torch.exp(-x)))

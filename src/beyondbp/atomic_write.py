@@ -45,11 +45,13 @@ def write_error(path: Path, exc: OSError, kept: str = "its previous content is k
 
 
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True,
-                     previous: str | Path | None = None) -> None:
-    """Replace `path` by what write(f) writes to a binary file object, all or nothing."""
+                     previous: str | Path | None = None, suffix: str = ".tmp") -> None:
+    """Replace `path` by what write(f) writes to a binary file object, all or nothing. A `suffix`
+    other than .tmp keeps the temporary file out of `remove_leftovers`' reach (another process's
+    write in progress in the same folder)."""
     path = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     except OSError as exc:
         raise write_error(path, exc) from None
     try:

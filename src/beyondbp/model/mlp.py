@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .parts import BlockStack
-from .shape import MLP_ACTIVATIONS, resolve_mlp_config
+from .shape import resolve_mlp_config
 
-ACTIVATIONS = dict(zip(MLP_ACTIVATIONS, (torch.tanh, F.relu, torch.sigmoid)))
+ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "sigmoid": torch.sigmoid}  # one per MLP_ACTIVATIONS
 
 
 class DenseLayer(nn.Module):

@@ -13,7 +13,7 @@ against `MLPClassifier`'s).
 """
 from __future__ import annotations
 
-from ..config import ConfigError, ModelConfig, check_choice
+from ..config import CHOICES, ConfigError, ModelConfig, check_choice
 
 # name: (n_layer, d_model, n_head, context)
 NAMED_SIZES: dict[str, tuple[int, int, int, int]] = {
@@ -83,7 +83,7 @@ def n_params(cfg: ModelConfig) -> tuple[int, int]:
 
 
 # --- the MLP classifier (model.kind=mlp) ---------------------------------------------------------
-MLP_ACTIVATIONS = ("tanh", "relu", "sigmoid")
+MLP_ACTIVATIONS = CHOICES["model.activation"][0]  # the one list, config's
 
 
 def resolve_mlp_config(cfg: ModelConfig, n_inputs: int | None = None, n_classes: int | None = None) -> ModelConfig:

@@ -17,14 +17,12 @@ folder holds the run.yaml its executor wrote. A killed chain resumes: the trunk 
 from __future__ import annotations
 
 import copy
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from ..atomic_write import atomic_write
+from ..atomic_write import atomic_write, write_atomically
 from ..config import ConfigError, RunConfig, load_yaml
 from .run_folder import CHECKPOINT, DATA_RECORD, has_progress, snapshot_path
 from .schedule import cooldown_start, step_schedule
@@ -78,9 +76,8 @@ def seed_branch(trunk_dir: Path, branch_dir: Path, step: int) -> bool:
 
 
 def _copy_whole(source: Path, target: Path) -> None:
-    """Copy under a temporary name, then one rename: the target exists whole or not at all. Every rank
-    of a multi-process run copies (its own temporary name, the same bytes), so none waits for another."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".seed")
-    os.close(fd)
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
+    """Copy atomically and durably: the target exists whole or not at all. Every rank of a
+    multi-process run copies (its own temporary name, the same bytes), so none waits for another;
+    the .seed suffix keeps rank 0's clean-up of .tmp leftovers off the other ranks' copies."""
+    with open(source, "rb") as src:
+        write_atomically(target, lambda f: shutil.copyfileobj(src, f), suffix=".seed")

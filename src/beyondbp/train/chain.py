@@ -5,15 +5,13 @@ spec validation and planning may read without it.
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from ..atomic_write import atomic_write
 from ..config import build_config
 from .branches import read_chain_file, seed_branch
 from .loop import train
-from .run_folder import FINISHED, has_progress, read_summary, snapshot_path
+from .run_folder import FINISHED, has_progress, read_summary, record_failure, snapshot_path
 
 
 def _diverged_before(trunk_dir: Path, branch_dir: Path, step: int, cfg) -> bool:
@@ -22,10 +20,8 @@ def _diverged_before(trunk_dir: Path, branch_dir: Path, step: int, cfg) -> bool:
     trunk = read_summary(trunk_dir) or {}
     if trunk.get("status") != "diverged" or snapshot_path(trunk_dir, step).exists():
         return False
-    atomic_write(branch_dir / "summary.json", json.dumps({
-        "method": cfg.method.name, "seed": cfg.seed, "status": "diverged", "final_val_loss": None,
-        "error": f"its trunk ({trunk_dir}) diverged at step {trunk.get('steps')}, before this branch's step {step}",
-    }, indent=2) + "\n")
+    record_failure(branch_dir, cfg.method.name, cfg.seed, status="diverged",
+                   error=f"its trunk ({trunk_dir}) diverged at step {trunk.get('steps')}, before this branch's step {step}")
     return True
 
 

@@ -235,10 +235,12 @@ def run_state(run_dir: Path) -> str:
     return "pending"
 
 
-def record_failure(run_dir: Path, method: str, seed: int, error: str, returncode: int | None = None) -> None:
-    """Write a failed run's summary.json (status `failed`, its error; the worker's exit status when
-    an executor saw one), so that `study status` and the report tell why."""
-    failed = {"method": method, "seed": seed, "status": "failed", "error": error}
+def record_failure(run_dir: Path, method: str, seed: int, error: str, returncode: int | None = None,
+                   status: str = "failed") -> None:
+    """Write the summary.json of a run that did not complete (status `failed`, or `diverged` for a
+    branch whose trunk diverged before it; its error; the worker's exit status when an executor saw
+    one), so that `study status` and the report tell why."""
+    failed = {"method": method, "seed": seed, "status": status, "error": error}
     if returncode is not None:
         failed["returncode"] = returncode
     atomic_write(Path(run_dir) / "summary.json", json.dumps(failed, indent=2) + "\n")

@@ -27,6 +27,7 @@ import secrets
 import string
 from pathlib import Path
 
+from ..atomic_write import atomic_write
 from ..config import CHOICES, ConfigError, RunConfig, check_choice, to_dict
 
 TRACKERS = CHOICES["train.tracker"][0]
@@ -141,9 +142,7 @@ class WandbTracker(Tracker):
             dir=str(run_dir), id=run_id, resume="allow", name=run_name, group=group,
             project=os.environ.get("WANDB_PROJECT", "beyondbp"), config=config, mode=mode, reinit=reinit,
             settings=wandb.Settings(**settings))
-        tmp = state_path.with_name(state_path.name + ".tmp")
-        tmp.write_text(json.dumps({"id": run_id}) + "\n")
-        os.replace(tmp, state_path)
+        atomic_write(state_path, json.dumps({"id": run_id}) + "\n")
         where = {"offline": f"offline in {folder} (upload: wandb sync --id {run_id} {folder}/offline-run-*)"}
         self.location = f"W&B run {run_id}, " + where.get(mode, mode)
 
