@@ -48,6 +48,7 @@ def _import_class(path: str, key: str):
     return obj
 
 
+@functools.lru_cache(maxsize=None)  # packages_distributions() scans every installed package (~0.2 s)
 def _distribution_version(module: str) -> str:
     top = module.partition(".")[0]
     for dist in importlib.metadata.packages_distributions().get(top, []):
