@@ -48,8 +48,9 @@ class FALinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None
 
 
-class _FeedbackLinearMode(TorchFunctionMode):
-    """Routes F.linear calls on known weights (matched by identity) through FALinear."""
+class FeedbackLinearMode(TorchFunctionMode):
+    """Routes F.linear calls on known weights (matched by identity: {id(weight): B}) through
+    FALinear; outside methods with another feedback matrix use it too (examples/sign_symmetry)."""
 
     def __init__(self, feedback_by_weight: dict[int, torch.Tensor]):
         super().__init__()
@@ -97,7 +98,7 @@ class FeedbackAlignment(TrainingMethod):
     def forward(self, idx, targets):
         feedback_by_weight = {id(self.model.get_submodule(n).weight): b
                               for n, b in self.feedback_matrices().items()}
-        with _FeedbackLinearMode(feedback_by_weight):
+        with FeedbackLinearMode(feedback_by_weight):
             _, loss = self.model(idx, targets)
         return loss, loss
 

@@ -10,34 +10,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from beyondbp.config import POSITIVE
 from beyondbp.methods.base import TrainingMethod
-from beyondbp.methods.fa import FALinear
+from beyondbp.methods.fa import FeedbackLinearMode
 from beyondbp.methods.settings import Setting
-
-
-class _SignFeedbackMode(TorchFunctionMode):
-    """Routes F.linear on the model's own weights through FALinear with B = scale * mean|W| * sign(W)."""
-
-    def __init__(self, weights: set[int], scale: float):
-        super().__init__()
-        self.weights, self.scale = weights, scale
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is F.linear:
-            x, weight, bias = _linear_args(*args, **kwargs)
-            if id(weight) in self.weights:
-                w = weight.detach()
-                return FALinear.apply(x, weight, bias, self.scale * w.abs().mean() * torch.sign(w))
-        return func(*args, **kwargs)
-
-
-def _linear_args(input, weight, bias=None):
-    return input, weight, bias
 
 
 class SignSymmetry(TrainingMethod):
@@ -47,8 +24,11 @@ class SignSymmetry(TrainingMethod):
     settings = (Setting("sign_scale", float, 1.0, "feedback magnitude relative to mean|W|", range=POSITIVE),)
 
     def forward(self, idx, targets):
-        weights = {id(m.weight) for m in self.model.modules() if isinstance(m, nn.Linear)}
-        with _SignFeedbackMode(weights, self.cfg.sign_scale):
+        scale = self.cfg.sign_scale
+        weights = [m.weight for m in self.model.modules() if isinstance(m, nn.Linear)]
+        # FA's routing of every F.linear on these weights (by identity), with B = scale * mean|W| * sign(W)
+        feedback = {id(w): scale * w.detach().abs().mean() * torch.sign(w.detach()) for w in weights}
+        with FeedbackLinearMode(feedback):
             _, loss = self.model(idx, targets)
         return loss, loss
 
