@@ -1,5 +1,4 @@
 """`beyondbp fit RUNS.csv`: the L(N, D) fit of anyone's runs as strict JSON, and its bad inputs."""
-import json
 import subprocess
 import sys
 
@@ -8,16 +7,11 @@ import pytest
 
 from beyondbp.cli.main import main
 from beyondbp.fit.lnd import budget_grid, simulate_losses
+from helpers import strict_loads
 
 BP = (1.5, 60.0, 105.0, 0.5, 0.4)
 ALT = (1.7, 60.0, 105.0, 0.45, 0.35)  # a higher floor, flatter in both N and D
 GRID = (np.geomspace(1e4, 2e5, 5), [20, 40, 80, 160, 320])
-
-
-def strict_loads(text: str):
-    def refuse(constant):
-        raise ValueError(f"non-finite constant {constant} in JSON")
-    return json.loads(text, parse_constant=refuse)
 
 
 def write_runs(path, laws: dict, noise: float = 0.003, seed: int = 0):

@@ -22,6 +22,7 @@ from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.study.folder import prepare_study_dir
 from beyondbp.train.run_folder import PF_DAY
+from helpers import strict_loads
 
 CHROMIUM = Path("/usr/bin/chromium")
 # synthetic truth: the final loss of a run of N parameters on D tokens is A N^-a + B D^-b, whose
@@ -108,12 +109,6 @@ def test_fits_recover_the_exponent_of_a_known_l_n_d(study):
     assert fits.verdicts["dfa_block"]["confidence"] >= 0.9
     gap = fits.verdicts["dfa_block"]["measured_gap"]
     assert 0 < gap["min"] <= gap["max"]  # measured: dfa_block above bp wherever both were measured
-
-
-def strict_loads(text: str):
-    def refuse(constant):
-        raise ValueError(f"non-finite constant {constant} in JSON")
-    return json.loads(text, parse_constant=refuse)
 
 
 def test_report_files(study):

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from beyondbp.report.write import write_report
-from beyondbp.study.folder import prepare_study_dir
+from beyondbp.study.folder import load_study, prepare_study_dir
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.train.run_folder import PF_DAY
+from helpers import strict_loads
 
 # (E, A, B, a, b): dfa_block has a higher floor and is flatter in N and D, so worse at every compute
 TRUTH = {"bp": (1.5, 60.0, 105.0, 0.5, 0.4), "dfa_block": (1.8, 60.0, 105.0, 0.45, 0.35)}
@@ -33,12 +34,6 @@ BASE_KEYS = {"frontier_points", "accountings", "best_runs", "excluded"}
 def law(params, n, d):
     e, big_a, big_b, a, b = params
     return e + big_a / n ** a + big_b / d ** b
-
-
-def strict_loads(text: str):
-    def refuse(constant):
-        raise ValueError(f"non-finite constant {constant} in JSON")
-    return json.loads(text, parse_constant=refuse)
 
 
 def write_study(tmp_path: Path, spec: dict, noise: float = 0.003) -> Path:
@@ -97,7 +92,7 @@ def test_allocation_and_optimal_loss_follow_from_the_fit(report):
         params = [fit[p] for p in ("E", "A", "B", "a", "b")]
         # given at the smallest and largest compute k N D of the method's runs
         assert alloc["flops_per_param_token"] == pytest.approx(K[method])
-        n_d = [r.n_params * r.tokens for r in plan_of(SPEC, report).runs if r.method == method]
+        n_d = [r.n_params * r.tokens for r in load_study(report.parent).runs if r.method == method]
         assert alloc["compute"] == pytest.approx([K[method] * min(n_d), K[method] * max(n_d)], rel=1e-9)
         for i in (0, -1):
             assert alloc["tokens_per_param"][i] == pytest.approx(
@@ -111,12 +106,6 @@ def test_allocation_and_optimal_loss_follow_from_the_fit(report):
     verdict = section["accountings"]["paper"]["verdicts"]["dfa_block"]
     assert verdict["scenario"] == "D"  # a higher floor and a higher L*(C) wherever measured
     assert all(entry["value"] > 1 for entry in verdict["compute_multiplier"])
-
-
-def plan_of(spec: dict, report: Path):
-    path = report.parent.parent / "spec-again.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    return plan_study(load_spec(path))
 
 
 def test_isoflop_cross_check_brackets_minima_near_the_fitted_optimum(report):

@@ -102,10 +102,10 @@ def test_local_executor_trains_one_chain_per_job(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in study.rglob("checkpoint.pt")}
     assert run_study(plan, study, workers=2, quiet=True) == {"completed": 4}  # nothing trained again
     assert {p: p.stat().st_mtime_ns for p in study.rglob("checkpoint.pt")} == mtimes
-    # the report reads branches as ordinary runs: one frontier point each
+    # the report reads branches as ordinary runs: every one kept, none left out
     assert main(["study", "report", str(study), "--bootstrap", "0"]) == 0
     results = json.loads((study / "report" / "results.json").read_text())
-    assert results
+    assert results["best_runs"] == sorted(r.name for r in plan.runs) and results["excluded"] == {}
 
 
 def test_slurm_executor_submits_one_job_per_chain(tmp_path):

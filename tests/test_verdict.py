@@ -2,7 +2,6 @@
 shared floor, no letter without two power laws, the measured gap; the points CSV and the
 `beyondbp fit` command with strict JSON."""
 import csv
-import json
 import math
 
 import numpy as np
@@ -15,6 +14,7 @@ from beyondbp.fit.frontier import PAPER_TABLE1, fit_frontier
 from beyondbp.fit.multiplier import crossover
 from beyondbp.fit.simulate import Design, scenarios, study_rows
 from beyondbp.fit.verdict import judge, measured_gap
+from helpers import strict_loads
 
 ALPHA, C_C = -0.07, 3.8e3
 C_LO, C_HI = 1e-6, 1e-2
@@ -195,13 +195,6 @@ def test_csv_missing_column_is_named(tmp_path):
     write_csv(path, ["method", "compute_pf_days"], [["bp", 1e-5]])
     with pytest.raises(ConfigError, match="missing column 'loss'"):
         read_points_csv(path)
-
-
-def strict_loads(text: str):
-    """json.loads that refuses Infinity, -Infinity and NaN, as strict JSON readers do."""
-    def refuse(constant):
-        raise ValueError(f"non-finite constant {constant} in JSON")
-    return json.loads(text, parse_constant=refuse)
 
 
 VERDICT_KEYS = {"scenario", "possible_letters", "confidence", "letter_shares", "delta_alpha", "delta_alpha_ci",
