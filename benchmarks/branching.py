@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from beyondbp.report.markdown import markdown_table
 from beyondbp.study.chains import plan_totals, write_chain
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec, normalise_spec
@@ -74,8 +75,9 @@ def run_all(out: Path, args) -> tuple[dict, dict, dict]:
 
 
 def table(losses: dict, plans: dict, seeds: list[int]) -> list[str]:
-    lines = ["| size | method | tokens/param | cosine final loss | branched final loss | branched - cosine "
-             "| seed spread (cosine) |", "|---|---|---|---|---|---|---|"]
+    header = ["size", "method", "tokens/param", "cosine final loss", "branched final loss", "branched - cosine",
+              "seed spread (cosine)"]
+    rows = []
     keys = sorted({(r.size, r.method, r.budget) for r in plans["cosine"].runs},
                   key=lambda k: (int(k[0][3:]), k[1], float(k[2][3:])))
     diffs, spreads = [], []
@@ -88,8 +90,9 @@ def table(losses: dict, plans: dict, seeds: list[int]) -> list[str]:
         spread = abs(cos[1] - cos[0]) if len(seeds) > 1 else float("nan")
         spreads.append(spread)
         per_seed = " / ".join(f"{d:+.4f}" for d in diff)
-        lines.append(f"| {size} | {method} | {budget[3:]} | {' / '.join(f'{c:.4f}' for c in cos)} "
-                     f"| {' / '.join(f'{b:.4f}' for b in br)} | {per_seed} | {spread:.4f} |")
+        rows.append([size, method, budget[3:], " / ".join(f"{c:.4f}" for c in cos), " / ".join(f"{b:.4f}" for b in br),
+                     per_seed, f"{spread:.4f}"])
+    lines = markdown_table(header, rows)
     diffs = np.array(diffs)
     lines.append(f"\nbranched - cosine over all {len(diffs)} runs: mean {diffs.mean():+.4f}, "
                  f"sd {diffs.std(ddof=1) if len(diffs) > 1 else float('nan'):.4f}, min {diffs.min():+.4f}, "

@@ -85,7 +85,7 @@ def main() -> None:
     wanted = [s.strip() for s in args.scenarios.split(";") if s.strip()]
     chosen = [s for s in scenarios() if not wanted or s.name in wanted]
     header = ("| design | scenario | truth | right | right, conf>=0.9 | wrong | confident wrong | undet. "
-              "(floor) | Δα cov. | mult. cov. | |alpha err| mean / max |")
+              "(floor) | Δα cov. | mult. cov. | abs. alpha err, mean / max |")
     for design_name in args.designs.split(","):
         design = DESIGNS[design_name]
         start = time.perf_counter()
