@@ -56,7 +56,7 @@ def _fit_points(args) -> dict:
 def cmd_fit(args) -> int:
     """Errors here are `beyondbp fit: error: ...` lines (exit 2), as they always were."""
     from ..fit.lnd_runs import is_runs_csv
-    from ..fit.points import dumps
+    from ..fit.strict_json import dumps
     try:
         if args.bootstrap is not None:
             check_number("--bootstrap", args.bootstrap, BOOTSTRAP, integer=True)

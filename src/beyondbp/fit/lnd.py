@@ -32,6 +32,7 @@ from scipy.optimize import minimize, nnls
 
 from ..config import ConfigError
 from .defaults import LND_BOOTSTRAP
+from .strict_json import jsonable
 
 from threadpoolctl import threadpool_limits
 
@@ -131,21 +132,6 @@ def percentile_interval(values) -> tuple[float, float] | None:
         return None
     lo, hi = np.percentile(values, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def jsonable(value):
-    """Floats, ints, strings, lists and dicts only; NaN and infinities become None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def method_rng(method: str, seed: int) -> np.random.Generator:

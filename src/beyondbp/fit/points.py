@@ -1,14 +1,13 @@
 """Anyone's points -> frontiers, quality checks and verdicts as JSON (what `beyondbp fit` prints).
 
 `read_points_csv` reads a CSV of (method, compute, loss[, run][, size]) rows; `fit_points_table`
-fits every method's frontier and judges each against the reference; `fit_json` and `dumps`
-render fits as strict JSON (also for the study report's results.json).
+fits every method's frontier and judges each against the reference; `fit_json` renders a fit
+for JSON (`strict_json.dumps` writes it, also the study report's results.json).
 """
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import warnings
 from pathlib import Path
@@ -50,26 +49,6 @@ def fit_json(fit, reference_compute: float | None = None) -> dict:
     if fit.E is not None:
         out["E"] = fit.E
     return out
-
-
-def strict_json(value):
-    """`value` with every non-finite float turned into None, so that json.dumps(allow_nan=False)
-    writes strict JSON (no Infinity or NaN, which strict readers reject)."""
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
-def dumps(value) -> str:
-    return json.dumps(strict_json(value), indent=2, allow_nan=False)
 
 
 def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = DEFAULT_BOOTSTRAP,

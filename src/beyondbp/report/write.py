@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..fit.defaults import DEFAULT_BOOTSTRAP
-from ..fit.points import dumps
+from ..fit.strict_json import dumps
 from ..study.tracks import get_track
 from .allocation import allocation_json, allocation_section, has_several_budgets
 from .allocation_text import allocation_blocks, blocks_html, blocks_markdown
