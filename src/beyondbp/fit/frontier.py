@@ -240,11 +240,18 @@ def _fit_rows(x: np.ndarray, ys: np.ndarray, irreducible: bool) -> np.ndarray:
     return np.column_stack([slope, intercept, np.zeros_like(slope)])
 
 
+def _centred_fit(compute: np.ndarray, loss: np.ndarray, irreducible: bool):
+    """(centre, x, y, (alpha, b, E)): the law fitted to y = ln loss at x = ln compute - centre."""
+    log_c = np.log(compute)
+    centre = float(log_c.mean())
+    x, y = log_c - centre, np.log(loss)
+    return centre, x, y, _fit_rows(x, y[None], irreducible)[0]
+
+
 def fit_power_law(compute, loss, irreducible: bool = False) -> tuple[float, float, float | None]:
     """Fit L = [E +] (C / C_c) ** alpha to the given points; returns (alpha, C_c, E or None)."""
-    log_c = np.log(np.asarray(compute, dtype=float))
-    centre = float(log_c.mean())
-    alpha, b, e = _fit_rows(log_c - centre, np.log(np.asarray(loss, dtype=float))[None], irreducible)[0]
+    centre, _, _, (alpha, b, e) = _centred_fit(np.asarray(compute, dtype=float), np.asarray(loss, dtype=float),
+                                               irreducible)
     log_cc = centre - b / alpha if alpha != 0 else math.inf
     return float(alpha), safe_exp(log_cc), (float(e) if irreducible else None)
 
@@ -275,10 +282,7 @@ def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_
         raise ConfigError(f"method {name}: only {len(idx)} frontier points, need at least {need}"
                           + (" for a fit with a floor E" if irreducible else ""))
     env_c, env_l = compute[idx], loss[idx]
-    log_c = np.log(env_c)
-    centre = float(log_c.mean())
-    x, y = log_c - centre, np.log(env_l)
-    alpha, b, e = _fit_rows(x, y[None], irreducible)[0]
+    centre, x, y, (alpha, b, e) = _centred_fit(env_c, env_l, irreducible)
     run_labels = [str(runs[i]) for i in idx] if runs is not None else [""] * len(idx)
     cluster, n_clusters = cluster_index(run_labels)
     parameters = 3 if irreducible else 2
