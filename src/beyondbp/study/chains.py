@@ -99,6 +99,26 @@ def plan_totals(plan, chains: list[Chain]) -> dict[str, float]:
 
 
 
+def group_jobs(plan, todo: list) -> list[tuple[Chain | None, list]]:
+    """What each executor job finishes, as (its chain or None, its runs): one job per unfinished run,
+    or per chain with an unfinished branch (a chain's finished branches left out); longest first, so
+    the last jobs to finish are short ones."""
+    names = {r.name for r in todo}
+    if plan.chains:
+        jobs = [(c, [r for r in c.runs if r.name in names]) for c in plan.chains if any(r.name in names for r in c.runs)]
+    else:
+        jobs = [(None, [r]) for r in todo]
+    return sorted(jobs, key=lambda job: -sum(r.cost for r in job[1]))
+
+
+def write_run_yaml(folder: Path, cfg: RunConfig, prepare: Callable[[RunConfig], RunConfig]) -> RunConfig:
+    """FOLDER/run.yaml: a copy of cfg with `prepare` applied, as a job trains it; returns that copy."""
+    cfg = prepare(copy.deepcopy(cfg))
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    return cfg
+
+
 def write_chain(chain: Chain, study_dir: str | Path, prepare: Callable[[RunConfig], RunConfig]) -> Path:
     """Write a chain's folders as an executor hands them to a job: run.yaml in the trunk's folder and
     in each branch's (DIR/runs/NAME), with `prepare` applied (threads, progress), and chain.yaml.
@@ -106,7 +126,6 @@ def write_chain(chain: Chain, study_dir: str | Path, prepare: Callable[[RunConfi
     trunk_dir = chain.trunk_dir(study_dir)
     dirs = [Path(study_dir) / "runs" / run.name for run in chain.runs]
     for folder, cfg in [(trunk_dir, chain.trunk), *((d, r.cfg) for d, r in zip(dirs, chain.runs))]:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write(folder / "run.yaml", yaml.safe_dump(to_dict(prepare(copy.deepcopy(cfg))), sort_keys=False))
+        write_run_yaml(folder, cfg, prepare)
     write_chain_file(trunk_dir, list(zip(dirs, chain.steps)))
     return trunk_dir

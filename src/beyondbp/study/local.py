@@ -8,7 +8,6 @@ prepared once (`tracks.prepare_data`) and DIR/spec.yaml is written (`folder`).
 """
 from __future__ import annotations
 
-import copy
 import ctypes
 import json
 import os
@@ -19,15 +18,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from ..atomic_write import atomic_write
-from ..config import ConfigError, to_dict
+from ..config import ConfigError
 from ..train.memory import check_memory
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
-from .chains import Chain, write_chain
+from .chains import Chain, group_jobs, write_chain, write_run_yaml
 from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
@@ -67,18 +63,6 @@ class _Job:
     chain: Chain | None = None
     log_dir: Path | None = None  # where its train.log goes, once launched
 
-    @property
-    def cost(self) -> float:
-        return sum(r.cost for r in self.runs)
-
-
-def _jobs(plan: StudyPlan, todo: list[PlannedRun]) -> list[_Job]:
-    """One job per unfinished run, or per chain with an unfinished branch; longest first."""
-    names = {r.name for r in todo}
-    jobs = [_Job([r for r in c.runs if r.name in names], c) for c in plan.chains
-            if any(r.name in names for r in c.runs)] if plan.chains else [_Job([r]) for r in todo]
-    return sorted(jobs, key=lambda j: -j.cost)  # the last jobs to finish are short ones
-
 
 def _prepared(threads: int, study_dir: Path):
     def prepare(cfg):
@@ -95,9 +79,7 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
         cmd = [sys.executable, "-m", "beyondbp", "chain", str(log_dir)]
     else:
         log_dir = run_dirs[0]
-        cfg = _prepared(threads, study_dir)(copy.deepcopy(job.runs[0].cfg))
-        log_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(log_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        cfg = write_run_yaml(log_dir, job.runs[0].cfg, _prepared(threads, study_dir))
         cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
                "--out", str(log_dir)]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -228,7 +210,7 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
         check_study_memory(todo, n_workers)
     prepare_data([r.cfg for r in todo])
     prepare_study_dir(study_dir, plan.spec)
-    queue = _jobs(plan, todo)
+    queue = [_Job(runs, chain) for chain, runs in group_jobs(plan, todo)]
     if not quiet:
         print(f"study {plan.spec['name']}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "
               f"{n_workers} workers x {threads} threads", file=sys.stderr)

@@ -29,7 +29,6 @@ study resumes it, and never retrains a finished run.
 """
 from __future__ import annotations
 
-import copy
 import fcntl
 import json
 import os
@@ -43,12 +42,12 @@ from pathlib import Path
 import yaml
 
 from ..atomic_write import atomic_write
-from ..config import ConfigError, build_config, to_dict
+from ..config import ConfigError, build_config
 from ..train.branches import CHAIN_FILE, read_chain_file
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
-from .chains import write_chain
+from .chains import group_jobs, write_chain, write_run_yaml
 from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
@@ -202,28 +201,20 @@ def _job_config(cfg, settings: dict, study_dir: Path):
     return cfg
 
 
-def _write_run_config(run: PlannedRun, study_dir: Path, settings: dict) -> None:
-    """The run's run.yaml in STUDY/runs/NAME, as its job will train it."""
-    run_dir = study_dir / "runs" / run.name
-    cfg = _job_config(copy.deepcopy(run.cfg), settings, study_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "run.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-
-
 def _jobs(plan: StudyPlan, todo: list[PlannedRun], study_dir: Path, settings: dict) -> list[tuple[Path, list]]:
-    """(the job's folder, the runs it finishes): one per run, or per chain of branched budgets with an
-    unfinished branch (its trunk's folder); longest first, their run.yaml and chain.yaml written."""
-    if not plan.chains:
-        for run in todo:
-            _write_run_config(run, study_dir, settings)
-        return [(study_dir / "runs" / r.name, [r]) for r in sorted(todo, key=lambda r: -r.cost)]
-    names = {r.name for r in todo}
+    """(the job's folder, the runs it finishes), `chains.group_jobs`' order, with their run.yaml (and a
+    chain's chain.yaml) written: a chain's job works in its trunk's folder."""
+    def prepare(cfg):
+        return _job_config(cfg, settings, study_dir)
     jobs = []
-    for chain in plan.chains:
-        runs = [r for r in chain.runs if r.name in names]
-        if runs:
-            jobs.append((write_chain(chain, study_dir, lambda cfg: _job_config(cfg, settings, study_dir)), runs))
-    return sorted(jobs, key=lambda job: -sum(r.cost for r in job[1]))
+    for chain, runs in group_jobs(plan, todo):
+        if chain is not None:
+            jobs.append((write_chain(chain, study_dir, prepare), runs))
+        else:
+            folder = study_dir / "runs" / runs[0].name
+            write_run_yaml(folder, runs[0].cfg, prepare)
+            jobs.append((folder, runs))
+    return jobs
 
 
 def _write_job_record(run_dir: Path, job, settings: dict) -> None:
