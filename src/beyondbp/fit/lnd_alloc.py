@@ -185,14 +185,17 @@ def _inf_interval(values: np.ndarray) -> list:
     return [float(lo), float(hi)]
 
 
+def run_span(fit: LNDFit, k: float) -> tuple[float, float]:
+    """The smallest and largest run compute k N D of a fit's runs."""
+    compute = k * fit.n_params * fit.tokens
+    return float(compute.min()), float(compute.max())
+
+
 def edge_warnings(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=None) -> list[str]:
     """Warnings where the compute-optimal N or tokens per parameter at the smallest and largest
     compute (default: of the fit's runs, C = k N D) lies outside what the runs sampled: there
     the optimum is extrapolated, not bracketed."""
-    if computes is None:
-        run_c = k * fit.n_params * fit.tokens
-        computes = [run_c.min(), run_c.max()]
-    computes = np.asarray(computes, dtype=float)
+    computes = np.asarray(run_span(fit, k) if computes is None else computes, dtype=float)
     n_opt, d_opt = (v[0] for v in optimal_allocation(fit.params, computes, k))
     tpp = d_opt / n_opt
     run_tpp = fit.tokens / fit.n_params

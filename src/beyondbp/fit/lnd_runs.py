@@ -13,9 +13,9 @@ import numpy as np
 
 from ..config import ConfigError
 from .lnd import DEFAULT_BOOTSTRAP, LNDFit, fit_lnd, fit_lnd_shared_e, jsonable
-from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, PF_DAY_FLOP, allocation, edge_warnings, optimal_loss_law
+from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, PF_DAY_FLOP, allocation, edge_warnings, optimal_loss_law, run_span
 from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
-from .lnd_verdict import judge_optimal_loss
+from .lnd_verdict import judge_fits
 
 RUN_COLUMNS = ("method", "n_params", "tokens", "loss")
 NUMBER_COLUMNS = ("n_params", "tokens", "loss")
@@ -98,12 +98,6 @@ def read_runs_csv(path) -> dict[str, Runs]:
     return out
 
 
-def run_span(fit: LNDFit, k: float) -> tuple[float, float]:
-    """The smallest and largest run compute k N D of a fit's runs."""
-    compute = k * fit.n_params * fit.tokens
-    return float(compute.min()), float(compute.max())
-
-
 def method_summary(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=None) -> dict:
     """One fitted method's {"allocation", "optimal_loss", "isoflop", "warnings"} as strict JSON:
     the allocation at `computes` (default: its smallest and largest run compute, C = k N D in
@@ -154,7 +148,5 @@ def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, s
     if reference is not None and reference not in fits and len(fits) > 1:
         out["warnings"].append(f"no verdicts on L*(C): the reference {reference!r} has no runs")
     if reference in fits and len(fits) > 1:
-        laws = {m: optimal_loss_law(f, k_of(m)) for m, f in fits.items()}
-        spans = {m: run_span(f, k_of(m) / PF_DAY_FLOP) for m, f in fits.items()}
-        out["optimal_loss_verdicts"] = judge_optimal_loss(laws, spans, reference, PF_DAY_FLOP)
+        out["optimal_loss_verdicts"] = judge_fits(fits, {m: k_of(m) for m in fits}, reference, PF_DAY_FLOP)[2]
     return jsonable(out)

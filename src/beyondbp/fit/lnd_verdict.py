@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from .frontier import PowerLawFit
-from .lnd_alloc import OptimalLossLaw
+from .lnd_alloc import OptimalLossLaw, optimal_loss_law, run_span
 from .verdict import EMPTY, judge
 
 CURVE_POINTS = 9
@@ -73,3 +73,12 @@ def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[f
         verdict.pop("measured_gap", None)
         out[method] = verdict
     return out
+
+
+def judge_fits(fits: dict, ks: dict[str, float], reference: str = "bp", unit: float = 1.0):
+    """(laws, spans, verdicts) for the L(N, D) fits of the methods in `ks` (method -> compute per
+    parameter and token, C = k N D): each method's L*(C), its runs' compute span in units of
+    `unit`, and `judge_optimal_loss`' verdicts."""
+    laws = {m: optimal_loss_law(fits[m], k) for m, k in ks.items()}
+    spans = {m: run_span(fits[m], k / unit) for m, k in ks.items()}
+    return laws, spans, judge_optimal_loss(laws, spans, reference, unit)

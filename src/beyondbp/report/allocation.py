@@ -22,9 +22,9 @@ import numpy as np
 
 from ..config import ConfigError
 from ..fit.lnd import DEFAULT_BOOTSTRAP as LND_BOOTSTRAP, LNDFit, fit_lnd
-from ..fit.lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, OptimalLossLaw, optimal_loss_law
-from ..fit.lnd_runs import method_summary, run_span
-from ..fit.lnd_verdict import judge_optimal_loss
+from ..fit.lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, OptimalLossLaw
+from ..fit.lnd_runs import method_summary
+from ..fit.lnd_verdict import judge_fits
 from ..train.run_folder import PF_DAY
 from .results import ACCOUNTINGS, REFERENCE, RunResult
 
@@ -95,9 +95,7 @@ def _summarise(out: AllocationSection, by_method: dict[str, list[RunResult]]) ->
         ks = {m: _per_param_token(by_method[m], accounting) for m in out.fits}
         ks = {m: k for m, k in ks.items() if k}
         out.k[accounting] = ks
-        out.laws[accounting] = {m: optimal_loss_law(out.fits[m], k) for m, k in ks.items()}
-        out.spans[accounting] = {m: run_span(out.fits[m], k) for m, k in ks.items()}
-        out.verdicts[accounting] = judge_optimal_loss(out.laws[accounting], out.spans[accounting], REFERENCE)
+        out.laws[accounting], out.spans[accounting], out.verdicts[accounting] = judge_fits(out.fits, ks, REFERENCE)
 
 
 def allocation_json(section: AllocationSection) -> dict:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..fit.lnd_alloc import optimal_allocation
+from ..fit.lnd_alloc import optimal_allocation, run_span
 from ..train.run_folder import PF_DAY
 from .allocation import AllocationSection
 from .figures import _pyplot
@@ -19,9 +19,7 @@ def _levels(summary: dict, fit) -> np.ndarray:
     minima = summary["isoflop"]["minima"]
     if minima:
         return np.array([m["compute"] for m in minima])
-    k = summary["allocation"]["flops_per_param_token"]
-    c = k * fit.n_params * fit.tokens
-    return np.geomspace(c.min(), c.max(), LAW_LEVELS + 2)[1:-1]
+    return np.geomspace(*run_span(fit, summary["allocation"]["flops_per_param_token"]), LAW_LEVELS + 2)[1:-1]
 
 
 def _draw_method(ax, method: str, fit, summary: dict) -> None:
