@@ -21,7 +21,7 @@ import numpy as np
 
 from .frontier import PowerLawFit
 from .lnd_alloc import OptimalLossLaw, optimal_loss_law, run_span
-from .verdict import EMPTY, judge
+from .verdict import EMPTY, judge_all
 
 CURVE_POINTS = 9
 NO_WIDENING_DOF = 10**9  # t(0.975, dof) / z(0.975) = 1 to 9 digits: percentile intervals as they are
@@ -59,19 +59,15 @@ def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[f
     degenerate = {m: f"{m}'s L*(C) is no power law (gamma {law.gamma:.3g}, C_c {law.C_c:.3g})"
                   for m, law in laws.items() if not (law.gamma > 0 and 0 < law.C_c < math.inf)}
     fits = {m: optimal_loss_frontier(law, spans[m], unit) for m, law in laws.items() if m not in degenerate}
+    judged = judge_all(fits, reference, spans, bootstrap=0)  # laws with a floor E: no shared-floor check
     out = {}
     for method in laws:
         if method == reference:
             continue
-        if method in degenerate or reference in degenerate:
+        if method in judged:
+            out[method] = {k: v for k, v in judged[method].items() if k != "measured_gap"}
+        else:
             out[method] = {**EMPTY, "reason": degenerate.get(reference) or degenerate[method]}
-            continue
-        fit = fits[method]
-        c_min = min(spans[method][0], spans[reference][0])
-        c_max = max(spans[method][1], spans[reference][1])
-        verdict = judge(fit, fits[reference], c_min, c_max, method, reference)
-        verdict.pop("measured_gap", None)
-        out[method] = verdict
     return out
 
 
