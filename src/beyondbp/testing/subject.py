@@ -19,6 +19,7 @@ from ..config import RunConfig, build_config
 from ..data.tokens import load_token_data
 from ..methods import registry
 from ..methods.base import TrainingMethod
+from ..methods.lookup import info_from_class, resolve_method
 from ..model.build import build_model
 from ..model.shape import resolve_model_config
 from .errors import MethodCheckError
@@ -75,7 +76,9 @@ class Subject:
         self.check_declaration()
         mapping = {**TINY_RUN, **self.run_overrides, **overrides, "method.name": self.cls.name}
         mapping.update({f"method.{key}": value for key, value in self.settings.items()})
-        return build_config(overrides=mapping)
+        cfg = build_config(overrides=mapping)
+        cfg.method = resolve_method(cfg.method, info=info_from_class(self.cls))  # its settings, checked
+        return cfg
 
     @functools.cached_property
     def data(self):
