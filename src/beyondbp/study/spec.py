@@ -216,8 +216,7 @@ def _normalise_variants(raw) -> dict[str, dict]:
         nested = expand_dotted(mapping or {}, f"variants.{label}")
         if not isinstance(nested.get("method"), dict) or "name" not in nested["method"]:
             raise ConfigError(f"variants.{label}: name the method it configures (method: NAME)")
-        describe(nested["method"]["name"], f"variants.{label}.method")
-        _check_method_settings(nested, nested["method"]["name"], f"variants.{label}")
+        _check_method_settings(nested, nested["method"]["name"], f"variants.{label}")  # its name, then its settings
         out[label] = nested
     return out
 
