@@ -10,11 +10,7 @@ import numpy as np
 from ..fit.frontier import MAX_ABS_LOG_RESIDUAL, MAX_RMS_LOG_RESIDUAL, MIN_DECADES, MIN_SIZES, PAPER_TABLE1
 from .markdown import markdown_table
 from .results import AccountingFits, RunResult
-from .verdict_text import fmt as _fmt
-
-
-def _interval(ci) -> str:
-    return "" if not ci else f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+from .verdict_text import fmt as _fmt, interval
 
 
 def table1_rows(fits: AccountingFits, methods: list[str], paper_columns: bool = True) -> list[dict]:
@@ -54,7 +50,7 @@ def table1_cells(r: dict) -> list[str]:
     loss = _fmt(r["loss_at_reference"], 4)
     if r["loss_at_reference_ci"]:
         loss += f" [{_fmt(r['loss_at_reference_ci'][0], 4)}, {_fmt(r['loss_at_reference_ci'][1], 4)}]"
-    return [r["method"], _fmt(r["alpha_C"]), _interval(r["alpha_C_ci"]), _fmt(r["C_c"]), loss,
+    return [r["method"], _fmt(r["alpha_C"]), interval(r["alpha_C_ci"]), _fmt(r["C_c"]), loss,
             str(len(r["sizes_on_frontier"])), _range(r),
             f"{_fmt(r['rms_log_residual'], 2)} / {_fmt(r['max_abs_log_residual'], 2)}", _power_law_cell(r),
             _fmt(r["paper_alpha_C"]), _fmt(r["paper_C_c"])]

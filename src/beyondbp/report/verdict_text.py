@@ -51,7 +51,8 @@ def _signed(v, digits: int = 2) -> str:
     return "-" if v is None else f"{v:+.{digits}g}"
 
 
-def _interval(ci, render=fmt) -> str:
+def interval(ci, render=fmt) -> str:
+    """The interval as "[lo, hi]" (each end rendered by `render`); "" when there is none."""
     return "" if not ci else f"[{render(ci[0])}, {render(ci[1])}]"
 
 
@@ -81,7 +82,7 @@ def multiplier_text(v: dict, loss_digits: int = 3) -> str:
     mid = _middle_multiplier(v)
     if mid is None:
         return "-"
-    return f"{times(mid['value'])} {_interval(mid['ci'], times)} at loss {mid['loss']:.{loss_digits}g}"
+    return f"{times(mid['value'])} {interval(mid['ci'], times)} at loss {mid['loss']:.{loss_digits}g}"
 
 
 def trend_text(v: dict) -> str:
@@ -107,7 +108,7 @@ def answer_line(method: str, v: dict, unit: str) -> str:
     if mid is None:
         return head
     text = (f"{head} To reach loss {mid['loss']:.3g} it needs {times(mid['value'])} "
-            f"{_interval(mid['ci'], times)} BP's compute")
+            f"{interval(mid['ci'], times)} BP's compute")
     trend = (v.get("compute_multiplier_trend") or {}).get("direction")
     extra = [x for x in (trend, _extrapolation(v)) if x]
     return text + (f" ({'; '.join(extra)})" if extra else "") + "."
@@ -131,8 +132,8 @@ def table_cells(method: str, v: dict) -> list[str]:
     floor = v.get("shared_floor")
     confidence = "-" if v.get("confidence") is None else f"{100 * v['confidence']:.0f}%"
     return [method, letter_text(v), confidence, multiplier_text(v), trend_text(v),
-            f"{_signed(v.get('delta_alpha'))} {_interval(v.get('delta_alpha_ci'), _signed)}".strip(),
-            f"{_signed(v.get('delta_log_loss_at_c_min'))} {_interval(v.get('delta_log_loss_at_c_min_ci'), _signed)}"
+            f"{_signed(v.get('delta_alpha'))} {interval(v.get('delta_alpha_ci'), _signed)}".strip(),
+            f"{_signed(v.get('delta_log_loss_at_c_min'))} {interval(v.get('delta_log_loss_at_c_min_ci'), _signed)}"
             .strip(), letter_text(floor) if floor else "-"]
 
 
@@ -148,13 +149,13 @@ def notes(method: str, v: dict, unit: str) -> list[str]:
     if cross:
         where = ("inside the compute range both measured" if cross["inside_measured_range"] else
                  f"{cross['times_largest_compute']:.3g}x the largest compute studied: an extrapolation")
-        out.append(f"{method}: the fitted frontiers cross at {fmt(cross['value'])} {_interval(cross['ci'])} {unit}, "
+        out.append(f"{method}: the fitted frontiers cross at {fmt(cross['value'])} {interval(cross['ci'])} {unit}, "
                    f"{where}.")
     floor = v.get("shared_floor")
     if floor:
-        out.append(f"{method}: with one floor E = {fmt(floor['E'])} {_interval(floor['E_ci'])} shared by "
+        out.append(f"{method}: with one floor E = {fmt(floor['E'])} {interval(floor['E_ci'])} shared by "
                    f"{', '.join(floor['methods'])}: {letter_text(floor)} (Δalpha of the reducible losses "
-                   f"{_signed(floor['delta_alpha'])} {_interval(floor['delta_alpha_ci'], _signed)}).")
+                   f"{_signed(floor['delta_alpha'])} {interval(floor['delta_alpha_ci'], _signed)}).")
     extrapolated = _extrapolation(v)
     if extrapolated:
         out.append(f"{method}: the losses of both frontiers do not overlap, so the multiplier is read at "
