@@ -59,25 +59,24 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     return out
 
 
-def _write_isoflop_figure(out: Path, section) -> dict[str, bytes]:
-    fig = isoflop_figure(section)
+def _save(fig, out: Path, stem: str, caption: str, svg: bool = True) -> dict[str, bytes]:
+    """STEM.png (and STEM.svg) in `out`; {caption: PNG} for the page, {} when there is no figure."""
     if fig is None:
         return {}
-    fig.savefig(out / "isoflop.svg")
+    if svg:
+        fig.savefig(out / f"{stem}.svg")
     png = png_bytes(fig)
-    (out / "isoflop.png").write_bytes(png)
-    return {"isoFLOP curves: loss against N at fixed computes, runs and the L(N, D) fit": png}
+    (out / f"{stem}.png").write_bytes(png)
+    return {caption: png}
+
+
+def _write_isoflop_figure(out: Path, section) -> dict[str, bytes]:
+    return _save(isoflop_figure(section), out, "isoflop",
+                 "isoFLOP curves: loss against N at fixed computes, runs and the L(N, D) fit")
 
 
 def _write_figures(out: Path, results, paper_fits, methods: list[str], loss_label: str) -> dict[str, bytes]:
     """frontier.{svg,png} and (when runs measured it) alignment.png; {caption: PNG} for the page."""
-    images = {}
-    fig = frontier_figure(results, paper_fits, methods, loss_label)
-    fig.savefig(out / "frontier.svg")
-    images["Figure 3: loss against compute, fitted frontiers"] = png_bytes(fig)
-    (out / "frontier.png").write_bytes(images["Figure 3: loss against compute, fitted frontiers"])
-    fig = alignment_figure(results)
-    if fig is not None:
-        images["Alignment per block over training"] = png_bytes(fig)
-        (out / "alignment.png").write_bytes(images["Alignment per block over training"])
-    return images
+    return {**_save(frontier_figure(results, paper_fits, methods, loss_label), out, "frontier",
+                    "Figure 3: loss against compute, fitted frontiers"),
+            **_save(alignment_figure(results), out, "alignment", "Alignment per block over training", svg=False)}
