@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import yaml
 
 
 def strict_loads(text: str):
@@ -9,3 +12,15 @@ def strict_loads(text: str):
     def refuse(constant):
         raise ValueError(f"non-finite constant {constant} in JSON")
     return json.loads(text, parse_constant=refuse)
+
+
+def planned_study(tmp_path: Path, spec: dict):
+    """(plan, study folder): `spec` written to tmp_path/spec.yaml, loaded and planned as `study run`
+    does, and its study folder (tmp_path/study) prepared, with no run trained."""
+    from beyondbp.study.folder import prepare_study_dir
+    from beyondbp.study.plan import plan_study
+    from beyondbp.study.spec import load_spec
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    plan = plan_study(load_spec(path))
+    return plan, prepare_study_dir(tmp_path / "study", plan.spec)

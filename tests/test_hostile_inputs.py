@@ -193,13 +193,9 @@ STUDY = {
 
 def study_with_an_interrupted_run(tmp_path, monkeypatch, spec_dict) -> tuple[Path, Path, Path]:
     """(spec file, study folder, run folder): a study whose one run stopped at step 3."""
-    from beyondbp.study.plan import plan_study
-    from beyondbp.study.spec import load_spec
-    from beyondbp.study.folder import prepare_study_dir
+    from helpers import planned_study
+    plan, study = planned_study(tmp_path, spec_dict)
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump(spec_dict))
-    plan = plan_study(load_spec(spec))
-    study = prepare_study_dir(tmp_path / "study", plan.spec)
     run_dir = study / "runs" / plan.runs[0].name
     original = train_mod._Run.step
 

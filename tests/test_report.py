@@ -12,17 +12,12 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-
 import pytest
-import yaml
 
 from beyondbp.report import results as report
 from beyondbp.report.write import write_report
-from beyondbp.study.plan import plan_study
-from beyondbp.study.spec import load_spec
-from beyondbp.study.folder import prepare_study_dir
 from beyondbp.train.run_folder import PF_DAY
-from helpers import strict_loads
+from helpers import planned_study, strict_loads
 
 CHROMIUM = Path("/usr/bin/chromium")
 # synthetic truth: the final loss of a run of N parameters on D tokens is A N^-a + B D^-b, whose
@@ -74,10 +69,7 @@ DIVERGED, FAILED = "bp_s3_tpp80_lr0.001_s0", "dfa_block_s2_tpp20_lr0.001_s0"
 
 @pytest.fixture
 def study(tmp_path) -> Path:
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(SPEC))
-    plan = plan_study(load_spec(spec_path))
-    out = prepare_study_dir(tmp_path / "study", plan.spec)
+    plan, out = planned_study(tmp_path, SPEC)
     rng = np.random.default_rng(0)
     for run in plan.runs:
         status = {DIVERGED: "diverged", FAILED: "failed"}.get(run.name, "completed")
@@ -263,10 +255,7 @@ def test_diagnostics_flag_runs_whose_positions_collapse_to_one_vector():
 
 def test_seeds_of_one_configuration_are_averaged_into_one_point(tmp_path):
     spec = dict(SPEC, methods=["bp"], seeds=[0, 1], lrs={"bp": [1e-2]}, tokens_per_param=[20, 40])
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
-    plan = plan_study(load_spec(spec_path))
-    out = prepare_study_dir(tmp_path / "study", plan.spec)
+    plan, out = planned_study(tmp_path, spec)
     for run in plan.runs:  # seed 1 ends 4% below seed 0
         _write_run(out / "runs" / run.name, run, "completed", 0.0, 0.98 if run.seed == 1 else 1.02)
     _, results = report.collect(out)

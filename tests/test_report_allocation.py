@@ -9,14 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from beyondbp.report.write import write_report
-from beyondbp.study.folder import load_study, prepare_study_dir
-from beyondbp.study.plan import plan_study
-from beyondbp.study.spec import load_spec
+from beyondbp.study.folder import load_study
 from beyondbp.train.run_folder import PF_DAY
-from helpers import strict_loads
+from helpers import planned_study, strict_loads
 
 # (E, A, B, a, b): dfa_block has a higher floor and is flatter in N and D, so worse at every compute
 TRUTH = {"bp": (1.5, 60.0, 105.0, 0.5, 0.4), "dfa_block": (1.8, 60.0, 105.0, 0.45, 0.35)}
@@ -38,10 +35,7 @@ def law(params, n, d):
 
 def write_study(tmp_path: Path, spec: dict, noise: float = 0.003) -> Path:
     """Run folders whose final validation loss is the method's law at (N, D) times log-normal noise."""
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_text(yaml.safe_dump(spec))
-    plan = plan_study(load_spec(spec_path))
-    out = prepare_study_dir(tmp_path / "study", plan.spec)
+    plan, out = planned_study(tmp_path, spec)
     rng = np.random.default_rng(0)
     for run in plan.runs:
         n, total = run.n_params, run.tokens

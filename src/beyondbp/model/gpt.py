@@ -150,9 +150,6 @@ class GPT(BlockStack):
         return self.lm_head
 
     # --- counts ------------------------------------------------------------------------
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def n_params_nonembedding(self) -> int:
         n = self.n_params() - self.wpe.weight.numel()
         if not self.config.tie_embeddings:

@@ -55,9 +55,6 @@ class MLPClassifier(BlockStack):
         return self.output
 
     # --- counts (per example) ----------------------------------------------------------
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def n_params_nonembedding(self) -> int:
         return self.n_params()  # no embedding tables: every parameter is in a matmul
 

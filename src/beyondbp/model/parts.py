@@ -21,3 +21,6 @@ class BlockStack(nn.Module):
             h = block(h)
         logits = self.head(h)
         return logits, None if targets is None else self.loss_fn(logits, targets)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
