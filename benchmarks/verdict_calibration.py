@@ -40,8 +40,8 @@ from collections import Counter
 import numpy as np
 
 from beyondbp.fit.points import fit_points_table
-from beyondbp.fit.simulate import (Design, horizon, scenarios, study_rows, true_delta_alpha, true_letter_at_infinity,
-                                   true_letter_within, true_log_multiplier)
+from beyondbp.fit.simulate import (Design, horizon, scenarios, study_range, study_rows, true_delta_alpha,
+                                   true_letter_at_infinity, true_letter_within, true_log_gap, true_log_multiplier)
 from beyondbp.report.markdown import markdown_table
 
 DESIGNS = {"small": Design(4, 1.0, 0.004), "cpu": Design(5, 1.5, 0.004), "noisy": Design(4, 1.0, 0.005)}
@@ -81,7 +81,9 @@ def replicate(scenario, design_name: str, seed: int, bootstrap: int) -> dict:
     share = v.get("bootstrap_share", v.get("confidence"))
     return {"letter": v.get("scenario"), "share": share, "trend": _trend(v), "horizon": v.get("horizon_pf_days"),
             "degenerate": bool(floor.get("degenerate")), "multiplier": _multiplier_entries(v),
-            "alpha": table["fits"]["alt"]["alpha_C"]}
+            "alpha": table["fits"]["alt"]["alpha_C"], "floor_letter": floor.get("scenario"),
+            "own_floors_letter": (v.get("per_method_floors") or {}).get("scenario"),
+            "gaps": [(v.get(f"delta_log_loss_at_{at}"), v.get(f"delta_log_loss_at_{at}_ci")) for at in ("c_min", "horizon")]}
 
 
 def _design_key(design: Design) -> str:
@@ -143,6 +145,34 @@ def summarise(scenario, design_name: str, results: list[dict]) -> dict:
     return out
 
 
+def diagnosis(scenario, design_name: str, results: list[dict]) -> str | None:
+    """Where the wrong letters come from: the estimated Δ ln L at the smallest compute and at the
+    horizon against the true ones (median, and how often the interval misses the truth), and
+    what the pair's floor fit and the per-method floors said."""
+    design = DESIGNS[design_name]
+    truth = true_letter_within(scenario, design)
+    wrong = [r for r in results if r["letter"] is not None and r["letter"] != truth]
+    if not wrong:
+        return None
+    parts = []
+    for i, (name, compute) in enumerate((("smallest compute", study_range(scenario, design)[0]),
+                                         ("horizon", horizon(scenario, design)))):
+        true_gap = true_log_gap(scenario, compute)
+        found = [r["gaps"][i] for r in wrong if r["gaps"][i][0] is not None]
+        if not found:
+            continue
+        missed = _share(not ci[0] <= true_gap <= ci[1] for _, ci in found)
+        parts.append(f"Δ ln L at the {name}: true {true_gap:+.3f}, estimated median "
+                     f"{float(np.median([g for g, _ in found])):+.3f}, interval misses the truth in {_pct(missed)}")
+    for key, label in (("floor_letter", "pair's floor fit"), ("own_floors_letter", "per-method floors")):
+        said = Counter(str(r[key]) for r in wrong)
+        parts.append(f"{label}: " + ", ".join(f"{k} {n}" for k, n in sorted(said.items())))
+    degenerate = sum(r["degenerate"] for r in wrong)
+    return (f"- {design_name}, {scenario.name} (truth {truth}): {len(wrong)} wrong "
+            f"({', '.join(f'{k} {n}' for k, n in sorted(Counter(r['letter'] for r in wrong).items()))}); "
+            + "; ".join(parts) + f"; floor degenerate in {degenerate}")
+
+
 def _pct(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
 
@@ -165,10 +195,11 @@ def run_design(design_name: str, chosen, replicates: int, bootstrap: int) -> Non
           f"{replicates} replicates, {bootstrap} bootstrap samples\n")
     print("\n".join(markdown_table(HEADER, [])), flush=True)
     printed = wrong = 0
-    over, mismatched = [], 0
+    over, mismatched, notes = [], 0, []
     for scenario in chosen:
         results = [replicate(scenario, design_name, seed, bootstrap) for seed in range(replicates)]
         s = summarise(scenario, design_name, results)
+        notes.append(diagnosis(scenario, design_name, results))
         printed, wrong, mismatched = printed + s["printed"], wrong + s["wrong"], mismatched + s["horizon_mismatch"]
         if s["printed"] and s["wrong_share"] > 0.05:
             over.append(f"{scenario.name} ({_pct(s['wrong_share'])})")
@@ -176,6 +207,9 @@ def run_design(design_name: str, chosen, replicates: int, bootstrap: int) -> Non
     print(f"\nletters printed: {printed}, wrong: {wrong} ({_pct(wrong / printed if printed else math.nan)}); "
           f"scenarios with more than 5% wrong among printed: {', '.join(over) or 'none'}; "
           f"{time.perf_counter() - start:.0f} s")
+    notes = [n for n in notes if n]
+    if notes:
+        print("\nWrong letters, where they come from:\n\n" + "\n".join(notes))
     if mismatched:
         print(f"warning: {mismatched} verdicts state a horizon other than 10x the study's largest compute")
 
