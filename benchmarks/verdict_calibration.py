@@ -12,7 +12,9 @@ decades; noisy: 4 sizes over 1 decade, 0.5% noise), draws replicates, runs them 
 
 - truth: the letter of the true laws within the horizon (10x the study's largest compute),
   and in brackets at infinity (`simulate.true_letter_within`, `true_letter_at_infinity`);
-- right: share of replicates printing the true letter within the horizon;
+- right: share of replicates printing the true letter within the horizon the verdict states
+  (a failed backtest cuts it to the measured compute: "horizon cut" counts those; their truth is
+  the true laws' letter through the cut horizon);
 - wrong/printed: wrong letters among those printed (the headline: at most 5%), with the wrong
   letters counted; undet.: share with no letter;
 - mult. cov.: coverage of the compute multiplier's intervals among those given (with how many
@@ -40,14 +42,15 @@ from collections import Counter
 import numpy as np
 
 from beyondbp.fit.points import fit_points_table
-from beyondbp.fit.simulate import (Design, horizon, scenarios, study_range, study_rows, true_delta_alpha,
-                                   true_letter_at_infinity, true_letter_within, true_log_gap, true_log_multiplier)
+from beyondbp.fit.simulate import (HORIZON_FACTOR, Design, horizon, scenarios, study_range, study_rows,
+                                   true_delta_alpha, true_letter_at_infinity, true_letter_within, true_log_gap,
+                                   true_log_multiplier)
 from beyondbp.report.markdown import markdown_table
 
 DESIGNS = {"small": Design(4, 1.0, 0.004), "cpu": Design(5, 1.5, 0.004), "noisy": Design(4, 1.0, 0.005)}
 EXTRAPOLATED = 0.3  # decades outside a method's measured compute: the issue's line for a multiplier interval
-HEADER = ["design", "scenario", "truth (∞)", "right", "wrong/printed", "undet.", "mult. cov. (>0.3 dec.)",
-          "withheld", "Δα cov.", "∞ right / wrong", "floor degen.", "share"]
+HEADER = ["design", "scenario", "truth (∞)", "right", "wrong/printed", "undet.", "horizon cut",
+          "mult. cov. (>0.3 dec.)", "withheld", "Δα cov.", "∞ right / wrong", "floor degen.", "share"]
 
 
 def seed_of(*parts: str) -> int:
@@ -79,11 +82,14 @@ def replicate(scenario, design_name: str, seed: int, bootstrap: int) -> dict:
     v = table["verdicts"]["alt"]
     floor = v.get("floor") or v.get("shared_floor") or {}
     share = v.get("bootstrap_share", v.get("confidence"))
+    factor = v.get("horizon_factor") or HORIZON_FACTOR  # a failed backtest cuts it to the measured compute
     return {"letter": v.get("scenario"), "share": share, "trend": _trend(v), "horizon": v.get("horizon_pf_days"),
+            "factor": factor, "truth": true_letter_within(scenario, design, factor),
             "degenerate": bool(floor.get("degenerate")), "multiplier": _multiplier_entries(v),
             "alpha": table["fits"]["alt"]["alpha_C"], "floor_letter": floor.get("scenario"),
             "own_floors_letter": (v.get("per_method_floors") or {}).get("scenario"),
-            "gaps": [(v.get(f"delta_log_loss_at_{at}"), v.get(f"delta_log_loss_at_{at}_ci")) for at in ("c_min", "horizon")]}
+            "gaps": [(v.get(f"delta_log_loss_at_{at}"), v.get(f"delta_log_loss_at_{at}_ci"))
+                     for at in ("c_min", "horizon")]}
 
 
 def _design_key(design: Design) -> str:
@@ -123,11 +129,13 @@ def summarise(scenario, design_name: str, results: list[dict]) -> dict:
     truth, at_infinity = true_letter_within(scenario, design), true_letter_at_infinity(scenario, design)
     letters = [r["letter"] for r in results]
     printed = [letter for letter in letters if letter is not None]
-    wrong = Counter(letter for letter in printed if letter != truth)
+    wrong = Counter(r["letter"] for r in results if r["letter"] is not None and r["letter"] != r["truth"])
     trend_letters = [r["trend"].get("letter_at_infinity") for r in results]
     out = {"truth": truth, "at_infinity": at_infinity, "n": len(results), "printed": len(printed),
            "wrong": sum(wrong.values()), "wrong_letters": wrong,
-           "right": _share(letter == truth for letter in letters), "undetermined": _share(x is None for x in letters),
+           "right": _share(r["letter"] == r["truth"] for r in results),
+           "undetermined": _share(x is None for x in letters),
+           "cut": _share(r["factor"] < 0.999 * HORIZON_FACTOR for r in results),
            "wrong_share": sum(wrong.values()) / len(printed) if printed else math.nan,
            "infinity_right": _share(x == at_infinity for x in trend_letters),
            "infinity_wrong": _share(x is not None and x != at_infinity for x in trend_letters),
@@ -135,7 +143,7 @@ def summarise(scenario, design_name: str, results: list[dict]) -> dict:
            "share": float(np.median([r["share"] for r in results if r["letter"] is not None and r["share"] is not None]
                                     or [math.nan])),
            "horizon_mismatch": sum(r["horizon"] is not None and
-                                   not math.isclose(r["horizon"], horizon(scenario, design), rel_tol=0.01)
+                                   not math.isclose(r["horizon"], horizon(scenario, design, r["factor"]), rel_tol=0.01)
                                    for r in results)}
     delta = true_delta_alpha(scenario)
     cis = [r["trend"].get("delta_alpha_ci") for r in results]
@@ -151,24 +159,26 @@ def diagnosis(scenario, design_name: str, results: list[dict]) -> str | None:
     what the pair's floor fit and the per-method floors said."""
     design = DESIGNS[design_name]
     truth = true_letter_within(scenario, design)
-    wrong = [r for r in results if r["letter"] is not None and r["letter"] != truth]
+    wrong = [r for r in results if r["letter"] is not None and r["letter"] != r["truth"]]
     if not wrong:
         return None
     parts = []
     for i, (name, compute) in enumerate((("smallest compute", study_range(scenario, design)[0]),
-                                         ("horizon", horizon(scenario, design)))):
-        true_gap = true_log_gap(scenario, compute)
-        found = [r["gaps"][i] for r in wrong if r["gaps"][i][0] is not None]
+                                         ("horizon", None))):
+        true_gaps = [true_log_gap(scenario, compute or horizon(scenario, design, r["factor"])) for r in wrong]
+        found = [(r["gaps"][i], t) for r, t in zip(wrong, true_gaps) if r["gaps"][i][0] is not None]
         if not found:
             continue
-        missed = _share(not ci[0] <= true_gap <= ci[1] for _, ci in found)
+        true_gap = float(np.median(true_gaps))
+        missed = _share(not ci[0] <= t <= ci[1] for (_, ci), t in found)
         parts.append(f"Δ ln L at the {name}: true {true_gap:+.3f}, estimated median "
-                     f"{float(np.median([g for g, _ in found])):+.3f}, interval misses the truth in {_pct(missed)}")
+                     f"{float(np.median([g for (g, _), _ in found])):+.3f}, interval misses the truth in {_pct(missed)}")
     for key, label in (("floor_letter", "pair's floor fit"), ("own_floors_letter", "per-method floors")):
         said = Counter(str(r[key]) for r in wrong)
         parts.append(f"{label}: " + ", ".join(f"{k} {n}" for k, n in sorted(said.items())))
-    degenerate = sum(r["degenerate"] for r in wrong)
-    return (f"- {design_name}, {scenario.name} (truth {truth}): {len(wrong)} wrong "
+    degenerate, cut = sum(r["degenerate"] for r in wrong), sum(r["factor"] < 0.999 * HORIZON_FACTOR for r in wrong)
+    return (f"- {design_name}, {scenario.name} (truth {truth}; horizon cut by a backtest in {cut}): "
+            f"{len(wrong)} wrong "
             f"({', '.join(f'{k} {n}' for k, n in sorted(Counter(r['letter'] for r in wrong).items()))}); "
             + "; ".join(parts) + f"; floor degenerate in {degenerate}")
 
@@ -183,7 +193,7 @@ def table_row(design_name: str, scenario, s: dict) -> list[str]:
     far = f"{_pct(m['far_coverage'])} of {m['far']}" if m["far"] else "none"
     return [design_name, scenario.name, f"{s['truth']} ({s['at_infinity']})", _pct(s["right"]),
             f"{_pct(s['wrong_share'])} ({s['wrong']} of {s['printed']}{': ' + wrong if wrong else ''})",
-            _pct(s["undetermined"]), f"{_pct(m['coverage'])} ({far})", _pct(m["withheld"]),
+            _pct(s["undetermined"]), _pct(s["cut"]), f"{_pct(m['coverage'])} ({far})", _pct(m["withheld"]),
             _pct(s["delta_coverage"]), f"{_pct(s['infinity_right'])} / {_pct(s['infinity_wrong'])}",
             _pct(s["degenerate"]), "-" if math.isnan(s["share"]) else f"{s['share']:.3f}"]
 
@@ -211,7 +221,7 @@ def run_design(design_name: str, chosen, replicates: int, bootstrap: int) -> Non
     if notes:
         print("\nWrong letters, where they come from:\n\n" + "\n".join(notes))
     if mismatched:
-        print(f"warning: {mismatched} verdicts state a horizon other than 10x the study's largest compute")
+        print(f"warning: {mismatched} verdicts state a horizon other than their factor x the study's largest compute")
 
 
 def main() -> None:
