@@ -98,7 +98,7 @@ def test_fits_recover_the_exponent_of_a_known_l_n_d(study):
         assert quality["power_law_ok"], quality["problems"]
         assert len(quality["sizes_on_frontier"]) >= 4
     assert fits.verdicts["dfa_block"]["scenario"] == "D"  # as in the paper: DFA worse at every compute studied
-    assert fits.verdicts["dfa_block"]["confidence"] >= 0.9
+    assert fits.verdicts["dfa_block"]["bootstrap_share"] >= 0.9
     gap = fits.verdicts["dfa_block"]["measured_gap"]
     assert 0 < gap["min"] <= gap["max"]  # measured: dfa_block above bp wherever both were measured
 
@@ -118,10 +118,16 @@ def test_report_files(study):
     loss = float(bp["loss_at_reference"])
     assert float(bp["loss_at_reference_lo"]) < loss < float(bp["loss_at_reference_hi"])
     verdict = (out / "verdict.md").read_text()
-    answer = verdict.split("## Compute as")[0]  # the quotable answer comes first
-    assert "- dfa_block: **D** (BP better at every compute studied and at scale; confidence 100%)." in answer
+    answer = verdict.split("| method |")[0]  # the figure and the quotable answer come first
+    assert answer.index("![The compute-efficient frontiers](frontier.png)") < answer.index("## The answer")
+    assert re.search(r"- dfa_block: \*\*D\*\* through [\d.e+-]+ PF-days \(10x the largest compute measured\): BP "
+                     r"better from the smallest compute studied through the horizon \(bootstrap share 100\.0%\)\.",
+                     answer)
     assert re.search(r"To reach loss [\d.]+ it needs [\d.e+]+x \[[\d.e+]+x, [\d.e+]+x\] BP's compute", answer)
-    assert "| method | verdict | confidence | compute multiplier [95%]" in verdict and "wall-clock" in verdict
+    assert "Beyond the horizon (extrapolation): Δalpha +" in answer
+    assert "| method | letter (through the horizon) | bootstrap share | compute multiplier [95%]" in verdict
+    assert verdict.count("| method |") == 2 and "| dfa_block | wall_clock |" in verdict  # one compact table each
+    assert "confidence" not in verdict
     assert f"{DIVERGED}: diverged" in verdict and f"{FAILED}: failed (RuntimeError: boom)" in verdict
     results = strict_loads((out / "results.json").read_text())
     assert set(results["accountings"]) == {"paper", "optimistic", "exact", "wall_clock"}
@@ -132,7 +138,10 @@ def test_report_files(study):
     assert all(point[2].startswith("bp_") for point in fit["frontier"])
     assert max(abs(point[3]) for point in fit["frontier"]) == pytest.approx(fit["max_abs_log_residual"])
     v = results["accountings"]["paper"]["verdicts"]["dfa_block"]
-    assert v["scenario"] == "D" and v["shared_floor"]["scenario"] == "D" and v["delta_alpha_ci"][0] > 0
+    assert v["scenario"] == "D" and v["floor"]["scenario"] == "D" and v["delta_alpha_ci"][0] > 0
+    assert v["horizon_pf_days"] == pytest.approx(10 * v["c_max_pf_days"]) and v["trend"]["letter_at_infinity"] == "D"
+    assert set(v["floor"]) >= {"E", "E_ci", "degenerate"} and v["floor"]["methods"] == ["dfa_block", "bp"]
+    assert set(fit["backtest"]) >= {"held_out", "predicted", "ci", "measured", "inside"}
     assert [e["loss"] for e in v["compute_multiplier"]] == sorted((e["loss"] for e in v["compute_multiplier"]),
                                                                   reverse=True)
     assert all(e["ci"][0] <= e["value"] <= e["ci"][1] for e in v["compute_multiplier"])
@@ -166,7 +175,7 @@ def test_a_method_that_is_not_a_power_law_gets_no_letter(study):
     assert "**D**" not in verdict
     results = strict_loads((out / "results.json").read_text())
     v = results["accountings"]["paper"]["verdicts"]["dfa_block"]
-    assert v["scenario"] is None and v["confidence"] is None and "not a power law" in v["reason"]
+    assert v["scenario"] is None and v["bootstrap_share"] is None and "not a power law" in v["reason"]
 
 
 _CHECK_SCRIPT = """<script>

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import BOOTSTRAP, FRACTION, POSITIVE, RANGES, ConfigError, check_number
-from ..fit.defaults import BP_FLOPS_PER_PARAM_TOKEN, DEFAULT_BOOTSTRAP, LND_BOOTSTRAP, RUN_FRACTION
+from ..config import BOOTSTRAP, FRACTION, POSITIVE, RANGES, ConfigError, Range, check_number
+from ..fit.defaults import BP_FLOPS_PER_PARAM_TOKEN, DEFAULT_BOOTSTRAP, HORIZON_FACTOR, LND_BOOTSTRAP, RUN_FRACTION
+
+HORIZON = Range(1.0, 1e6)  # --horizon-factor: from the measured compute itself to six decades past it
 
 
 def flops_per_param_token(text: str) -> float | dict[str, float]:
@@ -50,7 +52,8 @@ def _fit_points(args) -> dict:
                           f"and {args.points} has no n_params and tokens columns")
     return fit_points_table(read_points_csv(args.points), reference=args.reference,
                             bootstrap=DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap,
-                            seed=args.seed, irreducible=args.irreducible, run_fraction=args.run_fraction)
+                            seed=args.seed, irreducible=args.irreducible, run_fraction=args.run_fraction,
+                            horizon_factor=args.horizon_factor)
 
 
 def cmd_fit(args) -> int:
@@ -62,6 +65,7 @@ def cmd_fit(args) -> int:
             check_number("--bootstrap", args.bootstrap, BOOTSTRAP, integer=True)
         check_number("--seed", args.seed, RANGES["seed"], integer=True)
         check_number("--run-fraction", args.run_fraction, FRACTION)
+        check_number("--horizon-factor", args.horizon_factor, HORIZON)
         table = _fit_runs(args) if is_runs_csv(args.points) else _fit_points(args)
     except ConfigError as err:
         print(f"beyondbp fit: error: {err}", file=sys.stderr)
@@ -94,6 +98,9 @@ def add_parser(sub) -> None:
                    help="points file: fit L = E + (C/C_c)^alpha (5 points or more)")
     p.add_argument("--run-fraction", type=float, default=RUN_FRACTION,
                    help="points file, learning curves: a run's points count from this fraction of its largest compute")
+    p.add_argument("--horizon-factor", type=float, default=HORIZON_FACTOR, metavar="H",
+                   help="points file: claim each letter through H x the largest compute measured; beyond it "
+                        f"only the trend is given (default: {HORIZON_FACTOR:g})")
     p.add_argument("--shared-e", action="store_true", help="runs file: one floor E shared by all methods")
     p.add_argument("--flops-per-param-token", default=f"{BP_FLOPS_PER_PARAM_TOKEN:g}",
                    metavar="K", help="runs file: compute C = K N D, for the allocation and L*(C); one number "

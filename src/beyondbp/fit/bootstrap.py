@@ -20,6 +20,7 @@ derived quantities such as log C_c, which are not linear in them.
 """
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -50,9 +51,11 @@ def _run_leverage(x: np.ndarray, cluster: np.ndarray, n_clusters: int) -> np.nda
 
 
 def resampled_residuals(residuals: np.ndarray, x: np.ndarray, cluster: np.ndarray, n: int,
-                        rng: np.random.Generator, parameters: int = 2) -> np.ndarray:
+                        rng: np.random.Generator, parameters: int = 2, noise_sd: float = 0.0) -> np.ndarray:
     """n x k bootstrap draws of the residual vector: run effects resampled over runs, the
-    points' deviations from their run's effect over points (see the module docstring)."""
+    points' deviations from their run's effect over points (see the module docstring).
+    noise_sd: a measured run-to-run noise (seeds); where the run effects spread less, Gaussian
+    run effects make up the difference, so the draws' run-level variance is at least noise_sd^2."""
     n_clusters = int(cluster.max()) + 1
     counts = np.bincount(cluster, minlength=n_clusters)
     run_effect = np.bincount(cluster, weights=residuals, minlength=n_clusters) / counts
@@ -64,6 +67,9 @@ def resampled_residuals(residuals: np.ndarray, x: np.ndarray, cluster: np.ndarra
     else:
         run_effect = run_effect * np.sqrt(n_clusters / max(n_clusters - parameters, 1))
     draws = run_effect[rng.integers(0, n_clusters, size=(n, n_clusters))][:, cluster]
+    missing = noise_sd ** 2 - float(np.mean(run_effect ** 2))
+    if missing > 0:
+        draws = draws + (math.sqrt(missing) * rng.standard_normal((n, n_clusters)))[:, cluster]
     k = len(residuals)
     if k > n_clusters:
         within = (within - within.mean()) * np.sqrt(k / (k - n_clusters))

@@ -72,8 +72,9 @@ def fit_floor(groups: list[tuple[np.ndarray, np.ndarray]], scale: float):
     b [rows, M]); 0 <= E < the row's smallest loss."""
     groups = [(x, y, np.exp(y)) for x, y in groups]
     e_max = np.min([loss.min(1) for _, _, loss in groups], axis=0) * (1 - 1e-9)
-    # the grid only brackets the floor: the weighted line's first-order cost is enough there
-    costs = np.stack([_profile(groups, u * e_max, scale, 0)[0] for u in GRID])  # [grid, rows]
+    # the grid is scored with the exact cost: a first-order cost weights the nearest point by
+    # (L - E) / L, which vanishes as E nears the smallest loss, so it would pick that bound
+    costs = np.stack([_profile(groups, u * e_max, scale)[0] for u in GRID])  # [grid, rows]
     best = np.argmin(costs, axis=0)
     lo, hi = GRID[np.maximum(best - 1, 0)], GRID[np.minimum(best + 1, len(GRID) - 1)]
     ratio = (np.sqrt(5.0) - 1) / 2

@@ -104,6 +104,9 @@ class PowerLawFit:
     sizes: list[str] = field(default_factory=list)  # the model size of each envelope point
     dof: int = 1  # degrees of freedom of the bootstrap's t widening: runs - parameters
     raw_samples: np.ndarray | None = None  # the bootstrap rows before widening
+    seed_noise: tuple[float, int] | None = None  # measured sd of ln loss across seeds, and its dof
+    backtest: dict | None = None  # `beyondbp.fit.backtest`, set where a verdict is made
+    dropped_sizes: list[str] = field(default_factory=list)  # sizes with points, none on the envelope
 
     def widened(self, factor: float) -> np.ndarray:
         """The raw bootstrap rows stretched around the estimate by `factor` (floors kept between 0
@@ -170,7 +173,8 @@ class PowerLawFit:
         if worst > MAX_ABS_LOG_RESIDUAL:
             problems.append(f"worst log residual {worst:.3f} > {MAX_ABS_LOG_RESIDUAL}")
         return {"frontier": [[float(c), float(l), r, float(e)] for (c, l), r, e in zip(self.envelope, self.runs, res)],
-                "sizes_on_frontier": sizes, "fit_range_pf_days": [lo, hi],
+                "sizes_on_frontier": sizes, "sizes_off_frontier": list(self.dropped_sizes),
+                "fit_range_pf_days": [lo, hi],
                 "rms_log_residual": rms, "max_abs_log_residual": worst,
                 "power_law_ok": not problems, "problems": problems}
 
@@ -267,13 +271,16 @@ def min_points(irreducible: bool) -> int:
 
 
 def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                 irreducible: bool = False, name: str = "points") -> PowerLawFit:
+                 irreducible: bool = False, name: str = "points",
+                 seed_noise: tuple[float, int] | None = None) -> PowerLawFit:
     """Envelope + power-law fit + residual bootstrap for one method.
 
     compute, loss: 1-D arrays of the candidate points (PF-days, loss); runs and sizes:
     optional labels, one per point (they name the frontier's points, group a run's points in
     the bootstrap and count its sizes). `name` labels error messages and seeds the method's
-    own random stream. bootstrap=0 gives no intervals and no samples.
+    own random stream. bootstrap=0 gives no intervals and no samples. seed_noise: (sd of ln loss
+    across seeds, its degrees of freedom) where several seeds were run: the bootstrap's noise is
+    then at least that sd, and its degrees of freedom add to the fit's.
     """
     compute, loss = np.asarray(compute, dtype=float), np.asarray(loss, dtype=float)
     idx = envelope_index(compute, loss)
@@ -289,10 +296,14 @@ def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_
     fit = PowerLawFit(float(alpha), float(b), centre, float(e) if irreducible else None, None, len(idx),
                       np.column_stack([env_c, env_l]), None, run_labels,
                       [str(sizes[i]) for i in idx] if sizes is not None else [],
-                      dof=max(n_clusters - parameters, 1))
+                      dof=max(n_clusters - parameters, 1) + (seed_noise[1] if seed_noise else 0),
+                      seed_noise=seed_noise)
+    if sizes is not None:  # a size beaten everywhere by a smaller one: listed, never silently gone
+        fit.dropped_sizes = list(dict.fromkeys(str(s) for s in sizes if str(s) not in set(fit.sizes)))
     if bootstrap:
         fitted = log_loss(fit.params(), x)
-        draws = resampled_residuals(y - fitted, x, cluster, bootstrap, method_rng(name, seed), parameters)
+        draws = resampled_residuals(y - fitted, x, cluster, bootstrap, method_rng(name, seed), parameters,
+                                    seed_noise[0] if seed_noise else 0.0)
         fit.raw_samples = _fit_rows(x, fitted + draws, irreducible)
         fit.samples = fit.widened(small_sample_factor(fit.dof))
         fit.alpha_C_ci = percentile_ci(fit.samples[:, 0])

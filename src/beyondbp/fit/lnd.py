@@ -75,6 +75,8 @@ class LNDFit:
     samples: np.ndarray | None = None
     shared_E: bool = False
     at_bounds: list[str] = field(default_factory=list)
+    failed_refits: int = 0  # bootstrap refits whose L-BFGS-B did not converge: dropped, counted
+    samples_at_bounds: dict[str, int] = field(default_factory=dict)  # kept refits with E, a or b at a bound
 
     @property
     def params(self) -> np.ndarray:
@@ -105,7 +107,8 @@ class LNDFit:
                     "residual_rms": float(np.sqrt(np.mean(self.log_residuals ** 2))),
                     "residual_max": float(np.max(np.abs(self.log_residuals))),
                     "log_residuals": self.log_residuals.tolist(), "runs": self.runs,
-                    "at_bounds": list(self.at_bounds)})
+                    "at_bounds": list(self.at_bounds), "failed_refits": self.failed_refits,
+                    "samples_at_bounds": dict(self.samples_at_bounds)})
         return jsonable(out)
 
 
@@ -324,24 +327,57 @@ def fit_lnd(n_params, tokens, loss, *, method: str = "runs", runs=None,
     fit = _make_fit(prob, theta, 0, method, (n, d, loss_), runs, shared=False)
     if bootstrap:
         rng = method_rng(method, seed)
-        rows = []
+        thetas = []
         for _ in range(bootstrap):
             weights = _resample_weights(rng, len(n))
             start = theta if bootstrap_starts == "warm" else None
-            rows.append(prob.to_params(_best_fit(prob, weights, grid, start))[0])
-        fit.samples = np.array(rows)
+            thetas.append(_best_fit(prob, weights, grid, start, converged_only=True))
+        _keep_converged(fit, prob, thetas, 0)
     return fit
+
+
+def _keep_converged(fit: LNDFit, prob: _Problem, thetas: list, index: int) -> None:
+    """The bootstrap rows of the refits that converged (None: did not); failures and rows at a
+    parameter bound are counted, never silently kept or dropped."""
+    kept = [t for t in thetas if t is not None]
+    fit.failed_refits = len(thetas) - len(kept)
+    fit.samples = np.array([prob.to_params(t)[index] for t in kept]).reshape(len(kept), len(PARAMS))
+    counts: dict[str, int] = {}
+    for t in kept:
+        for name in prob.names_at_bounds(t, index):
+            counts[name] = counts.get(name, 0) + 1
+    fit.samples_at_bounds = counts
 
 
 def _resample_weights(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.bincount(rng.integers(0, n, size=n), minlength=n) / n
 
 
-def _best_fit(prob: _Problem, weights: np.ndarray, grid: StartGrid, start: np.ndarray | None = None) -> np.ndarray:
-    """theta of the lowest objective over L-BFGS runs from the grid's starts (or from `start`)."""
+def _best_fit(prob: _Problem, weights: np.ndarray, grid: StartGrid, start: np.ndarray | None = None,
+              converged_only: bool = False) -> np.ndarray | None:
+    """theta of the lowest objective over L-BFGS runs from the grid's starts (or from `start`);
+    converged_only: among runs that report success only (None when none did)."""
     starts = [start] if start is not None else _profile_starts(prob, weights, grid)
     results = [prob.minimise(s, weights) for s in starts]
-    return min(results, key=lambda res: res.fun).x
+    best = min(results, key=lambda res: res.fun)
+    if converged_only and not converged(prob, best):
+        return None
+    return best.x
+
+
+GRADIENT_TOL = 1e-6  # the objective is ~1e-3: a projected gradient this small is a stationary point
+
+
+def converged(prob: _Problem, res) -> bool:
+    """L-BFGS-B's success, or (its ABNORMAL line-search exit, common at the optimum) a projected
+    gradient of at most GRADIENT_TOL: a refit that ended anywhere else is not an estimate."""
+    if res.success:
+        return True
+    lo = np.array([b[0] if b[0] is not None else -np.inf for b in prob.bounds])
+    hi = np.array([b[1] if b[1] is not None else np.inf for b in prob.bounds])
+    grad = np.where((res.x <= lo + 1e-10) & (res.jac > 0), 0.0, res.jac)
+    grad = np.where((res.x >= hi - 1e-10) & (grad < 0), 0.0, grad)
+    return bool(np.all(np.isfinite(grad)) and np.max(np.abs(grad)) <= GRADIENT_TOL)
 
 
 def _make_fit(prob: _Problem, theta: np.ndarray, index: int, method: str, data, runs, shared: bool) -> LNDFit:
@@ -376,14 +412,14 @@ def fit_lnd_shared_e(groups: dict[str, tuple], *, bootstrap: int = DEFAULT_BOOTS
             for i, m in enumerate(methods)}
     if bootstrap:
         rngs = [method_rng(m, seed) for m in methods]
-        samples = []
+        thetas = []
         total = sum(prob.sizes)
         for _ in range(bootstrap):
             weights = np.concatenate([_resample_weights(r, k) * k / total for r, k in zip(rngs, prob.sizes)])
-            samples.append(prob.to_params(prob.minimise(theta, weights).x))
-        samples = np.array(samples)
+            res = prob.minimise(theta, weights)
+            thetas.append(res.x if converged(prob, res) else None)
         for i, m in enumerate(methods):
-            fits[m].samples = samples[:, i, :]
+            _keep_converged(fits[m], prob, thetas, i)
     return fits
 
 

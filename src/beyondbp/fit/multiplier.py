@@ -10,6 +10,11 @@ and each entry says how many decades of compute that extrapolation spans. Interv
 sample i of one method's bootstrap with sample i of the other's (independent streams).
 The trend compares the multiplier at the lowest loss with that at the highest: whether the
 alternative's handicap grows or shrinks with scale.
+
+An interval knows when it extrapolates: an entry read more than `EXTRAPOLATION_LIMIT_DECADES`
+outside either method's measured compute carries the model's error as well as the noise's. Where
+the pair's floor fit is identified, the interval is widened to include that fit's interval
+(`ci_includes_model_spread`); otherwise none is given (`ci` null, `ci_reason` says why).
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ import math
 
 import numpy as np
 
-from .bootstrap import excludes_zero, percentile_ci
+from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, widen
+from .defaults import EXTRAPOLATION_LIMIT_DECADES
 from .frontier import PowerLawFit, log_compute, safe_exp
 
 LN10 = math.log(10.0)
@@ -55,8 +61,34 @@ def _ratio_ci(log_ratio: np.ndarray) -> list[float]:
     return [safe_exp(bound) for bound in percentile_ci(log_ratio)]
 
 
-def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str]) -> dict:
-    """{"losses_from", "entries": [{loss, value, ci, extrapolated_decades}], "trend"}."""
+def _floor_log_ratio(floor, names: tuple[str, str], targets: np.ndarray):
+    """The floor fit's ln(C_alt / C_ref) at the target log losses, and its widened samples."""
+    point_alt, samples_alt = floor.log_compute_at(names[0], targets)
+    point_ref, samples_ref = floor.log_compute_at(names[1], targets)
+    with np.errstate(invalid="ignore"):
+        point = point_alt - point_ref
+        return point, widen(samples_alt - samples_ref, point, small_sample_factor(floor.dof))
+
+
+def _model_error(entry: dict, i: int, floor, floor_ratio) -> None:
+    """Widen (or withhold) an entry's interval where it is read far outside the measured compute."""
+    decades = max(entry["extrapolated_decades"].values(), default=0.0)
+    if decades <= EXTRAPOLATION_LIMIT_DECADES or entry["ci"] is None:
+        return
+    if floor is None or floor.degenerate or floor_ratio is None:
+        why = "no identified floor fit of the pair" if floor is None or floor.degenerate else "no floor samples"
+        entry.update(ci=None, ci_reason=(f"read {decades:.2g} decades outside the measured compute, and {why} "
+                                         "bounds the model's error there"))
+        return
+    lo, hi = percentile_ci(floor_ratio[1][:, i])
+    pure = [math.log(v) if v > 0 else -math.inf for v in entry["ci"]]
+    entry["ci"] = [safe_exp(min(pure[0], lo)), safe_exp(max(pure[1], hi))]
+    entry["ci_includes_model_spread"] = True
+
+
+def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], floor=None) -> dict:
+    """{"losses_from", "entries": [{loss, value, ci, extrapolated_decades}], "trend"}; floor: the
+    pair's `SharedFloorFit` (or None) that bounds the model error of extrapolated entries."""
     log_losses, source = _loss_range(alt, ref, names)
     targets = np.array(log_losses)
     point_alt, point_ref = _log_compute(alt, targets), _log_compute(ref, targets)
@@ -70,7 +102,11 @@ def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str
                    zip(names, (alt, ref), (point_alt[i], point_ref[i])) if _outside_decades(f, c) > 1e-6}
         entries.append({"loss": math.exp(log_l), "value": safe_exp(point_alt[i] - point_ref[i]),
                         "ci": _ratio_ci(sample_log_ratio[:, i]) if has_samples else None,
-                        "extrapolated_decades": outside})
+                        "extrapolated_decades": outside, "ci_reason": None, "ci_includes_model_spread": False})
+    floor_ratio = (_floor_log_ratio(floor, names, targets) if floor is not None and floor.samples
+                   and not floor.degenerate else None)
+    for i, entry in enumerate(entries):
+        _model_error(entry, i, floor, floor_ratio)
     trend = {"value": safe_exp((point_alt[2] - point_ref[2]) - (point_alt[0] - point_ref[0])), "ci": None,
              "direction": None}
     if has_samples:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
+from .defaults import DEFAULT_BOOTSTRAP, HORIZON_FACTOR, RUN_FRACTION
 from ..config import ConfigError, read_text_file
 from .frontier import fit_frontier, late_points
 from .verdict import judge_all
@@ -45,37 +45,47 @@ def fit_json(fit, reference_compute: float | None = None) -> dict:
         reference_compute = float(np.sqrt(np.prod(fit.fit_range)))
     out = {"alpha_C": fit.alpha_C, "alpha_C_ci": list(fit.alpha_C_ci) if fit.alpha_C_ci else None,
            "C_c": fit.C_c, "loss_at_reference": fit.loss_at(reference_compute),
-           "n_points": fit.n_points, **fit.quality()}
+           "n_points": fit.n_points, **fit.quality(), "backtest": fit.backtest,
+           "seed_noise": None if fit.seed_noise is None else {"sd": fit.seed_noise[0], "dof": fit.seed_noise[1]}}
     if fit.E is not None:
         out["E"] = fit.E
     return out
 
 
 def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = DEFAULT_BOOTSTRAP,
-                     seed: int = 0, irreducible: bool = False, run_fraction: float = RUN_FRACTION) -> dict:
+                     seed: int = 0, irreducible: bool = False, run_fraction: float = RUN_FRACTION,
+                     horizon_factor: float = HORIZON_FACTOR) -> dict:
     """Fit every method's frontier and judge each non-reference method against `reference`.
 
     rows: dicts with method, compute_pf_days, loss and optionally run and size (as from
     read_points_csv). Sizes are counted from `size`, else from `run`. A run with several points
     is a learning curve: only its points at or past `run_fraction` of its largest compute count
-    (`frontier.late_points`). Returns {"fits": {method: {...}}, "verdicts": {method: {...}}};
-    fits gain "E" only when irreducible=True.
+    (`frontier.late_points`). Returns {"fits": {method: {...}}, "verdicts": {method: {...}},
+    "unfitted": {method: why}}: a method with too few frontier points is skipped with its reason
+    while the others are fitted; fits gain "E" only when irreducible=True.
     """
     groups = _group_by_method(rows)
     if reference not in groups:
         raise ConfigError(f"reference method {reference!r} has no points "
                           f"(methods present: {', '.join(sorted(groups)) or 'none'})")
-    fits, spans = {}, {}
+    fits, spans, unfitted = {}, {}, {}
     for m, g in groups.items():
         keep = late_points(g["compute"], g["run"], run_fraction)
         labels = {k: None if g[k] is None else g[k][keep] for k in LABEL_COLUMNS}
-        fits[m] = fit_frontier(g["compute"][keep], g["loss"][keep], labels["run"],
-                               labels["size"] if labels["size"] is not None else labels["run"],
-                               bootstrap=bootstrap, seed=seed, irreducible=irreducible, name=m)
         spans[m] = (float(g["compute"][keep].min()), float(g["compute"][keep].max()))
+        try:
+            fits[m] = fit_frontier(g["compute"][keep], g["loss"][keep], labels["run"],
+                                   labels["size"] if labels["size"] is not None else labels["run"],
+                                   bootstrap=bootstrap, seed=seed, irreducible=irreducible, name=m)
+        except ConfigError as exc:
+            unfitted[m] = str(exc)
+    if reference in unfitted:
+        raise ConfigError(f"reference {unfitted[reference]}")
     reference_compute = float(np.sqrt(min(lo for lo, _ in spans.values()) * max(hi for _, hi in spans.values())))
-    verdicts = judge_all(fits, reference, spans, bootstrap, seed)
-    return {"fits": {m: fit_json(f, reference_compute) for m, f in fits.items()}, "verdicts": verdicts}
+    with np.errstate(all="ignore"):
+        verdicts = judge_all(fits, reference, spans, bootstrap, seed, horizon_factor)
+    return {"fits": {m: fit_json(f, reference_compute) for m, f in fits.items()}, "verdicts": verdicts,
+            "unfitted": unfitted}
 
 
 def _parse_float(text: str, path, line: int, column: str) -> float:

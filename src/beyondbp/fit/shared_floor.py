@@ -1,4 +1,4 @@
-"""The loss-floor check: every method of a study fitted with one floor E shared by all.
+"""The loss-floor check: two methods (an alternative and BP) fitted with one floor E shared by both.
 
 A pure power law makes the worse method look steeper when the methods share a floor: with
 L = E + R the log-log slope is alpha R / L, so of two methods with the same reducible exponent
@@ -6,7 +6,11 @@ the one with the higher loss has the steeper apparent slope, and two such method
 scenario B (the alternative "better at scale"). Methods trained on the same data with the same
 tokenizer share the entropy of the text, so the study also fits L_m = E + (C / C_c,m)^alpha_m
 jointly (`beyondbp.floor_fit`) and the verdict is recomputed from the reducible exponents; a
-letter that changes is left undetermined (`beyondbp.verdict`).
+letter that changes is left undetermined (`beyondbp.verdict`). The floor is fitted per pair
+(alternative + BP), so an alternative's letter never depends on which other methods a study has.
+
+A floor within 1% of either bound (0, or the smallest loss of the pair) is *degenerate*: the
+data do not identify it, and the check says so instead of deciding a letter.
 
 Intervals: each method's residuals are resampled from its own random stream, the joint fit is
 redone for every sample, and the verdict's quantities are widened by the t factor of the joint
@@ -20,11 +24,12 @@ import numpy as np
 
 from .bootstrap import cluster_index, method_rng, percentile_ci, resampled_residuals, small_sample_factor, widen
 from .floor_fit import fit_floor
-from .frontier import HUBER_SCALE, PowerLawFit, log_loss
+from .frontier import HUBER_SCALE, PowerLawFit, log_compute, log_loss
 
-# a floor fit's bootstrap refits every method at once; it needs fewer samples than the letter's
+# a floor fit's bootstrap refits both methods at once; it needs fewer samples than the letter's
 # tails need from the pure fits, and it is the slowest part of a report
 MAX_FLOOR_SAMPLES = 1000
+DEGENERATE_SHARE = 0.01  # a floor this close (as a share of the upper bound) to 0 or to it
 
 
 @dataclass
@@ -39,12 +44,41 @@ class SharedFloorFit:
     dof: int
     smallest_loss: float  # of every method's frontier: the floor lies under it
 
-    @property
-    def E_ci(self) -> tuple[float, float] | None:
+    def _floor_samples(self) -> np.ndarray | None:
         if not self.samples:
             return None
         floors = widen(next(iter(self.samples.values()))[:, 2], self.E, small_sample_factor(self.dof))
-        return percentile_ci(np.clip(floors, 0.0, self.smallest_loss))
+        return np.clip(floors, 0.0, self.smallest_loss)
+
+    @property
+    def E_ci(self) -> tuple[float, float] | None:
+        floors = self._floor_samples()
+        return None if floors is None else percentile_ci(floors)
+
+    @property
+    def degenerate(self) -> bool:
+        """The floor sits at (within 1% of) a bound: 0 or the pair's smallest loss."""
+        return not DEGENERATE_SHARE <= self.E / self.smallest_loss <= 1 - DEGENERATE_SHARE
+
+    def bounds_report(self) -> dict:
+        """Which ends of E's interval are bounds (a one-sided interval) and the share of bootstrap
+        floors at a bound (within 1% of it)."""
+        floors = self._floor_samples()
+        if floors is None:
+            return {"E_ci_open_ends": [], "E_samples_at_bound": None}
+        share = floors / self.smallest_loss
+        lo, hi = percentile_ci(floors)
+        ends = [name for name, at in (("lower", lo <= DEGENERATE_SHARE * self.smallest_loss),
+                                      ("upper", hi >= (1 - DEGENERATE_SHARE) * self.smallest_loss)) if at]
+        at_bound = (share < DEGENERATE_SHARE) | (share > 1 - DEGENERATE_SHARE)
+        return {"E_ci_open_ends": ends, "E_samples_at_bound": float(at_bound.mean())}
+
+    def log_compute_at(self, method: str, log_target: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """ln C at which `method`'s law reaches each loss exp(log_target) (+inf: never), and the
+        bootstrap samples of the same (rows x targets)."""
+        point = log_compute(self.laws[method], log_target) + self.centres[method]
+        samples = None if self.samples is None else log_compute(self.samples[method], log_target) + self.centres[method]
+        return point, samples
 
     def log_loss_at(self, method: str, compute: float) -> tuple[float, np.ndarray | None]:
         x = np.log(compute) - self.centres[method]

@@ -1,32 +1,40 @@
-"""Verdicts: which of the paper's outcomes A-D holds for an alternative method against BP.
+"""Verdicts: which of the paper's outcomes A-D holds for an alternative method against BP, and
+through which compute.
 
 Paper section 2: A alternative always better; B better at scale only (worse at the smallest
-compute studied, better as C -> infinity); C better at small compute only; D BP always
-better. Two quantities decide the letter, both linear in each method's fitted line:
+compute studied, better at larger compute); C better at small compute only; D BP always better.
+A letter is a claim with a range. It is claimed *through a horizon* H (by default 10x the
+largest compute measured, `horizon_factor`) and decided by two quantities, both read from each
+method's fitted law:
 
 - Δ ln L at the smallest compute studied (alternative minus BP; < 0: the alternative is better
   there), and
-- Δalpha, the alternative's exponent minus BP's (< 0: the alternative improves faster, so it is
-  better as C -> infinity). With a floor per method (`--irreducible`) the floors decide at
-  infinity instead: ΔE.
+- Δ ln L at the horizon H.
 
 Each has a 95% interval from the two methods' bootstraps (sample i of one with sample i of the
-other; every method resamples from its own stream, `beyondbp.bootstrap`). A letter is given only
-when both intervals exclude 0; otherwise the verdict is *undetermined* and names the letters
-still possible and why. `confidence` is the bootstrap probability of the stated letter and
-`letter_shares` that of each of the four. A crossover (B, C) is given with its interval only
-when Δalpha is resolved, and says whether it lies inside the compute range both methods measured.
+other; every method resamples from its own stream, `beyondbp.fit.bootstrap`), widened by the t
+factor of the smaller of the two fits' degrees of freedom (Welch-Satterthwaite with 2 per side
+is anti-conservative). A letter is given only when both intervals exclude 0; otherwise the
+verdict is *undetermined* and names the letters still possible and why. `bootstrap_share` is
+the share of bootstrap samples that give the stated letter under the fitted model: not a
+probability that the letter is right.
 
-The loss floor: every method that passes the power-law checks is also fitted with one floor E
-shared by all (`beyondbp.shared_floor`) and the letter recomputed from the reducible exponents.
-A letter stands only where that fit resolves the same letter; otherwise the verdict is
-"undetermined: the floor decides" (a common floor makes the worse method look steeper, so
-"B" from pure laws may be a floor and nothing more).
+Beyond the horizon the verdict gives the *trend*, labelled as extrapolation: Δalpha with its
+interval and the letter pure power laws give as C -> infinity (with a floor per method,
+`--irreducible`, ΔE decides at infinity instead).
 
-A letter is only given when both frontiers pass the power-law checks
-(`PowerLawFit.quality`); otherwise `judge` says why. Always given: the measured gap, how far
-the alternative's frontier points lie above or below BP's frontier, interpolated, where both
-were measured.
+Checks that can withhold a letter:
+- both frontiers must pass the power-law checks (`PowerLawFit.quality`);
+- the loss floor: the pair (alternative + BP) is also fitted with one floor E shared by the two
+  (`beyondbp.fit.shared_floor`) and the letter recomputed from that fit; a letter stands only
+  where that fit gives the same one. A floor at a bound (degenerate) is not identified and
+  does not decide; per-method floors (where each frontier has 5 points) are reported beside it
+  as a sensitivity check;
+- the backtest (`beyondbp.fit.backtest`): a law that failed to predict its own largest size
+  claims nothing past the measured compute (the horizon shrinks to it).
+
+Always given: the measured gap, how far the alternative's frontier points lie above or below
+BP's frontier, interpolated, where both were measured.
 """
 from __future__ import annotations
 
@@ -35,16 +43,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, welch_dof, widen
-from .frontier import PowerLawFit, log_loss, safe_exp
-from .multiplier import compute_multiplier, crossover
+from ..config import ConfigError
+from .backtest import backtest
+from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, widen
+from .defaults import HORIZON_FACTOR
+from .frontier import PowerLawFit, fit_frontier, log_loss, min_points, safe_exp
+from .multiplier import LN10, compute_multiplier, crossover
 from .shared_floor import SharedFloorFit, fit_shared_floor
 
 LETTERS = ("A", "B", "C", "D")
 
 
 def letters_of(gap, scale) -> np.ndarray:
-    """The letter for each (Δ ln L at the smallest compute, Δ at scale): negative = alternative better."""
+    """The letter for each (Δ at the smallest compute, Δ at scale): negative = alternative better."""
     small, large = np.asarray(gap) < 0, np.asarray(scale) < 0
     return np.where(small, np.where(large, "A", "C"), np.where(large, "B", "D"))
 
@@ -54,12 +65,18 @@ def _signs(ci) -> list[int]:
     return [-1] if ci[1] < 0 else [1] if ci[0] > 0 else [-1, 1]
 
 
+_SYMBOL = {"delta_alpha": "Δalpha", "delta_E": "ΔE", "delta_log_loss_at_horizon": "Δ ln L at the horizon"}
+
+
 def decide(gap: float, gap_samples, scale: float, scale_samples, scale_name: str) -> dict:
     """The letter from the two deciding quantities and their (already widened) samples."""
-    gap_ci, scale_ci = percentile_ci(gap_samples), percentile_ci(scale_samples)
-    sample_letters = letters_of(gap_samples, scale_samples)
-    shares = {letter: float(np.mean(sample_letters == letter)) for letter in LETTERS}
-    possible = sorted({str(letters_of(g, s)) for g in _signs(gap_ci) for s in _signs(scale_ci)})
+    gap_samples, scale_samples = np.asarray(gap_samples, dtype=float), np.asarray(scale_samples, dtype=float)
+    usable = ~(np.isnan(gap_samples) | np.isnan(scale_samples))
+    gap_ci, scale_ci = percentile_ci(gap_samples[usable]), percentile_ci(scale_samples[usable])
+    sample_letters = letters_of(gap_samples[usable], scale_samples[usable])
+    shares = {letter: float(np.mean(sample_letters == letter)) if usable.any() else 0.0 for letter in LETTERS}
+    possible = (sorted({str(letters_of(g, s)) for g in _signs(gap_ci) for s in _signs(scale_ci)})
+                if usable.any() else list(LETTERS))
     scenario = possible[0] if len(possible) == 1 else None
     why = []
     if not excludes_zero(gap_ci):
@@ -67,52 +84,73 @@ def decide(gap: float, gap_samples, scale: float, scale_samples, scale_name: str
     if not excludes_zero(scale_ci):
         why.append(f"the interval of {_SYMBOL[scale_name]}, [{scale_ci[0]:+.3g}, {scale_ci[1]:+.3g}], includes 0")
     return {"scenario": scenario, "possible_letters": possible, "point_scenario": str(letters_of(gap, scale)),
-            "confidence": shares[scenario] if scenario else None, "letter_shares": shares,
+            "bootstrap_share": shares[scenario] if scenario else None, "letter_shares": shares,
             scale_name: scale, f"{scale_name}_ci": list(scale_ci),
             "delta_log_loss_at_c_min": gap, "delta_log_loss_at_c_min_ci": list(gap_ci),
+            "nan_samples_dropped": int((~usable).sum()),
             "reason": None if scenario else " and ".join(why)}
 
 
-_SYMBOL = {"delta_alpha": "Δalpha", "delta_E": "ΔE"}
+def _gap(alt: PowerLawFit, ref: PowerLawFit, compute: float) -> tuple[float, np.ndarray]:
+    """Δ ln L at one compute from the two fits' laws, and its samples."""
+    point = float(log_loss(alt.params(), alt.x(compute)) - log_loss(ref.params(), ref.x(compute)))
+    return point, log_loss(alt.samples, alt.x(compute))[:, 0] - log_loss(ref.samples, ref.x(compute))[:, 0]
 
 
-def _pure_quantities(alt: PowerLawFit, ref: PowerLawFit, c_min: float):
-    """(gap, gap samples, scale, scale samples, scale name) from the two fits' own laws."""
-    gap = float(log_loss(alt.params(), alt.x(c_min)) - log_loss(ref.params(), ref.x(c_min)))
-    gap_s = log_loss(alt.samples, alt.x(c_min))[:, 0] - log_loss(ref.samples, ref.x(c_min))[:, 0]
+def _at_infinity(alt: PowerLawFit, ref: PowerLawFit, c_min: float) -> dict:
+    """The trend past the horizon: the letter as C -> infinity from Δalpha (or ΔE with floors)."""
     column, name = (2, "delta_E") if alt.E is not None or ref.E is not None else (0, "delta_alpha")
     scale = float(alt.params()[column] - ref.params()[column])
-    return gap, gap_s, scale, alt.samples[:, column] - ref.samples[:, column], name
+    out = decide(*_gap(alt, ref, c_min), scale, alt.samples[:, column] - ref.samples[:, column], name)
+    trend = {"delta_alpha": float(alt.alpha_C - ref.alpha_C),
+             "delta_alpha_ci": list(percentile_ci(alt.samples[:, 0] - ref.samples[:, 0])),
+             "letter_at_infinity": out["scenario"], "possible_letters_at_infinity": out["possible_letters"],
+             "bootstrap_share_at_infinity": out["bootstrap_share"], "extrapolation": True}
+    if name == "delta_E":
+        trend.update(delta_E=out["delta_E"], delta_E_ci=out["delta_E_ci"])
+    return trend
 
 
 def paired(alt: PowerLawFit, ref: PowerLawFit) -> tuple[PowerLawFit, PowerLawFit]:
-    """The two fits with their bootstrap rows widened for a comparison: by the t factor of the
-    Welch-Satterthwaite degrees of freedom of the difference of their exponents (or floors), not
-    each by its own (two t-widened intervals combined are wider than a t interval of the difference)."""
-    column = 2 if alt.E is not None or ref.E is not None else 0
-    dof = welch_dof(float(np.var(alt.raw_samples[:, column])), alt.dof,
-                    float(np.var(ref.raw_samples[:, column])), ref.dof)
-    factor = small_sample_factor(dof)
+    """The two fits with their bootstrap rows widened for a comparison, both by the t factor of
+    the smaller of their degrees of freedom (a difference is no better known than its noisier side)."""
+    factor = small_sample_factor(min(alt.dof, ref.dof))
     return replace(alt, samples=alt.widened(factor)), replace(ref, samples=ref.widened(factor))
 
 
-def floor_verdict(floor: SharedFloorFit, alt_name: str, ref_name: str, c_min: float) -> dict:
-    """The letter under the shared floor: reducible exponents and the gap at the smallest compute."""
-    gap_alt, gap_alt_s = floor.log_loss_at(alt_name, c_min)
-    gap_ref, gap_ref_s = floor.log_loss_at(ref_name, c_min)
-    alpha = float(floor.laws[alt_name][0] - floor.laws[ref_name][0])
+def floor_verdict(floor: SharedFloorFit, alt_name: str, ref_name: str, c_min: float, horizon: float) -> dict:
+    """The letter under the pair's floor fit, through the same horizon."""
     factor = small_sample_factor(floor.dof)
+    quantities = []
+    for compute in (c_min, horizon):
+        alt, alt_s = floor.log_loss_at(alt_name, compute)
+        ref, ref_s = floor.log_loss_at(ref_name, compute)
+        quantities += [alt - ref, widen(alt_s - ref_s, alt - ref, factor)]
+    out = decide(*quantities, "delta_log_loss_at_horizon")
+    alpha = float(floor.laws[alt_name][0] - floor.laws[ref_name][0])
     alpha_s = widen(floor.samples[alt_name][:, 0] - floor.samples[ref_name][:, 0], alpha, factor)
-    gap = gap_alt - gap_ref
-    out = decide(gap, widen(gap_alt_s - gap_ref_s, gap, factor), alpha, alpha_s, "delta_alpha")
     e_ci = floor.E_ci
-    return {**out, "E": floor.E, "E_ci": list(e_ci) if e_ci else None, "methods": floor.methods}
+    return {**{k: v for k, v in out.items() if k != "point_scenario"}, "delta_alpha": alpha,
+            "delta_alpha_ci": list(percentile_ci(alpha_s)), "E": floor.E, "E_ci": list(e_ci) if e_ci else None,
+            "E_upper_bound": floor.smallest_loss, "degenerate": floor.degenerate, **floor.bounds_report(),
+            "methods": floor.methods}
 
 
-def _floor_contradicts(pure: dict, floor: dict | None) -> bool:
-    """A letter stands only if the shared-floor fit resolves the same letter: where that fit
-    leaves it open, the data cannot tell a difference of exponents from a common floor."""
-    return floor is not None and pure["scenario"] is not None and floor["scenario"] != pure["scenario"]
+def per_method_floors(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], c_min: float, horizon: float,
+                      bootstrap: int, seed: int) -> dict:
+    """Sensitivity: each method with a floor of its own, the letter through the same horizon."""
+    short = [n for n, f in zip(names, (alt, ref)) if f.n_points < min_points(True)]
+    if short:
+        return {"scenario": None, "reason": f"{', '.join(short)} has fewer than {min_points(True)} frontier points"}
+    try:
+        refits = [fit_frontier(f.envelope[:, 0], f.envelope[:, 1], f.runs or None, f.sizes or None, bootstrap, seed, True,
+                               f"{n}/own-floor", f.seed_noise) for n, f in zip(names, (alt, ref))]
+    except ConfigError as exc:
+        return {"scenario": None, "reason": str(exc)}
+    a, r = paired(*refits)
+    out = decide(*_gap(a, r, c_min), *_gap(a, r, horizon), "delta_log_loss_at_horizon")
+    return {"scenario": out["scenario"], "possible_letters": out["possible_letters"],
+            "bootstrap_share": out["bootstrap_share"], "E": {names[0]: a.E, names[1]: r.E}, "reason": out["reason"]}
 
 
 def _crossover_entry(alt: PowerLawFit, ref: PowerLawFit, c_min: float, measured: tuple[float, float],
@@ -144,63 +182,103 @@ def measured_gap(alt: PowerLawFit, ref: PowerLawFit) -> dict | None:
             "min": float(gaps.min()), "max": float(gaps.max()), "n_points": int(inside.sum())}
 
 
-EMPTY = {"scenario": None, "possible_letters": list(LETTERS), "confidence": None, "letter_shares": None,
-         "pure_scenario": None, "delta_alpha": None, "delta_alpha_ci": None, "delta_log_loss_at_c_min": None,
-         "delta_log_loss_at_c_min_ci": None, "crossover": None, "compute_multiplier": None,
-         "compute_multiplier_trend": None, "compute_multiplier_losses_from": None, "shared_floor": None}
+def _outside(fits: dict[str, PowerLawFit], compute: float) -> dict[str, float]:
+    """Decades by which `compute` lies outside each fit's measured compute (only those outside)."""
+    out = {}
+    for name, fit in fits.items():
+        lo, hi = fit.fit_range
+        decades = max(math.log(lo / compute), math.log(compute / hi), 0.0) / LN10
+        if decades > 1e-6:
+            out[name] = decades
+    return out
+
+
+EMPTY = {"scenario": None, "possible_letters": list(LETTERS), "bootstrap_share": None, "letter_shares": None,
+         "pure_scenario": None, "horizon_pf_days": None, "horizon_factor": None, "horizon_reason": None,
+         "delta_log_loss_at_horizon": None, "delta_log_loss_at_horizon_ci": None, "trend": None,
+         "delta_alpha": None, "delta_alpha_ci": None, "delta_log_loss_at_c_min": None,
+         "delta_log_loss_at_c_min_ci": None, "c_min_extrapolated_decades": None, "crossover": None,
+         "compute_multiplier": None, "compute_multiplier_trend": None, "compute_multiplier_losses_from": None,
+         "floor": None, "per_method_floors": None}
+
+
+def _horizon(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], c_max: float,
+             factor: float) -> tuple[float, str | None]:
+    """The compute through which a letter is claimed, and why it is the measured compute only."""
+    failed = [n for n, f in zip(names, (alt, ref)) if f.backtest and f.backtest.get("inside") is False]
+    if failed:
+        return c_max, (f"{' and '.join(failed)}'s law failed its backtest (it did not predict its largest size), "
+                       "so no letter is claimed past the measured compute")
+    return factor * c_max, None
+
+
+def _apply_floor(out: dict, pure: dict, floor: dict) -> None:
+    """A letter stands only if the pair's identified floor fit resolves the same letter."""
+    if floor["degenerate"] or pure["scenario"] is None or floor["scenario"] == pure["scenario"]:
+        return
+    floor_text = floor["scenario"] or f"undetermined ({' or '.join(floor['possible_letters'])})"
+    out.update(scenario=None, bootstrap_share=None,
+               possible_letters=sorted({pure["scenario"], *floor["possible_letters"]}),
+               reason=(f"the floor decides: pure power laws give {pure['scenario']}, one floor E shared by the "
+                       f"pair gives {floor_text}"))
 
 
 def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None = None,
-          alt_name: str = "alternative", ref_name: str = "bp", floor: SharedFloorFit | None = None) -> dict:
+          alt_name: str = "alternative", ref_name: str = "bp", floor: SharedFloorFit | None = None,
+          horizon_factor: float = HORIZON_FACTOR, bootstrap: int = 0, seed: int = 0) -> dict:
     """The verdict of `alt` against `ref` (keys: module docstring and `EMPTY`); c_min, c_max:
-    the compute range studied (both methods' candidate points)."""
+    the compute range studied (both methods' candidate points); floor: the pair's floor fit;
+    bootstrap > 0 also refits each with a floor of its own (`per_method_floors`)."""
     c_max = c_max or max(alt.fit_range[1], ref.fit_range[1])
-    out = {**EMPTY, "c_min_pf_days": c_min, "measured_gap": measured_gap(alt, ref)}
+    out = {**EMPTY, "c_min_pf_days": c_min, "c_max_pf_days": c_max, "measured_gap": measured_gap(alt, ref)}
     problems = [f"{name}'s frontier is not a power law ({'; '.join(fit.quality()['problems'])})"
                 for name, fit in ((ref_name, ref), (alt_name, alt)) if not fit.power_law_ok]
     if problems:
         return {**out, "reason": "; ".join(problems)}
     if alt.raw_samples is None or ref.raw_samples is None:
         return {**out, "reason": "no bootstrap samples, so no intervals and no letter"}
+    names = (alt_name, ref_name)
     alt, ref = paired(alt, ref)
-    pure = decide(*_pure_quantities(alt, ref, c_min))
-    multiplier = compute_multiplier(alt, ref, (alt_name, ref_name))
+    horizon, horizon_reason = _horizon(alt, ref, names, c_max, horizon_factor)
+    pure = decide(*_gap(alt, ref, c_min), *_gap(alt, ref, horizon), "delta_log_loss_at_horizon")
+    trend = _at_infinity(alt, ref, c_min)
+    multiplier = compute_multiplier(alt, ref, names, floor)
     out.update({k: v for k, v in pure.items() if k != "point_scenario"}, pure_scenario=pure["scenario"],
+               horizon_pf_days=horizon, horizon_factor=horizon / c_max, horizon_reason=horizon_reason, trend=trend,
+               delta_alpha=trend["delta_alpha"], delta_alpha_ci=trend["delta_alpha_ci"],
+               c_min_extrapolated_decades=_outside({alt_name: alt, ref_name: ref}, c_min),
                compute_multiplier=multiplier["entries"], compute_multiplier_trend=multiplier["trend"],
                compute_multiplier_losses_from=multiplier["losses_from"])
-    if "delta_E" in pure:  # floors per method decide at scale; the exponents are still worth a look
-        out.update(delta_alpha=float(alt.alpha_C - ref.alpha_C),
-                   delta_alpha_ci=list(percentile_ci(alt.samples[:, 0] - ref.samples[:, 0])))
-    elif excludes_zero(pure["delta_alpha_ci"]):
+    if alt.E is None and ref.E is None and excludes_zero(trend["delta_alpha_ci"]):
         measured = (max(alt.fit_range[0], ref.fit_range[0]), min(alt.fit_range[1], ref.fit_range[1]))
         out["crossover"] = _crossover_entry(alt, ref, c_min, measured, c_max)
-    if floor is not None and alt_name in floor.laws and ref_name in floor.laws and floor.samples:
-        out["shared_floor"] = floor_verdict(floor, alt_name, ref_name, c_min)
-        if _floor_contradicts(pure, out["shared_floor"]):
-            floor_letters = out["shared_floor"]["possible_letters"]
-            floor_text = (out["shared_floor"]["scenario"] or
-                          f"undetermined ({' or '.join(floor_letters)})")
-            out.update(scenario=None, confidence=None, possible_letters=sorted({pure["scenario"], *floor_letters}),
-                       reason=(f"the floor decides: pure power laws give {pure['scenario']}, one floor E shared "
-                               f"by all methods gives {floor_text}"))
+    if floor is not None and floor.samples:
+        out["floor"] = floor_verdict(floor, alt_name, ref_name, c_min, horizon)
+        _apply_floor(out, pure, out["floor"])
+    if bootstrap and alt.E is None and ref.E is None:
+        out["per_method_floors"] = per_method_floors(alt, ref, names, c_min, horizon, bootstrap, seed)
     return out
 
 
 def judge_all(fits: dict[str, PowerLawFit], reference: str, spans: dict[str, tuple[float, float]],
-              bootstrap: int, seed: int = 0) -> dict[str, dict]:
+              bootstrap: int, seed: int = 0, horizon_factor: float = HORIZON_FACTOR) -> dict[str, dict]:
     """Every method against `reference`; spans: each method's smallest and largest candidate
-    compute. The shared-floor check joins every pure-law fit that passes the power-law checks."""
+    compute. Each fit is backtested first; each pair of pure laws that pass the power-law checks
+    gets a floor fit of its own, so no letter depends on a third method."""
     if reference not in fits:
         return {}
-    passing = {m: f for m, f in fits.items() if f.power_law_ok and f.E is None}
-    floor = None
-    if reference in passing and bootstrap:
-        floor = fit_shared_floor(passing, bootstrap, seed)
+    for method, fit in fits.items():
+        if bootstrap and fit.backtest is None:
+            fit.backtest = backtest(fit, bootstrap, seed, method)
+    ref = fits[reference]
     verdicts = {}
     for method, fit in fits.items():
         if method == reference:
             continue
+        floor = None
+        if bootstrap and fit.E is None and ref.E is None and fit.power_law_ok and ref.power_law_ok:
+            floor = fit_shared_floor({method: fit, reference: ref}, bootstrap, seed)
         c_min = min(spans[method][0], spans[reference][0])
         c_max = max(spans[method][1], spans[reference][1])
-        verdicts[method] = judge(fit, fits[reference], c_min, c_max, method, reference, floor)
+        verdicts[method] = judge(fit, ref, c_min, c_max, method, reference, floor, horizon_factor, bootstrap, seed)
     return verdicts

@@ -14,14 +14,14 @@ from .allocation import AllocationSection
 from .html import _bold, _html_table
 from .markdown import markdown_table
 from .results import ACCOUNTINGS, REFERENCE, AccountingFits
-from .verdict_text import fmt, letter_text, multiplier_text, notes
+from .verdict_text import fmt, letter_text, multiplier_text, notes, share_text
 
 FIT_HEADER = ["method", "runs", "E [95%]", "A [95%]", "B [95%]", "a [95%]", "b [95%]",
               "log residual rms / max"]
 ALLOCATION_HEADER = ["method", "N_opt ∝ C^ [95%]", "D_opt ∝ C^ [95%]", "L* - E ∝ C^- [95%]",
                      "tokens per parameter at the smallest compute [95%]",
                      "tokens per parameter at the largest compute [95%]", "isoFLOP: N_opt ∝ C^ [95%]"]
-LAW_HEADER = ["method", "L*(C) exponent a·b/(a+b) [95%]", "E [95%]", "C_c", "verdict on L*(C)", "confidence",
+LAW_HEADER = ["method", "L*(C) exponent a·b/(a+b) [95%]", "E [95%]", "C_c", "verdict on L*(C)", "bootstrap share",
               "compute multiplier on L*(C) [95%]", "envelope verdict", "envelope compute multiplier [95%]"]
 RESIDUAL_HEADER = ["run", "N", "D", "tokens per parameter", "loss", "log residual"]
 INTRO = ("L(N, D) = E + A / N^a + B / D^b fitted per method to the final validation loss of every "
@@ -68,8 +68,7 @@ def _law_rows(section: AllocationSection, accounting: str, envelope: AccountingF
             continue
         v = section.verdicts[accounting].get(method)
         env = (envelope.verdicts if envelope else {}).get(method)
-        rows.append(head + ([letter_text(v), "-" if v.get("confidence") is None else f"{100 * v['confidence']:.0f}%",
-                             multiplier_text(v)] if v else ["no BP law", "-", "-"])
+        rows.append(head + ([letter_text(v), share_text(v), multiplier_text(v)] if v else ["no BP law", "-", "-"])
                     + ([letter_text(env), multiplier_text(env)] if env else ["-", "-"]))
     return rows
 

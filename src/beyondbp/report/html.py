@@ -6,7 +6,7 @@ import html
 
 from .results import ACCOUNTINGS, REFERENCE
 from .tables import RUNS_HEADER, TABLE1_HEADER, runs_rows, table1_cells
-from .verdict_text import LEGEND, TABLE_HEADER, answer_lines, verdict_notes, verdict_rows
+from .verdict_text import LEGEND, OTHER_HEADER, TABLE_HEADER, answer_lines, other_rows, verdict_notes, verdict_rows
 
 
 def _html_table(header: list[str], rows: list[list[str]], table_id: str = "") -> str:
@@ -24,16 +24,18 @@ def _bold(text: str) -> str:
 
 
 def _verdicts_html(all_fits: dict) -> str:
+    """The paper's count as one table and its notes; the other accountings collapsed below it."""
+    paper = all_fits["paper"]
     out = ""
-    for name, fits in all_fits.items():
-        out += f"<h3>Compute as {html.escape(ACCOUNTINGS[name][3])}</h3>"
-        if REFERENCE not in fits.fits:
-            out += f"<p>{html.escape(answer_lines(fits)[0])}</p>"
-            continue
-        if fits.verdicts:
-            out += _html_table(TABLE_HEADER, verdict_rows(fits))
-        items = verdict_notes(fits, ACCOUNTINGS[name][2])
-        out += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in items) + "</ul>" if items else ""
+    if REFERENCE in paper.fits and paper.verdicts:
+        out += _html_table(TABLE_HEADER, verdict_rows(paper))
+    items = verdict_notes(paper, ACCOUNTINGS["paper"][2])
+    out += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in items) + "</ul>" if items else ""
+    others = other_rows(all_fits)
+    if others:
+        names = "; ".join(f"{name}: {ACCOUNTINGS[name][3]}" for name in all_fits if name != "paper")
+        out += (f"<details><summary>The other accountings</summary><p>{html.escape(names)}.</p>"
+                f"{_html_table(OTHER_HEADER, others)}</details>")
     return out
 
 
@@ -42,9 +44,11 @@ def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, image
     """The page: the answer first (paper's count), the verdict table per accounting, Table 1,
     the allocation section (an HTML fragment; studies with several budgets per size), the
     figures, every run."""
-    figures = "".join(
-        f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, png in images.items())
+    figure = {name: (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
+                     f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(name)}</figcaption></figure>')
+              for name, png in images.items()}
+    lead = next(iter(figure), None)  # the frontier figure leads the page
+    figures = "".join(f for name, f in figure.items() if name != lead)
     title = html.escape(f"beyondbp study: {spec['name']}")
     points = ("each run's final evaluation" if spec.get("frontier_points", "final") == "final"
               else "every evaluation from half of each run's tokens on")
@@ -60,6 +64,7 @@ img {{ max-width: 100%; }}
 figcaption {{ color: #666; font-size: 0.85em; }}
 </style></head><body>
 <h1>{title}</h1>
+{figure.get(lead, "")}
 <h2>The answer, under {html.escape(ACCOUNTINGS['paper'][3])}</h2>
 <ul>{answer}</ul>
 <p>{html.escape(LEGEND)}</p>
