@@ -18,6 +18,7 @@ SMALL, CPU = Design(4, 1.0, 0.004), Design(5, 1.5, 0.004)
 @pytest.mark.parametrize("name, within, at_infinity", [
     ("floors, crossing at 4 decades", "D", "B"),
     ("floors, crossing at 8 decades", "D", "B"),
+    ("floors, crossing at 1.5 decades", "B", "B"),
     ("equal exponents, 3% worse", "D", "D"),
     ("equal exponents, 3% worse, unequal noise", "D", "D"),
     ("curved BP, straight alt", "D", "D"),
