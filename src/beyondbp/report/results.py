@@ -143,6 +143,26 @@ def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final")
     return rows
 
 
+def frontier_kind(spec: dict) -> dict:
+    """What the frontier's points are, and the bias that comes with them (results.json and the report)."""
+    fixed = spec.get("tokens") is not None and not isinstance(spec.get("tokens"), list) and len(spec["sizes"]) > 1
+    curves = spec.get("frontier_points", "final") == "all"
+    if fixed and curves:
+        return {"kind": "fixed-budget envelope", "note": (
+            "every size was trained for the same tokens and the frontier is the envelope of their learning "
+            "curves: mid-run points of a decaying schedule lie above a run of that length (Chinchilla), so the "
+            "frontier and its exponent are those of a fixed-budget envelope, not of compute-efficient runs")}
+    if fixed:
+        return {"kind": "fixed-budget final points", "note": (
+            "every size was trained for the same tokens: each final point is near-optimal for that budget, "
+            "not for its size's compute-efficient budget")}
+    if curves:
+        return {"kind": "learning-curve points", "note": (
+            "points from half of each run on: mid-run points of a decaying schedule lie above a run of that "
+            "length, which biases the exponent where they make the frontier")}
+    return {"kind": "final points", "note": None}
+
+
 def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> AccountingFits:
     """Fit each method's frontier (methods with too few points are reported, not fatal)
     and judge each alternative against BP."""

@@ -16,7 +16,8 @@ from .allocation_text import allocation_blocks, blocks_html, blocks_markdown
 from .figures import alignment_figure, frontier_figure, png_bytes
 from .lnd_figure import isoflop_figure
 from .html import report_html
-from .results import ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_points
+from .results import (ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_kind,
+                      frontier_points)
 from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
 from .verdict_text import verdict_markdown
 
@@ -36,11 +37,14 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     (out / "table1.md").write_text(table1_markdown(t1))
     (out / "table1.csv").write_text(table1_csv(t1))
     (out / "table1.tex").write_text(table1_tex(t1))
-    (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept))
+    kind = frontier_kind(spec)
+    extra = [f"The frontier's points: {kind['kind']}: {kind['note']}.", ""] if kind["note"] else []
+    (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept, extra))
     (out / "runs.md").write_text(runs_markdown(results))
     (out / "best_by_size.md").write_text(best_by_size_markdown(kept, methods, list(spec["sizes"])))
     results_json = {
         "frontier_points": mode,
+        "frontier_kind": kind,
         "accountings": {name: accounting_json(f) for name, f in all_fits.items()},
         "best_runs": sorted(r.run.name for r in kept),
         "excluded": {r.run.name: r.state for r in excluded},
