@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import describe_keys
+from .method_imports import add_opt_in
 
 
 def keys_help() -> str:
@@ -84,6 +85,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--config", help="YAML file with a run config")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    add_opt_in(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -91,6 +93,7 @@ def add_chain_parser(sub) -> None:
     p = sub.add_parser("chain", help="train a trunk and its budget branches (what `study run` starts with "
                                      "budgets: branched)")
     p.add_argument("trunk", help="the trunk's folder (DIR/trunks/NAME, holding run.yaml and chain.yaml)")
+    add_opt_in(p)
     p.set_defaults(func=cmd_chain)
 
 
@@ -102,6 +105,7 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    add_opt_in(p)
     p.set_defaults(func=cmd_sample)
 
 

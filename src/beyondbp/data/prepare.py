@@ -145,13 +145,12 @@ def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
         for block in blocks:
             yield block, _with_block(block, tokenize_block, block)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
+
+    from .child_processes import WorkerPool  # off the current folder, and they die with this process
     for leftover in scratch.glob(".block-*"):
         leftover.unlink()
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=init_args)
+    pool = WorkerPool(workers, initializer=_init_worker, initargs=init_args)
     pending: deque = deque()
     try:
         for i, block in enumerate(blocks):

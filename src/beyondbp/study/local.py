@@ -8,7 +8,7 @@ prepared once (`tracks.prepare_data`) and DIR/spec.yaml is written (`folder`).
 """
 from __future__ import annotations
 
-import ctypes
+import functools
 import json
 import os
 import signal
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import ConfigError
+from ..data.child_processes import child_env, die_with_parent, python_command
+from ..methods.import_policy import OPT_IN
 from ..train.memory import check_memory
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
@@ -27,14 +29,6 @@ from .chains import Chain, group_jobs, write_chain, write_run_yaml
 from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the study process dies, so no run outlives its study."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[str] | None]:
@@ -76,13 +70,13 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
     run_dirs = [study_dir / "runs" / r.name for r in job.runs]
     if job.chain is not None:
         log_dir = write_chain(job.chain, study_dir, _prepared(threads, study_dir))
-        cmd = [sys.executable, "-m", "beyondbp", "chain", str(log_dir)]
+        cmd = python_command("-m", "beyondbp", "chain", str(log_dir), OPT_IN)
     else:
         log_dir = run_dirs[0]
         cfg = write_run_yaml(log_dir, job.runs[0].cfg, _prepared(threads, study_dir))
-        cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
-               "--out", str(log_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        cmd = python_command("-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
+                             "--out", str(log_dir), OPT_IN)
+    env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     # the child inherits locked descriptors: its runs count as running while it lives
@@ -95,7 +89,7 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
     try:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
                                 pass_fds=tuple(lock_fds),
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                preexec_fn=functools.partial(die_with_parent, os.getpid()))
     finally:
         log.close()
         for fd in lock_fds:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -43,6 +44,7 @@ import yaml
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config
+from ..data.child_processes import python_command, safe_path_env
 from ..train.branches import CHAIN_FILE, read_chain_file
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
@@ -164,7 +166,8 @@ def _record_failure(run_dir: Path, cfg, exc: BaseException) -> None:
 def make_executor(run_dir: Path, settings: dict, name: str):
     submitit = require_submitit()
     cluster = settings["cluster"]
-    executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster=cluster)
+    python = " ".join(shlex.quote(part) for part in python_command())  # the job's Python: off the current folder
+    executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster=cluster, **{f"{cluster}_python": python})
     tasks = settings["gpus_per_run"] // settings["nodes"]
     params = {"name": name, "timeout_min": settings["timeout_min"], "tasks_per_node": tasks,
               "gpus_per_node": 0 if settings.get("cpu_only") else tasks}
@@ -255,7 +258,8 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         jobs = {}
         for job_dir, runs in _jobs(plan, todo, study_dir, settings):
             executor = make_executor(job_dir, settings, f"{plan.spec['name']}/{job_dir.name}")
-            job = executor.submit(TrainJob(str(job_dir)))
+            with safe_path_env():  # inherited by the job (sbatch exports it; the local cluster's controller)
+                job = executor.submit(TrainJob(str(job_dir)))
             for run in runs:  # each run folder names its job, so `study status` asks the scheduler
                 _write_job_record(runs_dir / run.name, job, settings)
                 jobs[run.name] = job
