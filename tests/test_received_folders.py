@@ -109,6 +109,8 @@ def test_ckpt_a_step_outside_the_schedule_is_refused_and_no_row_is_lost(tmp_path
     (_poison, "NaN or infinite"),
     (lambda s: s.update(rng_cpu=torch.zeros(3, dtype=torch.uint8)), "random number generator"),
     (lambda s: s.update(metrics=[{"val_loss": 1.0}]), "metrics rows"),
+    (lambda s: s["metrics"][0].pop("val_loss"), "metrics rows"),
+    (lambda s: s["method"].update({k: v.to_sparse() for k, v in list(s["method"].items())[:1]}), "sparse"),
     (lambda s: s.update(identity="me"), "identity"),
 ])
 def test_ckpt_contents_that_do_not_fit_are_refused_before_loading(tmp_path, capsys, monkeypatch, damage, named):

@@ -80,13 +80,14 @@ def check_step(saved: dict, n_steps: int) -> None:
 def _describe(value) -> str:
     import torch
     if isinstance(value, torch.Tensor):
-        return f"{value.dtype} {tuple(value.shape)}"
+        return f"{value.dtype} {tuple(value.shape)}" + ("" if value.layout == torch.strided else f" {value.layout}")
     return type(value).__name__
 
 
 def _check_tensor(got, want, what: str) -> None:
     import torch
-    if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype:
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype \
+            or got.layout != want.layout:
         raise CheckpointMismatch(f"{what} is {_describe(got)}, this run's is {_describe(want)}")
     if got.is_floating_point() and not bool(torch.isfinite(got).all()):
         raise CheckpointMismatch(f"{what} holds NaN or infinite values")
@@ -167,8 +168,9 @@ def check_progress(saved: dict, rng_shape) -> None:
         raise CheckpointMismatch("its training losses are not a list of numbers")
     rows = saved.get("metrics", [])
     if not isinstance(rows, list) or not all(isinstance(r, dict) and type(r.get("step")) is int
-                                             and 0 <= r["step"] <= saved["step"] for r in rows):
-        raise CheckpointMismatch(f"its metrics rows are not rows of steps 0 to {saved['step']}")
+                                             and 0 <= r["step"] <= saved["step"] and type(r.get("val_loss")) is float
+                                             for r in rows):
+        raise CheckpointMismatch(f"its metrics rows are not rows of steps 0 to {saved['step']} with a val_loss")
 
 
 def _same(a, b) -> bool:
