@@ -200,9 +200,10 @@ class _Run:
         # the moments only: the groups' settings stay the ones this run's config gave its optimizer
         self.optimizer.load_state_dict({"state": saved["optimizer"]["state"],
                                         "param_groups": self.optimizer.state_dict()["param_groups"]})
-        torch.set_rng_state(saved["rng_cpu"])
+        # generator states are CPU byte tensors; map_location moved them to the run's device
+        torch.set_rng_state(saved["rng_cpu"].cpu())
         if cuda_rng is not None:
-            torch.cuda.set_rng_state(cuda_rng)
+            torch.cuda.set_rng_state(cuda_rng.cpu())
 
     def resume(self, fresh: bool = False) -> _State:
         """The state of the newest readable checkpoint (a fresh one without, or when `fresh`).
