@@ -429,3 +429,19 @@ def validate_config(cfg: Any, prefix: str = "", section: str = "") -> Any:
         elif key in CHOICES:
             check_choice(prefix + f.name, value, *CHOICES[key])
     return cfg
+
+
+def check_run_length(cfg: RunConfig, budget_key: str = "train.tokens") -> None:
+    """A Transformer run's length against its batch and its warm-up (keys of one run, checked
+    together once its length is known: `loop.train`, and study planning with `budget_key` the
+    spec's budget). Shorter than one batch would train one batch anyway; a warm-up as long as
+    the run would never reach the learning rate asked for."""
+    t = cfg.train
+    if cfg.model.kind != "gpt":
+        return
+    if t.tokens < t.batch_tokens:
+        raise ConfigError(f"{budget_key}: gives {t.tokens:,} training tokens, less than one batch "
+                          f"(train.batch_tokens={t.batch_tokens:,}); raise it or use a smaller batch")
+    if t.warmup_tokens >= t.tokens:
+        raise ConfigError(f"train.warmup_tokens: {t.warmup_tokens:,} is not less than the run's {t.tokens:,} training "
+                          f"tokens ({budget_key}): the run would never leave its warm-up")

@@ -49,7 +49,7 @@ def check_sample_flags(args) -> None:
 def cmd_sample(args) -> int:
     check_sample_flags(args)
     import torch
-    from ..train.loop import load_run
+    from ..train.sample_run import load_run
     cfg, model, tokenizer = load_run(args.run)
     ids = tokenizer.encode(args.prompt) or [0]
     idx = torch.tensor([ids], dtype=torch.long)

@@ -41,7 +41,7 @@ from .memory import check_memory
 from .mlp_outputs import COMPARED_METHODS, comparison_table, plot_angles, sibling_runs
 from .run_folder import (FINISHED, check_out_path, check_same_config, check_writable, compute_columns, read_metrics,
                          read_summary)
-from .step import apply_update, make_optimizer, pick_device, progress_bar
+from .step import apply_update, make_optimizer, pick_device, progress_bar, set_threads
 from .tracking import Tracker, check_tracker, run_tracker
 
 ANGLE_EXAMPLES = 256
@@ -103,8 +103,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
         return done
     device = pick_device(cfg)
     check_memory(cfg, cfg.train.batch_examples, device)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg, (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr)))
     run = _MLPRun.build(cfg, data, device)
     atomic_write(out / "config.yaml", dump_yaml(cfg))
     atomic_write(out / "metrics.jsonl", "")  # an MLP run restarts from epoch 0: no checkpoints
