@@ -1,4 +1,5 @@
-"""Write a study's report, DIR/report/: table1.{md,csv,tex}, verdict.md, runs.md,
+"""Write a study's report, DIR/report/: table1.{md,csv,tex}, verdict.md (with the tuning section,
+`report.tuning`), runs.md,
 best_by_size.md, results.json, frontier.{png,svg}, alignment.png (when runs measured
 alignment) and report.html. Diverged and failed runs are left out of the fits and listed.
 A study with several budgets per size also gets the allocation section (`report.allocation`):
@@ -17,6 +18,7 @@ from .figures import alignment_figure, frontier_figure, png_bytes
 from .lnd_figure import isoflop_figure
 from .html import report_html
 from .results import ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_points
+from .tuning import tuning_markdown, tuning_section
 from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
 from .verdict_text import verdict_markdown
 
@@ -36,7 +38,8 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     (out / "table1.md").write_text(table1_markdown(t1))
     (out / "table1.csv").write_text(table1_csv(t1))
     (out / "table1.tex").write_text(table1_tex(t1))
-    (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept))
+    tuning = tuning_section(results, mode, bootstrap, seed)
+    (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept) + "\n" + tuning_markdown(tuning))
     (out / "runs.md").write_text(runs_markdown(results))
     (out / "best_by_size.md").write_text(best_by_size_markdown(kept, methods, list(spec["sizes"])))
     results_json = {
@@ -44,6 +47,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
         "accountings": {name: accounting_json(f) for name, f in all_fits.items()},
         "best_runs": sorted(r.run.name for r in kept),
         "excluded": {r.run.name: r.state for r in excluded},
+        **tuning,
     }
     images = _write_figures(out, results, all_fits["paper"], methods, track.loss_label)
     allocation_html = ""
@@ -55,7 +59,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
         allocation_html = blocks_html(blocks)
         images.update(_write_isoflop_figure(out, section))
     (out / "results.json").write_text(dumps(results_json) + "\n")
-    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images, allocation_html))
+    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images, allocation_html, tuning))
     return out
 
 
