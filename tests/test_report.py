@@ -301,3 +301,21 @@ def test_seed_sd_of_a_study_with_seed_sizes_reaches_results_json(tmp_path):
     assert set(results["seed_sd"]["bp"]) == {"s1", "s2"}
     assert results["seed_sd"]["bp"]["s1"] == {"sd": pytest.approx(0.01, rel=1e-6), "seeds": 3, "dof": 2}
     assert results["seed_noise"]["bp"] == {"sd": pytest.approx(0.01, rel=1e-6), "dof": 4}
+
+
+def test_best_lr_is_chosen_on_the_training_loss_of_the_last_evaluation(tmp_path):
+    """lr 1e-3's validation loss is 1% lower, its training loss 1% higher: the training loss decides."""
+    spec = dict(SPEC, methods=["bp"], lrs={"bp": [1e-3, 1e-2]}, tokens_per_param=[80])
+    plan, out = planned_study(tmp_path, spec)
+    for run in plan.runs:
+        run_dir = out / "runs" / run.name
+        _write_run(run_dir, run, "completed", -0.01 if run.lr == 1e-3 else 0.0, 1.0)
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        rows[-1]["train_loss"] = rows[-1]["val_loss"] * (1.02 if run.lr == 1e-3 else 1.0)
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _, results = report.collect(out)
+    assert {r.run.lr for r in report.best_lr_runs(results)} == {1e-2}
+    choices = report.rate_choices(results)
+    assert all(c["on"] == "train_loss" and c["val_best"] == 1e-3 for c in choices.values())
+    mlp = report.RunResult(plan.runs[0], "completed", {}, [{"epoch": 3, "train_loss": 0.1, "val_loss": 0.5}])
+    assert mlp.select_loss is None  # an MLP epoch revisits every example: no separate estimate

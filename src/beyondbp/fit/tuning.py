@@ -15,8 +15,8 @@ the validation tokens, so the validation loss's sampling noise plays no part in 
 part of the curse that comes from the training run itself (its initialisation and data order,
 which both losses share) remains; it is as large as the seed noise the `seed_sizes` runs measure
 (`seed_sd`), and the report's runner-up sensitivity shows what the choice moves. Where a cell's
-runs lack a training loss (runs of other tools, the MLP track's epochs) the choice falls back to
-the validation loss, and `choose_rates` says so (`on`).
+runs lack a training loss (runs of other tools; the MLP track, whose epochs revisit every
+example, gives none) the choice falls back to the validation loss, and `choose_rates` says so (`on`).
 
 Seed noise. Where several seeds ran for a (method, size, rate), their sample standard deviation
 of ln(final loss) measures the run-to-run noise; `seed_sd` pools it over the rates of a size,

@@ -61,8 +61,10 @@ class RunResult:
 
     @property
     def select_loss(self) -> float | None:
-        """The training loss logged at the run's last evaluation: what its rate is chosen on (`fit.tuning`)."""
-        value = self.metrics[-1].get("train_loss") if self.metrics else None
+        """The training loss logged at the run's last evaluation: what its rate is chosen on (`fit.tuning`).
+        None for the MLP track, whose epochs revisit every example (an in-sample loss)."""
+        last = self.metrics[-1] if self.metrics else {}
+        value = last.get("train_loss") if "epoch" not in last else None
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     @property

@@ -51,8 +51,8 @@ def _letter(v: dict) -> str:
 
 def tuning_lines(section: dict) -> list[str]:
     """The section as a few plain lines (Markdown list items without the bullet)."""
-    on = " and ".join("the training loss at each run's last evaluation" if o == "train_loss"
-                      else "the final validation loss" for o in section["rate_chosen_on"]) or "-"
+    on = " or ".join("training loss at each run's last evaluation" if o == "train_loss"
+                     else "final validation loss" for o in section["rate_chosen_on"]) or "-"
     other = section["val_loss_would_choose"]
     lines = [f"Each (method, size) keeps the rate with the lowest {on} (mean log over seeds), "
              "so the kept point's validation loss is not the one it was chosen on; the validation loss "
