@@ -1,4 +1,5 @@
-"""Write a study's report, DIR/report/: table1.{md,csv,tex}, verdict.md, runs.md,
+"""Write a study's report, DIR/report/: table1.{md,csv,tex}, verdict.md (with the tuning section,
+`report.tuning`), runs.md,
 best_by_size.md, results.json, frontier.{png,svg}, alignment.png (when runs measured
 alignment) and report.html. Diverged and failed runs are left out of the fits and listed.
 A study with several budgets per size also gets the allocation section (`report.allocation`):
@@ -18,6 +19,7 @@ from .lnd_figure import isoflop_figure
 from .html import report_html
 from .results import (ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_kind,
                       frontier_points)
+from .tuning import tuning_markdown, tuning_section
 from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
 from .verdict_text import verdict_markdown
 
@@ -30,7 +32,9 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     kept = best_lr_runs(results)
     excluded = [r for r in results if r.state in ("diverged", "failed")]
     mode = spec.get("frontier_points", "final")
-    all_fits = {name: fit_accounting(frontier_points(kept, name, mode), bootstrap, seed) for name in ACCOUNTINGS}
+    tuning = tuning_section(results, mode, bootstrap, seed)
+    noise = {m: (v["sd"], v["dof"]) for m, v in tuning["seed_noise"].items()}
+    all_fits = {name: fit_accounting(frontier_points(kept, name, mode), bootstrap, seed, noise) for name in ACCOUNTINGS}
     out = Path(study_dir) / "report"
     out.mkdir(exist_ok=True)
     t1 = table1_rows(all_fits["paper"], methods, track.paper_columns)
@@ -39,6 +43,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     (out / "table1.tex").write_text(table1_tex(t1))
     kind = frontier_kind(spec)
     extra = [f"The frontier's points: {kind['kind']}: {kind['note']}.", ""] if kind["note"] else []
+    extra += tuning_markdown(tuning).splitlines() + [""]
     (out / "verdict.md").write_text(verdict_markdown(spec, all_fits, excluded, kept, extra))
     (out / "runs.md").write_text(runs_markdown(results))
     (out / "best_by_size.md").write_text(best_by_size_markdown(kept, methods, list(spec["sizes"])))
@@ -48,6 +53,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
         "accountings": {name: accounting_json(f) for name, f in all_fits.items()},
         "best_runs": sorted(r.run.name for r in kept),
         "excluded": {r.run.name: r.state for r in excluded},
+        **tuning,
     }
     images = _write_figures(out, results, all_fits["paper"], methods, track.loss_label)
     allocation_html = ""
@@ -59,7 +65,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
         allocation_html = blocks_html(blocks)
         images.update(_write_isoflop_figure(out, section))
     (out / "results.json").write_text(dumps(results_json) + "\n")
-    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images, allocation_html))
+    (out / "report.html").write_text(report_html(spec, t1, all_fits, results, images, allocation_html, tuning))
     return out
 
 
