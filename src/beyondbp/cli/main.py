@@ -14,7 +14,6 @@ import os
 import sys
 
 from ..config import ConfigError
-from ..methods.import_policy import import_rule
 from . import bench, data, fit, mlp, study, train
 from .method_imports import rule_for
 
@@ -52,6 +51,7 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from ..methods.import_policy import import_rule
         with import_rule(rule_for(args)):  # which package.module:Class methods it may import
             return args.func(args)
     except ConfigError as exc:

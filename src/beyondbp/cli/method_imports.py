@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ConfigError, parse_overrides
-from ..methods.import_policy import OPT_IN, ImportRule
+from ..config import METHOD_IMPORTS_OPT_IN as OPT_IN, ConfigError, parse_overrides
 
 HELP = ("import the package.module:Class methods that the spec or config files name (importing runs "
         "that module's code); without it only built-in and installed methods and names typed on this "
@@ -24,8 +23,10 @@ def add_opt_in(parser) -> None:
     parser.add_argument(OPT_IN, dest="trust_method_imports", action="store_true", help=HELP)
 
 
-def rule_for(args) -> ImportRule:
-    """The rule of the command `args` was parsed for."""
+def rule_for(args):
+    """The rule (`methods.import_policy.ImportRule`) of the command `args` was parsed for; the
+    method package loads here, when a command runs, not when the parser is built."""
+    from ..methods.import_policy import ImportRule
     builds = hasattr(args, "trust_method_imports")
     if builds and args.trust_method_imports:
         return ImportRule(None, refuse=True)

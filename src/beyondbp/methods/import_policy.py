@@ -20,10 +20,10 @@ import os
 import stat
 from dataclasses import dataclass
 
-from ..config import ConfigError
+from ..config import METHOD_IMPORTS_OPT_IN, ConfigError
 from .catalogue import MethodInfo
 
-OPT_IN = "--trust-method-imports"
+OPT_IN = METHOD_IMPORTS_OPT_IN
 ALL_KINDS = ("gpt", "mlp")  # a label's supports: its runs say what it trained
 SCAN_BYTES = 1 << 20  # how much of a file is searched for the name, to say which file named it
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..fit.defaults import DEFAULT_BOOTSTRAP
+from ..fit.numerics import quiet_numerics
 from ..fit.strict_json import dumps
 from ..study.tracks import get_track
 from .allocation import allocation_json, allocation_section, has_several_budgets
@@ -24,6 +25,7 @@ from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_mar
 from .verdict_text import verdict_markdown
 
 
+@quiet_numerics()  # NumPy's and Matplotlib's RuntimeWarnings: the fits' quality checks say what held
 def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> Path:
     """Fit, judge and write DIR/report/; return the report folder."""
     spec, results = collect(study_dir)

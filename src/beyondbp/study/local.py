@@ -21,6 +21,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..data.child_processes import child_env, die_with_parent, python_command
 from ..methods.import_policy import OPT_IN
+from ..reads import read_tail
 from ..train.memory import check_memory
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
@@ -100,8 +101,8 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
 
 def _last_log_line(run_dir: Path) -> str:
     try:
-        lines = [ln for ln in (run_dir / "train.log").read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
+        lines = [ln for ln in read_tail(run_dir / "train.log", "the run's log").splitlines() if ln.strip()]
+    except (OSError, ConfigError):  # no log, or not a regular file: the exit status says what is known
         return ""
     return lines[-1][:500] if lines else ""
 
@@ -139,9 +140,9 @@ class _Progress:
         for run in running:
             path = self.study_dir / "runs" / run.name / "metrics.jsonl"
             try:
-                last = path.read_text().strip().splitlines()[-1]
+                last = read_tail(path, "metrics file", 1 << 16).strip().splitlines()[-1]
                 done += run.cost * min(1.0, json.loads(last)["tokens"] / run.tokens)
-            except (OSError, IndexError, ValueError, KeyError):
+            except (OSError, IndexError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
                 pass
         return done
 

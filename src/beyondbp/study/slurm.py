@@ -45,6 +45,7 @@ import yaml
 from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config
 from ..data.child_processes import python_command, safe_path_env
+from ..reads import read_text
 from ..train.branches import CHAIN_FILE, read_chain_file
 from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
@@ -191,8 +192,8 @@ def make_executor(run_dir: Path, settings: dict, name: str):
 
 def read_job_record(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / JOB_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(read_text(run_dir / JOB_FILE, "the Slurm job record", "json"))
+    except (OSError, ValueError):  # missing, not JSON, or refused by the reader (ConfigError)
         return None
 
 

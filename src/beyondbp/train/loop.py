@@ -219,7 +219,7 @@ class _Run:
         self.logged = {r["step"]: r for r in self.rows}
         if self.main:
             remove_leftovers(self.out)  # a checkpoint half-written when a kill came
-            on_disk = read_metrics(self.out / "metrics.jsonl")
+            on_disk = read_metrics(self.out / "metrics.jsonl") if self.rows else []  # nothing to restore: not read
             if len(on_disk) < len(self.rows):
                 self.say(f"{self.out / 'metrics.jsonl'}: {len(self.rows) - len(on_disk)} row(s) cut short; "
                          f"restored from the checkpoint (rows past step {state.step} are measured again)")

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
+from ..reads import is_regular_file, read_text
+from .records import check_summary, read_metrics_rows
 
 
 class Interrupted(Exception):
@@ -66,28 +68,15 @@ def check_writable(out: Path) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            break
-        if not isinstance(row, dict) or "step" not in row:
-            break
-        rows.append(row)
-    return rows
+    return read_metrics_rows(path)  # bounded and checked row by row (`records`)
 
 
 def _read_json_object(path: Path, what: str) -> dict | None:
     """A JSON object beyondbp wrote, None when absent; anything else is one line naming the file."""
     try:
-        text = path.read_text()
+        text = read_text(path, what, "json")  # a regular file, not a link, at most a few MiB
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -100,7 +89,8 @@ def _read_json_object(path: Path, what: str) -> dict | None:
 
 
 def read_summary(out: Path) -> dict | None:
-    return _read_json_object(Path(out) / "summary.json", "the run's summary")
+    summary = _read_json_object(Path(out) / "summary.json", "the run's summary")
+    return summary if summary is None else check_summary(summary, Path(out) / "summary.json")
 
 
 def read_data_record(out: Path) -> dict | None:
@@ -112,7 +102,7 @@ def read_data_record(out: Path) -> dict | None:
 
 def checkpoint_files(out: Path) -> list[Path]:
     """The run's checkpoints on disk, newest first."""
-    return [p for p in (Path(out) / CHECKPOINT, Path(out) / PREVIOUS) if p.exists()]
+    return [p for p in (Path(out) / CHECKPOINT, Path(out) / PREVIOUS) if is_regular_file(p, "checkpoint")]
 
 
 def snapshot_path(out: Path, step: int) -> Path:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from ..atomic_write import atomic_write
 from ..config import CHOICES, ConfigError, RunConfig, check_choice, to_dict
+from ..reads import read_text
 
 TRACKERS = CHOICES["train.tracker"][0]
 WANDB_STATE = "beyondbp_tracker.json"  # in RUN/wandb/: the W&B run id, reused on resume
@@ -158,8 +159,8 @@ class WandbTracker(Tracker):
 def _read_run_id(path: Path) -> str | None:
     """The W&B run id an earlier session of this run used, if its record is readable."""
     try:
-        run_id = json.loads(path.read_text()).get("id")
-    except (OSError, ValueError, AttributeError):
+        run_id = json.loads(read_text(path, "the W&B run record", "json")).get("id")
+    except (OSError, ValueError, AttributeError):  # ConfigError (a link, a FIFO, too large) is a ValueError
         return None
     return run_id if isinstance(run_id, str) and run_id else None
 
