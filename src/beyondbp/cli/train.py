@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import describe_keys
 from .method_imports import add_opt_in
@@ -20,12 +21,20 @@ def keys_help() -> str:
 def cmd_train(args) -> int:
     from ..methods.lookup import build_run_config
     from ..train.memory import check_state_fits_host
-    from ..train.run_folder import FINISHED, check_out_path
+    from ..train.run_folder import FINISHED, check_out_path, check_writable, hold_run_lock
+    from ..train.tracking import check_tracker
     cfg = build_run_config(args.config, args.overrides)
-    check_out_path(args.out)
+    out = check_out_path(args.out)
     check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
-    from ..train.loop import train
-    summary = train(cfg, args.out)
+    check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder
+    check_writable(out)
+    lock = hold_run_lock(out)  # a second `train` into this folder is refused, as a study's runs are
+    try:
+        from ..train.loop import train
+        summary = train(cfg, args.out)
+    finally:
+        if lock is not None:
+            os.close(lock)
     return 0 if summary is None or summary.get("status") in FINISHED else 1
 
 

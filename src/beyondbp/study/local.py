@@ -18,16 +18,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic_write import make_folder, open_append
 from ..config import ConfigError
 from ..data.child_processes import child_env, die_with_parent, python_command
 from ..methods.import_policy import OPT_IN
 from ..reads import read_tail
 from ..train.memory import check_memory
-from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
+from ..train.run_folder import FINISHED, HELD_LOCKS, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
 from .chains import Chain, group_jobs, write_chain, write_run_yaml
-from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
+from .folder import (check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain,
+                     study_counts)
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
 
@@ -83,16 +85,19 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
     # the child inherits locked descriptors: its runs count as running while it lives
     lock_fds = []
     for folder in dict.fromkeys([log_dir, *run_dirs]):
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, inside=study_dir)
         lock_fds.append(lock_run(folder))
     lock_fds = [fd for fd in lock_fds if fd is not None]
-    log = open(log_dir / "train.log", "a")
+    env[HELD_LOCKS] = ",".join(map(str, lock_fds))  # `train` then knows its run is locked for it
     try:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                pass_fds=tuple(lock_fds),
-                                preexec_fn=functools.partial(die_with_parent, os.getpid()))
+        log = open_append(log_dir / "train.log")
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                    pass_fds=tuple(lock_fds),
+                                    preexec_fn=functools.partial(die_with_parent, os.getpid()))
+        finally:
+            os.close(log)
     finally:
-        log.close()
         for fd in lock_fds:
             os.close(fd)
     job.log_dir = log_dir
@@ -190,6 +195,7 @@ def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
 def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
     """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
     study_dir = check_study_dir(study_dir, plan.spec)
+    refuse_linked_folders(plan, study_dir)
     check_trackers(r.cfg for r in plan.runs)
     check_method_records(plan, study_dir)
     n_workers, threads, gpus = worker_layout(plan, workers)

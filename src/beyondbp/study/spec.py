@@ -49,6 +49,7 @@ from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, app
 from ..config import MethodConfig
 from ..methods.lookup import describe, known_names, resolve_method, training_defaults
 from ..model.shape import NAMED_SIZES
+from .names import check_label, check_study_name
 from .presets import load_preset
 from .slurm_settings import normalise_slurm
 from .tracks import Track, get_track
@@ -139,6 +140,7 @@ def _normalise_sizes(sizes, track: Track) -> dict[str, dict]:
         raise ConfigError("sizes: must list at least one model size")
     out: dict[str, dict] = {}
     for name, value in items:
+        check_label("sizes", name)
         if name in out:
             raise ConfigError(f"sizes: size {name!r} is listed twice")
         if "_" in name or "/" in name:
@@ -189,6 +191,7 @@ def _normalise_methods(raw: dict, track: Track, variants: dict) -> list[str]:
     if not isinstance(methods, list) or not methods:
         raise ConfigError("methods: must list at least one training method")
     for label in methods:
+        check_label("methods", label, method=True)
         method = _method_of(label, variants)
         if method not in known_names() and ":" not in str(method):
             raise ConfigError(f"methods: unknown method {label!r} (valid: {', '.join([*known_names(), *variants])}, "
@@ -214,11 +217,9 @@ def _normalise_variants(raw) -> dict[str, dict]:
         raise ConfigError(f"variants: expected a mapping label -> RunConfig keys, got {raw!r}")
     out = {}
     for label, mapping in raw.items():
-        label = str(label)
+        label = check_label("variants", label)
         if label in known_names():
             raise ConfigError(f"variants.{label}: a variant label must not be a method's name")
-        if "/" in label or not label:
-            raise ConfigError(f"variants.{label}: a label must be a non-empty name without '/' (it names run folders)")
         nested = expand_dotted(mapping or {}, f"variants.{label}")
         if not isinstance(nested.get("method"), dict) or "name" not in nested["method"]:
             raise ConfigError(f"variants.{label}: name the method it configures (method: NAME)")
@@ -375,7 +376,7 @@ def normalise_spec(raw: dict) -> dict:
     if budgets == "branched" and not track.budget_keys:
         raise ConfigError(f"budgets: the {track.name} track cannot branch budgets (its budget is base.train.epochs)")
     spec = {
-        "name": str(raw.get("name") or "study"),
+        "name": check_study_name(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),
         "track": track.name,
         "methods": methods,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic_write import append_line, atomic_write
+from ..atomic_write import append_line, atomic_write, refuse_links
 from ..config import RunConfig, dump_yaml, validate_config
 from ..data.images import load_image_data
 from ..methods.registry import build_method
@@ -170,6 +170,7 @@ def run_mlp_all(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     for name in COMPARED_METHODS:
         run_cfg = copy.deepcopy(cfg)
         run_cfg.method.name = name
+        refuse_links(out / name, inside=out)  # a received out/bp linked elsewhere is not trained into
         summaries[name] = run_mlp(run_cfg, out / name, quiet)
     runs = [(out / name, summaries[name]) for name in COMPARED_METHODS]
     atomic_write(out / "comparison.md", comparison_table(runs))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..atomic_write import write_atomically
 from ..config import ConfigError, load_yaml
 from .run_folder import read_summary
 
@@ -63,5 +64,5 @@ def plot_angles(path: Path, runs: list[tuple[str, list[dict]]]) -> None:
     if runs and runs[0][1]:
         axes[0][-1].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
