@@ -54,7 +54,8 @@ def rows(folder: Path) -> list[dict]:
 
 
 def interrupted_run(out: Path, overrides: list[str], at_step: int, monkeypatch) -> None:
-    """A run stopped (in this process) just before step `at_step`: checkpoints at at_step and at_step - 1."""
+    """A run stopped (in this process) just before step `at_step`: checkpoints at at_step and at_step - 1,
+    and the lock file `beyondbp train` leaves."""
     original = train_mod._Run.step
 
     def step(self, state, lr, signalled):
@@ -66,6 +67,7 @@ def interrupted_run(out: Path, overrides: list[str], at_step: int, monkeypatch) 
         patch.setattr(train_mod._Run, "step", step)
         with pytest.raises(KeyboardInterrupt):
             train(build_config(overrides=overrides), out, quiet=True)
+    (out / "worker.lock").touch()
 
 
 def same_curve(a: Path, b: Path) -> None:
@@ -149,7 +151,7 @@ def test_resume_on_a_corpus_edited_in_place_is_refused_then_restarted_on_request
     code, err = cli(capsys, "train", "--out", out, *overrides, "train.on_data_change=restart")
     assert code == 0, err
     assert any("restarting from step 0" in e and "replaced-1" in e for e in err)
-    assert snapshot(out / "replaced-1") == {k: v for k, v in before.items() if k != "config.yaml"}
+    assert snapshot(out / "replaced-1") == {k: v for k, v in before.items() if k not in ("config.yaml", "worker.lock")}
     new = json.loads((out / "data.json").read_text())["fingerprint"]
     assert new != old_fingerprint and json.loads((out / "summary.json").read_text())["data_fingerprint"] == new
     assert [r["step"] for r in rows(out)][0] == 0 and json.loads((out / "summary.json").read_text())["steps"] == 20
@@ -473,7 +475,7 @@ def test_full_disk_while_preparing_keeps_the_blocks_done_and_resumes(tmp_path, c
     assert load_token_data(build_config(overrides=[f"data.corpus={corpus}"]).data).fingerprint == clean.fingerprint
 
 
-@pytest.mark.parametrize("planted", ["checkpoint.pt.tmp", "summary.json.tmp", "metrics.jsonl", "config.yaml.tmp"])
+@pytest.mark.parametrize("planted", ["checkpoint.pt.tmp", "summary.json.tmp", "config.yaml.tmp"])
 def test_a_planted_link_is_never_written_through(tmp_path, capsys, planted):
     out, victim = tmp_path / "run", tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -494,7 +496,7 @@ def test_a_checkpoint_half_written_by_a_kill_is_cleaned_up_on_resume(tmp_path, c
     assert not list(out.glob(".*.tmp")) and victim.read_text() == "precious"
 
 
-@pytest.mark.parametrize("planted", ["checkpoint.pt", "summary.json"])
+@pytest.mark.parametrize("planted", ["checkpoint.pt", "summary.json", "metrics.jsonl", "config.yaml", "worker.lock"])
 def test_a_planted_link_to_junk_is_refused_and_its_target_untouched(tmp_path, capsys, planted):
     out, victim = tmp_path / "run", tmp_path / "victim.txt"
     victim.write_text("precious")

@@ -55,21 +55,30 @@ def test_cpu_preset_shape():
     spec = plan.spec
     assert spec["methods"] == ["bp", "dfa", "dfa_block", "shallow", "fa"]
     assert spec["tokens_per_param"] == [80.0] and spec["frontier_points"] == "final"
-    assert all(len(lrs) == 2 for m in ("dfa", "dfa_block") for lrs in spec["lrs"][m].values())
-    bp_runs = [r for r in plan.runs if r.method == "bp"]
+    assert_fair_sweeps(spec)
+    bp_runs = [r for r in plan.runs if r.method == "bp" and r.seed == 0 and r.lr == sorted(spec["lrs"]["bp"]["L4d12"])[1]]
     assert len(bp_runs) == len(spec["sizes"]) == 5
     assert all(r.cfg.model.n_layer == 4 and r.cfg.train.batch_tokens == 1024 for r in bp_runs)
     assert all(abs(r.tokens / r.n_params - 80) < 1 for r in bp_runs)
     compute = sorted(r.n_params * r.tokens for r in bp_runs)
     assert compute[-1] / compute[0] >= 10 ** 1.4
-    assert len(plan.runs) == 5 * (1 + 2 + 2 + 1 + 1)
+    assert len(plan.runs) == 5 * 5 * 3 + 5 * 2 * 1  # 3 rates each; a second seed at two sizes' middle rates
+
+
+def assert_fair_sweeps(spec: dict) -> None:
+    """Every method sweeps the same number (3 or more) of rates spread over the same ratio, BP
+    included, and 2 or more seeds run at 2 or more sizes (issue 26: fair tuning, measured seed noise)."""
+    spans = {(len(lrs), round(max(lrs) / min(lrs), 6)) for by_size in spec["lrs"].values() for lrs in by_size.values()}
+    assert len(spans) == 1 and next(iter(spans))[0] >= 3, spans
+    extra = spec["seed_sizes"]
+    assert len(extra["sizes"]) >= 2 and len(spec["seeds"]) + len(extra["seeds"]) >= 2
 
 
 def test_quick_preset_shape():
     plan = plan_study(load_spec(preset="quick"))
     spec = plan.spec
     assert spec["methods"] == ["bp", "dfa_block", "shallow"] and len(spec["sizes"]) >= 4
-    assert all(len(lrs) == 2 for lrs in spec["lrs"]["dfa_block"].values())
+    assert_fair_sweeps(spec)
     assert all(r.cfg.model.n_layer == 4 for r in plan.runs)
 
 

@@ -160,6 +160,7 @@ def test_unwritable_output_folder(tmp_path, tiny_overrides, capsys):
 
 def test_other_config_in_existing_run_dir_is_refused_and_nothing_lost(tmp_path, tiny_overrides, capsys):
     _, out = run(tmp_path, "a", tiny_overrides)
+    (out / "worker.lock").touch()  # as `beyondbp train` leaves it
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     code = main(["train", "--out", str(out), *tiny_overrides, "train.lr=0.1"])
     err = capsys.readouterr().err.strip()

@@ -157,3 +157,13 @@ def test_lnd_refits_that_do_not_converge_are_dropped_and_counted(monkeypatch):
     fit = lnd.fit_lnd(n, d, loss, bootstrap=20, seed=0, bootstrap_starts="warm")
     assert fit.failed_refits == 4 and len(fit.samples) == 16
     assert fit.to_dict()["failed_refits"] == 4
+
+
+def test_fixed_budget_frontiers_are_labelled_as_such():
+    from beyondbp.report.results import frontier_kind
+    sizes = {"a": {}, "b": {}}
+    paper = frontier_kind({"tokens": 30_000_000_000, "sizes": sizes, "frontier_points": "all"})
+    assert paper["kind"] == "fixed-budget envelope" and "mid-run points" in paper["note"]
+    assert frontier_kind({"tokens": 100_000_000, "sizes": sizes})["kind"] == "fixed-budget final points"
+    assert frontier_kind({"tokens": None, "tokens_per_param": 80, "sizes": sizes}) == {"kind": "final points",
+                                                                                      "note": None}

@@ -10,10 +10,15 @@ replaced under another name, moved only once the new one is complete (checkpoint
 generation back this way).
 
 This is the only place in beyondbp that writes a whole file in place; `append_line` is the
-only append (metrics.jsonl), with the same error line.
+only append (metrics.jsonl), with the same error line; `open_append` opens a log (train.log) the
+same way. None of them writes through a link: a file that is a link, or (given `inside`, the study
+or run folder) a folder below `inside` that is one, is refused in one line naming it
+(`refuse_links`, `make_folder`), so a received folder's links never send a write out of it.
+`write_files_atomically` writes a set of files (a report) all or none.
 """
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -44,12 +49,44 @@ def write_error(path: Path, exc: OSError, kept: str = "its previous content is k
     return FileWriteError(f"{path}: cannot write it ({exc.strerror or exc}); {kept}")
 
 
+def link_refused(path: Path) -> FileWriteError:
+    return FileWriteError(f"{path}: is a link; beyondbp never writes through a link in a folder it writes to "
+                          f"(remove the link, or use another folder)")
+
+
+def refuse_links(path: str | Path, inside: str | Path | None = None) -> None:
+    """Refuse, in one line naming it, `path` when it is a link, or (given `inside`) any folder between
+    `inside` and `path` that is one. `inside` itself is what the user typed and may be a link."""
+    path = Path(path)
+    chain = [path]
+    if inside is not None and path.is_relative_to(inside):
+        parts = path.relative_to(inside).parts
+        chain = [Path(inside).joinpath(*parts[:k]) for k in range(1, len(parts) + 1)]
+    for step in chain:
+        if step.is_symlink():
+            raise link_refused(step)
+
+
+def make_folder(path: str | Path, inside: str | Path) -> Path:
+    """Create `path` (and the folders up to it) below `inside`, refusing any link on the way."""
+    path = Path(path)
+    refuse_links(path, inside)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FileWriteError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
+    return path
+
+
 def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True,
-                     previous: str | Path | None = None, suffix: str = ".tmp") -> None:
-    """Replace `path` by what write(f) writes to a binary file object, all or nothing. A `suffix`
+                     previous: str | Path | None = None, suffix: str = ".tmp",
+                     inside: str | Path | None = None) -> None:
+    """Replace `path` by what write(f) writes to a binary file object, all or nothing; a `path`
+    that is a link (or, given `inside`, lies below a linked folder) is refused. A `suffix`
     other than .tmp keeps the temporary file out of `remove_leftovers`' reach (another process's
     write in progress in the same folder)."""
     path = Path(path)
+    refuse_links(path, inside)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     except OSError as exc:
@@ -77,25 +114,79 @@ def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], dura
         raise
 
 
-def atomic_write(path: str | Path, content: str | bytes, durable: bool = True) -> None:
+def atomic_write(path: str | Path, content: str | bytes, durable: bool = True,
+                 inside: str | Path | None = None) -> None:
     """Replace `path` by `content` (text is written as UTF-8), all or nothing."""
     data = content.encode("utf-8") if isinstance(content, str) else content
-    write_atomically(path, lambda f: f.write(data), durable=durable)
+    write_atomically(path, lambda f: f.write(data), durable=durable, inside=inside)
+
+
+def write_files_atomically(folder: str | Path, files: dict[str, bytes], inside: str | Path | None = None) -> None:
+    """Replace each FOLDER/NAME by its bytes, all or none: every new file is written in full (a
+    temporary file each) before the first one is renamed into place, so a full disk or a refused
+    link leaves every old file as it was. The error names the file being written."""
+    folder, temporaries, current = Path(folder), {}, Path(folder)
+    try:
+        for name, data in files.items():
+            current = folder / name
+            refuse_links(current, inside)
+            temporaries[name] = _write_temporary(current, data)
+        for name, tmp in temporaries.items():
+            current = folder / name
+            os.replace(tmp, current)
+        _fsync_folder(folder)
+    except BaseException as exc:
+        for tmp in temporaries.values():
+            try:
+                os.unlink(tmp)
+            except OSError:  # already renamed into place
+                pass
+        cause = os_error_in(exc)
+        if cause is not None and not isinstance(exc, ConfigError):
+            raise write_error(current, cause) from None
+        raise
+
+
+def _write_temporary(path: Path, data: bytes) -> str:
+    """A durable temporary file beside `path` holding `data`; its name."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def open_append(path: str | Path) -> int:
+    """A descriptor appending to `path` (a log), created if missing; a link there is refused."""
+    path = Path(path)
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_refused(path) from None
+        raise write_error(path, exc, "the lines before this one are kept") from None
 
 
 def append_line(path: str | Path, line: str) -> None:
-    """Append one line to a log (metrics.jsonl); refuses to follow a link planted at `path`."""
+    """Append one line to a log (metrics.jsonl); refuses a link planted at `path`."""
     path = Path(path)
     data = (line.rstrip("\n") + "\n").encode("utf-8")
+    fd = open_append(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        try:
-            while data:
-                data = data[os.write(fd, data):]
-        finally:
-            os.close(fd)
+        while data:
+            data = data[os.write(fd, data):]
     except OSError as exc:
         raise write_error(path, exc, "the lines before this one are kept") from None
+    finally:
+        os.close(fd)
 
 
 def remove_leftovers(folder: str | Path) -> list[str]:

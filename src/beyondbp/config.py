@@ -19,9 +19,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """A user-facing configuration problem; the message names the bad field."""
+from .reads import ConfigError, YAMLRefused, parse_yaml, read_text
 
 
 def check_choice(key: str, value, valid, what: str = "value") -> None:
@@ -259,34 +257,33 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = parse_yaml(raw) if raw != "" else ""
+        except YAMLRefused as exc:  # an alias bomb or a key given twice in a value: never expanded
+            raise ConfigError(f"{key}: {exc.why} (in the command-line value)") from None
         except yaml.YAMLError:
             value = raw
         out[key] = value
     return out
 
 
-def read_text_file(path: str | Path, what: str) -> str:
-    """A UTF-8 text file's content, or one ConfigError naming it (missing, unreadable, binary)."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} not found: {p}")
+def read_text_file(path: str | Path, what: str, kind: str = "yaml") -> str:
+    """A UTF-8 text file's content, or one ConfigError naming it (missing, unreadable, binary, a
+    link, not a regular file, larger than its kind's limit: `beyondbp.reads`)."""
     try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{what} {p}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{what} {p} is not UTF-8 text (byte {exc.start:,})") from None
+        return read_text(path, what, kind)
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {Path(path)}") from None
 
 
 def load_yaml(path: str | Path, what: str = "config file") -> dict:
-    """A YAML file's top-level mapping; anything else is one ConfigError naming the file."""
+    """A YAML file's top-level mapping; anything else is one ConfigError naming the file (and the
+    line of an alias, anchor or key given twice: `beyondbp.reads.parse_yaml`)."""
     p = Path(path)
     text = read_text_file(p, what)
     try:
-        data = yaml.safe_load(text) or {}
+        data = parse_yaml(text) or {}
+    except YAMLRefused as exc:
+        raise ConfigError(f"{what} {p}:{exc.line}: {exc.why}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{what} {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -376,6 +373,7 @@ AT_LEAST_0, AT_LEAST_1 = Range(0), Range(1)
 FRACTION = Range(0.0, 1.0)
 BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
 BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and `fit`
+METHOD_IMPORTS_OPT_IN = "--trust-method-imports"  # the flag that lets files name methods to import (methods.import_policy)
 
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),
@@ -429,3 +427,19 @@ def validate_config(cfg: Any, prefix: str = "", section: str = "") -> Any:
         elif key in CHOICES:
             check_choice(prefix + f.name, value, *CHOICES[key])
     return cfg
+
+
+def check_run_length(cfg: RunConfig, budget_key: str = "train.tokens") -> None:
+    """A Transformer run's length against its batch and its warm-up (keys of one run, checked
+    together once its length is known: `loop.train`, and study planning with `budget_key` the
+    spec's budget). Shorter than one batch would train one batch anyway; a warm-up as long as
+    the run would never reach the learning rate asked for."""
+    t = cfg.train
+    if cfg.model.kind != "gpt":
+        return
+    if t.tokens < t.batch_tokens:
+        raise ConfigError(f"{budget_key}: gives {t.tokens:,} training tokens, less than one batch "
+                          f"(train.batch_tokens={t.batch_tokens:,}); raise it or use a smaller batch")
+    if t.warmup_tokens >= t.tokens:
+        raise ConfigError(f"train.warmup_tokens: {t.warmup_tokens:,} is not less than the run's {t.tokens:,} training "
+                          f"tokens ({budget_key}): the run would never leave its warm-up")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from ..config import BOOTSTRAP, FRACTION, POSITIVE, RANGES, ConfigError, Range, check_number
 from ..fit.defaults import BP_FLOPS_PER_PARAM_TOKEN, DEFAULT_BOOTSTRAP, HORIZON_FACTOR, LND_BOOTSTRAP, RUN_FRACTION
@@ -57,8 +58,10 @@ def _fit_points(args) -> dict:
 
 
 def cmd_fit(args) -> int:
-    """Errors here are `beyondbp fit: error: ...` lines (exit 2), as they always were."""
+    """Errors here are `beyondbp fit: error: ...` lines (exit 2), as they always were; a warning
+    (rows skipped, ...) is one `beyondbp fit: warning: ...` line each, NumPy's RuntimeWarnings none."""
     from ..fit.lnd_runs import is_runs_csv
+    from ..fit.numerics import quiet_numerics
     from ..fit.strict_json import dumps
     try:
         if args.bootstrap is not None:
@@ -66,10 +69,15 @@ def cmd_fit(args) -> int:
         check_number("--seed", args.seed, RANGES["seed"], integer=True)
         check_number("--run-fraction", args.run_fraction, FRACTION)
         check_number("--horizon-factor", args.horizon_factor, HORIZON)
-        table = _fit_runs(args) if is_runs_csv(args.points) else _fit_points(args)
+        with quiet_numerics(), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            warnings.simplefilter("ignore", RuntimeWarning)
+            table = _fit_runs(args) if is_runs_csv(args.points) else _fit_points(args)
     except ConfigError as err:
         print(f"beyondbp fit: error: {err}", file=sys.stderr)
         return 2
+    for warning in caught:
+        print(f"beyondbp fit: warning: {str(warning.message).splitlines()[0]}", file=sys.stderr)
     print(dumps(table))
     return 0
 

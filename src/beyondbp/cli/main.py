@@ -15,6 +15,7 @@ import sys
 
 from ..config import ConfigError
 from . import bench, data, fit, mlp, study, train
+from .method_imports import rule_for
 
 COMMANDS = {  # sub-command -> the function that adds its parser, in the order --help lists them
     "train": train.add_train_parser,
@@ -50,7 +51,9 @@ def say(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        from ..methods.import_policy import import_rule
+        with import_rule(rule_for(args)):  # which package.module:Class methods it may import
+            return args.func(args)
     except ConfigError as exc:
         say(f"beyondbp: error: {exc}")
         return 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import RunConfig, build_config
+from .method_imports import add_opt_in
 
 
 def build_mlp_config(config_file=None, overrides=None) -> RunConfig:
@@ -38,4 +39,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--config", help="YAML file with a run config")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    add_opt_in(p)
     p.set_defaults(func=cmd_mlp)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..fit.defaults import DEFAULT_BOOTSTRAP
+from .method_imports import add_opt_in
 
 STATE_ORDER = ("completed", "diverged", "failed", "running", "queued", "interrupted", "pending")
 SLURM_FLAGS = (("cluster", "--cluster"), ("partition", "--partition"), ("account", "--account"),
@@ -222,6 +223,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--wait", action="store_true",
                    help="--executor slurm: wait for the jobs, then write the report (default: submit and exit)")
     p.add_argument("--bootstrap", type=int, default=DEFAULT_BOOTSTRAP, help="bootstrap samples for the intervals")
+    add_opt_in(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("plan", help="list a study's runs without training", epilog=SPEC_HELP, formatter_class=fmt)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import describe_keys
+from .method_imports import add_opt_in
 
 
 def keys_help() -> str:
@@ -19,12 +21,20 @@ def keys_help() -> str:
 def cmd_train(args) -> int:
     from ..methods.lookup import build_run_config
     from ..train.memory import check_state_fits_host
-    from ..train.run_folder import FINISHED, check_out_path
+    from ..train.run_folder import FINISHED, check_out_path, check_writable, hold_run_lock
+    from ..train.tracking import check_tracker
     cfg = build_run_config(args.config, args.overrides)
-    check_out_path(args.out)
+    out = check_out_path(args.out)
     check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
-    from ..train.loop import train
-    summary = train(cfg, args.out)
+    check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder
+    check_writable(out)
+    lock = hold_run_lock(out)  # a second `train` into this folder is refused, as a study's runs are
+    try:
+        from ..train.loop import train
+        summary = train(cfg, args.out)
+    finally:
+        if lock is not None:
+            os.close(lock)
     return 0 if summary is None or summary.get("status") in FINISHED else 1
 
 
@@ -48,7 +58,7 @@ def check_sample_flags(args) -> None:
 def cmd_sample(args) -> int:
     check_sample_flags(args)
     import torch
-    from ..train.loop import load_run
+    from ..train.sample_run import load_run
     cfg, model, tokenizer = load_run(args.run)
     ids = tokenizer.encode(args.prompt) or [0]
     idx = torch.tensor([ids], dtype=torch.long)
@@ -84,6 +94,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run directory (rerun the same command to resume)")
     p.add_argument("--config", help="YAML file with a run config")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    add_opt_in(p)
     p.set_defaults(func=cmd_train)
 
 
@@ -91,6 +102,7 @@ def add_chain_parser(sub) -> None:
     p = sub.add_parser("chain", help="train a trunk and its budget branches (what `study run` starts with "
                                      "budgets: branched)")
     p.add_argument("trunk", help="the trunk's folder (DIR/trunks/NAME, holding run.yaml and chain.yaml)")
+    add_opt_in(p)
     p.set_defaults(func=cmd_chain)
 
 
@@ -102,6 +114,7 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    add_opt_in(p)
     p.set_defaults(func=cmd_sample)
 
 

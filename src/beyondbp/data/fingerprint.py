@@ -67,6 +67,14 @@ def hash_files(paths: list[Path]) -> list[str]:
     return [h.hexdigest() for h in joined]
 
 
+def content_digest(raw: bytes) -> str:
+    """The digest `hash_files` gives a file holding exactly `raw` (bytes already read, hashed as read)."""
+    view, joined = memoryview(raw), hashlib.sha256()
+    for offset in range(0, max(len(raw), 1), CHUNK_BYTES):
+        joined.update(hashlib.sha256(view[offset:offset + CHUNK_BYTES]).digest())
+    return joined.hexdigest()
+
+
 @contextmanager
 def _memo_lock(memo: Path):
     """One process hashes a corpus while the others (ranks, study workers) wait for its memo."""

@@ -34,6 +34,7 @@ from ..atomic_write import FileWriteError, atomic_write, os_error_in
 from ..config import ConfigError, DataConfig
 from .cache import cache_entry, cache_key, cache_setting
 from .fingerprint import block_digest, chain
+from .pass_check import check_pass, file_stats
 from .shards import INDEX
 from .sources import BadRow, Block, block_bytes, digest_split, hash_split, open_source, parse_jsonl
 from .tokenizers import bpe_vocab_size, entry_tokenizer, train_bpe
@@ -145,13 +146,12 @@ def _tokenized(blocks, workers: int, init_args: tuple, scratch: Path):
         for block in blocks:
             yield block, _with_block(block, tokenize_block, block)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
+
+    from .child_processes import WorkerPool  # off the current folder, and they die with this process
     for leftover in scratch.glob(".block-*"):
         leftover.unlink()
-    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=init_args)
+    pool = WorkerPool(workers, initializer=_init_worker, initargs=init_args)
     pending: deque = deque()
     try:
         for i, block in enumerate(blocks):
@@ -278,14 +278,15 @@ class _Pass:
         state_file = partial / STATE
         key = json.loads(json.dumps(key))  # as it reads back from state.json (tuples become lists)
         self.state = json.loads(state_file.read_text()) if state_file.exists() else None
-        if self.state is not None and self.state.get("key") != key:
-            self.state = None  # a leftover from other settings: start over
+        stats = file_stats(key)
+        if self.state is not None and (self.state.get("key") != key or self.state.get("stats") != stats):
+            self.state = None  # a leftover from other settings, or files touched since: start over
         if self.state is None:
             for path in partial.glob("*"):
                 path.unlink()
             self.state = {"key": key, "position": None, "bytes": 0, "tokens": {"train": 0, "val": 0}, "fingerprint": "",
                           "documents": {"train": 0, "val": 0}, "characters": {"train": 0, "val": 0},
-                          "seconds": 0.0, "passes_started_at_bytes": []}
+                          "seconds": 0.0, "passes_started_at_bytes": [], "stats": stats}
         self.source = open_source(cfg)
         self.tok = _tokenizer(cfg, self.source, partial, say)
         dtype = token_dtype(self.tok.vocab_size)
@@ -361,8 +362,7 @@ class _Pass:
             raise exc.shifted(self._first_line(exc.block)) from None
         finally:
             bar.close()
-        if st["tokens"]["train"] == 0:
-            raise ConfigError(f"data.corpus: corpus {self.cfg.corpus} is empty (no non-blank training documents)")
+        check_pass(self.cfg, st, self.source, self.partial)
         st["finished"] = True
         self._save()
         return st

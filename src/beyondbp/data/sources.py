@@ -166,8 +166,8 @@ def _read_bytes(path: Path, offset: int = 0, size: int = -1) -> bytes:
         raise ConfigError(f"data.corpus: cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _file_docs(path: Path, text_field: str) -> list[str]:
-    raw = _read_bytes(path)
+def _file_docs(path: Path, text_field: str, raw: bytes | None = None) -> list[str]:
+    raw = _read_bytes(path) if raw is None else raw
     if path.suffix == ".jsonl":
         return parse_jsonl(raw, str(path), 1, text_field)
     return [decode_text(raw, str(path))]
@@ -215,6 +215,14 @@ def _digests(files: list[Path], memo_dir: Path | None, name: str) -> list[str]:
         return source_digests(files, memo)
     except OSError as exc:
         raise ConfigError(f"data.corpus: cannot read {exc.filename or name}: {exc.strerror or exc}") from None
+
+
+def forget_digests(cfg: DataConfig, memo_dir: Path) -> None:
+    """Drop the remembered digests of a path corpus's files (`pass_check`: one changed while read)."""
+    if cfg.corpus != BUILTIN:
+        name = f"{cfg.corpus}:{cfg.hf_data_files}" if cfg.corpus.startswith("hf:") else \
+            str(Path(cfg.corpus).expanduser().resolve())
+        (memo_dir / (hashlib.sha256(name.encode()).hexdigest()[:24] + ".json")).unlink(missing_ok=True)
 
 
 def _digest_of_all(files: list[Path], memo_dir: Path | None, name: str) -> str:
@@ -282,6 +290,7 @@ def _doc_blocks(docs: Iterator[str], labels: Iterator[bool] | None, first: int) 
 class SmallSource:
     """A corpus held in memory, split exactly (`label_documents`)."""
     mode = "small"
+    read_digests: dict[str, str] | None = None  # of files read whole: the bytes tokenized (`pass_check`)
 
     def __init__(self, docs: list[str], val_fraction: float):
         if not docs:
@@ -418,5 +427,20 @@ def open_source(cfg: DataConfig):
     files = corpus_files(cfg.corpus)
     total = sum(p.stat().st_size for p in files)
     if total <= SMALL_CORPUS_BYTES:
-        return SmallSource(read_documents(cfg), cfg.val_fraction)
+        return _small_file_source(files, cfg)
     return FileSource(files, cfg, total)
+
+
+def _small_file_source(files: list[Path], cfg: DataConfig) -> SmallSource:
+    """A small corpus of files, each read once, with the digest of the bytes read (`pass_check`)."""
+    from .fingerprint import content_digest
+    docs, digests = [], {}
+    for path in files:
+        raw = _read_bytes(path)
+        digests[str(path.resolve())] = content_digest(raw)
+        docs += [d for d in _file_docs(path, cfg.text_field, raw) if d.strip()]
+    if not docs:
+        raise ConfigError(f"data.corpus: corpus {cfg.corpus} is empty (no non-blank documents)")
+    source = SmallSource(docs, cfg.val_fraction)
+    source.read_digests = digests
+    return source

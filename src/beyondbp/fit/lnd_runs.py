@@ -12,6 +12,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ..config import ConfigError
+from ..reads import open_regular, read_bytes
+from .plausible import check_header, check_plausible
 from .lnd import DEFAULT_BOOTSTRAP, LNDFit, fit_lnd, fit_lnd_shared_e, jsonable
 from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, PF_DAY_FLOP, allocation, edge_warnings, optimal_loss_law, run_span
 from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
@@ -52,16 +54,16 @@ def _positive(text, path: Path, line: int, column: str) -> float:
         raise ConfigError(f"{path}:{line}: column {column!r} is not a number: {text!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise ConfigError(f"{path}:{line}: column {column!r} must be positive and finite, got {text!r}")
-    return value
+    return check_plausible(path, line, column, value)
 
 
 def is_runs_csv(path) -> bool:
     """Whether a CSV's header names the runs columns n_params and tokens (an L(N, D) runs file),
     not a points file; False for a file that cannot be read (its reader then says why)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
-            header = next(csv.reader(handle), [])
-    except OSError:
+    try:  # a regular file of at most a CSV's size: never a FIFO or /dev/zero read without end
+        with open(open_regular(path, "runs file", "csv"), newline="", encoding="utf-8-sig", errors="replace") as handle:
+            header = next(csv.reader([handle.readline(1 << 16)]), [])
+    except (OSError, ConfigError):
         return False
     return {"n_params", "tokens"} <= {h.strip() for h in header}
 
@@ -70,10 +72,12 @@ def read_runs_csv(path) -> dict[str, Runs]:
     """Runs per method, in file order. Any bad row is a ConfigError naming the file, line and
     column; nothing is skipped silently."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"runs file not found: {path}")
-    reader = csv.DictReader(io.StringIO(_decode(path, path.read_bytes()), newline=""))
-    header = [h.strip() for h in reader.fieldnames or []]
+    try:
+        raw = read_bytes(path, "runs file", "csv")  # a regular file of bounded size, or one line naming it
+    except FileNotFoundError:
+        raise ConfigError(f"runs file not found: {path}") from None
+    reader = csv.DictReader(io.StringIO(_decode(path, raw), newline=""))
+    header = check_header(path, [h.strip() for h in reader.fieldnames or []])
     reader.fieldnames = header
     missing = [c for c in RUN_COLUMNS if c not in header]
     if missing:

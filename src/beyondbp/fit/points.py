@@ -16,6 +16,7 @@ import numpy as np
 
 from .defaults import DEFAULT_BOOTSTRAP, HORIZON_FACTOR, RUN_FRACTION
 from ..config import ConfigError, read_text_file
+from .plausible import check_header, check_plausible
 from .frontier import fit_frontier, late_points
 from .verdict import judge_all
 
@@ -99,7 +100,7 @@ def read_points_csv(path) -> list[dict]:
     """Rows of a points CSV (columns method, compute_pf_days, loss[, run][, size]); rows whose
     compute or loss is NaN, infinite or non-positive are skipped with one warning."""
     path = Path(path)
-    text = read_text_file(path, "points file")  # missing, unreadable or binary: one line naming it
+    text = read_text_file(path, "points file", "csv")  # missing, binary, special, too large: one line naming it
     try:
         return _points_rows(path, text)
     except csv.Error as exc:
@@ -111,7 +112,7 @@ def _points_rows(path: Path, text: str) -> list[dict]:
         raise ConfigError(f"points file {path} is not a CSV file (it holds NUL bytes)")
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
-        header = reader.fieldnames or []
+        header = check_header(path, reader.fieldnames or [])
         for column in CSV_COLUMNS:
             if column not in header:
                 raise ConfigError(f"{path}: missing column {column!r} (have: {', '.join(header)})")
@@ -122,6 +123,8 @@ def _points_rows(path: Path, text: str) -> list[dict]:
             if not (math.isfinite(compute) and math.isfinite(loss) and compute > 0 and loss > 0):
                 skipped += 1
                 continue
+            check_plausible(path, line, "compute_pf_days", compute)
+            check_plausible(path, line, "loss", loss)
             row = {"method": raw["method"], "compute_pf_days": compute, "loss": loss}
             row.update({c: raw[c] for c in LABEL_COLUMNS if c in header})
             rows.append(row)

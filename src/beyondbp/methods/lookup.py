@@ -4,7 +4,8 @@ A method name is one of
   - a built-in method (`catalogue`: read from this package's source, torch-free),
   - a method an installed package offers through the entry-point group `beyondbp.methods`
     (`[project.entry-points."beyondbp.methods"] NAME = "package.module:Class"`),
-  - an importable class, `package.module:Class`.
+  - an importable class, `package.module:Class`, when the command's import rule lets it be
+    imported (`import_policy`: typed on the command line, or opted in); otherwise a label.
 Outside methods are imported to read their declarations (they import torch themselves); the
 built-in ones never are, so spec validation, `study plan` and `study report` stay torch-free.
 Every failure is one ConfigError naming the method: unknown, not importable, not a method,
@@ -19,6 +20,7 @@ import sys
 from types import MappingProxyType
 
 from ..config import ConfigError, MethodConfig, RunConfig, apply_mapping, build_config, load_yaml, parse_overrides
+from . import import_policy
 from .catalogue import MethodInfo, catalogue
 from .settings import LEGACY_DEFAULTS, check_settings, unknown_setting
 
@@ -75,11 +77,26 @@ def info_from_class(cls, key: str = "method", version: str | None = None, path: 
                       MappingProxyType(dict(cls.train_defaults)), version or _distribution_version(cls.__module__))
 
 
-@functools.lru_cache(maxsize=None)
 def describe(name: str, key: str = "method") -> MethodInfo:
-    """The MethodInfo a method name means; one ConfigError naming it when there is none."""
+    """The MethodInfo a method name means; one ConfigError naming it when there is none. A
+    `package.module:Class` that the command's import rule (`import_policy`) does not let it import
+    is a `Label`, or refused in one line."""
     if name in catalogue():
         return catalogue()[name]
+    if ":" in name and not import_policy.may_import(name, _installed_paths()):
+        if import_policy.refuses():
+            raise import_policy.refusal(name, key)
+        return import_policy.label(name)
+    return _describe(name, key)
+
+
+def _installed_paths() -> set[str]:
+    """The import paths of the built-in methods and of installed entry points: always importable."""
+    return {*(info.origin for info in catalogue().values()), *(ep.value for ep in installed().values())}
+
+
+@functools.lru_cache(maxsize=None)
+def _describe(name: str, key: str) -> MethodInfo:
     if ":" in name:
         return info_from_class(_import_class(name, key), key, path=name)
     entry = installed().get(name)
@@ -96,6 +113,8 @@ def resolve_method(method: MethodConfig, prefix: str = "", info: MethodInfo | No
     origin and version recorded; raises one ConfigError naming the first bad or unknown setting.
     Keys in messages carry `prefix` (`variants.x.`, a run's name)."""
     info = info or describe(method.name, f"{prefix}method")
+    if isinstance(info, import_policy.Label):  # never imported: its settings are what the folder records
+        return MethodConfig(method.name, method.origin, method.version, **method.settings)
     declared = {s.name: s for s in info.settings}
     resolved = {}
     for key, value in method.settings.items():

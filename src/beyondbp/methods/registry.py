@@ -12,6 +12,7 @@ import importlib
 from ..config import ConfigError, MethodConfig
 from .base import TrainingMethod
 from .catalogue import catalogue
+from .import_policy import Label, refusal
 from .lookup import describe, info_from_class, resolve_method
 
 REGISTRY: dict[str, type[TrainingMethod]] = {}
@@ -44,6 +45,8 @@ def get_method_class(name: str) -> type[TrainingMethod]:
     if name in methods:
         return methods[name]
     info = describe(name)  # imports an outside method's module, or raises one line naming it
+    if isinstance(info, Label):  # building it would import a module only a file names
+        raise refusal(name, "method")
     return getattr(importlib.import_module(info.module), info.class_name)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import base64
 import html
 
-from .results import ACCOUNTINGS, REFERENCE
+from .results import ACCOUNTINGS, REFERENCE, frontier_kind
+from .tuning import tuning_lines
 from .tables import RUNS_HEADER, TABLE1_HEADER, runs_rows, table1_cells
 from .verdict_text import LEGEND, OTHER_HEADER, TABLE_HEADER, answer_lines, other_rows, verdict_notes, verdict_rows
 
@@ -40,10 +41,12 @@ def _verdicts_html(all_fits: dict) -> str:
 
 
 def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes],
-                allocation: str = "") -> str:
+                allocation: str = "", tuning: dict | None = None) -> str:
     """The page: the answer first (paper's count), the verdict table per accounting, Table 1,
     the allocation section (an HTML fragment; studies with several budgets per size), the
-    figures, every run."""
+    tuning section (`report.tuning`), the figures, every run."""
+    tuning_html = ("<h2>Tuning and seed noise</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>"
+                   for line in tuning_lines(tuning)) + "</ul>") if tuning else ""
     figure = {name: (f'<figure><img alt="{html.escape(name)}" src="data:image/png;base64,'
                      f'{base64.b64encode(png).decode()}"><figcaption>{html.escape(name)}</figcaption></figure>')
               for name, png in images.items()}
@@ -53,6 +56,8 @@ def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, image
     points = ("each run's final evaluation" if spec.get("frontier_points", "final") == "final"
               else "every evaluation from half of each run's tokens on")
     answer = "".join(f"<li>{_bold(line)}</li>" for line in answer_lines(all_fits["paper"]))
+    frontier = frontier_kind(spec)
+    kind = html.escape(f" The frontier's points: {frontier['kind']}: {frontier['note']}.") if frontier["note"] else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
@@ -74,9 +79,9 @@ figcaption {{ color: #666; font-size: 0.85em; }}
 <p>{html.escape(spec.get('description') or '')}</p>
 <p>Methods: {html.escape(', '.join(spec['methods']))}; sizes: {html.escape(', '.join(spec['sizes']))};
 {len(results)} runs. Frontiers are fitted as L(C) = (C / C_c)^alpha_C (Kaplan's form, C_c in PF-days) on the
-lower envelope of {points} at the best learning rate per size and budget.</p>
+lower envelope of {points} at the best learning rate per size and budget.{kind}</p>
 <h2>Table 1</h2>
-{_html_table(TABLE1_HEADER, [table1_cells(r) for r in t1], "table1")}{allocation}
+{_html_table(TABLE1_HEADER, [table1_cells(r) for r in t1], "table1")}{allocation}{tuning_html}
 <h2>Figures</h2>
 {figures}
 <h2>Runs</h2>

@@ -1,7 +1,8 @@
 """A study's results: its runs, the runs that count, the frontier points and the fits.
 
 From the study folder: for each (method, size, budget) the learning rate with the lowest mean
-final validation loss (over seeds) is kept (`best_lr_runs`). The frontier's candidate points are,
+log training loss at the runs' last evaluation (over seeds) is kept (`best_lr_runs`; why not the
+validation loss: `beyondbp.fit.tuning`). The frontier's candidate points are,
 by the spec's `frontier_points`, each kept run's final evaluation (default: the only point of a
 decayed schedule that is near-optimal for its length) or every evaluation from half of the run's
 tokens on (`fit.frontier.RUN_FRACTION`). Each method's frontier is fitted and checked
@@ -21,6 +22,7 @@ from ..config import ConfigError
 from ..fit.defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
 from ..fit.frontier import PowerLawFit, fit_frontier
 from ..fit.points import fit_json
+from ..fit.tuning import choose_rates, mean_log_loss
 from ..fit.verdict import judge_all
 from ..study.folder import load_study
 from ..study.plan import PlannedRun
@@ -58,6 +60,14 @@ class RunResult:
         return values[-1] if values else None
 
     @property
+    def select_loss(self) -> float | None:
+        """The training loss logged at the run's last evaluation: what its rate is chosen on (`fit.tuning`).
+        None for the MLP track, whose epochs revisit every example (an in-sample loss)."""
+        last = self.metrics[-1] if self.metrics else {}
+        value = last.get("train_loss") if "epoch" not in last else None
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+    @property
     def final_residual_common(self) -> float | None:
         """`residual_common` at the run's last evaluation (Transformer runs; see train.loop.residual_stats)."""
         return self.last("residual_common")
@@ -90,18 +100,35 @@ def collect(study_dir: str | Path) -> tuple[dict, list[RunResult]]:
     return plan.spec, results
 
 
-def best_lr_runs(results: list[RunResult]) -> list[RunResult]:
-    """For each (method, size, budget): the completed runs of the learning rate with the lowest
-    mean final loss."""
-    by_cell: dict[tuple[str, str, str], dict[float, list[RunResult]]] = {}
-    for r in results:
-        if r.state == "completed" and r.final_loss is not None:
-            by_cell.setdefault((r.run.method, r.run.size, r.run.budget), {}).setdefault(r.run.lr, []).append(r)
+def trials(results: list[RunResult]) -> list[dict]:
+    """The completed runs with a final loss as `fit.tuning` trials."""
+    return [{"method": r.run.method, "size": r.run.size, "budget": r.run.budget, "lr": r.run.lr, "seed": r.run.seed,
+             "loss": r.final_loss, "select_loss": r.select_loss}
+            for r in results if r.state == "completed" and r.final_loss is not None]
+
+
+def rate_choices(results: list[RunResult]) -> dict[tuple[str, str, str], dict]:
+    """Per (method, size, budget) the best and runner-up rates (`fit.tuning.choose_rates`)."""
+    return choose_rates(trials(results))
+
+
+def runs_at_rate(results: list[RunResult], which: str = "best") -> list[RunResult]:
+    """For each (method, size, budget): the completed runs of its `which` rate ("best" or
+    "runner_up"; a cell with one rate keeps it for both)."""
+    choices = rate_choices(results)
     kept = []
-    for lrs in by_cell.values():
-        best = min(lrs, key=lambda lr: (np.mean([r.final_loss for r in lrs[lr]]), lr))
-        kept.extend(lrs[best])
+    for r in results:
+        choice = choices.get((r.run.method, r.run.size, r.run.budget))
+        if r.state == "completed" and r.final_loss is not None and choice is not None:
+            if r.run.lr == (choice[which] if choice[which] is not None else choice["best"]):
+                kept.append(r)
     return kept
+
+
+def best_lr_runs(results: list[RunResult]) -> list[RunResult]:
+    """For each (method, size, budget): the completed runs of its best learning rate, chosen on
+    the training loss at the runs' last evaluation (`fit.tuning`: not on the loss that is fitted)."""
+    return runs_at_rate(results, "best")
 
 
 def _usable(m: dict, column: str) -> bool:
@@ -124,8 +151,9 @@ def _chosen_rows(r: RunResult, column: str, mode: str) -> list[dict]:
 
 def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final") -> list[dict]:
     """Rows (method, compute, loss, run, size) of the frontier's candidate points (`_chosen_rows`).
-    The seeds of one configuration are averaged step by step into one point: the envelope of
-    several seeds would otherwise pick the luckiest one."""
+    The seeds of one configuration are averaged step by step into one point, the mean of their
+    ln(loss) (`fit.tuning.mean_log_loss`): the envelope of several seeds would otherwise pick the
+    luckiest one."""
     column, factor = ACCOUNTINGS[accounting][:2]
     by_config: dict[tuple, list[RunResult]] = {}
     for r in runs:
@@ -138,14 +166,36 @@ def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final")
                 per_step.setdefault(m["step"], []).append(m)
         name = seeds[0].run.name if len(seeds) == 1 else seeds[0].run.name.rsplit("_s", 1)[0] + "_seeds"
         rows += [{"method": seeds[0].run.method, "compute_pf_days": float(np.mean([m[column] for m in ms])) * factor,
-                  "loss": float(np.mean([m["val_loss"] for m in ms])), "run": name, "size": seeds[0].run.size}
+                  "loss": mean_log_loss([m["val_loss"] for m in ms]), "run": name, "size": seeds[0].run.size}
                  for step, ms in sorted(per_step.items()) if len(ms) == len(seeds)]
     return rows
 
 
-def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> AccountingFits:
+def frontier_kind(spec: dict) -> dict:
+    """What the frontier's points are, and the bias that comes with them (results.json and the report)."""
+    fixed = spec.get("tokens") is not None and not isinstance(spec.get("tokens"), list) and len(spec["sizes"]) > 1
+    curves = spec.get("frontier_points", "final") == "all"
+    if fixed and curves:
+        return {"kind": "fixed-budget envelope", "note": (
+            "every size was trained for the same tokens and the frontier is the envelope of their learning "
+            "curves: mid-run points of a decaying schedule lie above a run of that length (Chinchilla), so the "
+            "frontier and its exponent are those of a fixed-budget envelope, not of compute-efficient runs")}
+    if fixed:
+        return {"kind": "fixed-budget final points", "note": (
+            "every size was trained for the same tokens: each final point is near-optimal for that budget, "
+            "not for its size's compute-efficient budget")}
+    if curves:
+        return {"kind": "learning-curve points", "note": (
+            "points from half of each run on: mid-run points of a decaying schedule lie above a run of that "
+            "length, which biases the exponent where they make the frontier")}
+    return {"kind": "final points", "note": None}
+
+
+def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                   seed_noise: dict[str, tuple[float, int]] | None = None) -> AccountingFits:
     """Fit each method's frontier (methods with too few points are reported, not fatal)
-    and judge each alternative against BP."""
+    and judge each alternative against BP; seed_noise: {method: (sd of ln loss, dof)} where
+    several seeds ran (`fit.tuning.pooled_seed_noise`), carried into that method's intervals."""
     out = AccountingFits()
     if rows:
         computes = [r["compute_pf_days"] for r in rows]
@@ -157,7 +207,8 @@ def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: i
         spans[method] = (min(computes), max(computes))
         try:
             out.fits[method] = fit_frontier(computes, [r["loss"] for r in mine], [r["run"] for r in mine],
-                                            [r["size"] for r in mine], bootstrap=bootstrap, seed=seed, name=method)
+                                            [r["size"] for r in mine], bootstrap=bootstrap, seed=seed, name=method,
+                                            seed_noise=(seed_noise or {}).get(method))
         except ConfigError as exc:
             out.unfitted[method] = str(exc)
     out.verdicts = judge_all(out.fits, REFERENCE, spans, bootstrap, seed)

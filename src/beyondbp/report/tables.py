@@ -105,6 +105,16 @@ def _tex_number(x: float | None) -> str:
     return f"${mantissa}$" if exponent == 0 else f"${mantissa}\\times10^{{{exponent}}}$"
 
 
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&", "#": r"\#",
+                "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}"}
+
+
+def tex_text(text: str) -> str:
+    """`text` as LaTeX prints it verbatim: every special character escaped, so that no label
+    reaches TeX as a control sequence (\\write18 and the like)."""
+    return "".join(_TEX_SPECIAL.get(c, c) for c in str(text))
+
+
 def table1_tex(rows: list[dict]) -> str:
     lines = [r"\begin{tabular}{lllllll}", r"\toprule",
              r"Method & $\alpha_C$ & $C_c$ (PF-days) & $L(C_\mathrm{ref})$ & rms residual & paper $\alpha_C$ & paper $C_c$ \\",
@@ -121,7 +131,7 @@ def table1_tex(rows: list[dict]) -> str:
         if r.get("alpha_C") is not None and not r.get("power_law_ok", True):
             rms += r" (not a power law)"
         paper_alpha = "--" if r["paper_alpha_C"] is None else f"${r['paper_alpha_C']:.3f}$"
-        name = r["method"].replace("_", r"\_")
+        name = tex_text(r["method"])
         lines.append(f"{name} & {alpha} & {c_c} & {loss} & {rms} & {paper_alpha} & {_tex_number(r['paper_C_c'])} \\\\")
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic_write import atomic_write
+from ..atomic_write import atomic_write, refuse_links
 from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
-from ..train.run_folder import DATA_RECORD, EXECUTION_KEYS, check_out_path, data_change, run_state
+from ..train.run_folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
+                                data_change, run_state)
 from .plan import PlannedRun, StudyPlan, plan_study
 from .spec import normalise_spec
 
@@ -60,12 +61,29 @@ def prepare_study_dir(out: str | Path, spec: dict) -> Path:
     spec_path = out / "spec.yaml"
     if spec_path.exists():
         return out
+    refuse_links(out / "runs", inside=out)
     try:
         (out / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
     atomic_write(spec_path, yaml.safe_dump(spec, sort_keys=False))
     return out
+
+
+RUN_FILES = (LOCK, "train.log", "run.yaml", "config.yaml", DATA_RECORD, "metrics.jsonl", "summary.json",
+             CHECKPOINT, PREVIOUS)  # what an executor and its worker write in a run folder
+
+
+def refuse_linked_folders(plan: StudyPlan, study_dir: Path) -> None:
+    """Refuse, in one line naming it, a study whose runs/, trunks/, report/ or run folder (or a
+    file an executor writes in one) is a link: a received study never sends a write out of it."""
+    folders = [study_dir / "runs" / run.name for run in plan.runs]
+    folders += [chain.trunk_dir(study_dir) for chain in plan.chains or []]
+    for folder in folders:
+        refuse_links(folder, inside=study_dir)
+        for name in RUN_FILES:
+            refuse_links(folder / name)
+    refuse_links(study_dir / "report", inside=study_dir)
 
 
 def load_study(study_dir: str | Path) -> StudyPlan:

@@ -8,7 +8,7 @@ prepared once (`tracks.prepare_data`) and DIR/spec.yaml is written (`folder`).
 """
 from __future__ import annotations
 
-import ctypes
+import functools
 import json
 import os
 import signal
@@ -18,23 +18,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic_write import make_folder, open_append
 from ..config import ConfigError
+from ..data.child_processes import child_env, die_with_parent, python_command
+from ..methods.import_policy import OPT_IN
+from ..reads import read_tail
 from ..train.memory import check_memory
-from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
+from ..train.run_folder import FINISHED, HELD_LOCKS, lock_run, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
 from .chains import Chain, group_jobs, write_chain, write_run_yaml
-from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain, study_counts
+from .folder import (check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain,
+                     study_counts)
 from .plan import PlannedRun, StudyPlan
 from .tracks import prepare_data, track_of
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGKILL when the study process dies, so no run outlives its study."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[str] | None]:
@@ -76,28 +73,31 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
     run_dirs = [study_dir / "runs" / r.name for r in job.runs]
     if job.chain is not None:
         log_dir = write_chain(job.chain, study_dir, _prepared(threads, study_dir))
-        cmd = [sys.executable, "-m", "beyondbp", "chain", str(log_dir)]
+        cmd = python_command("-m", "beyondbp", "chain", str(log_dir), OPT_IN)
     else:
         log_dir = run_dirs[0]
         cfg = write_run_yaml(log_dir, job.runs[0].cfg, _prepared(threads, study_dir))
-        cmd = [sys.executable, "-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
-               "--out", str(log_dir)]
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        cmd = python_command("-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
+                             "--out", str(log_dir), OPT_IN)
+    env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     # the child inherits locked descriptors: its runs count as running while it lives
     lock_fds = []
     for folder in dict.fromkeys([log_dir, *run_dirs]):
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder, inside=study_dir)
         lock_fds.append(lock_run(folder))
     lock_fds = [fd for fd in lock_fds if fd is not None]
-    log = open(log_dir / "train.log", "a")
+    env[HELD_LOCKS] = ",".join(map(str, lock_fds))  # `train` then knows its run is locked for it
     try:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                pass_fds=tuple(lock_fds),
-                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        log = open_append(log_dir / "train.log")
+        try:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
+                                    pass_fds=tuple(lock_fds),
+                                    preexec_fn=functools.partial(die_with_parent, os.getpid()))
+        finally:
+            os.close(log)
     finally:
-        log.close()
         for fd in lock_fds:
             os.close(fd)
     job.log_dir = log_dir
@@ -106,8 +106,8 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
 
 def _last_log_line(run_dir: Path) -> str:
     try:
-        lines = [ln for ln in (run_dir / "train.log").read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
+        lines = [ln for ln in read_tail(run_dir / "train.log", "the run's log").splitlines() if ln.strip()]
+    except (OSError, ConfigError):  # no log, or not a regular file: the exit status says what is known
         return ""
     return lines[-1][:500] if lines else ""
 
@@ -145,9 +145,9 @@ class _Progress:
         for run in running:
             path = self.study_dir / "runs" / run.name / "metrics.jsonl"
             try:
-                last = path.read_text().strip().splitlines()[-1]
+                last = read_tail(path, "metrics file", 1 << 16).strip().splitlines()[-1]
                 done += run.cost * min(1.0, json.loads(last)["tokens"] / run.tokens)
-            except (OSError, IndexError, ValueError, KeyError):
+            except (OSError, IndexError, ValueError, KeyError, TypeError):  # ConfigError is a ValueError
                 pass
         return done
 
@@ -195,6 +195,7 @@ def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
 def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
     """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
     study_dir = check_study_dir(study_dir, plan.spec)
+    refuse_linked_folders(plan, study_dir)
     check_trackers(r.cfg for r in plan.runs)
     check_method_records(plan, study_dir)
     n_workers, threads, gpus = worker_layout(plan, workers)

@@ -1,6 +1,7 @@
 """A study plan: every run of a normalised spec (`spec`) as a validated RunConfig.
 
-The grid is methods (or variant labels) x sizes x budgets x learning rates x seeds. Each run
+The grid is methods (or variant labels) x sizes x budgets x learning rates x seeds (with
+`seed_sizes`, more seeds at some sizes: `run_seeds`). Each run
 has its own folder name, `<method>_<size>[_<budget>]_lr<lr>_s<seed>` (the budget appears only
 when the spec lists several). How a run's size and budget become a model and a length is the
 track's business (`tracks.Track.plan_run`): the Transformer track counts tokens (fixed, or per
@@ -70,6 +71,17 @@ def _budgets(spec: dict) -> list[tuple[str, float | None, bool]]:
     return [(budget_label(v, per_param) if len(values) > 1 else "", v, per_param) for v in values]
 
 
+def run_seeds(spec: dict, size: str, lrs: list[float], lr: float) -> list[int]:
+    """The seeds of one (size, learning rate): the spec's seeds, then `seed_sizes`' extra seeds where
+    they apply (its sizes; every rate, or with rates: middle only the middle of the sorted sweep)."""
+    extra = spec.get("seed_sizes")
+    if not extra or size not in extra["sizes"]:
+        return list(spec["seeds"])
+    if extra["rates"] == "middle" and lr != sorted(lrs)[(len(lrs) - 1) // 2]:
+        return list(spec["seeds"])
+    return [*spec["seeds"], *extra["seeds"]]
+
+
 def run_config(spec: dict, method: str, size: str) -> RunConfig:
     """A run's config before its learning rate, seed and budget: base, size, variant, per_method."""
     cfg = apply_mapping(get_track(spec.get("track")).base_config(), copy.deepcopy(spec["base"]), prefix="base.")
@@ -91,8 +103,9 @@ def plan_study(spec: dict) -> StudyPlan:
         for size in spec["sizes"]:
             for budget, value, per_param in _budgets(spec):
                 lrs = spec["lrs"][method]
-                for lr in (lrs[size] if isinstance(lrs, dict) else lrs):
-                    for seed in spec["seeds"]:
+                lrs = lrs[size] if isinstance(lrs, dict) else lrs
+                for lr in lrs:
+                    for seed in run_seeds(spec, size, lrs, lr):
                         cfg = run_config(spec, method, size)
                         cfg.seed, cfg.train.lr = seed, lr
                         try:  # every piece was checked; this is the composed run, before anything starts

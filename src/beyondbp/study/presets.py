@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-import yaml
-
 from ..config import ConfigError
+from ..reads import parse_yaml
 
 
 def preset_names() -> list[str]:
@@ -18,4 +17,4 @@ def load_preset(name: str) -> dict:
     if name not in preset_names():
         raise ConfigError(f"--preset: unknown preset {name!r} (valid: {', '.join(preset_names())})")
     text = (resources.files("beyondbp") / "presets" / f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
+    return parse_yaml(text) or {}  # the grammar of every spec file (`reads.parse_yaml`)

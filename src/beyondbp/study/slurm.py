@@ -32,6 +32,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -39,16 +40,17 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config
+from ..data.child_processes import python_command, safe_path_env
+from ..reads import read_text
 from ..train.branches import CHAIN_FILE, read_chain_file
-from ..train.run_folder import FINISHED, lock_run, read_summary, record_failure, run_state
+from ..train.run_folder import FINISHED, lock_run, open_lock_file, read_summary, record_failure, run_state
 from ..train.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
 from .chains import group_jobs, write_chain, write_run_yaml
-from .folder import check_method_records, check_study_dir, prepare_study_dir, runs_to_retrain
+from .folder import check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
 
@@ -164,7 +166,8 @@ def _record_failure(run_dir: Path, cfg, exc: BaseException) -> None:
 def make_executor(run_dir: Path, settings: dict, name: str):
     submitit = require_submitit()
     cluster = settings["cluster"]
-    executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster=cluster)
+    python = " ".join(shlex.quote(part) for part in python_command())  # the job's Python: off the current folder
+    executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster=cluster, **{f"{cluster}_python": python})
     tasks = settings["gpus_per_run"] // settings["nodes"]
     params = {"name": name, "timeout_min": settings["timeout_min"], "tasks_per_node": tasks,
               "gpus_per_node": 0 if settings.get("cpu_only") else tasks}
@@ -188,8 +191,8 @@ def make_executor(run_dir: Path, settings: dict, name: str):
 
 def read_job_record(run_dir: Path) -> dict | None:
     try:
-        return json.loads((run_dir / JOB_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
+        return json.loads(read_text(run_dir / JOB_FILE, "the Slurm job record", "json"))
+    except (OSError, ValueError):  # missing, not JSON, or refused by the reader (ConfigError)
         return None
 
 
@@ -233,6 +236,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         raise ConfigError("--executor slurm: sbatch is not on PATH; submit from a Slurm login node "
                           "(or test with --cluster local)")
     study_dir = check_study_dir(study_dir, plan.spec)
+    refuse_linked_folders(plan, study_dir)
     check_trackers(r.cfg for r in plan.runs)
     check_method_records(plan, study_dir)
     runs_dir = study_dir / "runs"
@@ -240,7 +244,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
     if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written
         prepare_data([r.cfg for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again])
     study_dir = prepare_study_dir(study_dir, plan.spec)
-    lock_fd = os.open(study_dir / "submit.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    lock_fd = open_lock_file(study_dir / "submit.lock")
     try:
         try:  # two submitters at once would queue each run twice
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -255,7 +259,8 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         jobs = {}
         for job_dir, runs in _jobs(plan, todo, study_dir, settings):
             executor = make_executor(job_dir, settings, f"{plan.spec['name']}/{job_dir.name}")
-            job = executor.submit(TrainJob(str(job_dir)))
+            with safe_path_env():  # inherited by the job (sbatch exports it; the local cluster's controller)
+                job = executor.submit(TrainJob(str(job_dir)))
             for run in runs:  # each run folder names its job, so `study status` asks the scheduler
                 _write_job_record(runs_dir / run.name, job, settings)
                 jobs[run.name] = job

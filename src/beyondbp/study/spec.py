@@ -24,6 +24,11 @@ Spec keys (every one overridable as dotted KEY=VALUE):
                        size and budget is kept for the frontier. A method without an entry uses
                        base.train.lr
   seeds                list of seeds
+  seed_sizes           extra seeds at some sizes, to measure seed noise where it is cheap:
+                       {seeds: [1, 2], sizes: [L4d10, L4d12], rates: all | middle}: every method
+                       trains these seeds too at the listed sizes, at all its rates of that size
+                       (default) or only at the middle one of its sorted sweep (the lower middle
+                       of an even count; `plan.run_seeds`)
   per_method           RunConfig keys for one method only ({dfa: {train.alignment_every: 4}})
   base                 RunConfig keys shared by every run (data, model.context, train schedule,
                        evaluation schedule: train.n_evals, train.eval_tokens)
@@ -44,14 +49,16 @@ from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, app
 from ..config import MethodConfig
 from ..methods.lookup import describe, known_names, resolve_method, training_defaults
 from ..model.shape import NAMED_SIZES
+from .names import check_label, check_study_name
 from .presets import load_preset
 from .slurm_settings import normalise_slurm
 from .tracks import Track, get_track
 
 SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "budgets", "lrs",
-             "seeds", "per_method", "base", "frontier_points", "slurm")
+             "seeds", "seed_sizes", "per_method", "base", "frontier_points", "slurm")
 FRONTIER_POINTS = ("final", "all")
 BUDGET_MODES = ("independent", "branched")
+SEED_RATES = ("all", "middle")
 
 
 def set_dotted(spec: dict, key: str, value) -> None:
@@ -133,6 +140,7 @@ def _normalise_sizes(sizes, track: Track) -> dict[str, dict]:
         raise ConfigError("sizes: must list at least one model size")
     out: dict[str, dict] = {}
     for name, value in items:
+        check_label("sizes", name)
         if name in out:
             raise ConfigError(f"sizes: size {name!r} is listed twice")
         if "_" in name or "/" in name:
@@ -183,6 +191,7 @@ def _normalise_methods(raw: dict, track: Track, variants: dict) -> list[str]:
     if not isinstance(methods, list) or not methods:
         raise ConfigError("methods: must list at least one training method")
     for label in methods:
+        check_label("methods", label, method=True)
         method = _method_of(label, variants)
         if method not in known_names() and ":" not in str(method):
             raise ConfigError(f"methods: unknown method {label!r} (valid: {', '.join([*known_names(), *variants])}, "
@@ -208,11 +217,9 @@ def _normalise_variants(raw) -> dict[str, dict]:
         raise ConfigError(f"variants: expected a mapping label -> RunConfig keys, got {raw!r}")
     out = {}
     for label, mapping in raw.items():
-        label = str(label)
+        label = check_label("variants", label)
         if label in known_names():
             raise ConfigError(f"variants.{label}: a variant label must not be a method's name")
-        if "/" in label or not label:
-            raise ConfigError(f"variants.{label}: a label must be a non-empty name without '/' (it names run folders)")
         nested = expand_dotted(mapping or {}, f"variants.{label}")
         if not isinstance(nested.get("method"), dict) or "name" not in nested["method"]:
             raise ConfigError(f"variants.{label}: name the method it configures (method: NAME)")
@@ -264,16 +271,41 @@ def _normalise_budget(raw: dict, track: Track) -> tuple[list[int] | None, list[f
     return tokens, ratio
 
 
-def _normalise_seeds(raw) -> list[int]:
+def _normalise_seeds(raw, key: str = "seeds") -> list[int]:
     seeds = raw if isinstance(raw, list) else [raw]
     if not seeds:
-        raise ConfigError("seeds: must list at least one seed")
-    seeds = [coerce(s, int, "seeds") for s in seeds]
+        raise ConfigError(f"{key}: must list at least one seed")
+    seeds = [coerce(s, int, key) for s in seeds]
     for seed in seeds:
-        check_number("seeds", seed, RANGES["seed"], integer=True)
+        check_number(key, seed, RANGES["seed"], integer=True)
     if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds: a seed is listed twice: {seeds}")
+        raise ConfigError(f"{key}: a seed is listed twice: {seeds}")
     return seeds
+
+
+def _normalise_seed_sizes(raw, seeds: list[int], sizes: list[str]) -> dict:
+    """{seeds, sizes, rates}: extra seeds, none of them in `seeds`, at some of the study's sizes."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"seed_sizes: expected a mapping with seeds, sizes (and rates), got {raw!r}")
+    unknown = [k for k in raw if k not in ("seeds", "sizes", "rates")]
+    if unknown:
+        raise ConfigError(f"seed_sizes.{unknown[0]}: unknown key (valid: seeds, sizes, rates)")
+    extra = _normalise_seeds(raw.get("seeds", []), "seed_sizes.seeds")
+    again = [s for s in extra if s in seeds]
+    if again:
+        raise ConfigError(f"seed_sizes.seeds: seed {again[0]} is in seeds already (every size trains it)")
+    named = raw.get("sizes")
+    named = [named] if isinstance(named, str) else named
+    if not isinstance(named, list) or not named:
+        raise ConfigError(f"seed_sizes.sizes: must list at least one of the study's sizes, got {named!r}")
+    for size in named:
+        if str(size) not in sizes:
+            raise ConfigError(f"seed_sizes.sizes: size {size!r} is not one of the study's sizes ({', '.join(sizes)})")
+    if len(set(named)) != len(named):
+        raise ConfigError(f"seed_sizes.sizes: a size is listed twice: {named}")
+    rates = str(raw.get("rates") or "all")
+    check_choice("seed_sizes.rates", rates, SEED_RATES)
+    return {"seeds": extra, "sizes": [str(s) for s in named], "rates": rates}
 
 
 def _given(mapping, dotted: str) -> bool:
@@ -344,7 +376,7 @@ def normalise_spec(raw: dict) -> dict:
     if budgets == "branched" and not track.budget_keys:
         raise ConfigError(f"budgets: the {track.name} track cannot branch budgets (its budget is base.train.epochs)")
     spec = {
-        "name": str(raw.get("name") or "study"),
+        "name": check_study_name(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),
         "track": track.name,
         "methods": methods,
@@ -360,6 +392,8 @@ def normalise_spec(raw: dict) -> dict:
         "base": base,
         "frontier_points": frontier_points,
     }
+    if raw.get("seed_sizes") is not None:  # only when given: study folders written before it compare equal
+        spec["seed_sizes"] = _normalise_seed_sizes(raw["seed_sizes"], spec["seeds"], list(sizes))
     if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.slurm
         spec["slurm"] = normalise_slurm(raw["slurm"])
     return spec

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import ConfigError, RunConfig, check_choice
+from ..config import ConfigError, RunConfig, check_choice, check_run_length
 from ..data.images import image_data_shape
 from ..data.tokenizers import planned_vocab_size
 from ..model import shape
@@ -86,7 +86,8 @@ def _plan_transformer_run(cfg: RunConfig, budget: float, per_param: bool) -> tup
     n_params, forward_flops = model_counts(cfg)
     tokens = int(budget * n_params) if per_param else int(budget)
     batch = cfg.train.batch_tokens
-    cfg.train.tokens = max(batch, tokens // batch * batch) if batch > 0 else tokens
+    cfg.train.tokens = tokens // batch * batch if batch > 0 else tokens
+    check_run_length(cfg, f"tokens_per_param: {budget:g} x {n_params:,} parameters" if per_param else "tokens")
     step_schedule(cfg)
     learning_rate(cfg, 0, 1)
     return n_params, 3.0 * forward_flops * cfg.train.tokens

@@ -9,14 +9,16 @@ names the file and what it asked for. Keeping the step and the rows in the same 
 weights keeps them consistent: there is one rename per checkpoint.
 
 Saving keeps the checkpoint it replaces as `checkpoint.prev.pt`, moved only once the new file
-is complete. A latest checkpoint that cannot be read (truncated, damaged, not a checkpoint, or
-not this run's shapes) falls back to the previous one with one line saying so; with none
-readable the run stops with one line naming the file.
+is complete. A latest checkpoint that cannot be read (truncated, damaged, not a checkpoint) or
+that `restore` does not accept (another run's, or not this run's shapes: `provenance` checks
+both before anything is loaded) falls back to the previous one with one line saying so; with
+none usable the run stops with one line naming the file.
 """
 from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -45,7 +47,9 @@ def save_snapshot(out: Path, payload: dict) -> None:
 def _read(path: Path, device) -> dict:
     import torch
     try:
-        payload = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on a crafted file's pickle protocol: the refusal says it all
+            warnings.simplefilter("ignore", UserWarning)
+            payload = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
         wanted = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if wanted:  # a well-formed pickle that asks for code: crafted, never loaded

@@ -48,11 +48,27 @@ class DistContext:
         return self.world_size > 1
 
 
+def _env_int(name: str, default: str | None, low: int, high: int | None = None) -> int:
+    """An integer environment variable torchrun sets, or one ConfigError naming it."""
+    text = os.environ.get(name, default)
+    if text is None:
+        raise ConfigError(f"{name}: not set, but WORLD_SIZE={os.environ['WORLD_SIZE']} asks for several "
+                          f"processes; start them with torchrun, or unset WORLD_SIZE")
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name}: must be a whole number, got {text!r}") from None
+    if value < low or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name}: must be {bounds}, got {value}")
+    return value
+
+
 def context() -> DistContext:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", "1", 1, 65536)
     if world <= 1:
         return DistContext()
-    ctx = DistContext(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    ctx = DistContext(_env_int("RANK", None, 0, world - 1), world, _env_int("LOCAL_RANK", "0", 0, world - 1))
     if not dist.is_initialized():
         # one group serves both devices, so train.device=cpu works on a GPU host too
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"

@@ -7,7 +7,8 @@ on the same directory resumes from the checkpoint; a completed run is not traine
 whose corpus now gives other tokens is refused (or restarted, train.on_data_change=restart);
 a run that cannot fit in memory is refused before its model is built (`memory_check`).
 Batches are a pure function of the step, so a resumed run sees exactly the batches an
-uninterrupted one would.
+uninterrupted one would. A checkpoint is resumed only once it proved it is this run's and fits
+its model and optimizer (`provenance`); a run whose final weights are not finite is `failed`.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from ..atomic_write import append_line, atomic_write, remove_leftovers
-from ..config import ConfigError, RunConfig, dump_yaml, from_dict, load_yaml, validate_config
+from ..config import ConfigError, RunConfig, check_run_length, dump_yaml
 from ..data.cache import cache_entry
 from ..data.tokens import load_token_data
 from ..methods.registry import build_method
@@ -33,12 +34,14 @@ from ..model.shape import resolve_model_config
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .memory import check_memory
+from .provenance import check_model_state, check_resumable, first_non_finite, run_identity
 from .run_folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, check_same_config, check_writable,
-                         checkpoint_files, compute_columns, data_change, read_metrics, read_summary,
+                         compute_columns, data_change, read_metrics, read_summary,
                          refuse_data_change, set_aside)
+from .sample_run import tokenizer_record
 from .schedule import learning_rate, step_schedule
 from .step import (accumulate_gradients, apply_update, autocast_context, make_optimizer, pick_device, progress_bar,
-                   set_learning_rate)
+                   set_learning_rate, set_threads)
 from .tracking import Tracker, check_tracker, run_tracker
 
 
@@ -180,17 +183,27 @@ class _Run:
         if epochs > 1:
             self.say(f"warning: the run needs {tokens_needed:,} tokens but the training split holds "
                      f"{len(self.data.train):,}; it will make {epochs:.2f} epochs")
+        self.identity = run_identity(cfg, self.data_record["fingerprint"])
         self.wrapped = dist_utils.wrap(self.method, self.ctx, self.device)
         if cfg.train.compile:  # graph-compiles the method's forward; the feedback tap stays a custom Function
             self.wrapped = torch.compile(self.wrapped)
 
     # --- checkpoint and files -------------------------------------------------------------
     def _restore(self, saved: dict) -> None:
+        """Load a checkpoint that proved it is this run's and fits its model and optimizer (`provenance`)."""
+        check_resumable(saved, self.identity, self.cfg, self.schedule.n_steps, self.method, self.optimizer,
+                        read_metrics(self.out / "metrics.jsonl"))
+        cuda_rng = saved.get("rng_cuda") if self.device.type == "cuda" else None
+        if cuda_rng is not None:
+            check_model_state({"rng": cuda_rng}, {"rng": torch.cuda.get_rng_state()}, "random number generator")
         self.method.load_state_dict(saved["method"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng_cpu"])
-        if self.device.type == "cuda" and saved.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng_cuda"])
+        # the moments only: the groups' settings stay the ones this run's config gave its optimizer
+        self.optimizer.load_state_dict({"state": saved["optimizer"]["state"],
+                                        "param_groups": self.optimizer.state_dict()["param_groups"]})
+        # generator states are CPU byte tensors; map_location moved them to the run's device
+        torch.set_rng_state(saved["rng_cpu"].cpu())
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state(cuda_rng.cpu())
 
     def resume(self, fresh: bool = False) -> _State:
         """The state of the newest readable checkpoint (a fresh one without, or when `fresh`).
@@ -206,7 +219,7 @@ class _Run:
         self.logged = {r["step"]: r for r in self.rows}
         if self.main:
             remove_leftovers(self.out)  # a checkpoint half-written when a kill came
-            on_disk = read_metrics(self.out / "metrics.jsonl")
+            on_disk = read_metrics(self.out / "metrics.jsonl") if self.rows else []  # nothing to restore: not read
             if len(on_disk) < len(self.rows):
                 self.say(f"{self.out / 'metrics.jsonl'}: {len(self.rows) - len(on_disk)} row(s) cut short; "
                          f"restored from the checkpoint (rows past step {state.step} are measured again)")
@@ -221,6 +234,7 @@ class _Run:
             "elapsed_s": state.elapsed, "train_losses": list(state.train_losses), "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "metrics": list(self.rows), "data_fingerprint": self.data_record["fingerprint"],
+            "identity": self.identity, "tokenizer": tokenizer_record(self.data.tokenizer),
         }
 
     def save_checkpoint(self, state: _State) -> None:
@@ -231,6 +245,17 @@ class _Run:
         """The state at a branch point, kept beside the checkpoint (`checkpoint.save_snapshot`)."""
         if self.main:
             save_snapshot(self.out, self._payload(state))
+
+    def finish(self, state: _State, val_loss: float | None) -> str:
+        """A run that reached its last step: completed (its checkpoint saved), or failed when its final
+        weights or validation loss are not finite (nothing saved; a rerun resumes the last good checkpoint)."""
+        bad = first_non_finite(self.method.state_dict())
+        if bad is not None or (self.main and (val_loss is None or not math.isfinite(val_loss))):  # rank 0 evaluates
+            what = f"weight {bad} holds NaN or infinite values" if bad else f"validation loss is {val_loss}"
+            self.error = f"at the final step ({state.step}) the {what}; not saved, not completed"
+            return "failed"
+        self.save_checkpoint(state)
+        return "completed"
 
     def write_summary(self, state: _State, status: str, final_val: float | None) -> dict | None:
         if not self.main:
@@ -243,6 +268,8 @@ class _Run:
             "final_val_loss": final_val, "tokens_per_s": tokens / state.elapsed if state.elapsed > 0 else None,
             "elapsed_s": state.elapsed, "status": status, "data_fingerprint": self.data_record["fingerprint"],
         }
+        if status == "failed":
+            summary["error"] = self.error
         atomic_write(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
@@ -289,9 +316,9 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
     At each step of `snapshot_steps` the run's state is also kept as `branch-STEP.pt` (the trunk
     of branched budgets, `beyondbp.train.branches`)."""
     cfg.method = resolve_method(cfg.method)  # settings checked, origin and version recorded in config.yaml
+    check_run_length(cfg)
     run = _Run(cfg, check_out_path(out), quiet)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg, run.say)
     check_same_config(run.out, cfg)
     # here with changed data only when train.on_data_change=restart, or for a finished run (left as it is)
     fresh = bool(run.data_changed) and cfg.train.on_data_change == "restart"
@@ -308,7 +335,8 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
         status, val_loss = _train_steps(run, state, quiet, snapshot_steps)
     summary = run.write_summary(state, status, val_loss if status == "completed" else None)
     if run.main:  # only rank 0 evaluates: the others have no validation loss to tell
-        msg = f"final val loss {val_loss:.4f}" if status == "completed" else f"diverged at step {state.step}"
+        msg = (f"final val loss {val_loss:.4f}" if status == "completed" else run.error if status == "failed"
+               else f"diverged at step {state.step}")
         run.say(f"{out}: {status}: {msg}, {state.step * cfg.train.batch_tokens:,} tokens in {state.elapsed:.1f}s")
     return summary
 
@@ -350,26 +378,12 @@ def _train_steps(run: _Run, state: _State, quiet: bool, snapshot_steps=()) -> tu
                 bar.close()
                 raise Interrupted(f"interrupted by signal {flag.signum or 'on another process'} at step "
                                   f"{state.step}; rerun the same command to resume")
-            if time.monotonic() - last_ckpt > cfg.train.checkpoint_every_s:
+            # the last step's state is saved by `finish`, once its weights are known to be finite
+            if state.step < schedule.n_steps and time.monotonic() - last_ckpt > cfg.train.checkpoint_every_s:
                 run.save_checkpoint(state)
                 last_ckpt = time.monotonic()
     bar.close()
     if status == "completed":
-        run.save_checkpoint(state)
+        status = run.finish(state, val_loss)
     return status, val_loss
 
-
-def load_run(run_dir: str | Path, device: str = "cpu"):
-    """(config, model, tokenizer) of a run directory, from its newest readable checkpoint."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise ConfigError(f"--run: {run_dir} is not a run directory (no config.yaml)")
-    if not checkpoint_files(run_dir):
-        raise ConfigError(f"--run: {run_dir} has no checkpoint.pt yet")
-    cfg = validate_config(from_dict(load_yaml(run_dir / "config.yaml", "the run's config")))
-    data = load_token_data(cfg.data)
-    model = build_model(cfg.model)
-    method = build_method(model, cfg.method, cfg.seed, cfg.model.kind)
-    load_checkpoint(run_dir, device, lambda saved: method.load_state_dict(saved["method"]),
-                    say=lambda text: print(text, file=sys.stderr))
-    return cfg, model.to(device).eval(), data.tokenizer

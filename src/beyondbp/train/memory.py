@@ -103,7 +103,10 @@ def available_bytes() -> tuple[int | None, str]:
     if not options:
         return None, "unknown"
     value, what = min(options)
-    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    text = os.environ.get("LOCAL_WORLD_SIZE", "1").strip() or "1"
+    if not text.isdigit():
+        raise ConfigError(f"LOCAL_WORLD_SIZE: must be a whole number, got {text!r}")
+    processes = int(text)
     if processes > 1:
         return value // processes, f"{what} / {processes} processes"
     return value, what

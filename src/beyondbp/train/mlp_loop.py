@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from ..atomic_write import append_line, atomic_write
+from ..atomic_write import append_line, atomic_write, refuse_links
 from ..config import RunConfig, dump_yaml, validate_config
 from ..data.images import load_image_data
 from ..methods.registry import build_method
@@ -41,7 +41,7 @@ from .memory import check_memory
 from .mlp_outputs import COMPARED_METHODS, comparison_table, plot_angles, sibling_runs
 from .run_folder import (FINISHED, check_out_path, check_same_config, check_writable, compute_columns, read_metrics,
                          read_summary)
-from .step import apply_update, make_optimizer, pick_device, progress_bar
+from .step import apply_update, make_optimizer, pick_device, progress_bar, set_threads
 from .tracking import Tracker, check_tracker, run_tracker
 
 ANGLE_EXAMPLES = 256
@@ -103,8 +103,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
         return done
     device = pick_device(cfg)
     check_memory(cfg, cfg.train.batch_examples, device)
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    set_threads(cfg, (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr)))
     run = _MLPRun.build(cfg, data, device)
     atomic_write(out / "config.yaml", dump_yaml(cfg))
     atomic_write(out / "metrics.jsonl", "")  # an MLP run restarts from epoch 0: no checkpoints
@@ -171,6 +170,7 @@ def run_mlp_all(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     for name in COMPARED_METHODS:
         run_cfg = copy.deepcopy(cfg)
         run_cfg.method.name = name
+        refuse_links(out / name, inside=out)  # a received out/bp linked elsewhere is not trained into
         summaries[name] = run_mlp(run_cfg, out / name, quiet)
     runs = [(out / name, summaries[name]) for name in COMPARED_METHODS]
     atomic_write(out / "comparison.md", comparison_table(runs))

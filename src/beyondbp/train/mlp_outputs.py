@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import ConfigError
+from ..atomic_write import write_atomically
+from ..config import ConfigError, load_yaml
 from .run_folder import read_summary
 
 COMPARED_METHODS = ("bp", "fa", "dfa")  # `beyondbp mlp method=all`, in this order
@@ -12,16 +13,15 @@ COMPARED_METHODS = ("bp", "fa", "dfa")  # `beyondbp mlp method=all`, in this ord
 
 def sibling_runs(run_dir: Path) -> list[tuple[Path, dict]]:
     """This run and the finished MLP runs beside it (folders of the same parent), BP first."""
-    import yaml
     runs = []
     for folder in sorted(p for p in Path(run_dir).parent.iterdir() if p.is_dir()):
         summary, config = folder / "summary.json", folder / "config.yaml"
         if not (summary.exists() and config.exists()):
             continue
         try:  # a sibling folder's unreadable files are its own business
-            kind = (yaml.safe_load(config.read_text()) or {}).get("model", {}).get("kind")
+            kind = load_yaml(config, "the run's config").get("model", {}).get("kind")
             done = read_summary(folder)
-        except (ConfigError, OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        except (ConfigError, OSError, AttributeError):
             continue
         if kind == "mlp" and done is not None:
             runs.append((folder, done))
@@ -64,5 +64,5 @@ def plot_angles(path: Path, runs: list[tuple[str, list[dict]]]) -> None:
     if runs and runs[0][1]:
         axes[0][-1].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

@@ -11,7 +11,8 @@ and the CLI read a run folder through this module:
   summary.json     the outcome, with `status` (`read_summary`; `record_failure`)
   checkpoint.pt    and checkpoint.prev.pt (`checkpoint`; `checkpoint_files` here)
   branch-STEP.pt   a trunk's state at a branch point (`snapshot_path`; `branches`, `chain`)
-  worker.lock      flock-ed by the process training the run (`lock_run`, `is_locked`)
+  worker.lock      flock-ed by the process training the run (`lock_run`, `is_locked`; a standalone
+                   `train` too, `hold_run_lock`)
 
 A run's state (`run_state`): completed | diverged (FINISHED: never trained again) | failed |
 running | interrupted | pending. Whole files are replaced atomically (`atomic_write`) so a kill
@@ -21,14 +22,17 @@ writes stops with one line naming it. Torch-free: the report and `study status` 
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from ..atomic_write import atomic_write
+from ..atomic_write import atomic_write, link_refused, write_error
 from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
+from ..reads import is_regular_file, read_text
+from .records import check_summary, read_metrics_rows
 
 
 class Interrupted(Exception):
@@ -46,6 +50,7 @@ DATA_RECORD = "data.json"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint kept back when a new one is written
 LOCK = "worker.lock"
+HELD_LOCKS = "BEYONDBP_HELD_LOCKS"  # the lock descriptors an executor passes to the worker it starts
 
 
 def check_out_path(out) -> Path:
@@ -66,28 +71,15 @@ def check_writable(out: Path) -> None:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            break
-        if not isinstance(row, dict) or "step" not in row:
-            break
-        rows.append(row)
-    return rows
+    return read_metrics_rows(path)  # bounded and checked row by row (`records`)
 
 
 def _read_json_object(path: Path, what: str) -> dict | None:
     """A JSON object beyondbp wrote, None when absent; anything else is one line naming the file."""
     try:
-        text = path.read_text()
+        text = read_text(path, what, "json")  # a regular file, not a link, at most a few MiB
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read {what} ({getattr(exc, 'strerror', None) or exc})") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -100,7 +92,8 @@ def _read_json_object(path: Path, what: str) -> dict | None:
 
 
 def read_summary(out: Path) -> dict | None:
-    return _read_json_object(Path(out) / "summary.json", "the run's summary")
+    summary = _read_json_object(Path(out) / "summary.json", "the run's summary")
+    return summary if summary is None else check_summary(summary, Path(out) / "summary.json")
 
 
 def read_data_record(out: Path) -> dict | None:
@@ -112,7 +105,7 @@ def read_data_record(out: Path) -> dict | None:
 
 def checkpoint_files(out: Path) -> list[Path]:
     """The run's checkpoints on disk, newest first."""
-    return [p for p in (Path(out) / CHECKPOINT, Path(out) / PREVIOUS) if p.exists()]
+    return [p for p in (Path(out) / CHECKPOINT, Path(out) / PREVIOUS) if is_regular_file(p, "checkpoint")]
 
 
 def snapshot_path(out: Path, step: int) -> Path:
@@ -150,7 +143,7 @@ def refuse_data_change(reason: str) -> ConfigError:
 def set_aside(out: Path, files=(CHECKPOINT, PREVIOUS, "metrics.jsonl", "summary.json", DATA_RECORD)) -> Path:
     """Move a run's results into out/replaced-N/ (N = 1, 2, ...) before it is trained again."""
     n = 1
-    while (out / f"replaced-{n}").exists():
+    while os.path.lexists(out / f"replaced-{n}"):
         n += 1
     folder = out / f"replaced-{n}"
     folder.mkdir()
@@ -195,7 +188,7 @@ def lock_run(run_dir: Path, wait: bool = True) -> int | None:
     (or a child that inherits it) stays open. wait=False refuses, in one line, a run another
     process trains; None where the filesystem has no locks (the caller then trusts its own
     bookkeeping not to start a run twice)."""
-    fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_lock_file(Path(run_dir) / LOCK)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -207,10 +200,42 @@ def lock_run(run_dir: Path, wait: bool = True) -> int | None:
     return fd
 
 
+def hold_run_lock(run_dir: Path) -> int | None:
+    """What `beyondbp train` holds while it trains: the run's lock, or None where the executor that
+    started it holds it already (it passes the descriptors on and names them in HELD_LOCKS). A run
+    another process trains is refused at once, in one line. Under torchrun only rank 0 locks."""
+    if os.environ.get("WORLD_SIZE", "1").strip() not in ("1", "") and os.environ.get("RANK", "0").strip() != "0":
+        return None
+    try:
+        lock = os.stat(Path(run_dir) / LOCK, follow_symlinks=False)
+    except OSError:
+        lock = None
+    for word in os.environ.get(HELD_LOCKS, "").split(","):
+        try:
+            fd = int(word)
+            held = lock is not None and (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == (lock.st_dev, lock.st_ino)
+            if held:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # our own open file: it holds the lock already
+                return None
+        except (ValueError, OSError):
+            continue
+    return lock_run(run_dir, wait=False)
+
+
+def open_lock_file(path: Path) -> int:
+    """A descriptor of a lock file (worker.lock, submit.lock), created if missing; a link is refused."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise link_refused(path) from None
+        raise write_error(path, exc, "nothing was started") from None
+
+
 def is_locked(run_dir: Path) -> bool:
     """Whether a live process holds the run's lock (a dead or zombie one has released it)."""
     try:
-        fd = os.open(Path(run_dir) / LOCK, os.O_RDWR)
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_NOFOLLOW)
     except OSError:
         return False
     try:

@@ -27,8 +27,9 @@ import secrets
 import string
 from pathlib import Path
 
-from ..atomic_write import atomic_write
+from ..atomic_write import atomic_write, make_folder
 from ..config import CHOICES, ConfigError, RunConfig, check_choice, to_dict
+from ..reads import read_text
 
 TRACKERS = CHOICES["train.tracker"][0]
 WANDB_STATE = "beyondbp_tracker.json"  # in RUN/wandb/: the W&B run id, reused on resume
@@ -88,7 +89,7 @@ class TensorBoardTracker(Tracker):
         from torch.utils.tensorboard import SummaryWriter  # raises ImportError without tensorboard
         from torch.utils.tensorboard.summary import hparams
 
-        log_dir = run_dir / "tensorboard"
+        log_dir = make_folder(run_dir / "tensorboard", inside=run_dir)
         self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=resume_step)
         self.location = f"TensorBoard events in {log_dir}"
         if resume_step == 0:  # a resumed run wrote its config when it started
@@ -120,8 +121,7 @@ class WandbTracker(Tracker):
     def __init__(self, run_dir: Path, run_name: str, group: str | None, config: dict, resume_step: int):
         import wandb  # raises ImportError without wandb
 
-        folder = run_dir / "wandb"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_folder(run_dir / "wandb", inside=run_dir)
         state_path = folder / WANDB_STATE
         # a run that starts over (from step 0) is a new W&B run: W&B cannot take back logged steps
         run_id = _read_run_id(state_path) if resume_step > 0 else None
@@ -158,8 +158,8 @@ class WandbTracker(Tracker):
 def _read_run_id(path: Path) -> str | None:
     """The W&B run id an earlier session of this run used, if its record is readable."""
     try:
-        run_id = json.loads(path.read_text()).get("id")
-    except (OSError, ValueError, AttributeError):
+        run_id = json.loads(read_text(path, "the W&B run record", "json")).get("id")
+    except (OSError, ValueError, AttributeError):  # ConfigError (a link, a FIFO, too large) is a ValueError
         return None
     return run_id if isinstance(run_id, str) and run_id else None
 

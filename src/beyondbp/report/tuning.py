@@ -1,0 +1,87 @@
+"""The report's tuning section: which rates were kept and on what, the (method, size)s whose best
+rate lies at an edge of its sweep, the measured seed noise, and the verdicts under every method's
+runner-up rate (`beyondbp.fit.tuning` does the arithmetic).
+
+In results.json: `lr_edges` (a list of {method, size, best_lr, tried, edge}), `seed_sd`
+({method: {size: {sd, seeds, dof}}}, where several seeds ran), `seed_noise` ({method: {sd, dof}},
+pooled over sizes), `rate_chosen_on`, `best_lrs`, `val_loss_would_choose` (the cells where the
+fitted loss would have kept another rate) and `sensitivity: {runner_up: {method: {scenario,
+possible_letters}}}`.
+"""
+from __future__ import annotations
+
+from ..fit.defaults import DEFAULT_BOOTSTRAP
+from ..fit.tuning import lr_edges, pooled_seed_noise, seed_sd
+from .results import RunResult, fit_accounting, frontier_points, rate_choices, runs_at_rate, trials
+
+
+def runner_up_verdicts(results: list[RunResult], mode: str, bootstrap: int, seed: int,
+                       noise: dict[str, tuple[float, int]] | None = None) -> dict[str, dict]:
+    """{method: {scenario, possible_letters}} under the paper's count, with every (method, size)
+    at its runner-up rate (its only rate where it tried one); {} when no cell tried two."""
+    if all(c["runner_up"] is None for c in rate_choices(results).values()):
+        return {}
+    verdicts = fit_accounting(frontier_points(runs_at_rate(results, "runner_up"), "paper", mode),
+                              bootstrap, seed, noise).verdicts
+    return {m: {"scenario": v.get("scenario"), "possible_letters": v.get("possible_letters")}
+            for m, v in verdicts.items()}
+
+
+def tuning_section(results: list[RunResult], mode: str = "final", bootstrap: int = DEFAULT_BOOTSTRAP,
+                   seed: int = 0) -> dict:
+    """What results.json holds about tuning and seeds (the module docstring lists the keys)."""
+    choices = rate_choices(results)
+    sds = seed_sd(trials(results))
+    best: dict[str, dict[str, float]] = {}
+    for (method, size, budget), choice in choices.items():
+        best.setdefault(method, {})[f"{size} {budget}".strip()] = choice["best"]
+    noise = pooled_seed_noise(sds)
+    return {"lr_edges": lr_edges(choices), "seed_sd": sds,
+            "seed_noise": {m: {"sd": sd, "dof": dof} for m, (sd, dof) in noise.items()},
+            "rate_chosen_on": sorted({c["on"] for c in choices.values()}), "best_lrs": best,
+            "val_loss_would_choose": [{"method": m, "size": s, **({"budget": b} if b else {}), "best_lr": c["best"],
+                                       "val_best_lr": c["val_best"]}
+                                      for (m, s, b), c in choices.items() if c["val_best"] != c["best"]],
+            "sensitivity": {"runner_up": runner_up_verdicts(results, mode, bootstrap, seed, noise)}}
+
+
+def _letter(v: dict) -> str:
+    if v.get("scenario"):
+        return v["scenario"]
+    return f"undetermined ({' or '.join(v.get('possible_letters') or [])})"
+
+
+def tuning_lines(section: dict) -> list[str]:
+    """The section as a few plain lines (Markdown list items without the bullet)."""
+    on = " or ".join("training loss at each run's last evaluation" if o == "train_loss"
+                     else "final validation loss" for o in section["rate_chosen_on"]) or "-"
+    other = section["val_loss_would_choose"]
+    lines = [f"Each (method, size) keeps the rate with the lowest {on} (mean log over seeds), "
+             "so the kept point's validation loss is not the one it was chosen on; the validation loss "
+             f"would have kept another rate at {len(other)} of {sum(map(len, section['best_lrs'].values()))}"
+             + (": " + ", ".join(f"{e['method']} {e['size']} {e['val_best_lr']:g} for {e['best_lr']:g}" for e in other)
+                if other else "") + "."]
+    edges = section["lr_edges"]
+    if edges:
+        lines.append("Best rate at an edge of its sweep (widen the sweep): " + "; ".join(
+            f"{e['method']} {e['size']}{' ' + e['budget'] if e.get('budget') else ''} {e['best_lr']:g} of "
+            f"{', '.join(f'{lr:g}' for lr in e['tried'])} ({e['edge']})" for e in edges) + ".")
+    else:
+        lines.append("Every (method, size)'s best rate lies strictly inside its sweep.")
+    sds = section["seed_sd"]
+    if sds:
+        per_size = "; ".join(f"{m} " + ", ".join(f"{s} {e['sd']:.4f} ({e['seeds']} seeds)" for s, e in sizes.items())
+                             for m, sizes in sds.items())
+        pooled = ", ".join(f"{m} {e['sd']:.4f} ({e['dof']} dof)" for m, e in section["seed_noise"].items())
+        lines.append(f"Seed noise, sd of ln(final loss) across seeds: {per_size}; pooled: {pooled}.")
+    else:
+        lines.append("Seed noise not measured: every configuration ran one seed.")
+    runner_up = section["sensitivity"]["runner_up"]
+    if runner_up:
+        lines.append("With every method at its runner-up rate (paper's count): "
+                     + ", ".join(f"{m} {_letter(v)}" for m, v in runner_up.items()) + ".")
+    return lines
+
+
+def tuning_markdown(section: dict) -> str:
+    return "## Tuning and seed noise\n\n" + "\n".join(f"- {line}" for line in tuning_lines(section)) + "\n"
