@@ -140,13 +140,23 @@ def start_cli_run(run_dir: Path, overrides: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_eval(run_dir: Path, proc: subprocess.Popen, min_step: int, timeout_s: float = 60) -> dict[int, int]:
-    """Once metrics.jsonl holds a row at or after `min_step`: {rank: pid} of the workers."""
+def checkpoint_step(run_dir: Path) -> int:
+    """The step of the run's checkpoint.pt, -1 while there is none (it is replaced atomically)."""
+    path = run_dir / "checkpoint.pt"
+    return torch.load(path, weights_only=False)["step"] if path.exists() else -1
+
+
+def wait_for_eval(run_dir: Path, proc: subprocess.Popen, min_step: int, timeout_s: float = 60,
+                  checkpointed: bool = False) -> dict[int, int]:
+    """Once metrics.jsonl holds a row at or after `min_step` (and, with `checkpointed`, so does
+    checkpoint.pt: the row is written before the checkpoint, so a test that reads the checkpoint
+    waits for it): {rank: pid} of the workers."""
     deadline = time.monotonic() + timeout_s
     path = run_dir / "metrics.jsonl"
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if path.exists() and any(r["step"] >= min_step for r in train_module.read_metrics(path)):
+        if (path.exists() and any(r["step"] >= min_step for r in train_module.read_metrics(path))
+                and (not checkpointed or checkpoint_step(run_dir) >= min_step)):
             pids = worker_pids(proc.pid)
             assert len(pids) == 2
             return pids
@@ -163,7 +173,7 @@ def test_killed_two_process_run_resumes_on_one_process(tmp_path, monkeypatch):
     overrides = TINY + ["method.name=dfa_block", "train.tokens=49152", "train.checkpoint_every_s=0"]
     run_dir = tmp_path / "run"
     proc = start_cli_run(run_dir, overrides)
-    pids = wait_for_eval(run_dir, proc, min_step=3)
+    pids = wait_for_eval(run_dir, proc, min_step=3, checkpointed=True)
     # torchrun starts each worker in its own session, so killing torchrun's group would not reach them
     for pid in (*pids.values(), proc.pid):
         os.kill(pid, signal.SIGKILL)
