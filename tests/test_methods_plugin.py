@@ -134,7 +134,7 @@ def test_presets_keep_their_runs():
     spec = load_spec(preset="quick")
     assert spec["per_method"] == {"dfa_block": {"train": {"alignment_every": 3}}}
     assert {m: sorted({lr for lrs in v.values() for lr in lrs}) for m, v in spec["lrs"].items()} == \
-        {"bp": [4e-3, 1e-2, 2.5e-2, 6.25e-2], "dfa_block": [6e-3, 1.5e-2, 3.75e-2],
+        {"bp": [4e-3, 1e-2, 2.5e-2], "dfa_block": [6e-3, 1.5e-2, 3.75e-2],
          "shallow": [1.6e-3, 4e-3, 1e-2, 2.5e-2]}
 
 

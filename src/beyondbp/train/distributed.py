@@ -18,7 +18,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import inspect
-import os
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import ConfigError
+from .dist_env import ranks
 
 # Ranks other than 0 wait in a collective while rank 0 evaluates and checkpoints; NCCL's
 # default 10-minute timeout would kill a run whose evaluation or checkpoint of a large model
@@ -48,27 +48,11 @@ class DistContext:
         return self.world_size > 1
 
 
-def _env_int(name: str, default: str | None, low: int, high: int | None = None) -> int:
-    """An integer environment variable torchrun sets, or one ConfigError naming it."""
-    text = os.environ.get(name, default)
-    if text is None:
-        raise ConfigError(f"{name}: not set, but WORLD_SIZE={os.environ['WORLD_SIZE']} asks for several "
-                          f"processes; start them with torchrun, or unset WORLD_SIZE")
-    try:
-        value = int(text.strip())
-    except ValueError:
-        raise ConfigError(f"{name}: must be a whole number, got {text!r}") from None
-    if value < low or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ConfigError(f"{name}: must be {bounds}, got {value}")
-    return value
-
-
 def context() -> DistContext:
-    world = _env_int("WORLD_SIZE", "1", 1, 65536)
+    rank, world, local_rank = ranks()
     if world <= 1:
         return DistContext()
-    ctx = DistContext(_env_int("RANK", None, 0, world - 1), world, _env_int("LOCAL_RANK", "0", 0, world - 1))
+    ctx = DistContext(rank, world, local_rank)
     if not dist.is_initialized():
         # one group serves both devices, so train.device=cpu works on a GPU host too
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"

@@ -32,6 +32,7 @@ from pathlib import Path
 from ..atomic_write import atomic_write, link_refused, write_error
 from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text
+from .dist_env import ranks
 from .records import check_summary, read_metrics_rows
 
 
@@ -204,7 +205,7 @@ def hold_run_lock(run_dir: Path) -> int | None:
     """What `beyondbp train` holds while it trains: the run's lock, or None where the executor that
     started it holds it already (it passes the descriptors on and names them in HELD_LOCKS). A run
     another process trains is refused at once, in one line. Under torchrun only rank 0 locks."""
-    if os.environ.get("WORLD_SIZE", "1").strip() not in ("1", "") and os.environ.get("RANK", "0").strip() != "0":
+    if ranks()[0] != 0:
         return None
     try:
         lock = os.stat(Path(run_dir) / LOCK, follow_symlinks=False)
