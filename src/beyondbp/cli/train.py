@@ -27,6 +27,10 @@ def cmd_train(args) -> int:
     out = check_out_path(args.out)
     check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
     check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder
+    from ..config import check_run_length
+    from ..train.distributed import check_environment
+    check_run_length(cfg)  # as train checks it, but before the lock below creates the folder
+    check_environment()  # WORLD_SIZE=abc, likewise
     check_writable(out)
     lock = hold_run_lock(out)  # a second `train` into this folder is refused, as a study's runs are
     try:

@@ -70,11 +70,30 @@ def context() -> DistContext:
         return DistContext()
     ctx = DistContext(_env_int("RANK", None, 0, world - 1), world, _env_int("LOCAL_RANK", "0", 0, world - 1))
     if not dist.is_initialized():
+        _check_rendezvous()
         # one group serves both devices, so train.device=cpu works on a GPU host too
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
         atexit.register(_shutdown)
     return ctx
+
+
+def check_environment() -> None:
+    """The variables torchrun sets, checked before a run folder is created or locked (one line
+    naming a bad one); `context()` reads them again when training starts."""
+    world = _env_int("WORLD_SIZE", "1", 1, 65536)
+    if world > 1:
+        _env_int("RANK", None, 0, world - 1)
+        _env_int("LOCAL_RANK", "0", 0, world - 1)
+        _check_rendezvous()
+
+
+def _check_rendezvous() -> None:
+    """MASTER_ADDR and MASTER_PORT, which torch's env:// rendezvous needs, named in one line when missing."""
+    if not os.environ.get("MASTER_ADDR", "").strip():
+        raise ConfigError(f"MASTER_ADDR: not set, but WORLD_SIZE={os.environ['WORLD_SIZE']} asks for several "
+                          f"processes; start them with torchrun, or unset WORLD_SIZE")
+    _env_int("MASTER_PORT", None, 1, 65535)
 
 
 def _shutdown() -> None:
