@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -65,6 +67,22 @@ def refuse_links(path: str | Path, inside: str | Path | None = None) -> None:
     for step in chain:
         if step.is_symlink():
             raise link_refused(step)
+
+
+def special_refused(path: Path) -> FileWriteError:
+    return FileWriteError(f"{path}: is not a regular file (a folder, FIFO, device or socket); beyondbp writes "
+                          f"only regular files here (remove it, or use another folder)")
+
+
+def refuse_special(path: str | Path) -> None:
+    """Refuse, in one line naming it, `path` when it exists and is neither a regular file nor a link
+    (links are `refuse_links`' to name): a FIFO would block the writer that opens it."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        raise special_refused(Path(path))
 
 
 def make_folder(path: str | Path, inside: str | Path) -> Path:
@@ -165,14 +183,39 @@ def _write_temporary(path: Path, data: bytes) -> str:
 
 
 def open_append(path: str | Path) -> int:
-    """A descriptor appending to `path` (a log), created if missing; a link there is refused."""
+    """A descriptor appending to `path` (a log), created if missing; a link there is refused, and
+    so is a FIFO, device or socket (opened without blocking, so a FIFO never stalls the writer). A
+    file with hard links is first made a copy of its own: the append never reaches its other names."""
     path = Path(path)
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise link_refused(path) from None
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader, or a socket
+            raise special_refused(path) from None
         raise write_error(path, exc, "the lines before this one are kept") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise special_refused(path)
+    if info.st_nlink > 1:  # a hard link: the file has other names, maybe outside the folder
+        os.close(fd)
+        _own_copy(path)
+        return open_append(path)
+    os.set_blocking(fd, True)
+    return fd
+
+
+def _own_copy(path: Path) -> None:
+    """Replace `path`, a file with other names (hard links), by a copy of its own, so that an append
+    never reaches those other names (a received folder's log linked to a file outside it)."""
+    try:
+        src = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise write_error(path, exc, "the lines before this one are kept") from None
+    with os.fdopen(src, "rb") as source:
+        write_atomically(path, lambda f: shutil.copyfileobj(source, f))
 
 
 def append_line(path: str | Path, line: str) -> None:

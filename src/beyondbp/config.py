@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .reads import ConfigError, YAMLRefused, parse_yaml, read_text
+from .reads import ConfigError, YAMLRefused, parse_yaml, read_text, shown
 
 
 def check_choice(key: str, value, valid, what: str = "value") -> None:
@@ -191,8 +191,8 @@ def coerce(value: Any, typ: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
             return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: a 4,000-digit integer
+            raise ConfigError(f"{key}: expected a number, got {shown(value)}") from None
     if typ is str:
         if isinstance(value, bool):  # YAML reads on/off/yes/no as booleans; `progress=off` means "off"
             return "on" if value else "off"
@@ -377,17 +377,17 @@ METHOD_IMPORTS_OPT_IN = "--trust-method-imports"  # the flag that lets files nam
 
 RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),
-    "model.n_layer": AT_LEAST_1, "model.d_model": AT_LEAST_1, "model.n_head": AT_LEAST_1,
-    "model.context": AT_LEAST_1, "model.vocab_size": Range(2, BIG), "model.mlp_ratio": AT_LEAST_1,
-    "model.dropout": Range(0.0, 1.0, high_open=True), "model.depth": AT_LEAST_1, "model.width": AT_LEAST_1,
-    "model.n_inputs": AT_LEAST_1, "model.n_classes": Range(2),
+    "model.n_layer": Range(1, BIG), "model.d_model": Range(1, BIG), "model.n_head": Range(1, BIG),
+    "model.context": Range(1, BIG), "model.vocab_size": Range(2, BIG), "model.mlp_ratio": Range(1, BIG),
+    "model.dropout": Range(0.0, 1.0, high_open=True), "model.depth": Range(1, BIG), "model.width": Range(1, BIG),
+    "model.n_inputs": Range(1, BIG), "model.n_classes": Range(2, BIG),
     "train.tokens": Range(1, BIG), "train.batch_tokens": Range(1, BIG), "train.micro_batch_tokens": Range(1, BIG),
     "train.lr": POSITIVE, "train.min_lr_ratio": FRACTION, "train.warmup_frac": FRACTION,
     "train.warmup_tokens": Range(0, BIG),
     "train.cooldown_frac": FRACTION, "train.weight_decay": Range(0.0), "train.beta1": Range(0.0, 1.0, high_open=True),
     "train.beta2": Range(0.0, 1.0, high_open=True), "train.grad_clip": Range(0.0), "train.n_evals": Range(1, 10_000),
     "train.eval_tokens": Range(1, BIG), "train.alignment_every": AT_LEAST_0, "train.checkpoint_every_s": Range(0.0),
-    "train.threads": AT_LEAST_0, "train.epochs": Range(0, 10**6), "train.batch_examples": AT_LEAST_1,
+    "train.threads": AT_LEAST_0, "train.epochs": Range(0, 10**6), "train.batch_examples": Range(1, BIG),
     "data.vocab_size": Range(2, BIG), "data.val_fraction": Range(0.0, 1.0, low_open=True, high_open=True),
     "data.hf_max_docs": Range(1, BIG), "data.max_tokens": Range(1, BIG), "data.shard_tokens": Range(1, BIG),
     "data.bpe_sample_mb": Range(1, 2**40), "data.workers": Range(0, 4096),
@@ -406,7 +406,7 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what 
 def check_number(key: str, value, rng: Range, integer: bool = False) -> None:
     """Raise `KEY: must be <range>, got <value>` unless value lies in rng (and is finite)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not rng.holds(value):
-        raise ConfigError(f"{key}: must be {rng.describe(integer)}, got {value!r}")
+        raise ConfigError(f"{key}: must be {rng.describe(integer)}, got {shown(value)}")
 
 
 def validate_config(cfg: Any, prefix: str = "", section: str = "") -> Any:

@@ -8,9 +8,10 @@ blocks), fstat-ed, and refused unless it is a regular file no larger than its ki
 one line at a time with a bound per line (metrics.jsonl); `read_tail` reads a file's last bytes;
 `is_regular_file` checks a file something else opens (a checkpoint, for PyTorch).
 
-`parse_yaml` is PyYAML's SafeLoader (no tags that build objects) minus three things a received
-file could abuse: anchors and aliases (a "billion laughs" document expands to gigabytes), a key
-given twice (the last would win unseen), and YAML 1.1's octal and base-60 numbers: `010` reads as
+`parse_yaml` is PyYAML's SafeLoader (no tags that build objects) minus four things a received
+file could abuse: anchors and aliases (a "billion laughs" document expands to gigabytes), values
+nested deeper than MAX_DEPTH (composing them recurses past Python's stack), a key given twice (the
+last would win unseen), and YAML 1.1's octal and base-60 numbers: `010` reads as
 the decimal 10 (as in YAML 1.2), `5:33:20` as the string it looks like (which a number key then
 refuses, naming it), never 8 or 20000.
 
@@ -40,6 +41,12 @@ LIMITS = {  # the largest file of each kind that is read (a real one is far smal
     "metrics": 64 * MiB,  # metrics.jsonl: at most 10,000 evaluations of a few hundred bytes
 }
 LINE_LIMIT = 1 * MiB  # the longest metrics.jsonl line (a row with every alignment layer is ~10 KB)
+
+
+def shown(value, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: a received 4,000-digit number stays a short line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}... ({len(text):,} characters)"
 
 
 def _size(n: int) -> str:
@@ -159,6 +166,9 @@ _FLOAT = re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
                     |\.(?:nan|NaN|NAN))$""", re.X)
 
 
+MAX_DEPTH = 64  # nesting levels of a YAML or JSON value (a spec needs 5)
+
+
 class YAMLRefused(ConfigError):
     """What the strict loader refuses, with the line it found it on (the caller names the file)."""
 
@@ -171,12 +181,21 @@ class _StrictLoader(yaml.SafeLoader):
     yaml_implicit_resolvers = {first: [(tag, rx) for tag, rx in resolvers if tag not in (INT_TAG, FLOAT_TAG)]
                                for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
+    depth = 0
+
     def compose_node(self, parent, index):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise YAMLRefused(event.start_mark.line + 1, "YAML anchors and aliases (&NAME, *NAME) are not read "
                                                          "here; write the values out")
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:  # composing recurses: 20,000 "[" would exhaust Python's stack
+            raise YAMLRefused(event.start_mark.line + 1, f"values nested more than {MAX_DEPTH} levels deep are not "
+                                                         f"read here")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -200,7 +219,8 @@ def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     try:
         return sign * int(text[2:] if base != 10 else text, base)
     except ValueError:
-        raise YAMLRefused(node.start_mark.line + 1, f"{node.value!r} is not a number") from None
+        shown = node.value if len(node.value) <= 40 else f"{node.value[:37]}... ({len(node.value):,} digits)"
+        raise YAMLRefused(node.start_mark.line + 1, f"{shown!r} is not a number") from None
 
 
 _StrictLoader.add_implicit_resolver(INT_TAG, _INT, list("-+0123456789"))

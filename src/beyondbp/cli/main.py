@@ -48,8 +48,22 @@ def say(message: str) -> None:
         sys.stderr.write(message + "\n")
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def drop_bad_thread_variables() -> None:
+    """OMP_NUM_THREADS or MKL_NUM_THREADS that is not a whole number > 0 (`abc`) is dropped with one
+    note before torch loads, rather than left to libgomp's own warning line."""
+    for name in THREAD_VARIABLES:
+        text = os.environ.get(name)
+        if text is not None and not (text.strip().isdigit() and int(text) > 0):
+            say(f"beyondbp: note: {name}={text[:40]!r} is not a whole number > 0; ignored")
+            del os.environ[name]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    drop_bad_thread_variables()
     try:
         from ..methods.import_policy import import_rule
         with import_rule(rule_for(args)):  # which package.module:Class methods it may import

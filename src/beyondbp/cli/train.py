@@ -23,13 +23,13 @@ def cmd_train(args) -> int:
     from ..methods.lookup import build_run_config
     from ..train.memory import check_state_fits_host
     from ..train.run_folder import FINISHED, check_out_path, check_writable, hold_run_lock
-    from ..train.dist_env import ranks
+    from ..train.dist_env import check_environment
     from ..train.tracking import check_tracker
     cfg = build_run_config(args.config, args.overrides)
     out = check_out_path(args.out)
     check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
     check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder
-    ranks()  # a bad WORLD_SIZE, RANK or LOCAL_RANK: one line, nothing created
+    check_environment()  # a bad WORLD_SIZE, RANK, LOCAL_RANK or rendezvous: one line, nothing created
     check_run_length(cfg)  # shorter than a batch, or all warm-up: one line, nothing created
     check_writable(out)
     lock = hold_run_lock(out)  # a second `train` into this folder is refused, as a study's runs are

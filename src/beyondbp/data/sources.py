@@ -107,9 +107,20 @@ def parse_jsonl(raw: bytes, where: str, first_line: int, text_field: str) -> lis
         value = row.get(text_field) if isinstance(row, dict) else None
         if not isinstance(value, str):
             raise BadRow("data.text_field", where, lineno, f"has no string field {text_field!r}")
+        if ("\\ud" in line or "\\uD" in line) and not _encodable(value):  # an escaped lone surrogate
+            raise BadRow("data.corpus", where, lineno, f"holds a lone surrogate in {text_field!r} (an escape "
+                                                       f"such as \\ud800 alone), which is not text")
         if value and not value.isspace():
             docs.append(value)
     return docs
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def decode_text(raw: bytes, where: str, offset: int = 0) -> str:

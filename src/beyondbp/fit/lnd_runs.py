@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..reads import open_regular, read_bytes
-from .plausible import check_header, check_plausible
+from .plausible import check_header, check_plausible, check_width
 from .lnd import DEFAULT_BOOTSTRAP, LNDFit, fit_lnd, fit_lnd_shared_e, jsonable
 from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, PF_DAY_FLOP, allocation, edge_warnings, optimal_loss_law, run_span
 from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
@@ -76,7 +76,7 @@ def read_runs_csv(path) -> dict[str, Runs]:
         raw = read_bytes(path, "runs file", "csv")  # a regular file of bounded size, or one line naming it
     except FileNotFoundError:
         raise ConfigError(f"runs file not found: {path}") from None
-    reader = csv.DictReader(io.StringIO(_decode(path, raw), newline=""))
+    reader = csv.DictReader(io.StringIO(check_width(path, _decode(path, raw)), newline=""))
     header = check_header(path, [h.strip() for h in reader.fieldnames or []])
     reader.fieldnames = header
     missing = [c for c in RUN_COLUMNS if c not in header]

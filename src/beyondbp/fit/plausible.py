@@ -33,6 +33,24 @@ def check_plausible(path: Path, line: int, column: str, value: float) -> float:
     return value
 
 
+MAX_COLUMNS = 1_000  # a points or runs file has a handful
+
+
+def check_width(path: Path, text: str) -> str:
+    """text, refused in one line naming the file and line when a line holds more than MAX_COLUMNS
+    fields (counted as commas, before the csv module reads it): a header of a million columns
+    makes a dict of a million keys for every row, hundreds of MB from an 8 MB file."""
+    start, line = 0, 1
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if text.count(",", start, end) >= MAX_COLUMNS:
+            raise ConfigError(f"{path}:{line}: more than {MAX_COLUMNS:,} columns; a points or runs file has a "
+                              f"few (method, compute or size and tokens, loss)")
+        start, line = end + 1, line + 1
+    return text
+
+
 def check_header(path: Path, header: list[str]) -> list[str]:
     """The header's column names, refused in one line when one is given twice (which of the two
     would count is a guess)."""

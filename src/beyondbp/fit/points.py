@@ -16,7 +16,7 @@ import numpy as np
 
 from .defaults import DEFAULT_BOOTSTRAP, HORIZON_FACTOR, RUN_FRACTION
 from ..config import ConfigError, read_text_file
-from .plausible import check_header, check_plausible
+from .plausible import check_header, check_plausible, check_width
 from .frontier import fit_frontier, late_points
 from .verdict import judge_all
 
@@ -67,7 +67,7 @@ def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = D
     """
     groups = _group_by_method(rows)
     if reference not in groups:
-        raise ConfigError(f"reference method {reference!r} has no points "
+        raise ConfigError(f"--reference: method {reference!r} has no points "
                           f"(methods present: {', '.join(sorted(groups)) or 'none'})")
     fits, spans, unfitted = {}, {}, {}
     for m, g in groups.items():
@@ -110,7 +110,7 @@ def read_points_csv(path) -> list[dict]:
 def _points_rows(path: Path, text: str) -> list[dict]:
     if "\0" in text:
         raise ConfigError(f"points file {path} is not a CSV file (it holds NUL bytes)")
-    with io.StringIO(text, newline="") as handle:
+    with io.StringIO(check_width(path, text), newline="") as handle:
         reader = csv.DictReader(handle)
         header = check_header(path, reader.fieldnames or [])
         for column in CSV_COLUMNS:

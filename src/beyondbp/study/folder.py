@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic_write import atomic_write, refuse_links
+from ..atomic_write import atomic_write, refuse_links, refuse_special
 from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
 from ..train.run_folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
@@ -76,13 +76,15 @@ RUN_FILES = (LOCK, "train.log", "run.yaml", "config.yaml", DATA_RECORD, "metrics
 
 def refuse_linked_folders(plan: StudyPlan, study_dir: Path) -> None:
     """Refuse, in one line naming it, a study whose runs/, trunks/, report/ or run folder (or a
-    file an executor writes in one) is a link: a received study never sends a write out of it."""
+    file an executor writes in one) is a link: a received study never sends a write out of it; and
+    one whose run files are FIFOs, devices, sockets or folders, which no writer may open."""
     folders = [study_dir / "runs" / run.name for run in plan.runs]
     folders += [chain.trunk_dir(study_dir) for chain in plan.chains or []]
     for folder in folders:
         refuse_links(folder, inside=study_dir)
         for name in RUN_FILES:
             refuse_links(folder / name)
+            refuse_special(folder / name)
     refuse_links(study_dir / "report", inside=study_dir)
 
 

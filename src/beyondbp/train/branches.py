@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic_write import atomic_write, write_atomically
+from ..atomic_write import atomic_write, refuse_links, write_atomically
 from ..config import ConfigError, RunConfig, load_yaml
 from .run_folder import CHECKPOINT, DATA_RECORD, has_progress, snapshot_path
 from .schedule import cooldown_start, step_schedule
@@ -54,9 +54,22 @@ def write_chain_file(trunk_dir: Path, branches: list[tuple[Path, int]]) -> None:
 def read_chain_file(trunk_dir: Path) -> list[tuple[Path, int]]:
     raw = load_yaml(Path(trunk_dir) / CHAIN_FILE, "the chain's branches")
     try:
-        return [(Path(e["dir"]), int(e["step"])) for e in raw["branches"]]
+        branches = [(Path(e["dir"]), int(e["step"])) for e in raw["branches"]]
     except (KeyError, TypeError, ValueError):
         raise ConfigError(f"{Path(trunk_dir) / CHAIN_FILE}: not a chain file (branches: [{{dir, step}}])") from None
+    for branch_dir, _ in branches:
+        _check_branch_dir(Path(trunk_dir), branch_dir)
+    return branches
+
+
+def _check_branch_dir(trunk_dir: Path, branch_dir: Path) -> None:
+    """A branch lies inside the trunk's own study (DIR of DIR/trunks/NAME; its runs are DIR/runs/RUN)
+    and is not a link: a received chain.yaml must not send a branch's reads and writes out of it."""
+    study, where = trunk_dir.parent.parent.resolve(), branch_dir.resolve()
+    if where == study or not where.is_relative_to(study):
+        raise ConfigError(f"{trunk_dir / CHAIN_FILE}: branch folder {str(branch_dir)!r} is not inside the trunk's "
+                          f"study ({trunk_dir.parent.parent}); not trained")
+    refuse_links(branch_dir, inside=trunk_dir.parent.parent)
 
 
 def seed_branch(trunk_dir: Path, branch_dir: Path, step: int) -> bool:

@@ -29,3 +29,13 @@ def ranks() -> tuple[int, int, int]:
     if world <= 1:
         return 0, 1, 0
     return env_int("RANK", None, 0, world - 1), world, env_int("LOCAL_RANK", "0", 0, world - 1)
+
+
+def check_environment() -> None:
+    """The variables torchrun sets, checked before a run folder is created or locked (one line
+    naming a bad one); `distributed.context()` reads them again when training starts."""
+    if ranks()[1] > 1:
+        if not os.environ.get("MASTER_ADDR", "").strip():  # torch's env:// rendezvous needs both
+            raise ConfigError(f"MASTER_ADDR: not set, but WORLD_SIZE={os.environ['WORLD_SIZE']} asks for several "
+                              f"processes; start them with torchrun, or unset WORLD_SIZE")
+        env_int("MASTER_PORT", None, 1, 65535)

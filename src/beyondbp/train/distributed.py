@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import ConfigError
-from .dist_env import ranks
+from .dist_env import check_environment, ranks
 
 # Ranks other than 0 wait in a collective while rank 0 evaluates and checkpoints; NCCL's
 # default 10-minute timeout would kill a run whose evaluation or checkpoint of a large model
@@ -49,6 +49,7 @@ class DistContext:
 
 
 def context() -> DistContext:
+    check_environment()
     rank, world, local_rank = ranks()
     if world <= 1:
         return DistContext()

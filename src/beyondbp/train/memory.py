@@ -104,8 +104,8 @@ def available_bytes() -> tuple[int | None, str]:
         return None, "unknown"
     value, what = min(options)
     text = os.environ.get("LOCAL_WORLD_SIZE", "1").strip() or "1"
-    if not text.isdigit():
-        raise ConfigError(f"LOCAL_WORLD_SIZE: must be a whole number, got {text!r}")
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"LOCAL_WORLD_SIZE: must be a whole number >= 1, got {text!r}")
     processes = int(text)
     if processes > 1:
         return value // processes, f"{what} / {processes} processes"

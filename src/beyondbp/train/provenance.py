@@ -89,6 +89,8 @@ def _check_tensor(got, want, what: str) -> None:
     if not isinstance(got, torch.Tensor) or got.shape != want.shape or got.dtype != want.dtype \
             or got.layout != want.layout:
         raise CheckpointMismatch(f"{what} is {_describe(got)}, this run's is {_describe(want)}")
+    if got.is_meta:
+        raise CheckpointMismatch(f"{what} holds no values (a meta tensor)")
     if got.is_floating_point() and not bool(torch.isfinite(got).all()):
         raise CheckpointMismatch(f"{what} holds NaN or infinite values")
 
@@ -143,6 +145,8 @@ def check_optimizer_state(saved, optimizer, max_step: int) -> None:
         param = by_id[pid]
         for key in ("exp_avg", "exp_avg_sq"):
             _check_tensor(entry[key], param.detach(), f"optimizer {key} of parameter {pid}")
+        if bool((entry["exp_avg_sq"] < 0).any()):  # an average of squares: its square root would be NaN
+            raise CheckpointMismatch(f"optimizer exp_avg_sq of parameter {pid} holds negative values")
         _check_adam_step(entry["step"], pid, max_step)
 
 

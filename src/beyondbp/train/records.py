@@ -33,6 +33,24 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def is_text(value, source: str) -> bool:
+    """Whether every string in `value`, parsed from the JSON text `source`, is text: `\\ud800` alone
+    (a lone surrogate) parses, but no file, page or terminal can take it. Only an escape makes
+    one (the text was decoded), so `source` without one is not searched further."""
+    if "\\ud" not in source and "\\uD" not in source:
+        return True
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def record_problem(exc: BaseException) -> str:
+    """What json.loads refused beyond syntax, in a few words."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0][:80]
+
+
 def row_problem(row) -> str | None:
     """What keeps `row` from being a metrics row as beyondbp writes it (None: nothing)."""
     if type(row) is not dict:
@@ -62,7 +80,11 @@ def read_metrics_rows(path: Path) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a kill
                 break
+            except (ValueError, RecursionError) as exc:  # a 5,000-digit number; arrays nested 100,000 deep
+                raise ConfigError(f"{path}:{number}: not a metrics row ({record_problem(exc)})") from None
             problem = row_problem(row) if number <= MAX_ROWS else f"more than {MAX_ROWS:,} rows; not read"
+            if problem is None and not is_text(row, line):
+                problem = "a lone surrogate (an escape such as \\ud800 alone) is not text"
             if problem:
                 raise ConfigError(f"{path}:{number}: {problem}")
             rows.append(row)

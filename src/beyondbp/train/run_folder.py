@@ -33,7 +33,7 @@ from ..atomic_write import atomic_write, link_refused, write_error
 from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text
 from .dist_env import ranks
-from .records import check_summary, read_metrics_rows
+from .records import check_summary, is_text, read_metrics_rows, record_problem
 
 
 class Interrupted(Exception):
@@ -86,6 +86,12 @@ def _read_json_object(path: Path, what: str) -> dict | None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}); "
                           f"move it aside to resume the run from its checkpoint") from None
+    except (ValueError, RecursionError) as exc:  # a 5,000-digit number; arrays nested 100,000 deep
+        raise ConfigError(f"{path}: {what} is not JSON beyondbp writes ({record_problem(exc)}); "
+                          f"move it aside to resume the run from its checkpoint") from None
+    if not is_text(value, text):
+        raise ConfigError(f"{path}: {what} holds a lone surrogate (an escape such as \\ud800 alone), which "
+                          f"is not text; move it aside to resume the run from its checkpoint")
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: {what} holds a {type(value).__name__}, not the object beyondbp writes; "
                           f"move it aside to resume the run from its checkpoint")
