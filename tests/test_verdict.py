@@ -185,7 +185,7 @@ def test_points_table_judges_every_method():
 
 def test_missing_reference_is_an_error():
     rows = table_rows("dfa", *noisy_frontier(ALPHA, C_C, 0))
-    with pytest.raises(ConfigError, match="reference method 'bp'"):
+    with pytest.raises(ConfigError, match="--reference: method 'bp' has no points"):
         fit_points_table(rows, bootstrap=0)
 
 
