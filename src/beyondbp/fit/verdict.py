@@ -136,18 +136,24 @@ def floor_verdict(floor: SharedFloorFit, alt_name: str, ref_name: str, c_min: fl
             "methods": floor.methods}
 
 
-def per_method_floors(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], c_min: float, horizon: float,
-                      bootstrap: int, seed: int) -> dict:
-    """Sensitivity: each method with a floor of its own, the letter through the same horizon."""
-    short = [n for n, f in zip(names, (alt, ref)) if f.n_points < min_points(True)]
-    if short:
-        return {"scenario": None, "reason": f"{', '.join(short)} has fewer than {min_points(True)} frontier points"}
+def own_floor(fit: PowerLawFit, name: str, bootstrap: int, seed: int) -> PowerLawFit | str:
+    """`fit`'s frontier refitted with a floor of its own (for the sensitivity check), or why not."""
+    if fit.n_points < min_points(True):
+        return f"{name} has fewer than {min_points(True)} frontier points"
     try:
-        refits = [fit_frontier(f.envelope[:, 0], f.envelope[:, 1], f.runs or None, f.sizes or None, bootstrap, seed, True,
-                               f"{n}/own-floor", f.seed_noise) for n, f in zip(names, (alt, ref))]
+        return fit_frontier(fit.envelope[:, 0], fit.envelope[:, 1], fit.runs or None, fit.sizes or None, bootstrap,
+                            seed, True, f"{name}/own-floor", fit.seed_noise)
     except ConfigError as exc:
-        return {"scenario": None, "reason": str(exc)}
-    a, r = paired(*refits)
+        return str(exc)
+
+
+def per_method_floors(own: tuple[PowerLawFit | str, PowerLawFit | str], names: tuple[str, str], c_min: float,
+                      horizon: float) -> dict:
+    """Sensitivity: each method with a floor of its own (`own_floor`), the letter through the same horizon."""
+    reasons = [f for f in own if isinstance(f, str)]
+    if reasons:
+        return {"scenario": None, "reason": "; ".join(reasons)}
+    a, r = paired(*own)
     out = decide(*_gap(a, r, c_min), *_gap(a, r, horizon), "delta_log_loss_at_horizon")
     return {"scenario": out["scenario"], "possible_letters": out["possible_letters"],
             "bootstrap_share": out["bootstrap_share"], "E": {names[0]: a.E, names[1]: r.E}, "reason": out["reason"]}
@@ -225,10 +231,10 @@ def _apply_floor(out: dict, pure: dict, floor: dict) -> None:
 
 def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None = None,
           alt_name: str = "alternative", ref_name: str = "bp", floor: SharedFloorFit | None = None,
-          horizon_factor: float = HORIZON_FACTOR, bootstrap: int = 0, seed: int = 0) -> dict:
+          horizon_factor: float = HORIZON_FACTOR, own_floors: tuple | None = None) -> dict:
     """The verdict of `alt` against `ref` (keys: module docstring and `EMPTY`); c_min, c_max:
     the compute range studied (both methods' candidate points); floor: the pair's floor fit;
-    bootstrap > 0 also refits each with a floor of its own (`per_method_floors`)."""
+    own_floors: each method refitted with a floor of its own (`own_floor`), for the sensitivity check."""
     c_max = c_max or max(alt.fit_range[1], ref.fit_range[1])
     out = {**EMPTY, "c_min_pf_days": c_min, "c_max_pf_days": c_max, "measured_gap": measured_gap(alt, ref)}
     problems = [f"{name}'s frontier is not a power law ({'; '.join(fit.quality()['problems'])})"
@@ -255,8 +261,8 @@ def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None 
     if floor is not None and floor.samples:
         out["floor"] = floor_verdict(floor, alt_name, ref_name, c_min, horizon)
         _apply_floor(out, pure, out["floor"])
-    if bootstrap and alt.E is None and ref.E is None:
-        out["per_method_floors"] = per_method_floors(alt, ref, names, c_min, horizon, bootstrap, seed)
+    if own_floors is not None:
+        out["per_method_floors"] = per_method_floors(own_floors, names, c_min, horizon)
     return out
 
 
@@ -271,14 +277,19 @@ def judge_all(fits: dict[str, PowerLawFit], reference: str, spans: dict[str, tup
         if bootstrap and fit.backtest is None:
             fit.backtest = backtest(fit, bootstrap, seed, method)
     ref = fits[reference]
+    own: dict[str, PowerLawFit | str] = {}  # each method's own-floor refit, made once for all its pairs
     verdicts = {}
     for method, fit in fits.items():
         if method == reference:
             continue
-        floor = None
+        floor = own_floors = None
         if bootstrap and fit.E is None and ref.E is None and fit.power_law_ok and ref.power_law_ok:
             floor = fit_shared_floor({method: fit, reference: ref}, bootstrap, seed)
+            for name in (method, reference):
+                if name not in own:
+                    own[name] = own_floor(fits[name], name, bootstrap, seed)
+            own_floors = (own[method], own[reference])
         c_min = min(spans[method][0], spans[reference][0])
         c_max = max(spans[method][1], spans[reference][1])
-        verdicts[method] = judge(fit, ref, c_min, c_max, method, reference, floor, horizon_factor, bootstrap, seed)
+        verdicts[method] = judge(fit, ref, c_min, c_max, method, reference, floor, horizon_factor, own_floors)
     return verdicts
