@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import ConfigError
 from .bootstrap import method_rng, percentile_ci, small_sample_factor
-from .frontier import PowerLawFit, fit_frontier, log_loss, min_points
+from .frontier import PowerLawFit, fit_frontier, log_loss, min_points, residual_sd
 
 
 def _held_out_size(fit: PowerLawFit) -> tuple[str, np.ndarray]:
@@ -30,11 +30,8 @@ def _held_out_size(fit: PowerLawFit) -> tuple[str, np.ndarray]:
 
 
 def _noise_sd(refit: PowerLawFit) -> float:
-    residuals = refit.log_residuals
-    parameters = 3 if refit.E is not None else 2
-    k = len(residuals)
-    residual_sd = float(np.sqrt(np.sum(residuals ** 2) / max(k - parameters, 1)))
-    return max(residual_sd, refit.seed_noise[0] if refit.seed_noise else 0.0)
+    noise = residual_sd(refit.log_residuals, 3 if refit.E is not None else 2)
+    return max(noise, refit.seed_noise[0] if refit.seed_noise else 0.0)
 
 
 def backtest(fit: PowerLawFit, bootstrap: int, seed: int = 0, name: str = "points") -> dict:

@@ -84,13 +84,6 @@ def small_sample_factor(dof: float) -> float:
     return float(stdtrit(max(float(dof), 1.0), 0.975) / ndtri(0.975))
 
 
-def welch_dof(var_a: float, dof_a: int, var_b: float, dof_b: int) -> float:
-    """Welch-Satterthwaite degrees of freedom of a difference of two estimates with variances
-    var_a and var_b, each estimated with its own degrees of freedom."""
-    denominator = var_a ** 2 / dof_a + var_b ** 2 / dof_b
-    return (var_a + var_b) ** 2 / denominator if denominator > 0 else float(dof_a + dof_b)
-
-
 def widen(samples: np.ndarray, estimate, factor: float) -> np.ndarray:
     """Samples stretched around the estimate by `factor` (non-finite samples left as they are)."""
     with np.errstate(invalid="ignore"):

@@ -260,6 +260,11 @@ def fit_power_law(compute, loss, irreducible: bool = False) -> tuple[float, floa
     return float(alpha), safe_exp(log_cc), (float(e) if irreducible else None)
 
 
+def residual_sd(residuals: np.ndarray, parameters: int) -> float:
+    """The noise a fit's log residuals estimate: sqrt(sum r^2 / (points - parameters))."""
+    return float(np.sqrt(np.sum(np.square(residuals)) / max(len(residuals) - parameters, 1)))
+
+
 def safe_exp(v: float) -> float:
     """exp(v), inf past the float range (a flat frontier's C_c), 0 below it; nan stays nan."""
     return math.exp(v) if not v >= 709 else math.inf
@@ -280,7 +285,7 @@ def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_
     the bootstrap and count its sizes). `name` labels error messages and seeds the method's
     own random stream. bootstrap=0 gives no intervals and no samples. seed_noise: (sd of ln loss
     across seeds, its degrees of freedom) where several seeds were run: the bootstrap's noise is
-    then at least that sd, and its degrees of freedom add to the fit's.
+    then at least that sd, and where it is the larger its degrees of freedom add to the fit's.
     """
     compute, loss = np.asarray(compute, dtype=float), np.asarray(loss, dtype=float)
     idx = envelope_index(compute, loss)
@@ -296,8 +301,9 @@ def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_
     fit = PowerLawFit(float(alpha), float(b), centre, float(e) if irreducible else None, None, len(idx),
                       np.column_stack([env_c, env_l]), None, run_labels,
                       [str(sizes[i]) for i in idx] if sizes is not None else [],
-                      dof=max(n_clusters - parameters, 1) + (seed_noise[1] if seed_noise else 0),
-                      seed_noise=seed_noise)
+                      dof=max(n_clusters - parameters, 1), seed_noise=seed_noise)
+    if seed_noise and seed_noise[0] > residual_sd(y - log_loss(fit.params(), x), parameters):
+        fit.dof += seed_noise[1]  # the bootstrap's noise is then the seeds': their estimate counts too
     if sizes is not None:  # a size beaten everywhere by a smaller one: listed, never silently gone
         fit.dropped_sizes = list(dict.fromkeys(str(s) for s in sizes if str(s) not in set(fit.sizes)))
     if bootstrap:

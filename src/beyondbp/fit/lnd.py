@@ -359,10 +359,11 @@ def _best_fit(prob: _Problem, weights: np.ndarray, grid: StartGrid, start: np.nd
     converged_only: among runs that report success only (None when none did)."""
     starts = [start] if start is not None else _profile_starts(prob, weights, grid)
     results = [prob.minimise(s, weights) for s in starts]
-    best = min(results, key=lambda res: res.fun)
-    if converged_only and not converged(prob, best):
-        return None
-    return best.x
+    if converged_only:
+        results = [res for res in results if converged(prob, res)]
+        if not results:
+            return None
+    return min(results, key=lambda res: res.fun).x
 
 
 GRADIENT_TOL = 1e-6  # the objective is ~1e-3: a projected gradient this small is a stationary point

@@ -114,7 +114,8 @@ def compute_multiplier(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str
             change = sample_log_ratio[:, 2] - sample_log_ratio[:, 0]
         ci = percentile_ci(change)
         trend["ci"] = _ratio_ci(change)
-        if not math.isnan(ci[0]):  # change > 0: a larger multiplier at the lower loss, i.e. at scale
+        withheld = any(entries[i]["ci_reason"] for i in (0, 2))  # an end read too far out: no direction
+        if not math.isnan(ci[0]) and not withheld:  # change > 0: a larger multiplier at the lower loss, i.e. at scale
             trend["direction"] = ("no clear trend" if not excludes_zero(ci) else
                                   "grows with scale" if ci[0] > 0 else "shrinks with scale")
     return {"losses_from": source, "entries": entries, "trend": trend}

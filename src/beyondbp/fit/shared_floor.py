@@ -104,8 +104,11 @@ def fit_shared_floor(fits: dict[str, PowerLawFit], bootstrap: int, seed: int = 0
     e, a, b = fit_floor([(x, y[None]) for x, y in groups], HUBER_SCALE)
     laws = {m: np.array([a[0, i], b[0, i], e[0]]) for i, m in enumerate(methods)}
     n_runs = sum(cluster_index(fit.runs)[1] for fit in fits.values())
+    # where a method's seed noise governed its own fit (its dof counts the seeds), it counts here too
+    seed_dof = sum(fits[m].seed_noise[1] for m in methods
+                   if fits[m].seed_noise and fits[m].dof > max(cluster_index(fits[m].runs)[1] - 2, 1))
     shared = SharedFloorFit(methods, float(e[0]), laws, {m: fits[m].centre for m in methods}, None,
-                            max(n_runs - (2 * len(methods) + 1), 1),
+                            max(n_runs - (2 * len(methods) + 1), 1) + seed_dof,
                             float(min(fit.envelope[:, 1].min() for fit in fits.values())))
     n = min(bootstrap, MAX_FLOOR_SAMPLES)
     if n:
@@ -113,7 +116,8 @@ def fit_shared_floor(fits: dict[str, PowerLawFit], bootstrap: int, seed: int = 0
         for m, (x, y) in zip(methods, groups):
             fitted = log_loss(laws[m], x)
             cluster = cluster_index(fits[m].runs)[0]
-            draws = resampled_residuals(y - fitted, x, cluster, n, method_rng(m, seed, "shared-floor"))
+            noise = fits[m].seed_noise[0] if fits[m].seed_noise else 0.0
+            draws = resampled_residuals(y - fitted, x, cluster, n, method_rng(m, seed, "shared-floor"), 2, noise)
             resampled.append((x, fitted + draws))
         es, as_, bs = fit_floor(resampled, HUBER_SCALE)
         shared.samples = {m: np.column_stack([as_[:, i], bs[:, i], es]) for i, m in enumerate(methods)}

@@ -35,11 +35,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .defaults import RUN_FRACTION
+from .defaults import HORIZON_FACTOR, RUN_FRACTION
 
 REFERENCE_LOSS = 2.5  # BP's loss at the smallest compute, as in the quick and cpu presets
 C_MIN = 6.3e-10  # PF-days: the smallest run of the quick and cpu presets
-HORIZON_FACTOR = 10.0  # a letter is claimed through 10x the largest compute of the study
 LETTERS = {(False, False): "A", (True, False): "B", (False, True): "C", (True, True): "D"}
 
 # learning curves

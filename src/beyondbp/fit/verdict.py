@@ -48,7 +48,7 @@ from .backtest import backtest
 from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, widen
 from .defaults import HORIZON_FACTOR
 from .frontier import PowerLawFit, fit_frontier, log_loss, min_points, safe_exp
-from .multiplier import LN10, compute_multiplier, crossover
+from .multiplier import _outside_decades, compute_multiplier, crossover
 from .shared_floor import SharedFloorFit, fit_shared_floor
 
 LETTERS = ("A", "B", "C", "D")
@@ -155,7 +155,7 @@ def per_method_floors(own: tuple[PowerLawFit | str, PowerLawFit | str], names: t
         return {"scenario": None, "reason": "; ".join(reasons)}
     a, r = paired(*own)
     out = decide(*_gap(a, r, c_min), *_gap(a, r, horizon), "delta_log_loss_at_horizon")
-    return {"scenario": out["scenario"], "possible_letters": out["possible_letters"],
+    return {"scenario": out["scenario"], "possible_letters": out["possible_letters"], "letter_shares": out["letter_shares"],
             "bootstrap_share": out["bootstrap_share"], "E": {names[0]: a.E, names[1]: r.E}, "reason": out["reason"]}
 
 
@@ -190,13 +190,8 @@ def measured_gap(alt: PowerLawFit, ref: PowerLawFit) -> dict | None:
 
 def _outside(fits: dict[str, PowerLawFit], compute: float) -> dict[str, float]:
     """Decades by which `compute` lies outside each fit's measured compute (only those outside)."""
-    out = {}
-    for name, fit in fits.items():
-        lo, hi = fit.fit_range
-        decades = max(math.log(lo / compute), math.log(compute / hi), 0.0) / LN10
-        if decades > 1e-6:
-            out[name] = decades
-    return out
+    decades = {name: float(_outside_decades(fit, math.log(compute))) for name, fit in fits.items()}
+    return {name: d for name, d in decades.items() if d > 1e-6}
 
 
 EMPTY = {"scenario": None, "possible_letters": list(LETTERS), "bootstrap_share": None, "letter_shares": None,
@@ -214,6 +209,11 @@ def _horizon(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], c_max: 
     failed = [n for n, f in zip(names, (alt, ref)) if f.backtest and f.backtest.get("inside") is False]
     if failed:
         return c_max, (f"{' and '.join(failed)}'s law failed its backtest (it did not predict its largest size), "
+                       "so no letter is claimed past the measured compute")
+    untested = [n for n, f in zip(names, (alt, ref)) if f.backtest and f.backtest.get("inside") is None]
+    if untested:
+        return c_max, (f"{' and '.join(untested)}'s law could not be backtested ("
+                       f"{'; '.join(f.backtest['reason'] for f in (alt, ref) if f.backtest and f.backtest.get('inside') is None)}), "
                        "so no letter is claimed past the measured compute")
     return factor * c_max, None
 

@@ -42,7 +42,8 @@ def _verdicts_html(all_fits: dict) -> str:
 
 def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes],
                 allocation: str = "", tuning: dict | None = None) -> str:
-    """The page: the answer first (paper's count), the verdict table per accounting, Table 1,
+    """The page: the frontier figure and the answer first (paper's count), its verdict table with the
+    other accountings collapsed below it, Table 1,
     the allocation section (an HTML fragment; studies with several budgets per size), the
     tuning section (`report.tuning`), the figures, every run."""
     tuning_html = ("<h2>Tuning and seed noise</h2><ul>" + "".join(f"<li>{html.escape(line)}</li>"

@@ -154,7 +154,7 @@ def backtest_text(fit_backtest: dict | None) -> str:
     if not fit_backtest:
         return "-"
     if fit_backtest.get("inside") is None:
-        return "not run"
+        return f"not run ({fit_backtest.get('reason')})"
     word = "passed" if fit_backtest["inside"] else "FAILED"
     return (f"{word}: {fit_backtest['held_out']} predicted {fmt(fit_backtest['predicted'], 4)} "
             f"{interval(fit_backtest['ci'], lambda x: fmt(x, 4))}, measured {fmt(fit_backtest['measured'], 4)}")
@@ -310,7 +310,8 @@ def other_rows(all_fits: dict[str, AccountingFits]) -> list[list[str]]:
         if REFERENCE not in fits.fits:
             rows.append(["-", name, "no verdict: BP has no fitted frontier", "-"])
             continue
-        rows += [[m, name, letter_text(v), multiplier_text(v)] for m, v in fits.verdicts.items()]
+        rows += [[m, name, letter_text(v) + (f" ({v['reason']})" if v.get("letter_shares") is None and v.get("reason")
+                                            else ""), multiplier_text(v)] for m, v in fits.verdicts.items()]
     return rows
 
 
