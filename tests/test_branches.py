@@ -139,3 +139,26 @@ def test_a_diverged_trunk_leaves_its_later_branches_diverged(tmp_path, tiny_over
     # the first branch left the trunk at step 8, before the divergence: it trains its cooldown (and
     # diverges there too, since this method turns NaN for good; its loss is None either way)
     assert summaries[str(dirs[0])]["status"] == "diverged" and (dirs[0] / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize("planted", ["snapshot_link", "data_fifo"])
+def test_a_received_trunk_state_that_is_a_link_or_fifo_is_refused_not_copied(tmp_path, planted):
+    """A trunk's branch-STEP.pt linked to /dev/zero used to be copied until the disk filled, and a
+    FIFO data.json hung the copy: both are refused in one line naming the file."""
+    import os
+    from beyondbp.config import ConfigError
+    from beyondbp.train.branches import seed_branch
+    from beyondbp.train.run_folder import DATA_RECORD, snapshot_path
+    trunk, branch = tmp_path / "trunks" / "t", tmp_path / "runs" / "b"
+    trunk.mkdir(parents=True)
+    snapshot = snapshot_path(trunk, 5)
+    if planted == "snapshot_link":
+        snapshot.symlink_to("/dev/zero")
+        bad = snapshot
+    else:
+        snapshot.write_bytes(b"state")
+        os.mkfifo(trunk / DATA_RECORD)
+        bad = trunk / DATA_RECORD
+    with pytest.raises(ConfigError, match=str(bad)):
+        seed_branch(trunk, branch, 5)
+    assert not (branch / "checkpoint.pt").exists()

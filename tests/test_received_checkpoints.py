@@ -283,3 +283,25 @@ def test_ckpt_a_single_document_that_hashes_to_validation_is_named_and_leaves_no
         prepare_corpus(cfg, quiet=True)
     entry = cache_entry(cfg)
     assert not entry.exists() and not entry.with_name(entry.name + ".partial").exists()
+
+
+def test_ckpt_a_bad_metrics_row_is_named_not_blamed_on_a_good_checkpoint(tmp_path, monkeypatch, capsys):
+    """A resumable run whose metrics.jsonl holds a bad row: the one line names metrics.jsonl (it
+    used to say the checkpoint 'does not fit this run' and advise moving good checkpoints aside)."""
+    out = tmp_path / "run"
+    interrupted_run(out, RESUMABLE, 10, monkeypatch)
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join([json.dumps({"step": "x"}), *lines[1:]]) + "\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    line = refused(capsys, "train", "--out", out, *RESUMABLE, names=["metrics.jsonl:1", "'step'"])
+    assert "checkpoint" not in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # nothing lost
+
+
+def test_ckpt_a_config_section_that_is_not_a_mapping_is_named(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    interrupted_run(out, RESUMABLE, 10, monkeypatch)
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    config["model"] = 5
+    (out / "config.yaml").write_text(yaml.safe_dump(config))
+    refused(capsys, "train", "--out", out, *RESUMABLE, names=[str(out / "config.yaml"), "'model' must be a mapping"])

@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from ..atomic_write import atomic_write, refuse_links, refuse_special
+from ..reads import shown
 from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
 from ..train.run_folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
@@ -129,6 +130,8 @@ def check_method_records(plan: StudyPlan, study_dir: str | Path) -> None:
         if not path.exists():
             continue
         recorded = load_yaml(path, "the run's config").get("method") or {}
+        if not isinstance(recorded, dict):
+            raise ConfigError(f"{path}: 'method' must be a mapping, got {shown(recorded)}")
         for key in ("origin", "version"):
             then, now = recorded.get(key), getattr(run.cfg.method, key)
             if then is not None and then != now:

@@ -84,12 +84,13 @@ def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subpro
         env["CUDA_VISIBLE_DEVICES"] = gpu
     # the child inherits locked descriptors: its runs count as running while it lives
     lock_fds = []
-    for folder in dict.fromkeys([log_dir, *run_dirs]):
-        make_folder(folder, inside=study_dir)
-        lock_fds.append(lock_run(folder))
-    lock_fds = [fd for fd in lock_fds if fd is not None]
-    env[HELD_LOCKS] = ",".join(map(str, lock_fds))  # `train` then knows its run is locked for it
-    try:
+    try:  # a folder refused half-way (a link) releases the locks already taken
+        for folder in dict.fromkeys([log_dir, *run_dirs]):
+            make_folder(folder, inside=study_dir)
+            fd = lock_run(folder)
+            if fd is not None:
+                lock_fds.append(fd)
+        env[HELD_LOCKS] = ",".join(map(str, lock_fds))  # `train` then knows its run is locked for it
         log = open_append(log_dir / "train.log")
         try:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,

@@ -17,6 +17,7 @@ folder holds the run.yaml its executor wrote. A killed chain resumes: the trunk 
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import yaml
 
 from ..atomic_write import atomic_write, refuse_links, write_atomically
 from ..config import ConfigError, RunConfig, load_yaml
+from ..reads import is_regular_file, open_regular
 from .run_folder import CHECKPOINT, DATA_RECORD, has_progress, snapshot_path
 from .schedule import cooldown_start, step_schedule
 
@@ -78,12 +80,12 @@ def seed_branch(trunk_dir: Path, branch_dir: Path, step: int) -> bool:
     if has_progress(branch_dir):
         return False
     snapshot = snapshot_path(trunk_dir, step)
-    if not snapshot.exists():
+    if not is_regular_file(snapshot, "the trunk's state"):  # a link, FIFO or device there: one line
         raise ConfigError(f"{snapshot}: the trunk's state at step {step} is missing; move {trunk_dir} aside "
                           f"to train the trunk again")
     branch_dir.mkdir(parents=True, exist_ok=True)
-    if (trunk_dir / DATA_RECORD).exists():  # the tokens the state was trained on, for the data-change check
-        _copy_whole(trunk_dir / DATA_RECORD, branch_dir / DATA_RECORD)
+    if is_regular_file(trunk_dir / DATA_RECORD, "the trunk's data record"):  # the tokens the state was
+        _copy_whole(trunk_dir / DATA_RECORD, branch_dir / DATA_RECORD)  # trained on, for the data-change check
     _copy_whole(snapshot, branch_dir / CHECKPOINT)  # last: a branch with a checkpoint is a seeded branch
     return True
 
@@ -92,5 +94,5 @@ def _copy_whole(source: Path, target: Path) -> None:
     """Copy atomically and durably: the target exists whole or not at all. Every rank of a
     multi-process run copies (its own temporary name, the same bytes), so none waits for another;
     the .seed suffix keeps rank 0's clean-up of .tmp leftovers off the other ranks' copies."""
-    with open(source, "rb") as src:
+    with os.fdopen(open_regular(source, "the trunk's state", None), "rb") as src:  # no link, FIFO, device
         write_atomically(target, lambda f: shutil.copyfileobj(src, f), suffix=".seed")

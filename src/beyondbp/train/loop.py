@@ -36,6 +36,7 @@ from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .memory import check_memory
 from .provenance import check_model_state, check_resumable, first_non_finite, run_identity
 from .run_folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, check_same_config, check_writable,
+                         checkpoint_files,
                          compute_columns, data_change, read_metrics, read_summary,
                          refuse_data_change, set_aside)
 from .sample_run import tokenizer_record
@@ -192,7 +193,7 @@ class _Run:
     def _restore(self, saved: dict) -> None:
         """Load a checkpoint that proved it is this run's and fits its model and optimizer (`provenance`)."""
         check_resumable(saved, self.identity, self.cfg, self.schedule.n_steps, self.method, self.optimizer,
-                        read_metrics(self.out / "metrics.jsonl"))
+                        self.rows_on_disk)
         cuda_rng = saved.get("rng_cuda") if self.device.type == "cuda" else None
         if cuda_rng is not None:
             check_model_state({"rng": cuda_rng}, {"rng": torch.cuda.get_rng_state()}, "random number generator")
@@ -211,15 +212,17 @@ class _Run:
         The metrics rows come back from the checkpoint itself, so a row cut from metrics.jsonl
         (a kill or a full disk mid-line) is restored; rows past the checkpoint are measured again."""
         state, rows = _State(), []
+        # read once, before any checkpoint: a bad metrics.jsonl is named as such, not blamed on the checkpoint
+        self.rows_on_disk = [] if fresh or not checkpoint_files(self.out) else read_metrics(self.out / "metrics.jsonl")
         saved = None if fresh else load_checkpoint(self.out, self.device, self._restore, self.say)
         if saved is not None:
             state = _State(saved["step"], saved["elapsed_s"], saved["train_losses"])
-            rows = saved["metrics"] if "metrics" in saved else read_metrics(self.out / "metrics.jsonl")
+            rows = saved["metrics"] if "metrics" in saved else self.rows_on_disk
         self.rows = [r for r in rows if r["step"] <= state.step and state.step > 0]
         self.logged = {r["step"]: r for r in self.rows}
         if self.main:
             remove_leftovers(self.out)  # a checkpoint half-written when a kill came
-            on_disk = read_metrics(self.out / "metrics.jsonl") if self.rows else []  # nothing to restore: not read
+            on_disk = self.rows_on_disk if self.rows else []  # nothing to restore: not read
             if len(on_disk) < len(self.rows):
                 self.say(f"{self.out / 'metrics.jsonl'}: {len(self.rows) - len(on_disk)} row(s) cut short; "
                          f"restored from the checkpoint (rows past step {state.step} are measured again)")

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ..atomic_write import atomic_write, link_refused, write_error
 from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
-from ..reads import is_regular_file, read_text
+from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
 from .records import check_summary, is_text, read_metrics_rows, record_problem
 
@@ -167,6 +167,8 @@ def check_same_config(out: Path, cfg: RunConfig) -> None:
         return
     old, new = load_yaml(old_path, "the run's config"), to_dict(cfg)
     for section, values in new.items():
+        if isinstance(values, dict) and not isinstance(old.get(section, {}), dict):
+            raise ConfigError(f"{old_path}: {section!r} must be a mapping, got {shown(old[section])}")
         if isinstance(values, dict):
             for key, value in values.items():
                 if key in EXECUTION_KEYS or (section == "method" and key not in old.get(section, {})
