@@ -83,7 +83,7 @@ def refuses() -> bool:
 
 def _mentions(source: str, path: str) -> bool:
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block the message
+        fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)  # a FIFO must not block the message
     except OSError:
         return False
     try:

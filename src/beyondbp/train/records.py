@@ -8,7 +8,7 @@ import json
 import math
 from pathlib import Path
 
-from ..reads import ConfigError, iter_lines
+from ..reads import ConfigError, iter_lines, shown
 
 # the columns of a metrics row that the report and the trainers compute with
 ROW_NUMBERS = ("tokens", "val_loss", "train_loss", "lr", "elapsed_s", "compute_pf_days", "compute_flops",
@@ -26,11 +26,6 @@ SUMMARY_TEXTS = ("status", "method", "error")
 
 def _is_number(value) -> bool:
     return type(value) in (int, float)  # JSON gives exactly these; a bool is not a number here
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def is_text(value, source: str) -> bool:
@@ -54,18 +49,18 @@ def record_problem(exc: BaseException) -> str:
 def row_problem(row) -> str | None:
     """What keeps `row` from being a metrics row as beyondbp writes it (None: nothing)."""
     if type(row) is not dict:
-        return f"a metrics row must be a JSON object, got {_short(row)}"
+        return f"a metrics row must be a JSON object, got {shown(row)}"
     step = row.get("step")
     if type(step) is not int or step < 0:
-        return f"'step' must be a whole number >= 0, got {_short(step)}"
+        return f"'step' must be a whole number >= 0, got {shown(step)}"
     for key in ROW_NUMBERS:
         value = row.get(key)
         if value is not None and type(value) not in (int, float):
-            return f"{key!r} must be a number, got {_short(value)}"
+            return f"{key!r} must be a number, got {shown(value)}"
     for key in ROW_MAPPINGS:
         value = row.get(key)
         if value is not None and not (type(value) is dict and all(v is None or _is_number(v) for v in value.values())):
-            return f"{key!r} must map names to numbers, got {_short(value)}"
+            return f"{key!r} must map names to numbers, got {shown(value)}"
     return None
 
 
@@ -97,7 +92,7 @@ def check_summary(summary: dict, path: Path) -> dict:
     """A summary.json as beyondbp writes it: known status, numbers where numbers go, and a final
     loss that is a finite number > 0 (or null); anything else is one line naming file and key."""
     def bad(key: str, must: str) -> ConfigError:
-        return ConfigError(f"{path}: {key!r} must be {must}, got {_short(summary[key])}; "
+        return ConfigError(f"{path}: {key!r} must be {must}, got {shown(summary[key])}; "
                            f"move it aside to resume the run from its checkpoint")
 
     for key in SUMMARY_TEXTS:
