@@ -97,11 +97,12 @@ def _gap(alt: PowerLawFit, ref: PowerLawFit, compute: float) -> tuple[float, np.
     return point, log_loss(alt.samples, alt.x(compute))[:, 0] - log_loss(ref.samples, ref.x(compute))[:, 0]
 
 
-def _at_infinity(alt: PowerLawFit, ref: PowerLawFit, c_min: float) -> dict:
-    """The trend past the horizon: the letter as C -> infinity from Δalpha (or ΔE with floors)."""
+def _at_infinity(alt: PowerLawFit, ref: PowerLawFit, gap_at_c_min: tuple[float, np.ndarray]) -> dict:
+    """The trend past the horizon: the letter as C -> infinity from Δalpha (or ΔE with floors);
+    gap_at_c_min: `_gap` at the smallest compute, as the letter through the horizon read it."""
     column, name = (2, "delta_E") if alt.E is not None or ref.E is not None else (0, "delta_alpha")
     scale = float(alt.params()[column] - ref.params()[column])
-    out = decide(*_gap(alt, ref, c_min), scale, alt.samples[:, column] - ref.samples[:, column], name)
+    out = decide(*gap_at_c_min, scale, alt.samples[:, column] - ref.samples[:, column], name)
     trend = {"delta_alpha": float(alt.alpha_C - ref.alpha_C),
              "delta_alpha_ci": list(percentile_ci(alt.samples[:, 0] - ref.samples[:, 0])),
              "letter_at_infinity": out["scenario"], "possible_letters_at_infinity": out["possible_letters"],
@@ -246,8 +247,9 @@ def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None 
     names = (alt_name, ref_name)
     alt, ref = paired(alt, ref)
     horizon, horizon_reason = _horizon(alt, ref, names, c_max, horizon_factor)
-    pure = decide(*_gap(alt, ref, c_min), *_gap(alt, ref, horizon), "delta_log_loss_at_horizon")
-    trend = _at_infinity(alt, ref, c_min)
+    gap_at_c_min = _gap(alt, ref, c_min)
+    pure = decide(*gap_at_c_min, *_gap(alt, ref, horizon), "delta_log_loss_at_horizon")
+    trend = _at_infinity(alt, ref, gap_at_c_min)
     multiplier = compute_multiplier(alt, ref, names, floor)
     out.update({k: v for k, v in pure.items() if k != "point_scenario"}, pure_scenario=pure["scenario"],
                horizon_pf_days=horizon, horizon_factor=horizon / c_max, horizon_reason=horizon_reason, trend=trend,

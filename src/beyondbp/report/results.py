@@ -112,10 +112,11 @@ def rate_choices(results: list[RunResult]) -> dict[tuple[str, str, str], dict]:
     return choose_rates(trials(results))
 
 
-def runs_at_rate(results: list[RunResult], which: str = "best") -> list[RunResult]:
+def runs_at_rate(results: list[RunResult], which: str = "best", choices: dict | None = None) -> list[RunResult]:
     """For each (method, size, budget): the completed runs of its `which` rate ("best" or
-    "runner_up"; a cell with one rate keeps it for both)."""
-    choices = rate_choices(results)
+    "runner_up"; a cell with one rate keeps it for both); choices: `rate_choices(results)` when
+    the caller has them already."""
+    choices = rate_choices(results) if choices is None else choices
     kept = []
     for r in results:
         choice = choices.get((r.run.method, r.run.size, r.run.budget))

@@ -15,13 +15,14 @@ from ..fit.tuning import lr_edges, pooled_seed_noise, seed_sd
 from .results import RunResult, fit_accounting, frontier_points, rate_choices, runs_at_rate, trials
 
 
-def runner_up_verdicts(results: list[RunResult], mode: str, bootstrap: int, seed: int,
+def runner_up_verdicts(results: list[RunResult], choices: dict, mode: str, bootstrap: int, seed: int,
                        noise: dict[str, tuple[float, int]] | None = None) -> dict[str, dict]:
     """{method: {scenario, possible_letters}} under the paper's count, with every (method, size)
-    at its runner-up rate (its only rate where it tried one); {} when no cell tried two."""
-    if all(c["runner_up"] is None for c in rate_choices(results).values()):
+    at its runner-up rate (its only rate where it tried one); {} when no cell tried two.
+    choices: `rate_choices(results)`."""
+    if all(c["runner_up"] is None for c in choices.values()):
         return {}
-    verdicts = fit_accounting(frontier_points(runs_at_rate(results, "runner_up"), "paper", mode),
+    verdicts = fit_accounting(frontier_points(runs_at_rate(results, "runner_up", choices), "paper", mode),
                               bootstrap, seed, noise).verdicts
     return {m: {"scenario": v.get("scenario"), "possible_letters": v.get("possible_letters")}
             for m, v in verdicts.items()}
@@ -42,7 +43,7 @@ def tuning_section(results: list[RunResult], mode: str = "final", bootstrap: int
             "val_loss_would_choose": [{"method": m, "size": s, **({"budget": b} if b else {}), "best_lr": c["best"],
                                        "val_best_lr": c["val_best"]}
                                       for (m, s, b), c in choices.items() if c["val_best"] != c["best"]],
-            "sensitivity": {"runner_up": runner_up_verdicts(results, mode, bootstrap, seed, noise)}}
+            "sensitivity": {"runner_up": runner_up_verdicts(results, choices, mode, bootstrap, seed, noise)}}
 
 
 def _letter(v: dict) -> str:
