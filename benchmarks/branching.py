@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from beyondbp.report.markdown import markdown_table
-from beyondbp.study.chains import plan_totals, write_chain
+from beyondbp.study.chain import plan_totals, write_chain
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec, normalise_spec
 from beyondbp.train.chain import train_chain
 from beyondbp.train.loop import train
-from beyondbp.train.run_folder import read_summary
+from beyondbp.runs.folder import read_summary
 
 SIZES = {"L4d12": 12, "L4d16": 16, "L4d24": 24}
 LRS = {"bp": 1e-2, "dfa_block": 3e-3}  # the cpu preset's best at d16 (README "Designing a CPU study")

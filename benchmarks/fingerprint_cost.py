@@ -130,8 +130,8 @@ def checkpoints(folder: Path, repeats: int) -> None:
     opt.step()
     payload = {"method": model.state_dict(), "optimizer": opt.state_dict(), "step": 1}
     path = folder / "checkpoint.pt"
-    durable = lambda: aw.write_atomically(path, lambda f: torch.save(payload, f))  # noqa: E731
-    fast = lambda: aw.write_atomically(path, lambda f: torch.save(payload, f), durable=False)  # noqa: E731
+    durable = lambda: aw.stream_atomically(path, lambda f: torch.save(payload, f))  # noqa: E731
+    fast = lambda: aw.stream_atomically(path, lambda f: torch.save(payload, f), durable=False)  # noqa: E731
     times = {"fsync": [], "no fsync": []}
     for _ in range(repeats):
         times["fsync"].append(median_time(durable, 1))

@@ -6,9 +6,9 @@ import torch
 import yaml
 
 from beyondbp.config import build_config, to_dict
-from beyondbp.train.branches import branch_point, trunk_config, write_chain_file
+from beyondbp.runs.chain import branch_point, trunk_config, write_chain_file
 from beyondbp.train.chain import train_chain
-from beyondbp.train.run_folder import snapshot_path
+from beyondbp.runs.folder import snapshot_path
 from beyondbp.train.loop import train
 
 # 10 and 20 steps of 1,024 tokens; a 2-step warm-up whatever the budget; branch points 8 and 16
@@ -47,7 +47,7 @@ def test_branch_points_and_trunk_schedule(tiny_overrides):
     cfgs = [_cfg(tiny_overrides, t) for t in BUDGETS]
     assert [branch_point(c) for c in cfgs] == [8, 16]
     trunk = trunk_config(cfgs[1], 16)
-    from beyondbp.train.schedule import learning_rate
+    from beyondbp.runs.schedule import learning_rate
     # the trunk's learning rates are each branch's up to its branch point: same warm-up, then constant
     for cfg, step in zip(cfgs, (8, 16)):
         assert [learning_rate(trunk, s, 16) for s in range(step)] == [learning_rate(cfg, s, step * 10 // 8)
@@ -147,8 +147,8 @@ def test_a_received_trunk_state_that_is_a_link_or_fifo_is_refused_not_copied(tmp
     FIFO data.json hung the copy: both are refused in one line naming the file."""
     import os
     from beyondbp.config import ConfigError
-    from beyondbp.train.branches import seed_branch
-    from beyondbp.train.run_folder import DATA_RECORD, snapshot_path
+    from beyondbp.runs.chain import seed_branch
+    from beyondbp.runs.folder import DATA_RECORD, snapshot_path
     trunk, branch = tmp_path / "trunks" / "t", tmp_path / "runs" / "b"
     trunk.mkdir(parents=True)
     snapshot = snapshot_path(trunk, 5)

@@ -16,10 +16,10 @@ from beyondbp.cli.main import main
 from beyondbp.config import ConfigError, MethodConfig, from_dict, to_dict
 from beyondbp.methods.lookup import build_run_config, resolve_method
 from beyondbp.report.write import write_report
-from beyondbp.study.local import run_study
+from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
-from beyondbp.train.run_folder import check_same_config
+from beyondbp.runs.folder import check_same_config
 
 ORIGIN = "sign_symmetry.method:SignSymmetry"
 

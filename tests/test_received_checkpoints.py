@@ -19,7 +19,7 @@ from beyondbp.config import ConfigError, build_config
 from beyondbp.data.cache import cache_entry
 from beyondbp.data.prepare import prepare_corpus
 from beyondbp.train.loop import train
-from beyondbp.train.run_folder import run_state
+from beyondbp.runs.folder import run_state
 from conftest import TINY
 from test_hostile_inputs import (RESUMABLE, _CodeOnLoad, cli, full_run, interrupted_run, refused, rows,  # noqa: F401
                                  same_curve, snapshot, write_corpus)

@@ -11,7 +11,7 @@ import yaml
 
 from beyondbp.cli.main import main
 from beyondbp.methods.lookup import build_run_config
-from beyondbp.study.local import run_study
+from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.train.loop import train

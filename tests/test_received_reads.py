@@ -95,7 +95,7 @@ def test_reads_a_metrics_file_of_endless_tiny_rows_stops_at_its_row_limit(tmp_pa
 
 
 def test_reads_a_metrics_line_too_long_is_named_and_a_cut_last_line_still_ends_the_rows(tmp_path, capsys):
-    from beyondbp.train.run_folder import read_metrics
+    from beyondbp.runs.folder import read_metrics
     study, dirs = reads_study(tmp_path)
     path = dirs[0] / "metrics.jsonl"
     text = path.read_text()

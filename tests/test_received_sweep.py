@@ -29,7 +29,7 @@ import yaml
 import beyondbp.train.loop as train_mod
 from beyondbp.cli.main import main
 from beyondbp.config import build_config
-from beyondbp.study.local import run_study
+from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.train.loop import train

@@ -19,7 +19,7 @@ from beyondbp.cli.main import main
 from beyondbp.config import ConfigError
 from beyondbp.report.tables import table1_tex
 from beyondbp.study.spec import load_spec
-from beyondbp.train.run_folder import PF_DAY, is_locked, lock_run
+from beyondbp.runs.folder import PF_DAY, is_locked, lock_run
 from conftest import TINY
 from helpers import planned_study
 

@@ -16,7 +16,7 @@ import pytest
 
 from beyondbp.report import results as report
 from beyondbp.report.write import write_report
-from beyondbp.train.run_folder import PF_DAY
+from beyondbp.runs.folder import PF_DAY
 from helpers import planned_study, strict_loads
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -12,7 +12,7 @@ import pytest
 
 from beyondbp.report.write import write_report
 from beyondbp.study.folder import load_study
-from beyondbp.train.run_folder import PF_DAY
+from beyondbp.runs.folder import PF_DAY
 from helpers import planned_study, strict_loads
 
 # (E, A, B, a, b): dfa_block has a higher floor and is flatter in N and D, so worse at every compute

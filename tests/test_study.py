@@ -17,8 +17,8 @@ from beyondbp.report.write import write_report
 from beyondbp.study.plan import plan_study
 from beyondbp.study.presets import preset_names
 from beyondbp.study.spec import load_spec
-from beyondbp.study.local import run_study
-from beyondbp.train.run_folder import run_state
+from beyondbp.study.local_executor import run_study
+from beyondbp.runs.folder import run_state
 
 TINY_SPEC = {
     "name": "tiny",

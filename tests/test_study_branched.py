@@ -10,12 +10,12 @@ import yaml
 
 from beyondbp.cli.main import main
 from beyondbp.config import ConfigError
-from beyondbp.study.chains import plan_totals
-from beyondbp.study.local import run_study
+from beyondbp.study.chain import plan_totals
+from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec, normalise_spec
 from beyondbp.train.loop import train
-from beyondbp.train.run_folder import read_summary
+from beyondbp.runs.folder import read_summary
 
 SPEC = {
     "name": "branched",

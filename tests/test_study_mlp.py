@@ -10,7 +10,7 @@ from beyondbp.config import ConfigError
 from beyondbp.report.write import write_report
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
-from beyondbp.study.local import run_study
+from beyondbp.study.local_executor import run_study
 
 DIGITS_TRAIN = 1347  # 1,797 digits, a quarter held out for test
 MLP_SPEC = {

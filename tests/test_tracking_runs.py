@@ -15,7 +15,7 @@ import yaml
 from beyondbp.cli.main import main
 from beyondbp.cli.mlp import build_mlp_config
 from beyondbp.config import ConfigError, load_yaml
-from beyondbp.study.local import run_study
+from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.train.mlp_loop import run_mlp

@@ -14,7 +14,7 @@ from beyondbp.config import build_config
 from beyondbp.methods.registry import register
 from beyondbp.methods.bp import Backprop
 from beyondbp.train.loop import train
-from beyondbp.train.schedule import learning_rate, step_schedule
+from beyondbp.runs.schedule import learning_rate, step_schedule
 
 
 def run(tmp_path, name, overrides):

@@ -1,6 +1,6 @@
 """Files written so that a kill, a full disk or a planted link never leaves half a file or writes elsewhere.
 
-`write_atomically(path, write)` hands `write` a temporary file that `tempfile.mkstemp` creates
+`stream_atomically(path, write)` hands `write` a temporary file that `tempfile.mkstemp` creates
 exclusively (O_CREAT | O_EXCL, a random name: never an existing file, never through a link) in
 the target's own folder, flushes it (and, when `durable`, fsyncs it and the folder), then renames
 it over `path` (`os.replace` replaces a link planted at `path`; it never writes through it). On
@@ -96,7 +96,7 @@ def make_folder(path: str | Path, inside: str | Path) -> Path:
     return path
 
 
-def write_atomically(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True,
+def stream_atomically(path: str | Path, write: Callable[[BinaryIO], object], durable: bool = True,
                      previous: str | Path | None = None, suffix: str = ".tmp",
                      inside: str | Path | None = None) -> None:
     """Replace `path` by what write(f) writes to a binary file object, all or nothing; a `path`
@@ -136,7 +136,7 @@ def atomic_write(path: str | Path, content: str | bytes, durable: bool = True,
                  inside: str | Path | None = None) -> None:
     """Replace `path` by `content` (text is written as UTF-8), all or nothing."""
     data = content.encode("utf-8") if isinstance(content, str) else content
-    write_atomically(path, lambda f: f.write(data), durable=durable, inside=inside)
+    stream_atomically(path, lambda f: f.write(data), durable=durable, inside=inside)
 
 
 def write_files_atomically(folder: str | Path, files: dict[str, bytes], inside: str | Path | None = None) -> None:
@@ -215,7 +215,7 @@ def _own_copy(path: Path) -> None:
     except OSError as exc:
         raise write_error(path, exc, "the lines before this one are kept") from None
     with os.fdopen(src, "rb") as source:
-        write_atomically(path, lambda f: shutil.copyfileobj(source, f))
+        stream_atomically(path, lambda f: shutil.copyfileobj(source, f))
 
 
 def append_line(path: str | Path, line: str) -> None:

@@ -373,6 +373,7 @@ AT_LEAST_0, AT_LEAST_1 = Range(0), Range(1)
 FRACTION = Range(0.0, 1.0)
 BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
 BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and `fit`
+PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day (the paper's compute unit); the one definition
 METHOD_IMPORTS_OPT_IN = "--trust-method-imports"  # the flag that lets files name methods to import (methods.import_policy)
 
 RANGES: dict[str, Range] = {

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         say("beyondbp: interrupted")
         return 130
     except Exception as exc:  # noqa: BLE001 - last-resort one-liner; tracebacks with BEYONDBP_DEBUG=1
-        from ..train.run_folder import Interrupted
+        from ..runs.folder import Interrupted
         if isinstance(exc, Interrupted):
             say(f"beyondbp: {exc}")
             return 130

@@ -21,7 +21,7 @@ def build_mlp_config(config_file=None, overrides=None) -> RunConfig:
 
 def cmd_mlp(args) -> int:
     from ..train.mlp_loop import run_mlp  # torch loads only when the command runs
-    from ..train.run_folder import FINISHED
+    from ..runs.folder import FINISHED
     summary = run_mlp(build_mlp_config(args.config, args.overrides), args.out)
     return 0 if summary.get("status") in FINISHED else 1
 

@@ -57,7 +57,7 @@ def check_flags(args) -> None:
 def cmd_run(args) -> int:
     from ..config import ConfigError
     from ..report.write import write_report
-    from ..study.local import run_study
+    from ..study.local_executor import run_study
     check_flags(args)
     if args.executor == "slurm":
         return _run_slurm(args)
@@ -117,7 +117,7 @@ def cmd_plan(args) -> int:
 
 def _print_chains(plan, unit: str) -> None:
     """Each chain's trunk and branch points, and what branching saves (`study.chains`)."""
-    from ..study.chains import plan_totals
+    from ..study.chain import plan_totals
     print(f"\nbudgets: branched: {len(plan.chains)} chains (trunk at constant learning rate, then a "
           f"{plan.chains[0].runs[0].cfg.train.cooldown_frac:.0%} cooldown branched at each budget; a run's FLOPs "
           f"above are what it adds to its chain)")
@@ -140,7 +140,7 @@ def cmd_status(args) -> int:
 
 def _print_status(plan, study_dir, quiet: bool = False) -> dict[str, int]:
     """One line per run (state, val loss or error, Slurm job); returns {state: count}."""
-    from ..train.run_folder import read_summary, run_state
+    from ..runs.folder import read_summary, run_state
     runs_dir = Path(study_dir) / "runs"
     slurm_runs = any((runs_dir / run.name / "slurm_job.json").exists() for run in plan.runs)
     if slurm_runs:

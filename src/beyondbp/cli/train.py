@@ -22,8 +22,8 @@ def cmd_train(args) -> int:
     from ..config import check_run_length
     from ..methods.lookup import build_run_config
     from ..train.memory import check_state_fits_host
-    from ..train.run_folder import FINISHED, check_out_path, check_writable, hold_run_lock
-    from ..train.dist_env import check_environment
+    from ..runs.folder import FINISHED, check_out_path, check_writable, hold_run_lock
+    from ..runs.dist_env import check_environment
     from ..train.tracking import check_tracker
     cfg = build_run_config(args.config, args.overrides)
     out = check_out_path(args.out)
@@ -43,7 +43,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_chain(args) -> int:
-    from ..train.run_folder import FINISHED
+    from ..runs.folder import FINISHED
     from ..train.chain import train_chain
     summaries = train_chain(args.trunk)
     return 0 if all((s or {}).get("status") in FINISHED for s in summaries.values()) else 1

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import PF_DAY
 from .defaults import BP_FLOPS_PER_PARAM_TOKEN
 from .lnd import LNDFit, exponents, jsonable, law, percentile_interval
 
-PF_DAY_FLOP = 8.64e19
 
 
 def _columns(params) -> tuple[np.ndarray, ...]:
@@ -120,7 +120,7 @@ class OptimalLossLaw:
         return (_compute_for(np.array([[self.E, self.gamma, self.C_c]]), losses)[0],
                 None if self.samples is None else _compute_for(self.samples, losses))
 
-    def kaplan_form(self, flop_per_unit: float = PF_DAY_FLOP) -> tuple[tuple[float, float, float], np.ndarray | None]:
+    def kaplan_form(self, flop_per_unit: float = PF_DAY) -> tuple[tuple[float, float, float], np.ndarray | None]:
         """L*(C) in the frontier's form L = E + (C / C_c)^alpha_C, C in units of flop_per_unit
         (default PF-days): ((alpha_C, ln C_c, E) as `PowerLawFit.params()` gives them, samples
         as rows (alpha_C, log10 C_c, E) like `PowerLawFit.samples`), so the verdict code can

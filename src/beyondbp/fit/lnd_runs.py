@@ -11,11 +11,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import PF_DAY, ConfigError
 from ..reads import open_regular, read_bytes
 from .plausible import check_header, check_plausible, check_width
 from .lnd import DEFAULT_BOOTSTRAP, LNDFit, fit_lnd, fit_lnd_shared_e, jsonable
-from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, PF_DAY_FLOP, allocation, edge_warnings, optimal_loss_law, run_span
+from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, allocation, edge_warnings, optimal_loss_law, run_span
 from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
 from .lnd_verdict import judge_fits
 
@@ -152,5 +152,5 @@ def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, s
     if reference is not None and reference not in fits and len(fits) > 1:
         out["warnings"].append(f"no verdicts on L*(C): the reference {reference!r} has no runs")
     if reference in fits and len(fits) > 1:
-        out["optimal_loss_verdicts"] = judge_fits(fits, {m: k_of(m) for m in fits}, reference, PF_DAY_FLOP)[2]
+        out["optimal_loss_verdicts"] = judge_fits(fits, {m: k_of(m) for m in fits}, reference, PF_DAY)[2]
     return jsonable(out)

@@ -3,6 +3,6 @@ verdict in words (`verdict_text`), the figures (`figures`), the HTML page (`html
 allocation section of studies with several budgets per size (`allocation`, `allocation_text`,
 `lnd_figure`), and writing DIR/report/ (`write`). Torch-free: `study report` never loads torch.
 
-May import: study (the folder and plan), fit, train.run_folder (reading run folders), atomic_write, config.
+May import: study (the folder and plan), fit, runs (reading run folders), atomic_write, config.
 Never cli, bench, the training loops or the method registry.
 """

@@ -25,7 +25,7 @@ from ..fit.lnd import DEFAULT_BOOTSTRAP as LND_BOOTSTRAP, LNDFit, fit_lnd
 from ..fit.lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, OptimalLossLaw
 from ..fit.lnd_runs import method_summary
 from ..fit.lnd_verdict import judge_fits
-from ..train.run_folder import PF_DAY
+from ..runs.folder import PF_DAY
 from .results import ACCOUNTINGS, REFERENCE, RunResult
 
 

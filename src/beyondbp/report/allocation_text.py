@@ -9,7 +9,7 @@ import html
 
 import numpy as np
 
-from ..train.run_folder import PF_DAY
+from ..runs.folder import PF_DAY
 from .allocation import AllocationSection
 from .html import _bold, _html_table
 from .markdown import markdown_table

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..train.run_folder import FINISHED
+from ..runs.folder import FINISHED
 
 COLORS = {"bp": "#1f77b4", "dfa": "#d62728", "dfa_block": "#ff7f0e", "shallow": "#2ca02c", "fa": "#9467bd"}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..fit.lnd_alloc import optimal_allocation, run_span
-from ..train.run_folder import PF_DAY
+from ..runs.folder import PF_DAY
 from .allocation import AllocationSection
 from .figures import _pyplot
 

@@ -26,7 +26,7 @@ from ..fit.tuning import choose_rates, mean_log_loss
 from ..fit.verdict import judge_all
 from ..study.folder import load_study
 from ..study.plan import PlannedRun
-from ..train.run_folder import PF_DAY, read_metrics, read_summary, run_state
+from ..runs.folder import PF_DAY, read_metrics, read_summary, run_state
 
 REFERENCE = "bp"
 # name -> (metrics column, factor to the reported unit, unit, description)

@@ -4,7 +4,7 @@ DIR/report/. Which study a folder holds, its runs' states, and which runs must t
 `prepare_study_dir` writes spec.yaml (or checks that DIR holds this very spec) once every check
 has passed; `load_study` plans the grid a folder holds (for `study status` and the report);
 `runs_to_retrain` finds runs whose corpus changed under them. Torch-free. A run folder's own
-files and states are `beyondbp.train.run_folder`'s.
+files and states are `beyondbp.runs.folder`'s.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from ..atomic_write import atomic_write, refuse_links, refuse_special
 from ..reads import shown
 from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
-from ..train.run_folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
+from ..runs.folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
                                 data_change, run_state)
 from .plan import PlannedRun, StudyPlan, plan_study
 from .spec import normalise_spec
@@ -141,7 +141,7 @@ def check_method_records(plan: StudyPlan, study_dir: str | Path) -> None:
 
 
 def study_counts(plan: StudyPlan, study_dir: str | Path) -> dict[str, int]:
-    """{state: number of runs} of a study folder (`run_folder.run_state`)."""
+    """{state: number of runs} of a study folder (`runs.folder.run_state`)."""
     counts: dict[str, int] = {}
     for run in plan.runs:
         state = run_state(Path(study_dir) / "runs" / run.name)

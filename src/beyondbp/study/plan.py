@@ -15,7 +15,7 @@ import copy
 from dataclasses import dataclass, field
 
 from ..config import ConfigError, RunConfig, apply_mapping, validate_config
-from .chains import make_chains
+from .chain import make_chains
 from ..methods.lookup import resolve_method
 from .tracks import get_track
 

@@ -9,7 +9,7 @@ shared filesystem, DIR/runs/NAME/:
   slurm_task.json   host, pid and job id of the attempt now training (written by rank 0)
   worker.lock       held (flock) by rank 0 while it trains: a second job for the same run
                     refuses to start instead of writing the same files
-  config.yaml, metrics.jsonl, checkpoint.pt, summary.json   as for any run (beyondbp.train.run_folder)
+  config.yaml, metrics.jsonl, checkpoint.pt, summary.json   as for any run (beyondbp.runs.folder)
 
 A run that needs K GPUs is one job with K tasks (submitit `tasks_per_node` x `nodes`); each
 task is one torch.distributed rank that trains the run in-process (its track's runner,
@@ -45,11 +45,11 @@ from ..atomic_write import atomic_write
 from ..config import ConfigError, build_config
 from ..data.child_processes import python_command, safe_path_env
 from ..reads import read_text
-from ..train.branches import CHAIN_FILE, read_chain_file
-from ..train.run_folder import FINISHED, lock_run, open_lock_file, read_summary, record_failure, run_state
-from ..train.schedule import step_schedule
+from ..runs.chain import CHAIN_FILE, read_chain_file
+from ..runs.folder import FINISHED, lock_run, open_lock_file, read_summary, record_failure, run_state
+from ..runs.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
-from .chains import group_jobs, write_chain, write_run_yaml
+from .chain import group_jobs, write_chain, write_run_yaml
 from .folder import check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
 from .tracks import prepare_data, track_of
@@ -101,7 +101,7 @@ class TrainJob:
 
     def __call__(self) -> dict:
         import submitit
-        from ..train.run_folder import Interrupted
+        from ..runs.folder import Interrupted
         job_env = submitit.JobEnvironment()
         if job_env.num_tasks > 1:
             _export_torch_distributed(job_env)

@@ -18,7 +18,7 @@ Spec keys (every one overridable as dotted KEY=VALUE):
   budgets              independent (default): every budget is its own run, with the base schedule;
                        branched: per method, size, learning rate and seed one trunk at constant
                        learning rate, and a cooldown branched from it at each budget (train.cooldown_frac
-                       of the budget; `beyondbp.study.chains`): several budgets for the price of about one
+                       of the budget; `beyondbp.study.chain`): several budgets for the price of about one
   lrs                  learning rates swept per method: a list for every size ({bp: [1e-3, 3e-3]})
                        or one list per size ({bp: {L4d32: [1e-2], L4d64: [6e-3]}}); the best per
                        size and budget is kept for the frontier. A method without an entry uses

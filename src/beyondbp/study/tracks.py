@@ -24,7 +24,7 @@ from ..config import ConfigError, RunConfig, check_choice, check_run_length
 from ..data.images import image_data_shape
 from ..data.tokenizers import planned_vocab_size
 from ..model import shape
-from ..train.schedule import learning_rate, step_schedule
+from ..runs.schedule import learning_rate, step_schedule
 
 # The MLP track's optimizer defaults (AdamW; the Transformer track's defaults are RunConfig's).
 # The strong decoupled weight decay makes the forward weights forget their random

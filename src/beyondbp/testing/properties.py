@@ -19,7 +19,7 @@ from ..train.alignment import measure_alignment
 from ..train.step import accumulate_gradients
 from .subject import Subject
 
-ACCOUNTINGS = ("paper", "optimistic", "exact")  # the keys of compute_per_token (train.run_folder.compute_columns)
+ACCOUNTINGS = ("paper", "optimistic", "exact")  # the keys of compute_per_token (runs.folder.compute_columns)
 LOSS_DROP = 0.5  # nats the validation loss must fall in the tiny run (5.55 -> about 3.3 is the unigram plateau)
 FLOP_TOLERANCE = 0.01  # relative gap allowed between the declared exact count and FlopCounterMode's
 # (every built-in method's exact count equals the measured one: both count matmuls and attention only)

@@ -17,7 +17,7 @@ import shutil
 import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
 
-from ..train.run_folder import CHECKPOINT
+from ..runs.folder import CHECKPOINT
 from ..train.loop import train
 from .subject import Subject
 

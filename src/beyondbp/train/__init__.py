@@ -1,9 +1,8 @@
-"""One run: the torch-free step schedule (`schedule`), the optimizer step every trainer takes
-(`step`), the Transformer loop (`loop`) and the MLP track's epoch loop (`mlp_loop`,
-`mlp_outputs`), distributed set-up, memory preflight, alignment measurement, checkpoints, and
-the run folder's contract (`run_folder`: its files, statuses, lock, failed summary, compute
-columns and metrics reading, torch-free; studies and reports read run folders only through it),
-and live tracking (`tracking`: each metrics row to TensorBoard or W&B, imported only when chosen).
+"""One run: the optimizer step every trainer takes (`step`), the Transformer loop (`loop`) and
+the MLP track's epoch loop (`mlp_loop`, `mlp_outputs`), distributed set-up, memory preflight,
+alignment measurement, checkpoints and their provenance, a chain of branched budgets (`chain`),
+and live tracking (`tracking`: each metrics row to TensorBoard or W&B, imported only when
+chosen). The run folder it writes is `runs`' contract.
 
-May import: methods, data, model, atomic_write, config. Never study, report, bench or cli.
+May import: runs, methods, data, model, atomic_write, config. Never study, report, bench or cli.
 """

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from ..config import build_config
-from .branches import read_chain_file, seed_branch
+from ..runs.chain import read_chain_file, seed_branch
 from .loop import train
-from .run_folder import FINISHED, has_progress, read_summary, record_failure, snapshot_path
+from ..runs.folder import FINISHED, has_progress, read_summary, record_failure, snapshot_path
 
 
 def _diverged_before(trunk_dir: Path, branch_dir: Path, step: int, cfg) -> bool:

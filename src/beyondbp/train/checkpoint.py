@@ -22,9 +22,9 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-from ..atomic_write import write_atomically
+from ..atomic_write import stream_atomically
 from ..config import ConfigError
-from .run_folder import CHECKPOINT, PREVIOUS, checkpoint_files, snapshot_path
+from ..runs.folder import CHECKPOINT, PREVIOUS, checkpoint_files, snapshot_path
 
 REQUIRED = ("method", "step")
 
@@ -35,13 +35,13 @@ class _Unreadable(Exception):
 
 def save_checkpoint(out: Path, payload: dict) -> None:
     import torch
-    write_atomically(out / CHECKPOINT, lambda f: torch.save(payload, f), previous=out / PREVIOUS)
+    stream_atomically(out / CHECKPOINT, lambda f: torch.save(payload, f), previous=out / PREVIOUS)
 
 
 def save_snapshot(out: Path, payload: dict) -> None:
     """The state at payload's step, written atomically and read like a checkpoint (weights only)."""
     import torch
-    write_atomically(snapshot_path(out, payload["step"]), lambda f: torch.save(payload, f))
+    stream_atomically(snapshot_path(out, payload["step"]), lambda f: torch.save(payload, f))
 
 
 def _read(path: Path, device) -> dict:

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import ConfigError
-from .dist_env import check_environment, ranks
+from ..runs.dist_env import check_environment, ranks
 
 # Ranks other than 0 wait in a collective while rank 0 evaluates and checkpoints; NCCL's
 # default 10-minute timeout would kill a run whose evaluation or checkpoint of a large model

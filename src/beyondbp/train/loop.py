@@ -35,12 +35,12 @@ from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .memory import check_memory
 from .provenance import check_model_state, check_resumable, first_non_finite, run_identity
-from .run_folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, check_same_config, check_writable,
+from ..runs.folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, check_same_config, check_writable,
                          checkpoint_files,
                          compute_columns, data_change, read_metrics, read_summary,
                          refuse_data_change, set_aside)
 from .sample_run import tokenizer_record
-from .schedule import learning_rate, step_schedule
+from ..runs.schedule import learning_rate, step_schedule
 from .step import (accumulate_gradients, apply_update, autocast_context, make_optimizer, pick_device, progress_bar,
                    set_learning_rate, set_threads)
 from .tracking import Tracker, check_tracker, run_tracker
@@ -317,7 +317,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
     """Train one run into `out` (resuming if it holds a checkpoint); return the summary.
 
     At each step of `snapshot_steps` the run's state is also kept as `branch-STEP.pt` (the trunk
-    of branched budgets, `beyondbp.train.branches`)."""
+    of branched budgets, `beyondbp.runs.chain`)."""
     cfg.method = resolve_method(cfg.method)  # settings checked, origin and version recorded in config.yaml
     check_run_length(cfg)
     run = _Run(cfg, check_out_path(out), quiet)

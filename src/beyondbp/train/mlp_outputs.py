@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..atomic_write import write_atomically
+from ..atomic_write import stream_atomically
 from ..config import ConfigError, load_yaml
-from .run_folder import read_summary
+from ..runs.folder import read_summary
 
 COMPARED_METHODS = ("bp", "fa", "dfa")  # `beyondbp mlp method=all`, in this order
 
@@ -64,5 +64,5 @@ def plot_angles(path: Path, runs: list[tuple[str, list[dict]]]) -> None:
     if runs and runs[0][1]:
         axes[0][-1].legend(fontsize=6, loc="upper right")
     fig.tight_layout()
-    write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    stream_atomically(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)

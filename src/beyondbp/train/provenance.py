@@ -23,8 +23,8 @@ import json
 import math
 
 from ..config import RunConfig, to_dict
-from .run_folder import EXECUTION_KEYS
-from .schedule import cooldown_start
+from ..runs.folder import EXECUTION_KEYS
+from ..runs.schedule import cooldown_start
 
 BRANCH_KEYS = ("tokens", "schedule", "cooldown_frac")  # where a trunk's config differs from its branches'
 ADAM_KEYS = {"step", "exp_avg", "exp_avg_sq"}

@@ -24,7 +24,7 @@ from ..model.build import build_model
 from .checkpoint import load_checkpoint
 from .memory import GiB, available_bytes, training_bytes
 from .provenance import check_model_state
-from .run_folder import CHECKPOINT, checkpoint_files, read_data_record
+from ..runs.folder import CHECKPOINT, checkpoint_files, read_data_record
 
 ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from ..atomic_write import atomic_write, refuse_links, write_atomically
+from ..atomic_write import atomic_write, refuse_links, stream_atomically
 from ..config import ConfigError, RunConfig, load_yaml
 from ..reads import is_regular_file, open_regular
-from .run_folder import CHECKPOINT, DATA_RECORD, has_progress, snapshot_path
+from .folder import CHECKPOINT, DATA_RECORD, has_progress, snapshot_path
 from .schedule import cooldown_start, step_schedule
 
 CHAIN_FILE = "chain.yaml"
@@ -95,4 +95,4 @@ def _copy_whole(source: Path, target: Path) -> None:
     multi-process run copies (its own temporary name, the same bytes), so none waits for another;
     the .seed suffix keeps rank 0's clean-up of .tmp leftovers off the other ranks' copies."""
     with os.fdopen(open_regular(source, "the trunk's state", None), "rb") as src:  # no link, FIFO, device
-        write_atomically(target, lambda f: shutil.copyfileobj(src, f), suffix=".seed")
+        stream_atomically(target, lambda f: shutil.copyfileobj(src, f), suffix=".seed")

@@ -24,8 +24,8 @@ import yaml
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError, RunConfig, to_dict
-from ..train.branches import branch_point, trunk_config, write_chain_file
-from ..train.schedule import step_schedule, warmup_steps
+from ..runs.chain import branch_point, trunk_config, write_chain_file
+from ..runs.schedule import step_schedule, warmup_steps
 
 TRUNKS = "trunks"  # DIR/trunks/<chain name>/: the trunks' run folders
 

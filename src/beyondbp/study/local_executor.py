@@ -24,10 +24,10 @@ from ..data.child_processes import child_env, die_with_parent, python_command
 from ..methods.import_policy import OPT_IN
 from ..reads import read_tail
 from ..train.memory import check_memory
-from ..train.run_folder import FINISHED, HELD_LOCKS, lock_run, read_summary, record_failure, run_state
-from ..train.schedule import step_schedule
+from ..runs.folder import FINISHED, HELD_LOCKS, lock_run, read_summary, record_failure, run_state
+from ..runs.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
-from .chains import Chain, group_jobs, write_chain, write_run_yaml
+from .chain import Chain, group_jobs, write_chain, write_run_yaml
 from .folder import (check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain,
                      study_counts)
 from .plan import PlannedRun, StudyPlan

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from ..atomic_write import atomic_write, link_refused, write_error
-from ..config import ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
+from ..config import PF_DAY, ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
 from .records import check_summary, is_text, read_metrics_rows, record_problem
@@ -41,7 +41,6 @@ class Interrupted(Exception):
     folder then holds an interrupted run that the same command resumes."""
 
 
-PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
 FINISHED = ("completed", "diverged")  # a run with this summary status is never trained again
 # settings that may differ when a run is resumed: they change how it runs, not what it computes
 # (the tracker is a view of metrics.jsonl)
