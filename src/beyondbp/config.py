@@ -31,7 +31,7 @@ def check_choice(key: str, value, valid, what: str = "value") -> None:
 @dataclass
 class ModelConfig:
     kind: str = "gpt"  # gpt | mlp
-    size: str | None = None  # a named size from beyondbp.model_shape.NAMED_SIZES; overrides the fields below
+    size: str | None = None  # a named size from beyondbp.model.shape.NAMED_SIZES; overrides the fields below
     n_layer: int = 2
     d_model: int = 64
     n_head: int = 4

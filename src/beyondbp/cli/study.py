@@ -116,7 +116,7 @@ def cmd_plan(args) -> int:
 
 
 def _print_chains(plan, unit: str) -> None:
-    """Each chain's trunk and branch points, and what branching saves (`study.chains`)."""
+    """Each chain's trunk and branch points, and what branching saves (`study.chain`)."""
     from ..study.chain import plan_totals
     print(f"\nbudgets: branched: {len(plan.chains)} chains (trunk at constant learning rate, then a "
           f"{plan.chains[0].runs[0].cfg.train.cooldown_frac:.0%} cooldown branched at each budget; a run's FLOPs "

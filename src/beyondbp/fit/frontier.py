@@ -12,7 +12,7 @@ the frontier points) the law is the line ln L = alpha_C x + b, b being the log l
 centre; it is fitted with a Huber loss of scale `HUBER_SCALE` (residuals below 1% count
 squared, larger ones linearly, so one odd point cannot swing the line), a convex problem solved
 exactly by iteratively reweighted least squares. With ``irreducible=True`` the form is
-L(C) = E + (C / C_c) ** alpha_C (`beyondbp.floor_fit`), which needs at least 5 points.
+L(C) = E + (C / C_c) ** alpha_C (`beyondbp.fit.floor_fit`), which needs at least 5 points.
 
 Form note: the paper prints L(C) = (C_c C) ** alpha_C with C_c in PF-days^-1, but its
 Table 1 values (BP alpha=-0.071, C_c=3.8e3; DFA -0.040, 5.1e10; shallow -0.019, 6.2e32)
@@ -25,7 +25,7 @@ run's own largest compute count (`late_points`). Earlier points lie above the fr
 far from its budget is beaten by a smaller model, which the envelope's left edge lacks, and a
 decaying learning rate has not yet paid off.
 
-Uncertainty: a residual bootstrap over the frontier points (`beyondbp.bootstrap`). The fitted
+Uncertainty: a residual bootstrap over the frontier points (`beyondbp.fit.bootstrap`). The fitted
 values stay, resampled residuals are added back and the law is refitted, `DEFAULT_BOOTSTRAP`
 times, from a random stream of the method's own. The samples of (alpha_C, b[, E]) — the
 coordinates in which the law is linear — are widened around the estimate by the Student-t

@@ -17,8 +17,8 @@ intervals, one random stream per method (`method_rng`). Each refit starts from t
 shows that starting each refit from the whole grid instead gives the same coverage.
 
 Everything here takes and returns numbers: no torch, nothing from the training side.
-`beyondbp.lnd_alloc` turns a fit into the compute-optimal allocation, `beyondbp.lnd_isoflop`
-does Chinchilla's approach 2 and `beyondbp.lnd_runs` reads runs from a CSV.
+`beyondbp.fit.lnd_alloc` turns a fit into the compute-optimal allocation, `beyondbp.fit.lnd_isoflop`
+does Chinchilla's approach 2 and `beyondbp.fit.lnd_runs` reads runs from a CSV.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ L = E + R the log-log slope is alpha R / L, so of two methods with the same redu
 the one with the higher loss has the steeper apparent slope, and two such methods would read as
 scenario B (the alternative "better at scale"). Methods trained on the same data with the same
 tokenizer share the entropy of the text, so the study also fits L_m = E + (C / C_c,m)^alpha_m
-jointly (`beyondbp.floor_fit`) and the verdict is recomputed from the reducible exponents; a
-letter that changes is left undetermined (`beyondbp.verdict`). The floor is fitted per pair
+jointly (`beyondbp.fit.floor_fit`) and the verdict is recomputed from the reducible exponents; a
+letter that changes is left undetermined (`beyondbp.fit.verdict`). The floor is fitted per pair
 (alternative + BP), so an alternative's letter never depends on which other methods a study has.
 
 A floor within 1% of either bound (0, or the smallest loss of the pair) is *degenerate*: the

@@ -140,7 +140,7 @@ def _usable(m: dict, column: str) -> bool:
 def _chosen_rows(r: RunResult, column: str, mode: str) -> list[dict]:
     """A run's evaluations that count: its final one (mode `final`; none if the run ended early),
     or every one from RUN_FRACTION of its tokens on (mode `all`: earlier points lie above the
-    frontier, see `beyondbp.frontier`)."""
+    frontier, see `beyondbp.fit.frontier`)."""
     usable = [m for m in r.metrics if _usable(m, column)]
     if not usable:
         return []

@@ -148,7 +148,7 @@ class TrainJob:
 def _export_torch_distributed(job_env) -> None:
     from submitit.helpers import TorchDistributedEnvironment
     dist_env = TorchDistributedEnvironment()
-    # every task sees the node's GPUs and picks GPU LOCAL_RANK itself (beyondbp.distributed)
+    # every task sees the node's GPUs and picks GPU LOCAL_RANK itself (beyondbp.train.distributed)
     dist_env.export(set_cuda_visible_devices=False, overwrite=True)
     if os.environ.get("SUBMITIT_EXECUTOR") == "local":
         os.environ["MASTER_ADDR"] = "127.0.0.1"  # one machine: no name resolution needed

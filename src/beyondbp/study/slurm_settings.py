@@ -1,6 +1,6 @@
 """The `slurm:` section of a study spec and the command-line flags on top of it.
 
-Kept apart from `beyondbp.slurm` (submission, jobs, status) so that a spec can be validated
+Kept apart from `beyondbp.study.slurm` (submission, jobs, status) so that a spec can be validated
 without importing the executor, and the executor can import the spec without a cycle.
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ Spec keys (every one overridable as dotted KEY=VALUE):
   variants             labelled configurations of a method, usable in `methods`:
                        {dfa_block_literal: {method: dfa_block, method.feedback_point: output}};
                        a variant's runs, fits and verdicts go by its label
-  sizes                named sizes (beyondbp.model_shape.NAMED_SIZES) or mappings of model keys,
+  sizes                named sizes (beyondbp.model.shape.NAMED_SIZES) or mappings of model keys,
                        as a list ([cpu-20k, {name: tiny, n_layer: 2, d_model: 16, n_head: 2}])
                        or a mapping name -> named size / model keys
   tokens               training tokens per run (fixed, as in the paper), or
@@ -35,7 +35,7 @@ Spec keys (every one overridable as dotted KEY=VALUE):
   frontier_points      final (default): each run's last evaluation, the only point of a decayed
                        schedule that is near-optimal for its length; all: every evaluation from
                        half of each run's tokens on (the paper's envelope of learning curves)
-  slurm                how `--executor slurm` submits runs (beyondbp.slurm): partition, account,
+  slurm                how `--executor slurm` submits runs (beyondbp.study.slurm): partition, account,
                        gpus_per_run, nodes, cpus_per_task, mem_gb, timeout_min, setup, extra,
                        cluster (slurm | local), prepare_data; may change between invocations
 """
@@ -394,6 +394,6 @@ def normalise_spec(raw: dict) -> dict:
     }
     if raw.get("seed_sizes") is not None:  # only when given: study folders written before it compare equal
         spec["seed_sizes"] = _normalise_seed_sizes(raw["seed_sizes"], spec["seeds"], list(sizes))
-    if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.slurm
+    if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.study.slurm
         spec["slurm"] = normalise_slurm(raw["slurm"])
     return spec

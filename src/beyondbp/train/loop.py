@@ -2,7 +2,7 @@
 
 A run directory holds `config.yaml` (the resolved config), `data.json` (the tokens it trains
 on), `metrics.jsonl` (one JSON object per evaluation, append-only), `summary.json` and
-`checkpoint.pt` (with `checkpoint.prev.pt`, `beyondbp.checkpoint`). Rerunning the same command
+`checkpoint.pt` (with `checkpoint.prev.pt`, `beyondbp.train.checkpoint`). Rerunning the same command
 on the same directory resumes from the checkpoint; a completed run is not trained again; a run
 whose corpus now gives other tokens is refused (or restarted, train.on_data_change=restart);
 a run that cannot fit in memory is refused before its model is built (`memory_check`).
