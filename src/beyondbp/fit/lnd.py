@@ -279,8 +279,8 @@ def _batch_objective(prob: _Problem, thetas: np.ndarray, weights: np.ndarray) ->
 
 def _one_blas_thread(fn):
     """Run fn with BLAS on one thread. scipy's L-BFGS-B calls BLAS on its tiny (5-20 parameter)
-    matrices; OpenBLAS threads then only contend, and on a busy 2-core machine a shared-E
-    bootstrap ran 12x slower with them (15.1 s against 1.2 s for 50 refits)."""
+    matrices; OpenBLAS threads then only contend and slow the bootstrap many times over
+    (measured: docs/benchmarks.md, "Fits")."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         limit = threadpool_limits(1, user_api="blas")

@@ -1,7 +1,7 @@
 """The method catalogue: every training method's name, summary, model kinds and keys, without torch.
 
 Spec validation, `study plan`, `study report` and `beyondbp methods` need only these facts, and
-importing a method's module would load torch (about 2 s). So the catalogue reads them from the
+importing a method's module would load torch (seconds: docs/benchmarks.md). So the catalogue reads them from the
 method files' source: each registered class (decorated with `@register`) states them as literal
 class attributes,
 

@@ -125,7 +125,7 @@ def _count(n: int) -> str:
 
 
 def check_state_fits_host(cfg: RunConfig) -> None:
-    """The part of the check that needs no torch (the CLI runs it before importing torch, ~2 s):
+    """The part of the check that needs no torch (the CLI runs it before importing torch):
     the weights (and on a CPU their gradients and AdamW state) against the host's memory."""
     if not cfg.train.memory_check or cfg.model.kind != "gpt":
         return

@@ -36,7 +36,7 @@ def usable_cores() -> int:
 
 def set_threads(cfg: RunConfig, say) -> None:
     """torch's intra-op threads from train.threads (0: left as is), never more than the usable cores:
-    more threads than cores only wait on each other (1000 on 2 cores ran 60x slower)."""
+    more threads than cores only wait on each other (docs/benchmarks.md, "Threads")."""
     threads = cfg.train.threads
     if threads <= 0:
         return
