@@ -31,7 +31,7 @@ from beyondbp.train.loop import train
 from beyondbp.runs.folder import read_summary
 
 SIZES = {"L4d12": 12, "L4d16": 16, "L4d24": 24}
-LRS = {"bp": 1e-2, "dfa_block": 3e-3}  # the cpu preset's best at d16 (README "Designing a CPU study")
+LRS = {"bp": 1e-2, "dfa_block": 3e-3}  # the cpu preset's best at d16 (docs/studies.md "Designing a CPU study")
 
 
 def spec(sizes, methods, budgets, seeds, mode: str) -> dict:

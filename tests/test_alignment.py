@@ -131,7 +131,7 @@ def test_blockwise_dfa_signal_at_init_is_aligned_only_as_far_as_b_resembles_the_
     stream, BP's gradient at a block's output is mostly the pre-projector error e itself (the
     identity path), so B e aligns with it only when B does with the identity. With B = I the
     signal is within a few degrees of BP's; with a Gaussian B it starts nearly orthogonal. (In
-    training it rises: README, "What alignment to expect".)"""
+    training it rises: docs/results.md, "What alignment to expect".)"""
     gpt = tiny_gpt()
     x, y = batch()
     random_b = build_method(gpt, MethodConfig(name="dfa_block", feedback_point="output"))

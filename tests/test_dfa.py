@@ -411,7 +411,7 @@ def test_loss_falls_when_training_a_tiny_gpt(tmp_path, tiny_overrides, overrides
 
 @pytest.mark.parametrize("point", ["layernorm", "output"])
 def test_feedback_through_a_layernorm_keeps_the_stream_small_and_leaves_the_plateau(tmp_path, point):
-    """The collapse and its fix, end to end (README, "Block-wise DFA: why the literal reading
+    """The collapse and its fix, end to end (docs/results.md, "Block-wise DFA: why the literal reading
     collapses"): on a 4-block d32 model after 250k byte tokens, B e fed to the raw block output
     inflates the residual stream along one direction and the model is still near the unigram
     plateau (3.30); fed through a LayerNorm of the block output, the stream stays small and the

@@ -320,7 +320,7 @@ def dump_yaml(cfg: Any) -> str:
 
 
 def describe_keys(cls=RunConfig, prefix: str = "") -> list[tuple[str, Any]]:
-    """Every dotted key with its default, for --help and the README."""
+    """Every dotted key with its default, for --help and the configuration page of the docs (docs/configuration.md)."""
     rows: list[tuple[str, Any]] = []
     default = cls()
     for f in dataclasses.fields(cls):

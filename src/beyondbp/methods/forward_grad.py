@@ -15,7 +15,7 @@ same ones, so the mean of the ranks' estimates is the estimate on the whole batc
 
 Compute per token: one jvp costs about three forwards (the primal, and for each matmul the
 tangent's two: dW x and W dx), so the paper count is K x 6N and the exact count K x 3 forwards.
-Its variance grows with the number of parameters: expect slow learning (README).
+Its variance grows with the number of parameters: expect slow learning (docs/results.md).
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class ForwardGradient(TrainingMethod):
     supports = ("gpt", "mlp")
     settings = (PERTURBATIONS,)
     # at the shared 4,096 it ends on the unigram plateau (3.323 at 2M tokens); 4x the steps at the same
-    # compute leave it (3.127): its estimate's noise, not the batch's, limits it (README)
+    # compute leave it (3.127): its estimate's noise, not the batch's, limits it (docs/methods.md)
     train_defaults = {"train.batch_tokens": 1024}
 
     def __init__(self, model, cfg, seed=0):

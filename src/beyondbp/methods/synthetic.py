@@ -20,7 +20,7 @@ LN(out) cannot know sigma; this one predicts the scale-free sigma x gradient ins
 by 1/2 mean ||c - n s g||^2. It is still a function of the block output (and the target) alone,
 as the paper's predictors are. Measured on `model.n_layer=4 model.d_model=64 model.n_head=4`,
 2M tokens: the predictor above the last block fits its target to cosine 0.5-0.8 with s, 0.2
-without, and the method leaves the unigram plateau only with s (README).
+without, and the method leaves the unigram plateau only with s (docs/results.md).
 
 All of it happens in one `objective.backward()`: block k+1's input is `SyntheticGradientTap`,
 an identity on out_k (detached) that in the backward receives g = the gradient at block k+1's
@@ -34,7 +34,7 @@ model's forward and backward cost what BP's do (6N, and BP's exact count); each 
 its forward (2 d^2) and weight gradient (2 d^2): paper and exact counts + 4 d^2 (L - 1) (the
 LayerNorm and the target vectors' lookup neglected).
 
-Without the target term the predictor fails on our models (README): early in training the true
+Without the target term the predictor fails on our models (docs/results.md): early in training the true
 gradient is nearly the same at every position, the predictor learns that constant, the blocks
 push every position the same way until all carry one vector (`residual_common` 1.0), and a
 predictor that sees equal inputs can only predict equal gradients, so it stays there.
@@ -105,7 +105,7 @@ class SyntheticGradients(TrainingMethod):
     summary = "synthetic gradients: each block updates from a learned prediction of its gradient; compute 6ND + predictors"
     supports = ("gpt", "mlp")
     settings = (SG_CONDITIONAL, SG_SCALE_AWARE)
-    train_defaults = {"train.lr": 1e-3}  # at the shared 6e-3 it stays on the unigram plateau (README)
+    train_defaults = {"train.lr": 1e-3}  # at the shared 6e-3 it stays on the unigram plateau (docs/results.md)
 
     def __init__(self, model, cfg, seed=0):
         super().__init__(model, cfg, seed)

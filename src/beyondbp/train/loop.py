@@ -76,7 +76,7 @@ def residual_stats(h: torch.Tensor) -> dict[str, float]:
     over all positions divided by the mean norm of a position's vector — 0 for directions that
     vary freely between positions, 1 when every position carries the same vector (the final
     LayerNorm then gives every position the same prediction: the collapse to the unigram
-    plateau that `dfa_block` shows on small deep models, see the README)."""
+    plateau that `dfa_block` shows on small deep models, see docs/results.md)."""
     flat = h.detach().float().reshape(-1, h.shape[-1])
     norms = flat.norm(dim=1)
     return {"residual_rms": flat.pow(2).mean().sqrt().item(),
