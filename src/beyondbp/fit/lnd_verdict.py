@@ -16,12 +16,14 @@ compute range the multiplier reads the law over and has no residuals.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from .frontier import PowerLawFit
 from .lnd_alloc import OptimalLossLaw, optimal_loss_law, run_span
-from .verdict import EMPTY, judge_all
+from .verdict import judge_all
+from .verdict_types import Verdict
 
 CURVE_POINTS = 9
 NO_WIDENING_DOF = 10**9  # t(0.975, dof) / z(0.975) = 1 to 9 digits: percentile intervals as they are
@@ -50,7 +52,7 @@ def optimal_loss_frontier(law: OptimalLossLaw, span: tuple[float, float], unit: 
 
 
 def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[float, float]],
-                       reference: str = "bp", unit: float = 1.0) -> dict[str, dict]:
+                       reference: str = "bp", unit: float = 1.0) -> dict[str, Verdict]:
     """Every method's L*(C) against the reference's: {method: verdict} (keys of `verdict.judge`,
     without `measured_gap`); empty when the reference has no law. spans: each method's smallest
     and largest run compute, in units of `unit`."""
@@ -65,9 +67,9 @@ def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[f
         if method == reference:
             continue
         if method in judged:
-            out[method] = {k: v for k, v in judged[method].items() if k != "measured_gap"}
+            out[method] = replace(judged[method], measured=False)
         else:
-            out[method] = {**EMPTY, "reason": degenerate.get(reference) or degenerate[method]}
+            out[method] = Verdict(reason=degenerate.get(reference) or degenerate[method], measured=False)
     return out
 
 

@@ -85,8 +85,8 @@ def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = D
     reference_compute = float(np.sqrt(min(lo for lo, _ in spans.values()) * max(hi for _, hi in spans.values())))
     with np.errstate(all="ignore"):
         verdicts = judge_all(fits, reference, spans, bootstrap, seed, horizon_factor)
-    return {"fits": {m: fit_json(f, reference_compute) for m, f in fits.items()}, "verdicts": verdicts,
-            "unfitted": unfitted}
+    return {"fits": {m: fit_json(f, reference_compute) for m, f in fits.items()},
+            "verdicts": {m: v.to_dict() for m, v in verdicts.items()}, "unfitted": unfitted}
 
 
 def _parse_float(text: str, path, line: int, column: str) -> float:

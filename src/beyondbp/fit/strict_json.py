@@ -8,7 +8,10 @@ import numpy as np
 
 
 def jsonable(value):
-    """Floats, ints, strings, lists and dicts only; NaN and infinities become None."""
+    """Floats, ints, strings, lists and dicts only; NaN and infinities become None; a typed
+    record (`verdict_types`) as its `to_dict()`."""
+    if hasattr(value, "to_dict") and not isinstance(value, type):
+        return jsonable(value.to_dict())
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):

@@ -50,8 +50,8 @@ from .defaults import HORIZON_FACTOR
 from .frontier import PowerLawFit, fit_frontier, log_loss, min_points, safe_exp
 from .multiplier import _outside_decades, compute_multiplier, crossover
 from .shared_floor import SharedFloorFit, fit_shared_floor
-
-LETTERS = ("A", "B", "C", "D")
+from .verdict_types import (LETTERS, SYMBOL, Crossover, Decision, FloorVerdict, MeasuredGap, MultiplierEntry,
+                            MultiplierTrend, PerMethodFloors, Trend, Verdict)
 
 
 def letters_of(gap, scale) -> np.ndarray:
@@ -65,10 +65,7 @@ def _signs(ci) -> list[int]:
     return [-1] if ci[1] < 0 else [1] if ci[0] > 0 else [-1, 1]
 
 
-_SYMBOL = {"delta_alpha": "Δalpha", "delta_E": "ΔE", "delta_log_loss_at_horizon": "Δ ln L at the horizon"}
-
-
-def decide(gap: float, gap_samples, scale: float, scale_samples, scale_name: str) -> dict:
+def decide(gap: float, gap_samples, scale: float, scale_samples, scale_name: str) -> Decision:
     """The letter from the two deciding quantities and their (already widened) samples."""
     gap_samples, scale_samples = np.asarray(gap_samples, dtype=float), np.asarray(scale_samples, dtype=float)
     usable = ~(np.isnan(gap_samples) | np.isnan(scale_samples))
@@ -82,13 +79,10 @@ def decide(gap: float, gap_samples, scale: float, scale_samples, scale_name: str
     if not excludes_zero(gap_ci):
         why.append(f"the interval of Δ ln L at the smallest compute, [{gap_ci[0]:+.3f}, {gap_ci[1]:+.3f}], includes 0")
     if not excludes_zero(scale_ci):
-        why.append(f"the interval of {_SYMBOL[scale_name]}, [{scale_ci[0]:+.3g}, {scale_ci[1]:+.3g}], includes 0")
-    return {"scenario": scenario, "possible_letters": possible, "point_scenario": str(letters_of(gap, scale)),
-            "bootstrap_share": shares[scenario] if scenario else None, "letter_shares": shares,
-            scale_name: scale, f"{scale_name}_ci": list(scale_ci),
-            "delta_log_loss_at_c_min": gap, "delta_log_loss_at_c_min_ci": list(gap_ci),
-            "nan_samples_dropped": int((~usable).sum()),
-            "reason": None if scenario else " and ".join(why)}
+        why.append(f"the interval of {SYMBOL[scale_name]}, [{scale_ci[0]:+.3g}, {scale_ci[1]:+.3g}], includes 0")
+    return Decision(scenario, possible, str(letters_of(gap, scale)), shares[scenario] if scenario else None, shares,
+                    scale_name, scale, list(scale_ci), gap, list(gap_ci), int((~usable).sum()),
+                    None if scenario else " and ".join(why))
 
 
 def _gap(alt: PowerLawFit, ref: PowerLawFit, compute: float) -> tuple[float, np.ndarray]:
@@ -97,18 +91,16 @@ def _gap(alt: PowerLawFit, ref: PowerLawFit, compute: float) -> tuple[float, np.
     return point, log_loss(alt.samples, alt.x(compute))[:, 0] - log_loss(ref.samples, ref.x(compute))[:, 0]
 
 
-def _at_infinity(alt: PowerLawFit, ref: PowerLawFit, gap_at_c_min: tuple[float, np.ndarray]) -> dict:
+def _at_infinity(alt: PowerLawFit, ref: PowerLawFit, gap_at_c_min: tuple[float, np.ndarray]) -> Trend:
     """The trend past the horizon: the letter as C -> infinity from Δalpha (or ΔE with floors);
     gap_at_c_min: `_gap` at the smallest compute, as the letter through the horizon read it."""
     column, name = (2, "delta_E") if alt.E is not None or ref.E is not None else (0, "delta_alpha")
     scale = float(alt.params()[column] - ref.params()[column])
     out = decide(*gap_at_c_min, scale, alt.samples[:, column] - ref.samples[:, column], name)
-    trend = {"delta_alpha": float(alt.alpha_C - ref.alpha_C),
-             "delta_alpha_ci": list(percentile_ci(alt.samples[:, 0] - ref.samples[:, 0])),
-             "letter_at_infinity": out["scenario"], "possible_letters_at_infinity": out["possible_letters"],
-             "bootstrap_share_at_infinity": out["bootstrap_share"], "extrapolation": True}
+    trend = Trend(float(alt.alpha_C - ref.alpha_C), list(percentile_ci(alt.samples[:, 0] - ref.samples[:, 0])),
+                  out.scenario, out.possible_letters, out.bootstrap_share)
     if name == "delta_E":
-        trend.update(delta_E=out["delta_E"], delta_E_ci=out["delta_E_ci"])
+        trend.delta_E, trend.delta_E_ci = out.scale, out.scale_ci
     return trend
 
 
@@ -119,7 +111,7 @@ def paired(alt: PowerLawFit, ref: PowerLawFit) -> tuple[PowerLawFit, PowerLawFit
     return replace(alt, samples=alt.widened(factor)), replace(ref, samples=ref.widened(factor))
 
 
-def floor_verdict(floor: SharedFloorFit, alt_name: str, ref_name: str, c_min: float, horizon: float) -> dict:
+def floor_verdict(floor: SharedFloorFit, alt_name: str, ref_name: str, c_min: float, horizon: float) -> FloorVerdict:
     """The letter under the pair's floor fit, through the same horizon."""
     factor = small_sample_factor(floor.dof)
     quantities = []
@@ -130,11 +122,10 @@ def floor_verdict(floor: SharedFloorFit, alt_name: str, ref_name: str, c_min: fl
     out = decide(*quantities, "delta_log_loss_at_horizon")
     alpha = float(floor.laws[alt_name][0] - floor.laws[ref_name][0])
     alpha_s = widen(floor.samples[alt_name][:, 0] - floor.samples[ref_name][:, 0], alpha, factor)
-    e_ci = floor.E_ci
-    return {**{k: v for k, v in out.items() if k != "point_scenario"}, "delta_alpha": alpha,
-            "delta_alpha_ci": list(percentile_ci(alpha_s)), "E": floor.E, "E_ci": list(e_ci) if e_ci else None,
-            "E_upper_bound": floor.smallest_loss, "degenerate": floor.degenerate, **floor.bounds_report(),
-            "methods": floor.methods}
+    e_ci, bounds = floor.E_ci, floor.bounds_report()
+    return FloorVerdict(out, alpha, list(percentile_ci(alpha_s)), floor.E, list(e_ci) if e_ci else None,
+                        floor.smallest_loss, floor.degenerate, bounds["E_ci_open_ends"], bounds["E_samples_at_bound"],
+                        floor.methods)
 
 
 def own_floor(fit: PowerLawFit, name: str, bootstrap: int, seed: int) -> PowerLawFit | str:
@@ -149,31 +140,29 @@ def own_floor(fit: PowerLawFit, name: str, bootstrap: int, seed: int) -> PowerLa
 
 
 def per_method_floors(own: tuple[PowerLawFit | str, PowerLawFit | str], names: tuple[str, str], c_min: float,
-                      horizon: float) -> dict:
+                      horizon: float) -> PerMethodFloors:
     """Sensitivity: each method with a floor of its own (`own_floor`), the letter through the same horizon."""
     reasons = [f for f in own if isinstance(f, str)]
     if reasons:
-        return {"scenario": None, "reason": "; ".join(reasons)}
+        return PerMethodFloors(None, "; ".join(reasons))
     a, r = paired(*own)
     out = decide(*_gap(a, r, c_min), *_gap(a, r, horizon), "delta_log_loss_at_horizon")
-    return {"scenario": out["scenario"], "possible_letters": out["possible_letters"], "letter_shares": out["letter_shares"],
-            "bootstrap_share": out["bootstrap_share"], "E": {names[0]: a.E, names[1]: r.E}, "reason": out["reason"]}
+    return PerMethodFloors(out.scenario, out.reason, out.possible_letters, out.letter_shares, out.bootstrap_share,
+                           {names[0]: a.E, names[1]: r.E})
 
 
 def _crossover_entry(alt: PowerLawFit, ref: PowerLawFit, c_min: float, measured: tuple[float, float],
-                     c_max: float) -> dict | None:
+                     c_max: float) -> Crossover | None:
     """The crossover with its interval, when the laws cross above the smallest compute."""
     log_cross, samples = crossover(alt, ref)
     if not math.isfinite(log_cross) or log_cross <= math.log(c_min):
         return None
     lo, hi = percentile_ci(samples)
     value = safe_exp(log_cross)
-    return {"value": value, "ci": [safe_exp(lo), safe_exp(hi)],
-            "inside_measured_range": bool(measured[0] <= value <= measured[1]),
-            "times_largest_compute": value / c_max}
+    return Crossover(value, [safe_exp(lo), safe_exp(hi)], bool(measured[0] <= value <= measured[1]), value / c_max)
 
 
-def measured_gap(alt: PowerLawFit, ref: PowerLawFit) -> dict | None:
+def measured_gap(alt: PowerLawFit, ref: PowerLawFit) -> MeasuredGap | None:
     """Where both frontiers were measured: the alternative's frontier points against the
     reference's frontier interpolated log-linearly between its points. Returns the compute
     range compared and the smallest and largest relative gap (alt / ref - 1; > 0: alt worse),
@@ -185,23 +174,13 @@ def measured_gap(alt: PowerLawFit, ref: PowerLawFit) -> dict | None:
         return None
     gaps = np.exp(alt_l[inside] - np.interp(alt_c[inside], ref_c, ref_l)) - 1.0
     c = alt.envelope[inside, 0]
-    return {"compute_pf_days": [float(c.min()), float(c.max())],
-            "min": float(gaps.min()), "max": float(gaps.max()), "n_points": int(inside.sum())}
+    return MeasuredGap([float(c.min()), float(c.max())], float(gaps.min()), float(gaps.max()), int(inside.sum()))
 
 
 def _outside(fits: dict[str, PowerLawFit], compute: float) -> dict[str, float]:
     """Decades by which `compute` lies outside each fit's measured compute (only those outside)."""
     decades = {name: float(_outside_decades(fit, math.log(compute))) for name, fit in fits.items()}
     return {name: d for name, d in decades.items() if d > 1e-6}
-
-
-EMPTY = {"scenario": None, "possible_letters": list(LETTERS), "bootstrap_share": None, "letter_shares": None,
-         "pure_scenario": None, "horizon_pf_days": None, "horizon_factor": None, "horizon_reason": None,
-         "delta_log_loss_at_horizon": None, "delta_log_loss_at_horizon_ci": None, "trend": None,
-         "delta_alpha": None, "delta_alpha_ci": None, "delta_log_loss_at_c_min": None,
-         "delta_log_loss_at_c_min_ci": None, "c_min_extrapolated_decades": None, "crossover": None,
-         "compute_multiplier": None, "compute_multiplier_trend": None, "compute_multiplier_losses_from": None,
-         "floor": None, "per_method_floors": None}
 
 
 def _horizon(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], c_max: float,
@@ -219,31 +198,33 @@ def _horizon(alt: PowerLawFit, ref: PowerLawFit, names: tuple[str, str], c_max: 
     return factor * c_max, None
 
 
-def _apply_floor(out: dict, pure: dict, floor: dict) -> None:
+def _apply_floor(out: Verdict, pure: Decision, floor: FloorVerdict) -> None:
     """A letter stands only if the pair's identified floor fit resolves the same letter."""
-    if floor["degenerate"] or pure["scenario"] is None or floor["scenario"] == pure["scenario"]:
+    if floor.degenerate or pure.scenario is None or floor.scenario == pure.scenario:
         return
-    floor_text = floor["scenario"] or f"undetermined ({' or '.join(floor['possible_letters'])})"
-    out.update(scenario=None, bootstrap_share=None,
-               possible_letters=sorted({pure["scenario"], *floor["possible_letters"]}),
-               reason=(f"the floor decides: pure power laws give {pure['scenario']}, one floor E shared by the "
-                       f"pair gives {floor_text}"))
+    floor_text = floor.scenario or f"undetermined ({' or '.join(floor.possible_letters)})"
+    out.scenario, out.bootstrap_share = None, None
+    out.possible_letters = sorted({pure.scenario, *floor.possible_letters})
+    out.reason = (f"the floor decides: pure power laws give {pure.scenario}, one floor E shared by the "
+                  f"pair gives {floor_text}")
 
 
 def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None = None,
           alt_name: str = "alternative", ref_name: str = "bp", floor: SharedFloorFit | None = None,
-          horizon_factor: float = HORIZON_FACTOR, own_floors: tuple | None = None) -> dict:
-    """The verdict of `alt` against `ref` (keys: module docstring and `EMPTY`); c_min, c_max:
+          horizon_factor: float = HORIZON_FACTOR, own_floors: tuple | None = None) -> Verdict:
+    """The verdict of `alt` against `ref` (module docstring, `verdict_types.Verdict`); c_min, c_max:
     the compute range studied (both methods' candidate points); floor: the pair's floor fit;
     own_floors: each method refitted with a floor of its own (`own_floor`), for the sensitivity check."""
     c_max = c_max or max(alt.fit_range[1], ref.fit_range[1])
-    out = {**EMPTY, "c_min_pf_days": c_min, "c_max_pf_days": c_max, "measured_gap": measured_gap(alt, ref)}
+    out = Verdict(c_min=c_min, c_max=c_max, measured_gap=measured_gap(alt, ref))
     problems = [f"{name}'s frontier is not a power law ({'; '.join(fit.quality()['problems'])})"
                 for name, fit in ((ref_name, ref), (alt_name, alt)) if not fit.power_law_ok]
     if problems:
-        return {**out, "reason": "; ".join(problems)}
+        out.reason = "; ".join(problems)
+        return out
     if alt.raw_samples is None or ref.raw_samples is None:
-        return {**out, "reason": "no bootstrap samples, so no intervals and no letter"}
+        out.reason = "no bootstrap samples, so no intervals and no letter"
+        return out
     names = (alt_name, ref_name)
     alt, ref = paired(alt, ref)
     horizon, horizon_reason = _horizon(alt, ref, names, c_max, horizon_factor)
@@ -251,25 +232,30 @@ def judge(alt: PowerLawFit, ref: PowerLawFit, c_min: float, c_max: float | None 
     pure = decide(*gap_at_c_min, *_gap(alt, ref, horizon), "delta_log_loss_at_horizon")
     trend = _at_infinity(alt, ref, gap_at_c_min)
     multiplier = compute_multiplier(alt, ref, names, floor)
-    out.update({k: v for k, v in pure.items() if k != "point_scenario"}, pure_scenario=pure["scenario"],
-               horizon_pf_days=horizon, horizon_factor=horizon / c_max, horizon_reason=horizon_reason, trend=trend,
-               delta_alpha=trend["delta_alpha"], delta_alpha_ci=trend["delta_alpha_ci"],
-               c_min_extrapolated_decades=_outside({alt_name: alt, ref_name: ref}, c_min),
-               compute_multiplier=multiplier["entries"], compute_multiplier_trend=multiplier["trend"],
-               compute_multiplier_losses_from=multiplier["losses_from"])
-    if alt.E is None and ref.E is None and excludes_zero(trend["delta_alpha_ci"]):
+    out = replace(out, scenario=pure.scenario, possible_letters=pure.possible_letters,
+                  bootstrap_share=pure.bootstrap_share, letter_shares=pure.letter_shares, pure_scenario=pure.scenario,
+                  horizon=horizon, horizon_factor=horizon / c_max, horizon_reason=horizon_reason,
+                  delta_log_loss_at_horizon=pure.scale, delta_log_loss_at_horizon_ci=pure.scale_ci, trend=trend,
+                  delta_alpha=trend.delta_alpha, delta_alpha_ci=trend.delta_alpha_ci,
+                  delta_log_loss_at_c_min=pure.gap, delta_log_loss_at_c_min_ci=pure.gap_ci,
+                  c_min_extrapolated_decades=_outside({alt_name: alt, ref_name: ref}, c_min),
+                  compute_multiplier=[MultiplierEntry(**e) for e in multiplier["entries"]],
+                  compute_multiplier_trend=MultiplierTrend(**multiplier["trend"]),
+                  compute_multiplier_losses_from=multiplier["losses_from"],
+                  nan_samples_dropped=pure.nan_samples_dropped, reason=pure.reason)
+    if alt.E is None and ref.E is None and excludes_zero(trend.delta_alpha_ci):
         measured = (max(alt.fit_range[0], ref.fit_range[0]), min(alt.fit_range[1], ref.fit_range[1]))
-        out["crossover"] = _crossover_entry(alt, ref, c_min, measured, c_max)
+        out.crossover = _crossover_entry(alt, ref, c_min, measured, c_max)
     if floor is not None and floor.samples:
-        out["floor"] = floor_verdict(floor, alt_name, ref_name, c_min, horizon)
-        _apply_floor(out, pure, out["floor"])
+        out.floor = floor_verdict(floor, alt_name, ref_name, c_min, horizon)
+        _apply_floor(out, pure, out.floor)
     if own_floors is not None:
-        out["per_method_floors"] = per_method_floors(own_floors, names, c_min, horizon)
+        out.per_method_floors = per_method_floors(own_floors, names, c_min, horizon)
     return out
 
 
 def judge_all(fits: dict[str, PowerLawFit], reference: str, spans: dict[str, tuple[float, float]],
-              bootstrap: int, seed: int = 0, horizon_factor: float = HORIZON_FACTOR) -> dict[str, dict]:
+              bootstrap: int, seed: int = 0, horizon_factor: float = HORIZON_FACTOR) -> dict[str, Verdict]:
     """Every method against `reference`; spans: each method's smallest and largest candidate
     compute. Each fit is backtested first; each pair of pure laws that pass the power-law checks
     gets a floor fit of its own, so no letter depends on a third method."""

@@ -25,6 +25,7 @@ from ..fit.lnd import DEFAULT_BOOTSTRAP as LND_BOOTSTRAP, LNDFit, fit_lnd
 from ..fit.lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, OptimalLossLaw
 from ..fit.lnd_runs import method_summary
 from ..fit.lnd_verdict import judge_fits
+from ..fit.verdict_types import Verdict
 from ..runs.folder import PF_DAY
 from .results import ACCOUNTINGS, REFERENCE, RunResult
 
@@ -39,7 +40,7 @@ class AllocationSection:
     k: dict[str, dict[str, float]] = field(default_factory=dict)
     laws: dict[str, dict[str, OptimalLossLaw]] = field(default_factory=dict)
     spans: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
-    verdicts: dict[str, dict[str, dict]] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Verdict]] = field(default_factory=dict)
     bootstrap: int = 0
 
     @property
@@ -108,6 +109,7 @@ def allocation_json(section: AllocationSection) -> dict:
         "accountings": {a: {"unit": ACCOUNTINGS[a][2],
                             "compute_per_param_token": section.k[a],
                             "optimal_loss": {m: law.to_dict() for m, law in section.laws[a].items()},
-                            "verdicts": section.verdicts[a]} for a in ACCOUNTINGS},
+                            "verdicts": {m: v.to_dict() for m, v in section.verdicts[a].items()}}
+                       for a in ACCOUNTINGS},
         "warnings": section.warnings,
     }

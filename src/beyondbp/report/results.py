@@ -24,6 +24,7 @@ from ..fit.frontier import PowerLawFit, fit_frontier
 from ..fit.points import fit_json
 from ..fit.tuning import choose_rates, mean_log_loss
 from ..fit.verdict import judge_all
+from ..fit.verdict_types import Verdict
 from ..study.folder import load_study
 from ..study.plan import PlannedRun
 from ..runs.folder import PF_DAY, read_metrics, read_summary, run_state
@@ -81,7 +82,7 @@ class RunResult:
 class AccountingFits:
     fits: dict[str, PowerLawFit] = field(default_factory=dict)
     unfitted: dict[str, str] = field(default_factory=dict)  # method -> why
-    verdicts: dict[str, dict] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
     c_range: tuple[float, float] | None = None
 
     @property
@@ -219,4 +220,4 @@ def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: i
 def accounting_json(fits: AccountingFits) -> dict:
     return {"reference_compute": fits.reference_compute,
             "fits": {m: fit_json(f, fits.reference_compute) for m, f in fits.fits.items()},
-            "unfitted": fits.unfitted, "verdicts": fits.verdicts}
+            "unfitted": fits.unfitted, "verdicts": {m: v.to_dict() for m, v in fits.verdicts.items()}}

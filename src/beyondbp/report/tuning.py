@@ -24,7 +24,7 @@ def runner_up_verdicts(results: list[RunResult], choices: dict, mode: str, boots
         return {}
     verdicts = fit_accounting(frontier_points(runs_at_rate(results, "runner_up", choices), "paper", mode),
                               bootstrap, seed, noise).verdicts
-    return {m: {"scenario": v.get("scenario"), "possible_letters": v.get("possible_letters")}
+    return {m: {"scenario": v.scenario, "possible_letters": v.possible_letters}
             for m, v in verdicts.items()}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from ..fit.verdict_types import FloorVerdict, MultiplierEntry, PerMethodFloors, Verdict
 from .markdown import markdown_table
 from .results import ACCOUNTINGS, COLLAPSED, REFERENCE, AccountingFits, RunResult
 
@@ -61,11 +62,11 @@ def interval(ci, render=fmt) -> str:
     return "" if not ci else f"[{render(ci[0])}, {render(ci[1])}]"
 
 
-def ratio_interval(entry: dict) -> str:
+def ratio_interval(entry: MultiplierEntry) -> str:
     """A multiplier's interval: "[lo, hi]", one-sided "(≥ lo)" where it has no upper end, or why none."""
-    ci = entry.get("ci")
+    ci = entry.ci
     if not ci:
-        return "(no 95% interval: extrapolated)" if entry.get("ci_reason") else ""
+        return "(no 95% interval: extrapolated)" if entry.ci_reason else ""
     lo, hi = ci
     if hi is None or math.isinf(hi):
         return f"(≥ {times(lo)})"
@@ -74,71 +75,71 @@ def ratio_interval(entry: dict) -> str:
     return f"[{times(lo)}, {times(hi)}]"
 
 
-def letter_text(v: dict) -> str:
-    if v.get("scenario"):
-        return v["scenario"]
-    if v.get("letter_shares") is None:
+def letter_text(v: Verdict | FloorVerdict | PerMethodFloors) -> str:
+    if v.scenario:
+        return v.scenario
+    if v.letter_shares is None:
         return "no letter"
-    return f"undetermined ({' or '.join(v['possible_letters'])})"
+    return f"undetermined ({' or '.join(v.possible_letters)})"
 
 
-def _middle_multiplier(v: dict) -> dict | None:
-    entries = v.get("compute_multiplier") or []
+def _middle_multiplier(v: Verdict) -> MultiplierEntry | None:
+    entries = v.compute_multiplier or []
     return entries[len(entries) // 2] if entries else None
 
 
-def _extrapolation(v: dict) -> str:
+def _extrapolation(v: Verdict) -> str:
     decades = {}
-    for entry in v.get("compute_multiplier") or []:
-        for method, d in entry["extrapolated_decades"].items():
+    for entry in v.compute_multiplier or []:
+        for method, d in entry.extrapolated_decades.items():
             decades[method] = max(decades.get(method, 0.0), d)
     return "; ".join(f"{m}'s law extrapolated up to {d:.2g} decades outside its runs' compute"
                      for m, d in decades.items())
 
 
-def multiplier_text(v: dict, loss_digits: int = 3) -> str:
+def multiplier_text(v: Verdict, loss_digits: int = 3) -> str:
     mid = _middle_multiplier(v)
     if mid is None:
         return "-"
-    spread = " (interval incl. the floor fit's)" if mid.get("ci_includes_model_spread") else ""
-    return f"{times(mid['value'])} {ratio_interval(mid)} at loss {mid['loss']:.{loss_digits}g}{spread}".replace("  ", " ")
+    spread = " (interval incl. the floor fit's)" if mid.ci_includes_model_spread else ""
+    return f"{times(mid.value)} {ratio_interval(mid)} at loss {mid.loss:.{loss_digits}g}{spread}".replace("  ", " ")
 
 
-def trend_text(v: dict) -> str:
-    entries = v.get("compute_multiplier") or []
+def trend_text(v: Verdict) -> str:
+    entries = v.compute_multiplier or []
     if len(entries) < 2:
         return "-"
     first, last = entries[0], entries[-1]
-    text = f"{times(first['value'])} at {first['loss']:.3g} → {times(last['value'])} at {last['loss']:.3g}"
-    trend = v.get("compute_multiplier_trend") or {}
-    return text + (f" ({trend['direction']})" if trend.get("direction") else "")
+    text = f"{times(first.value)} at {first.loss:.3g} → {times(last.value)} at {last.loss:.3g}"
+    direction = v.compute_multiplier_trend.direction if v.compute_multiplier_trend else None
+    return text + (f" ({direction})" if direction else "")
 
 
-def beyond_text(v: dict) -> str:
+def beyond_text(v: Verdict) -> str:
     """The trend past the horizon: Δalpha (or ΔE) with its interval and the letter at infinity."""
-    trend = v.get("trend")
+    trend = v.trend
     if not trend:
         return "-"
-    if "delta_E" in trend:
-        head = f"ΔE {_signed(trend['delta_E'])} {interval(trend['delta_E_ci'], _signed)}"
+    if trend.delta_E is not None:
+        head = f"ΔE {_signed(trend.delta_E)} {interval(trend.delta_E_ci, _signed)}"
     else:
-        head = f"Δalpha {_signed(trend['delta_alpha'])} {interval(trend['delta_alpha_ci'], _signed)}"
-    letter = trend["letter_at_infinity"] or f"{' or '.join(trend['possible_letters_at_infinity'])}"
+        head = f"Δalpha {_signed(trend.delta_alpha)} {interval(trend.delta_alpha_ci, _signed)}"
+    letter = trend.letter_at_infinity or f"{' or '.join(trend.possible_letters_at_infinity)}"
     return f"{head}; at infinity {letter}"
 
 
-def floor_text(v: dict) -> str:
-    floor = v.get("floor")
+def floor_text(v: Verdict) -> str:
+    floor = v.floor
     if not floor:
         return "-"
-    if floor["degenerate"]:
-        return f"not identified (E = {fmt(floor['E'])} at its bound)"
-    return f"{letter_text(floor)} (E = {fmt(floor['E'])} {e_interval(floor)})".replace("  ", " ")
+    if floor.degenerate:
+        return f"not identified (E = {fmt(floor.E)} at its bound)"
+    return f"{letter_text(floor)} (E = {fmt(floor.E)} {e_interval(floor)})".replace("  ", " ")
 
 
-def e_interval(floor: dict) -> str:
+def e_interval(floor: FloorVerdict) -> str:
     """E's interval, one-sided where an end is a bound (0 or the pair's smallest loss)."""
-    ci, ends = floor.get("E_ci"), floor.get("E_ci_open_ends") or []
+    ci, ends = floor.E_ci, floor.E_ci_open_ends or []
     if not ci:
         return ""
     if len(ends) == 2:
@@ -160,103 +161,103 @@ def backtest_text(fit_backtest: dict | None) -> str:
             f"{interval(fit_backtest['ci'], lambda x: fmt(x, 4))}, measured {fmt(fit_backtest['measured'], 4)}")
 
 
-def answer_line(method: str, v: dict, unit: str) -> str:
+def answer_line(method: str, v: Verdict, unit: str) -> str:
     """One quotable line: the letter through its horizon (or why none), the compute multiplier with
     its interval, and the trend beyond the horizon, labelled as extrapolation."""
-    if v.get("letter_shares") is None:
-        return f"{method}: no letter ({v.get('reason')})." + _gap_sentence(v, unit)
-    through = f"through {fmt(v['horizon_pf_days'])} {unit} ({v['horizon_factor']:.3g}x the largest compute measured)"
-    if v.get("scenario"):
-        head = (f"{method}: **{v['scenario']}** {through}: {SCENARIO_WORDS[v['scenario']]} (bootstrap share "
-                f"{100 * v['bootstrap_share']:.1f}%).")
+    if v.letter_shares is None:
+        return f"{method}: no letter ({v.reason})." + _gap_sentence(v, unit)
+    through = f"through {fmt(v.horizon)} {unit} ({v.horizon_factor:.3g}x the largest compute measured)"
+    if v.scenario:
+        head = (f"{method}: **{v.scenario}** {through}: {SCENARIO_WORDS[v.scenario]} (bootstrap share "
+                f"{100 * v.bootstrap_share:.1f}%).")
     else:
-        head = f"{method}: **{letter_text(v)}** {through}: {v['reason']}."
+        head = f"{method}: **{letter_text(v)}** {through}: {v.reason}."
     mid = _middle_multiplier(v)
     if mid is not None:
-        text = f" To reach loss {mid['loss']:.3g} it needs {times(mid['value'])} {ratio_interval(mid)} BP's compute"
-        trend = (v.get("compute_multiplier_trend") or {}).get("direction")
-        spread = "its interval includes the floor fit's" if mid.get("ci_includes_model_spread") else ""
+        text = f" To reach loss {mid.loss:.3g} it needs {times(mid.value)} {ratio_interval(mid)} BP's compute"
+        trend = v.compute_multiplier_trend.direction if v.compute_multiplier_trend else None
+        spread = "its interval includes the floor fit's" if mid.ci_includes_model_spread else ""
         extra = [x for x in (trend, _extrapolation(v), spread) if x]
         head += text.replace("  ", " ") + (f" ({'; '.join(extra)})" if extra else "") + "."
     return head + f" Beyond the horizon (extrapolation): {beyond_text(v)}."
 
 
-def _gap_sentence(v: dict, unit: str) -> str:
-    gap = v.get("measured_gap")
+def _gap_sentence(v: Verdict, unit: str) -> str:
+    gap = v.measured_gap if v.measured else None
     if not gap:
         return ""
-    lo, hi = 100 * gap["min"], 100 * gap["max"]
+    lo, hi = 100 * gap.min, 100 * gap.max
 
     def side(x):
         return f"{abs(x):.1f}% {'above' if x > 0 else 'below'}"
-    lo_c, hi_c = gap["compute_pf_days"]
+    lo_c, hi_c = gap.compute
     span = f"at {fmt(lo_c)} {unit}" if lo_c == hi_c else f"{fmt(lo_c)} to {fmt(hi_c)} {unit}"
     spread = side(lo) if abs(hi - lo) < 0.05 else f"{side(lo)} to {side(hi)}"
     return f" Where both were measured ({span}) its frontier points lie {spread} BP's frontier."
 
 
-def share_text(v: dict) -> str:
-    return "-" if v.get("bootstrap_share") is None else f"{100 * v['bootstrap_share']:.1f}%"
+def share_text(v: Verdict) -> str:
+    return "-" if v.bootstrap_share is None else f"{100 * v.bootstrap_share:.1f}%"
 
 
-def table_cells(method: str, v: dict, backtests: dict | None = None) -> list[str]:
+def table_cells(method: str, v: Verdict, backtests: dict | None = None) -> list[str]:
     tests = backtests or {}
     checks = "; ".join(f"{m} {backtest_text(tests.get(m))}" for m in (method, REFERENCE) if tests.get(m))
     return [method, letter_text(v), share_text(v), multiplier_text(v), trend_text(v), beyond_text(v),
             floor_text(v), checks or "-"]
 
 
-def notes(method: str, v: dict, unit: str) -> list[str]:
+def notes(method: str, v: Verdict, unit: str) -> list[str]:
     """What the table cannot say: why undetermined, the crossover, the floors, extrapolations, the gap."""
     out = []
-    if v.get("letter_shares") is None and v.get("reason"):
-        out.append(f"{method}: no letter ({v['reason']}).")
-    if v.get("letter_shares") is not None and not v.get("scenario"):
-        shares = ", ".join(f"{k} {100 * s:.0f}%" for k, s in v["letter_shares"].items() if s >= 0.005)
-        out.append(f"{method}: undetermined: {v['reason']} (bootstrap shares: {shares}).")
-    if v.get("horizon_reason"):
-        out.append(f"{method}: {v['horizon_reason']}.")
-    cross = v.get("crossover")
+    if v.letter_shares is None and v.reason:
+        out.append(f"{method}: no letter ({v.reason}).")
+    if v.letter_shares is not None and not v.scenario:
+        shares = ", ".join(f"{k} {100 * s:.0f}%" for k, s in v.letter_shares.items() if s >= 0.005)
+        out.append(f"{method}: undetermined: {v.reason} (bootstrap shares: {shares}).")
+    if v.horizon_reason:
+        out.append(f"{method}: {v.horizon_reason}.")
+    cross = v.crossover
     if cross:
-        where = ("inside the compute range both measured" if cross["inside_measured_range"] else
-                 f"{cross['times_largest_compute']:.3g}x the largest compute studied: an extrapolation")
-        out.append(f"{method}: the fitted frontiers cross at {fmt(cross['value'])} {interval(cross['ci'])} {unit}, "
+        where = ("inside the compute range both measured" if cross.inside_measured_range else
+                 f"{cross.times_largest_compute:.3g}x the largest compute studied: an extrapolation")
+        out.append(f"{method}: the fitted frontiers cross at {fmt(cross.value)} {interval(cross.ci)} {unit}, "
                    f"{where}.")
     out += _floor_notes(method, v)
-    read = v.get("c_min_extrapolated_decades") or {}
+    read = v.c_min_extrapolated_decades or {}
     if read:
         out.append(f"{method}: Δ ln L at the smallest compute reads " + ", ".join(
             f"{m}'s law {d:.2g} decades outside its runs" for m, d in read.items()) + ".")
-    withheld = [e for e in v.get("compute_multiplier") or [] if e.get("ci_reason")]
+    withheld = [e for e in v.compute_multiplier or [] if e.ci_reason]
     if withheld:
-        losses = ", ".join(f"{e['loss']:.3g}" for e in withheld)
-        out.append(f"{method}: no 95% interval for the multiplier at loss {losses}: {withheld[0]['ci_reason']}.")
+        losses = ", ".join(f"{e.loss:.3g}" for e in withheld)
+        out.append(f"{method}: no 95% interval for the multiplier at loss {losses}: {withheld[0].ci_reason}.")
     extrapolated = _extrapolation(v)
     if extrapolated:
         out.append(f"{method}: the losses of both frontiers do not overlap, so the multiplier is read at "
-                   f"{v['compute_multiplier_losses_from']}'s losses, {extrapolated}.")
+                   f"{v.compute_multiplier_losses_from}'s losses, {extrapolated}.")
     gap = _gap_sentence(v, unit)
     if gap:
         out.append(f"{method}:{gap}")
     return out
 
 
-def _floor_notes(method: str, v: dict) -> list[str]:
+def _floor_notes(method: str, v: Verdict) -> list[str]:
     out = []
-    floor = v.get("floor")
+    floor = v.floor
     if floor:
-        if floor["degenerate"]:
-            out.append(f"{method}: the floor E shared with BP is not identified (fitted at {fmt(floor['E'])}, at a "
-                       f"bound of [0, {fmt(floor['E_upper_bound'])}]), so it decides nothing.")
+        if floor.degenerate:
+            out.append(f"{method}: the floor E shared with BP is not identified (fitted at {fmt(floor.E)}, at a "
+                       f"bound of [0, {fmt(floor.E_upper_bound)}]), so it decides nothing.")
         else:
-            out.append(f"{method}: with one floor E = {fmt(floor['E'])} {e_interval(floor)} shared with BP: "
-                       f"{letter_text(floor)} (Δalpha of the reducible losses {_signed(floor['delta_alpha'])} "
-                       f"{interval(floor['delta_alpha_ci'], _signed)}; {100 * floor['E_samples_at_bound']:.0f}% of "
+            out.append(f"{method}: with one floor E = {fmt(floor.E)} {e_interval(floor)} shared with BP: "
+                       f"{letter_text(floor)} (Δalpha of the reducible losses {_signed(floor.delta_alpha)} "
+                       f"{interval(floor.delta_alpha_ci, _signed)}; {100 * floor.E_samples_at_bound:.0f}% of "
                        "bootstrap floors at a bound).")
-    own = v.get("per_method_floors")
+    own = v.per_method_floors
     if own:
         out.append(f"{method}: sensitivity, a floor per method: " + (
-            letter_text(own) if own.get("possible_letters") else f"not fitted ({own['reason']})") + ".")
+            letter_text(own) if own.possible_letters else f"not fitted ({own.reason})") + ".")
     return out
 
 
@@ -310,7 +311,7 @@ def other_rows(all_fits: dict[str, AccountingFits]) -> list[list[str]]:
         if REFERENCE not in fits.fits:
             rows.append(["-", name, "no verdict: BP has no fitted frontier", "-"])
             continue
-        rows += [[m, name, letter_text(v) + (f" ({v['reason']})" if v.get("letter_shares") is None and v.get("reason")
+        rows += [[m, name, letter_text(v) + (f" ({v.reason})" if v.letter_shares is None and v.reason
                                             else ""), multiplier_text(v)] for m, v in fits.verdicts.items()]
     return rows
 
