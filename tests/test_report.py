@@ -97,10 +97,10 @@ def test_fits_recover_the_exponent_of_a_known_l_n_d(study):
         assert fit.alpha_C_ci[0] <= fit.alpha_C <= fit.alpha_C_ci[1]
         assert quality["power_law_ok"], quality["problems"]
         assert len(quality["sizes_on_frontier"]) >= 4
-    assert fits.verdicts["dfa_block"]["scenario"] == "D"  # as in the paper: DFA worse at every compute studied
-    assert fits.verdicts["dfa_block"]["bootstrap_share"] >= 0.9
-    gap = fits.verdicts["dfa_block"]["measured_gap"]
-    assert 0 < gap["min"] <= gap["max"]  # measured: dfa_block above bp wherever both were measured
+    assert fits.verdicts["dfa_block"].scenario == "D"  # as in the paper: DFA worse at every compute studied
+    assert fits.verdicts["dfa_block"].bootstrap_share >= 0.9
+    gap = fits.verdicts["dfa_block"].measured_gap
+    assert 0 < gap.min <= gap.max  # measured: dfa_block above bp wherever both were measured
 
 
 def test_report_files(study):

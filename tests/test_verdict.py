@@ -2,6 +2,7 @@
 shared floor, no letter without two power laws, the measured gap; the points CSV and the
 `beyondbp fit` command with strict JSON."""
 import csv
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -14,6 +15,7 @@ from beyondbp.fit.frontier import PAPER_TABLE1, fit_frontier
 from beyondbp.fit.multiplier import crossover
 from beyondbp.fit.simulate import Design, scenarios, study_rows
 from beyondbp.fit.verdict import _apply_floor, judge, measured_gap
+from beyondbp.fit.verdict_types import Decision, FloorVerdict, Verdict
 from helpers import strict_loads
 
 ALPHA, C_C = -0.07, 3.8e3
@@ -54,23 +56,23 @@ def test_verdict_on_known_laws(letter):
     alt = make_fit(alpha, law_through(alpha, C_LO, loss_lo), bootstrap=100, name="alt")
     ref = make_fit(ALPHA, C_C, bootstrap=100, name="bp")
     out = judge(alt, ref, C_LO, C_HI, "alt")
-    assert out["scenario"] == letter and out["bootstrap_share"] == 1.0
-    assert out["letter_shares"] == {k: float(k == letter) for k in "ABCD"}
-    assert out["delta_alpha"] == pytest.approx(alpha - ALPHA, abs=1e-9)
-    assert out["delta_log_loss_at_c_min"] == pytest.approx(math.log(loss_lo / REF_AT_LO), abs=1e-9)
+    assert out.scenario == letter and out.bootstrap_share == 1.0
+    assert out.letter_shares == {k: float(k == letter) for k in "ABCD"}
+    assert out.delta_alpha == pytest.approx(alpha - ALPHA, abs=1e-9)
+    assert out.delta_log_loss_at_c_min == pytest.approx(math.log(loss_lo / REF_AT_LO), abs=1e-9)
     if letter in "AD":
-        assert out["crossover"] is None
+        assert out.crossover is None
     else:
         # gap at C_LO is ln(1.06) or ln(0.94); it closes at rate |alpha - ALPHA| per ln C
         expected = C_LO * math.exp(abs(math.log(loss_lo / REF_AT_LO)) / 0.02)
-        assert out["crossover"]["value"] == pytest.approx(expected, rel=1e-6)
-        assert out["crossover"]["inside_measured_range"] == (expected <= C_HI)
+        assert out.crossover.value == pytest.approx(expected, rel=1e-6)
+        assert out.crossover.inside_measured_range == (expected <= C_HI)
     # the compute multiplier: on two exact laws, C_alt(L) / C_ref(L) at the shared losses
-    for entry in out["compute_multiplier"]:
-        log_l = math.log(entry["loss"])
+    for entry in out.compute_multiplier:
+        log_l = math.log(entry.loss)
         log_c_alt = math.log(law_through(alpha, C_LO, loss_lo)) + log_l / alpha
         log_c_ref = math.log(C_C) + log_l / ALPHA
-        assert entry["value"] == pytest.approx(math.exp(log_c_alt - log_c_ref), rel=1e-6)
+        assert entry.value == pytest.approx(math.exp(log_c_alt - log_c_ref), rel=1e-6)
 
 
 def noisy_frontier(alpha, c_c, seed, n=8, noise=0.003, c_hi=C_HI):
@@ -86,9 +88,9 @@ def test_judge_gives_each_letter_with_confidence_from_residual_bootstraps():
         alpha, loss_lo = CASES[letter]
         alt = fit_frontier(*noisy_frontier(alpha, law_through(alpha, C_LO, loss_lo), i + 1), name=f"alt_{letter}")
         out = judge(alt, ref, C_LO, C_HI, f"alt_{letter}")
-        assert out["scenario"] == letter and out["bootstrap_share"] >= 0.95  # both intervals exclude 0
-        assert out["delta_alpha_ci"][0] <= out["delta_alpha"] <= out["delta_alpha_ci"][1]
-        assert (out["crossover"] is None) == (letter in "AD")
+        assert out.scenario == letter and out.bootstrap_share >= 0.95  # both intervals exclude 0
+        assert out.delta_alpha_ci[0] <= out.delta_alpha <= out.delta_alpha_ci[1]
+        assert (out.crossover is None) == (letter in "AD")
 
 
 def test_nearly_parallel_laws_give_a_letter_through_the_horizon_and_leave_infinity_open():
@@ -98,17 +100,17 @@ def test_nearly_parallel_laws_give_a_letter_through_the_horizon_and_leave_infini
     alt = fit_frontier(*noisy_frontier(alpha, law_through(alpha, C_LO, 1.06 * REF_AT_LO), 5, n=4, noise=0.004,
                                        c_hi=10 * C_LO), name="alt")
     out = judge(alt, ref, C_LO, 10 * C_LO, "alt")
-    assert out["scenario"] == "D" and out["horizon_pf_days"] == pytest.approx(100 * C_LO)
-    assert out["delta_log_loss_at_horizon_ci"][0] > 0 and out["crossover"] is None
-    trend = out["trend"]  # as C -> infinity the pure laws cannot tell: B or D, labelled as extrapolation
-    assert trend["letter_at_infinity"] is None and trend["possible_letters_at_infinity"] == ["B", "D"]
-    assert trend["extrapolation"] and trend["delta_alpha_ci"][0] < 0 < trend["delta_alpha_ci"][1]
-    shares = out["letter_shares"]
-    assert sum(shares.values()) == pytest.approx(1.0) and out["bootstrap_share"] == shares["D"] >= 0.975
+    assert out.scenario == "D" and out.horizon == pytest.approx(100 * C_LO)
+    assert out.delta_log_loss_at_horizon_ci[0] > 0 and out.crossover is None
+    trend = out.trend  # as C -> infinity the pure laws cannot tell: B or D, labelled as extrapolation
+    assert trend.letter_at_infinity is None and trend.possible_letters_at_infinity == ["B", "D"]
+    assert trend.extrapolation and trend.delta_alpha_ci[0] < 0 < trend.delta_alpha_ci[1]
+    shares = out.letter_shares
+    assert sum(shares.values()) == pytest.approx(1.0) and out.bootstrap_share == shares["D"] >= 0.975
     # through a horizon of 10^12 x the data the extrapolated gap is no longer resolved
     far = judge(alt, ref, C_LO, 10 * C_LO, "alt", horizon_factor=1e12)
-    assert far["scenario"] is None and far["possible_letters"] == ["B", "D"]
-    assert far["reason"].startswith("the interval of Δ ln L at the horizon, [") and far["reason"].endswith("includes 0")
+    assert far.scenario is None and far.possible_letters == ["B", "D"]
+    assert far.reason.startswith("the interval of Δ ln L at the horizon, [") and far.reason.endswith("includes 0")
 
 
 def test_a_shared_floor_no_longer_makes_a_b_through_the_horizon():
@@ -131,29 +133,34 @@ def test_a_shared_floor_no_longer_makes_a_b_through_the_horizon():
     assert v["per_method_floors"]["scenario"] == "D"  # 8 points each: a floor of its own per method
 
 
+def decision(letter: str) -> Decision:
+    return Decision(letter, [letter], letter, 0.99, {letter: 0.99}, "delta_log_loss_at_horizon", 0.1, [0.05, 0.15],
+                    0.1, [0.05, 0.15], 0, None)
+
+
 def test_an_identified_floor_that_disagrees_decides_and_a_degenerate_one_does_not():
-    pure = {"scenario": "B"}
-    floor = {"scenario": "D", "possible_letters": ["D"], "degenerate": False}
-    out = {"scenario": "B", "bootstrap_share": 0.99}
+    pure = decision("B")
+    floor = FloorVerdict(decision("D"), 0.0, [-0.1, 0.1], 1.5, [1.4, 1.6], 2.0, False, [], 0.0, ["alt", "bp"])
+    out = Verdict(scenario="B", bootstrap_share=0.99)
     _apply_floor(out, pure, floor)
-    assert out["scenario"] is None and out["bootstrap_share"] is None and out["possible_letters"] == ["B", "D"]
-    assert out["reason"] == "the floor decides: pure power laws give B, one floor E shared by the pair gives D"
-    out = {"scenario": "B", "bootstrap_share": 0.99}
-    _apply_floor(out, pure, {**floor, "degenerate": True})  # a floor at its bound is not identified
-    assert out == {"scenario": "B", "bootstrap_share": 0.99}
+    assert out.scenario is None and out.bootstrap_share is None and out.possible_letters == ["B", "D"]
+    assert out.reason == "the floor decides: pure power laws give B, one floor E shared by the pair gives D"
+    out = Verdict(scenario="B", bootstrap_share=0.99)
+    _apply_floor(out, pure, replace(floor, degenerate=True))  # a floor at its bound is not identified
+    assert out == Verdict(scenario="B", bootstrap_share=0.99)
 
 
 def test_no_letter_unless_both_frontiers_are_power_laws():
     ref = make_fit(ALPHA, C_C, bootstrap=50)
     flat = make_fit(-0.001, 1e300, points=np.geomspace(1e-4, 2e-4, 3), bootstrap=50)  # 0.3 decades, under 0.5
     out = judge(flat, ref, C_LO, C_HI, "dfa_block")
-    assert out["scenario"] is None and out["bootstrap_share"] is None and out["crossover"] is None
-    assert out["letter_shares"] is None and out["compute_multiplier"] is None
-    assert out["reason"] == ("dfa_block's frontier is not a power law (spans 0.30 decades of compute, under 0.5)")
+    assert out.scenario is None and out.bootstrap_share is None and out.crossover is None
+    assert out.letter_shares is None and out.compute_multiplier is None
+    assert out.reason == ("dfa_block's frontier is not a power law (spans 0.30 decades of compute, under 0.5)")
     out = judge(ref, flat, C_LO, C_HI, "dfa", "bp")
-    assert out["reason"].startswith("bp's frontier is not a power law")
+    assert out.reason.startswith("bp's frontier is not a power law")
     no_samples = judge(ref, make_fit(ALPHA, C_C), C_LO, C_HI)
-    assert no_samples["reason"] == "no bootstrap samples, so no intervals and no letter"
+    assert no_samples.reason == "no bootstrap samples, so no intervals and no letter"
 
 
 def test_measured_gap_interpolates_the_reference_between_its_points():
@@ -162,8 +169,8 @@ def test_measured_gap_interpolates_the_reference_between_its_points():
     alt = fit_frontier(alt_c, 1.10 * (alt_c / C_C) ** ALPHA, bootstrap=0)
     gap = measured_gap(alt, ref)
     # the reference's points lie on a power law, so log-linear interpolation is exact: 10% above
-    assert gap["compute_pf_days"] == [1e-5, 1e-3] and gap["n_points"] == 2
-    assert gap["min"] == pytest.approx(0.10, rel=1e-9) and gap["max"] == pytest.approx(0.10, rel=1e-9)
+    assert gap.compute == [1e-5, 1e-3] and gap.n_points == 2
+    assert gap.min == pytest.approx(0.10, rel=1e-9) and gap.max == pytest.approx(0.10, rel=1e-9)
     assert measured_gap(make_fit(ALPHA, C_C, points=np.array([1.0, 2.0, 3.0])), ref) is None
 
 
@@ -292,8 +299,8 @@ def test_paper_table1_in_kaplan_form_gives_sensible_losses():
     # model: over the compute it studied BP is always better (scenario D)
     dfa, bp = make_fit(*PAPER_TABLE1["dfa_block"], bootstrap=50), make_fit(*PAPER_TABLE1["bp"], bootstrap=50)
     assert math.exp(crossover(dfa, bp)[0]) == pytest.approx(2.41e-6, rel=0.01)
-    assert judge(dfa, bp, c_min=1e-4)["scenario"] == "D"
-    assert judge(dfa, bp, c_min=1e-6)["scenario"] == "C"
+    assert judge(dfa, bp, c_min=1e-4).scenario == "D"
+    assert judge(dfa, bp, c_min=1e-6).scenario == "C"
 
 
 # --- calibration on simulated studies (the full version: benchmarks/verdict_calibration.py) ---
@@ -315,7 +322,7 @@ def test_delta_alpha_interval_covers_the_truth_95_percent_of_the_time():
         fits = {m: fit_frontier([r["compute_pf_days"] for r in rows if r["method"] == m],
                                 [r["loss"] for r in rows if r["method"] == m], bootstrap=500, seed=seed, name=m)
                 for m in ("alt", "bp")}
-        lo, hi = judge(fits["alt"], fits["bp"], SMALL.compute[0], SMALL.compute[-1], "alt")["delta_alpha_ci"]
+        lo, hi = judge(fits["alt"], fits["bp"], SMALL.compute[0], SMALL.compute[-1], "alt").delta_alpha_ci
         covered += lo <= truth <= hi
     # measured: 0.985 (0.975 with Welch-Satterthwaite degrees of freedom; the smaller side's is safer)
     assert 0.92 <= covered / 200 <= 0.995
@@ -363,3 +370,30 @@ def test_fit_cli_takes_options_before_the_csv_and_has_help(tmp_path, capsys):
     assert main(["fit", "--bootstrap", "0", "--seed", "3", str(path)]) == 0
     table = strict_loads(capsys.readouterr().out)
     assert table["fits"]["bp"]["alpha_C"] == pytest.approx(ALPHA, abs=0.005)
+
+
+FIRST_KEYS = ["scenario", "possible_letters", "bootstrap_share", "letter_shares", "pure_scenario", "horizon_pf_days",
+              "horizon_factor", "horizon_reason", "delta_log_loss_at_horizon", "delta_log_loss_at_horizon_ci", "trend",
+              "delta_alpha", "delta_alpha_ci", "delta_log_loss_at_c_min", "delta_log_loss_at_c_min_ci",
+              "c_min_extrapolated_decades", "crossover", "compute_multiplier", "compute_multiplier_trend",
+              "compute_multiplier_losses_from", "floor", "per_method_floors"]
+
+
+def test_a_verdict_writes_the_keys_of_the_first_results_format_in_their_order():
+    """results.json stays byte-identical: a letter, a withheld letter and an L*(C) verdict keep
+    their keys and order (compute keys named _pf_days as before, whatever the accounting's unit)."""
+    ref = make_fit(ALPHA, C_C, bootstrap=50)
+    alt = make_fit(ALPHA - 0.02, C_C, bootstrap=50)
+    full = judge(alt, ref, C_LO, C_HI, "alt").to_dict()
+    assert list(full) == FIRST_KEYS + ["c_min_pf_days", "c_max_pf_days", "measured_gap", "nan_samples_dropped",
+                                       "reason"]
+    assert list(full["trend"]) == ["delta_alpha", "delta_alpha_ci", "letter_at_infinity",
+                                   "possible_letters_at_infinity", "bootstrap_share_at_infinity", "extrapolation"]
+    assert list(full["measured_gap"]) == ["compute_pf_days", "min", "max", "n_points"]
+    assert list(full["compute_multiplier"][0]) == ["loss", "value", "ci", "extrapolated_decades", "ci_reason",
+                                                   "ci_includes_model_spread"]
+    withheld = judge(alt, make_fit(ALPHA, C_C), C_LO, C_HI).to_dict()
+    assert list(withheld) == FIRST_KEYS + ["c_min_pf_days", "c_max_pf_days", "measured_gap", "reason"]
+    assert withheld["c_min_pf_days"] == C_LO and withheld["reason"].startswith("no bootstrap samples")
+    law = Verdict(reason="bp's L*(C) is no power law", measured=False).to_dict()
+    assert list(law) == FIRST_KEYS + ["reason"] and law["possible_letters"] == ["A", "B", "C", "D"]

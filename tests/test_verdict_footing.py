@@ -66,7 +66,7 @@ def test_a_floor_at_its_bound_is_degenerate_and_its_interval_one_sided():
     report = floor.bounds_report()
     assert "lower" in report["E_ci_open_ends"] and report["E_samples_at_bound"] > 0.5
     v = judge(fits["alt"], fits["bp"], 1e-9, 1e-8, "alt", "bp", floor)
-    assert v["floor"]["degenerate"] and v["scenario"] == "D"  # a floor that is not identified decides nothing
+    assert v.floor.degenerate and v.scenario == "D"  # a floor that is not identified decides nothing
 
 
 def law_fit(alpha, loss_at_lo, lo, hi, name, n=5, bootstrap=300, noise=0.002, seed=0):
@@ -81,13 +81,13 @@ def test_a_multiplier_read_far_outside_the_data_has_no_interval_without_an_ident
     bp = law_fit(-0.08, 2.5, 1e-9, 1e-8, "bp")
     alt = law_fit(-0.05, 3.3, 1e-9, 1e-8, "alt", seed=1)
     v = judge(alt, bp, 1e-9, 1e-8, "alt", "bp")
-    entries = v["compute_multiplier"]
-    far = [e for e in entries if max(e["extrapolated_decades"].values(), default=0) > 0.3]
+    entries = v.compute_multiplier
+    far = [e for e in entries if max(e.extrapolated_decades.values(), default=0) > 0.3]
     assert far, entries
     for e in far:
-        assert e["ci"] is None and e["ci_reason"].startswith("read ") and "no identified floor fit" in e["ci_reason"]
-    near = [e for e in entries if max(e["extrapolated_decades"].values(), default=0) <= 0.3]
-    assert all(e["ci"] is not None and e["ci_reason"] is None for e in near)
+        assert e.ci is None and e.ci_reason.startswith("read ") and "no identified floor fit" in e.ci_reason
+    near = [e for e in entries if max(e.extrapolated_decades.values(), default=0) <= 0.3]
+    assert all(e.ci is not None and e.ci_reason is None for e in near)
 
 
 def test_a_law_that_misses_its_largest_size_fails_its_backtest_and_claims_nothing_beyond_the_data():
