@@ -103,6 +103,18 @@ def test_fits_recover_the_exponent_of_a_known_l_n_d(study):
     assert 0 < gap.min <= gap.max  # measured: dfa_block above bp wherever both were measured
 
 
+def test_frontier_points_carry_compute_in_each_accountings_unit(study):
+    """The rows' compute is what the accounting counts: PF-days for the paper's, the elapsed
+    seconds under the wall-clock accounting (not a key that says PF-days)."""
+    _, results = report.collect(study)
+    kept = report.best_lr_runs(results)
+    by_run = {r.run.name: r.metrics[-1] for r in kept}
+    for accounting, column in (("paper", "compute_pf_days"), ("wall_clock", "elapsed_s")):
+        rows = report.frontier_points(kept, accounting)
+        assert rows and all(row["compute"] == by_run[row["run"]][column] for row in rows)
+        assert all("compute_pf_days" not in row for row in rows)
+
+
 def test_report_files(study):
     out = write_report(study, bootstrap=200)
     for name in ("table1.md", "table1.csv", "table1.tex", "verdict.md", "runs.md", "results.json", "frontier.png",

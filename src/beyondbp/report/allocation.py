@@ -60,7 +60,7 @@ def _run_tokens(r: RunResult) -> float:
 
 def _per_param_token(runs: list[RunResult], accounting: str) -> float | None:
     """Median over runs of (final compute in the accounting's reported unit) / (N D)."""
-    column, factor = ACCOUNTINGS[accounting][:2]
+    column, factor = ACCOUNTINGS[accounting].column, ACCOUNTINGS[accounting].factor
     ratios = [r.last(column) * factor / (r.run.n_params * _run_tokens(r)) for r in runs
               if r.last(column) and r.last(column) > 0]
     return float(np.median(ratios)) if ratios else None
@@ -106,7 +106,7 @@ def allocation_json(section: AllocationSection) -> dict:
         "bootstrap": section.bootstrap,
         "fits": {m: {"lnd_fit": f.to_dict(), **section.summaries[m]} for m, f in section.fits.items()},
         "unfitted": section.unfitted,
-        "accountings": {a: {"unit": ACCOUNTINGS[a][2],
+        "accountings": {a: {"unit": ACCOUNTINGS[a].unit,
                             "compute_per_param_token": section.k[a],
                             "optimal_loss": {m: law.to_dict() for m, law in section.laws[a].items()},
                             "verdicts": {m: v.to_dict() for m, v in section.verdicts[a].items()}}

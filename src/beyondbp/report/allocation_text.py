@@ -90,11 +90,13 @@ def allocation_blocks(section: AllocationSection, envelopes: dict[str, Accountin
         return blocks
     rows, computes = _allocation_rows(section)
     blocks += [("h3", "Fits"), ("table", FIT_HEADER, _fit_rows(section)),
-               ("h3", f"Compute-optimal allocation ({ACCOUNTINGS['paper'][3]})"), ("table", ALLOCATION_HEADER, rows),
+               ("h3", f"Compute-optimal allocation ({ACCOUNTINGS['paper'].description})"),
+               ("table", ALLOCATION_HEADER, rows),
                ("p", "Smallest and largest compute of each method's runs, in PF-days: " + "; ".join(computes)
                 + ". The isoFLOP column is Chinchilla's approach 2 (a parabola per fixed compute), a cross-check of "
                 "N_opt's exponent.")]
-    for accounting, (_, _, unit, description) in ACCOUNTINGS.items():
+    for accounting, counted in ACCOUNTINGS.items():
+        unit, description = counted.unit, counted.description
         if not section.laws[accounting]:
             continue
         blocks += [("h3", f"L*(C) and its verdict, compute as {description}"),

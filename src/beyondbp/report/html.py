@@ -30,11 +30,11 @@ def _verdicts_html(all_fits: dict) -> str:
     out = ""
     if REFERENCE in paper.fits and paper.verdicts:
         out += _html_table(TABLE_HEADER, verdict_rows(paper))
-    items = verdict_notes(paper, ACCOUNTINGS["paper"][2])
+    items = verdict_notes(paper, ACCOUNTINGS["paper"].unit)
     out += "<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in items) + "</ul>" if items else ""
     others = other_rows(all_fits)
     if others:
-        names = "; ".join(f"{name}: {ACCOUNTINGS[name][3]}" for name in all_fits if name != "paper")
+        names = "; ".join(f"{name}: {ACCOUNTINGS[name].description}" for name in all_fits if name != "paper")
         out += (f"<details><summary>The other accountings</summary><p>{html.escape(names)}.</p>"
                 f"{_html_table(OTHER_HEADER, others)}</details>")
     return out
@@ -71,7 +71,7 @@ figcaption {{ color: #666; font-size: 0.85em; }}
 </style></head><body>
 <h1>{title}</h1>
 {figure.get(lead, "")}
-<h2>The answer, under {html.escape(ACCOUNTINGS['paper'][3])}</h2>
+<h2>The answer, under {html.escape(ACCOUNTINGS['paper'].description)}</h2>
 <ul>{answer}</ul>
 <p>{html.escape(LEGEND)}</p>
 <h2>Verdicts</h2>

@@ -27,17 +27,10 @@ from ..fit.verdict import judge_all
 from ..fit.verdict_types import Verdict
 from ..study.folder import load_study
 from ..study.plan import PlannedRun
-from ..runs.folder import PF_DAY, read_metrics, read_summary, run_state
+from ..runs.accounting import ACCOUNTINGS
+from ..runs.folder import read_metrics, read_summary, run_state
 
 REFERENCE = "bp"
-# name -> (metrics column, factor to the reported unit, unit, description)
-ACCOUNTINGS = {
-    "paper": ("compute_pf_days", 1.0, "PF-days", "the paper's count (BP 6N, DFA 4N, shallow 2N FLOPs per token)"),
-    "optimistic": ("compute_flops_optimistic", 1.0 / PF_DAY, "PF-days",
-                   "optimistic count (a free feedback projection, e.g. on an optical co-processor)"),
-    "exact": ("compute_flops_exact", 1.0 / PF_DAY, "PF-days", "exact FLOP count, attention and feedback included"),
-    "wall_clock": ("elapsed_s", 1.0, "s", "measured training wall-clock seconds on this study's hardware"),
-}
 # At or above this `residual_common`, every position carries (nearly) the same vector into the
 # final LayerNorm, so the model predicts one distribution everywhere: the unigram plateau.
 COLLAPSED = 0.999
@@ -152,11 +145,12 @@ def _chosen_rows(r: RunResult, column: str, mode: str) -> list[dict]:
 
 
 def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final") -> list[dict]:
-    """Rows (method, compute, loss, run, size) of the frontier's candidate points (`_chosen_rows`).
+    """Rows (method, compute, loss, run, size) of the frontier's candidate points (`_chosen_rows`);
+    compute in the accounting's unit (PF-days, or seconds under the wall-clock accounting).
     The seeds of one configuration are averaged step by step into one point, the mean of their
     ln(loss) (`fit.tuning.mean_log_loss`): the envelope of several seeds would otherwise pick the
     luckiest one."""
-    column, factor = ACCOUNTINGS[accounting][:2]
+    column, factor = ACCOUNTINGS[accounting].column, ACCOUNTINGS[accounting].factor
     by_config: dict[tuple, list[RunResult]] = {}
     for r in runs:
         by_config.setdefault((r.run.method, r.run.size, r.run.budget, r.run.lr), []).append(r)
@@ -167,7 +161,7 @@ def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final")
             for m in _chosen_rows(r, column, mode):
                 per_step.setdefault(m["step"], []).append(m)
         name = seeds[0].run.name if len(seeds) == 1 else seeds[0].run.name.rsplit("_s", 1)[0] + "_seeds"
-        rows += [{"method": seeds[0].run.method, "compute_pf_days": float(np.mean([m[column] for m in ms])) * factor,
+        rows += [{"method": seeds[0].run.method, "compute": float(np.mean([m[column] for m in ms])) * factor,
                   "loss": mean_log_loss([m["val_loss"] for m in ms]), "run": name, "size": seeds[0].run.size}
                  for step, ms in sorted(per_step.items()) if len(ms) == len(seeds)]
     return rows
@@ -200,12 +194,12 @@ def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: i
     several seeds ran (`fit.tuning.pooled_seed_noise`), carried into that method's intervals."""
     out = AccountingFits()
     if rows:
-        computes = [r["compute_pf_days"] for r in rows]
+        computes = [r["compute"] for r in rows]
         out.c_range = (min(computes), max(computes))
     spans = {}
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method]
-        computes = [r["compute_pf_days"] for r in mine]
+        computes = [r["compute"] for r in mine]
         spans[method] = (min(computes), max(computes))
         try:
             out.fits[method] = fit_frontier(computes, [r["loss"] for r in mine], [r["run"] for r in mine],

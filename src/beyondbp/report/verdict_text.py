@@ -334,14 +334,14 @@ def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: 
     accountings in one small table, the notes once; `extra`: further sections (Markdown lines)."""
     paper = all_fits["paper"]
     lines = [f"# Verdict: {spec['name']}", "", "![The compute-efficient frontiers](frontier.png)", "",
-             f"## The answer, under {ACCOUNTINGS['paper'][3]}", ""]
+             f"## The answer, under {ACCOUNTINGS['paper'].description}", ""]
     lines += [f"- {line}" for line in answer_lines(paper)] + ["", LEGEND, ""]
     if REFERENCE in paper.fits and paper.verdicts:
         lines += markdown_table(TABLE_HEADER, verdict_rows(paper)) + [""]
-    lines += [f"- {n}" for n in verdict_notes(paper, ACCOUNTINGS["paper"][2])] + [""]
+    lines += [f"- {n}" for n in verdict_notes(paper, ACCOUNTINGS["paper"].unit)] + [""]
     others = other_rows(all_fits)
     if others:
-        lines += ["## The other accountings", "", "; ".join(f"{name}: {ACCOUNTINGS[name][3]}" for name in all_fits
+        lines += ["## The other accountings", "", "; ".join(f"{name}: {ACCOUNTINGS[name].description}" for name in all_fits
                                                             if name != "paper") + ".", ""]
         lines += markdown_table(OTHER_HEADER, others) + [""]
     lines += extra or []

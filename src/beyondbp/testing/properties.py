@@ -15,11 +15,11 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..runs.accounting import DECLARED
 from ..train.alignment import measure_alignment
 from ..train.step import accumulate_gradients
 from .subject import Subject
 
-ACCOUNTINGS = ("paper", "optimistic", "exact")  # the keys of compute_per_token (runs.folder.compute_columns)
 LOSS_DROP = 0.5  # nats the validation loss must fall in the tiny run (5.55 -> about 3.3 is the unigram plateau)
 FLOP_TOLERANCE = 0.01  # relative gap allowed between the declared exact count and FlopCounterMode's
 # (every built-in method's exact count equals the measured one: both count matmuls and attention only)
@@ -87,11 +87,11 @@ def compute_declared(subject: Subject) -> dict:
     declared = method.compute_per_token()
     if not isinstance(declared, dict):
         raise subject.fail("compute_declared", f"compute_per_token() returned {type(declared).__name__}, not a dict")
-    missing = [a for a in ACCOUNTINGS if a not in declared]
+    missing = [a for a in DECLARED if a not in declared]
     if missing:
         raise subject.fail("compute_declared", f"compute_per_token() lacks {', '.join(map(repr, missing))} "
                                                f"(has {', '.join(map(repr, declared)) or 'nothing'})")
-    for key in ACCOUNTINGS:
+    for key in DECLARED:
         value = declared[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise subject.fail("compute_declared", f"compute_per_token()[{key!r}] = {value!r}: "
@@ -107,7 +107,7 @@ def compute_declared(subject: Subject) -> dict:
         raise subject.fail("compute_declared", f"declared exact {declared['exact']:,.0f} FLOPs per token, measured "
                                                f"{measured:,.0f} (ratio {ratio:.3f}, tolerance "
                                                f"{FLOP_TOLERANCE:.0%})")
-    return {**{f"declared_{k}": float(declared[k]) for k in ACCOUNTINGS}, "measured_exact": measured,
+    return {**{f"declared_{k}": float(declared[k]) for k in DECLARED}, "measured_exact": measured,
             "measured_over_declared": ratio}
 
 
