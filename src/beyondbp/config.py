@@ -401,6 +401,8 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what 
     "train.progress": (("auto", "on", "off"), "value"), "train.on_data_change": (("refuse", "restart"), "value"),
     "train.tracker": (("none", "tensorboard", "wandb"), "tracker"),
     "data.tokenizer": (("byte", "bpe", "gpt2"), "tokenizer"),
+    # a study's, not a RunConfig's: `study run --executor`, a spec's `slurm.cluster` (or `--cluster`)
+    "study.executor": (("local", "slurm"), "executor"), "slurm.cluster": (("slurm", "local"), "cluster"),
 }
 
 

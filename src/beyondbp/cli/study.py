@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..config import CHOICES
 from ..fit.defaults import DEFAULT_BOOTSTRAP
 from .method_imports import add_opt_in
 
@@ -211,10 +212,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="study folder")
     p.add_argument("--workers", type=int, default=None,
                    help="runs trained at once (default: one per GPU, else one per CPU core)")
-    p.add_argument("--executor", choices=("local", "slurm"), default="local",
-                   help="local: worker processes here; slurm: one submitit job per run (spec section slurm:)")
-    p.add_argument("--cluster", choices=("slurm", "local"), default=None,
-                   help="--executor slurm only: local runs the submitit jobs on this machine (tests, debugging)")
+    p.add_argument("--executor", choices=CHOICES["study.executor"][0], default="local",
+                   help="who trains the runs: local, a pool of worker processes on this machine (--workers); "
+                        "slurm, one submitit job per run (spec section slurm:, --cluster)")
+    p.add_argument("--cluster", choices=CHOICES["slurm.cluster"][0], default=None,
+                   help="--executor slurm only: where its submitit jobs run: slurm (submitted to the Slurm "
+                        "scheduler, the default) or local (submitit's local cluster: each job a process on this "
+                        "machine, for tests and debugging; not --executor local's worker pool)")
     p.add_argument("--partition", default=None, help="Slurm partition (slurm.partition)")
     p.add_argument("--account", default=None, help="Slurm account (slurm.account)")
     p.add_argument("--gpus-per-run", type=int, default=None,

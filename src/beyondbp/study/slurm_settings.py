@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 
-from ..config import ConfigError, check_choice, coerce
+from ..config import CHOICES, ConfigError, check_choice, coerce
 
 SLURM_KEYS = ("cluster", "partition", "account", "gpus_per_run", "nodes", "cpus_per_task", "mem_gb",
               "timeout_min", "setup", "extra", "prepare_data")
-CLUSTERS = ("slurm", "local")
+CLUSTERS = CHOICES["slurm.cluster"][0]
 
 
 def normalise_slurm(raw) -> dict:
