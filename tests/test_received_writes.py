@@ -16,7 +16,7 @@ import pytest
 
 from beyondbp.atomic_write import FileWriteError, make_folder, open_append
 from beyondbp.cli.main import main
-from beyondbp.config import ConfigError
+from beyondbp.config import ConfigError, LockHeld
 from beyondbp.report.tables import table1_tex
 from beyondbp.study.spec import load_spec
 from beyondbp.runs.folder import PF_DAY, is_locked, lock_run
@@ -201,6 +201,17 @@ def test_writes_table1_tex_escapes_every_special_character():
 def _train(out: Path, *extra: str, **kwargs) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "beyondbp", "train", "--out", str(out), *TINY, *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def test_a_held_run_lock_is_its_own_error_and_a_one_line_config_error(tmp_path):
+    fd = lock_run(tmp_path)
+    try:
+        with pytest.raises(LockHeld, match=r"this run is being trained by another process or job; not starting"):
+            lock_run(tmp_path, wait=False)
+        assert issubclass(LockHeld, ConfigError)  # uncaught: `beyondbp: error: ...`, exit status 2
+    finally:
+        os.close(fd)
+    os.close(lock_run(tmp_path, wait=False))  # released: free again
 
 
 def test_writes_a_second_train_into_one_run_folder_is_refused_at_once(tmp_path):

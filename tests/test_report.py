@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from beyondbp.config import ConfigError
 from beyondbp.report import results as report
 from beyondbp.report.write import write_report
 from beyondbp.runs.folder import PF_DAY
@@ -113,6 +114,21 @@ def test_frontier_points_carry_compute_in_each_accountings_unit(study):
         rows = report.frontier_points(kept, accounting)
         assert rows and all(row["compute"] == by_run[row["run"]][column] for row in rows)
         assert all("compute_pf_days" not in row for row in rows)
+
+
+def test_too_few_points_leave_a_method_unfitted_and_a_real_error_stops_the_report(monkeypatch):
+    """The report handles TooFewPoints (a method it names unfitted) and nothing else: another
+    ConfigError from a fit is no longer taken for "too few points"."""
+    rows = [{"method": "bp", "compute": c, "loss": 3 * c ** -0.05, "run": f"r{i}", "size": f"s{i}"}
+            for i, c in enumerate((1e-5, 1e-4))]
+    fits = report.fit_accounting(rows, bootstrap=0)
+    assert fits.unfitted == {"bp": "method bp: only 2 frontier points, need at least 3"} and not fits.fits
+
+    def broken(*args, **kwargs):
+        raise ConfigError("method bp: a configuration problem, not a shortage of points")
+    monkeypatch.setattr(report, "fit_frontier", broken)
+    with pytest.raises(ConfigError, match="not a shortage of points"):
+        report.fit_accounting(rows, bootstrap=0)
 
 
 def test_report_files(study):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from beyondbp.config import ConfigError
+from beyondbp.config import ConfigError, TooFewPoints
 from beyondbp.cli.main import main
 from beyondbp.fit.points import fit_points_table, read_points_csv
 from beyondbp.fit.frontier import PAPER_TABLE1, fit_frontier
@@ -397,3 +397,11 @@ def test_a_verdict_writes_the_keys_of_the_first_results_format_in_their_order():
     assert withheld["c_min_pf_days"] == C_LO and withheld["reason"].startswith("no bootstrap samples")
     law = Verdict(reason="bp's L*(C) is no power law", measured=False).to_dict()
     assert list(law) == FIRST_KEYS + ["reason"] and law["possible_letters"] == ["A", "B", "C", "D"]
+
+
+def test_too_few_points_is_its_own_error_with_the_one_line_message():
+    with pytest.raises(TooFewPoints, match=r"^method bp: only 2 frontier points, need at least 3$"):
+        fit_frontier([1e-5, 1e-4], [3.0, 2.5], name="bp")
+    with pytest.raises(TooFewPoints, match=r"need at least 5 for a fit with a floor E$"):
+        fit_frontier([1e-5, 1e-4, 1e-3], [3.0, 2.5, 2.2], irreducible=True, name="bp")
+    assert issubclass(TooFewPoints, ConfigError)  # uncaught (`beyondbp fit`): one line, exit status 2

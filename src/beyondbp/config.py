@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .reads import ConfigError, YAMLRefused, parse_yaml, read_text, shown
+from .reads import ConfigError, LockHeld, TooFewPoints, YAMLRefused, parse_yaml, read_text, shown  # noqa: F401
 
 
 def check_choice(key: str, value, valid, what: str = "value") -> None:

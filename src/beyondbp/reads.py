@@ -33,6 +33,19 @@ class ConfigError(ValueError):
     """A user-facing configuration problem; the message names the bad field."""
 
 
+# Two cases a caller may expect and handle: distinct types, so that catching one never swallows a
+# real configuration error. Uncaught, each is still a ConfigError: one line, exit status 2.
+
+class TooFewPoints(ConfigError):
+    """The points (or runs) cannot determine a fit: too few of them, or too few distinct sizes or
+    budgets. The report names the method unfitted and goes on."""
+
+
+class LockHeld(ConfigError):
+    """Another process holds a lock this one needs: a run's worker.lock (it trains the run) or a
+    study's submit.lock (it submits the study)."""
+
+
 MiB = 1 << 20
 LIMITS = {  # the largest file of each kind that is read (a real one is far smaller)
     "yaml": 4 * MiB,  # spec.yaml, config.yaml, run.yaml, --config files, chain files

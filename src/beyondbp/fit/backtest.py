@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import TooFewPoints
 from .bootstrap import method_rng, percentile_ci, small_sample_factor
 from .frontier import PowerLawFit, fit_frontier, log_loss, min_points, residual_sd
 
@@ -50,7 +50,7 @@ def backtest(fit: PowerLawFit, bootstrap: int, seed: int = 0, name: str = "point
         refit = fit_frontier(fit.envelope[keep, 0], fit.envelope[keep, 1], np.array(fit.runs)[keep] if fit.runs else None,
                              np.array(fit.sizes)[keep] if fit.sizes else None, bootstrap=bootstrap, seed=seed,
                              irreducible=fit.E is not None, name=f"{name}/backtest", seed_noise=fit.seed_noise)
-    except ConfigError as exc:  # the refit's own envelope is shorter than the fit needs
+    except TooFewPoints as exc:  # the refit's own envelope is shorter than the fit needs
         out["reason"] = str(exc)
         return out
     law = log_loss(refit.samples, refit.x(compute))[:, 0]

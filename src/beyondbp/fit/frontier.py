@@ -48,7 +48,7 @@ import numpy as np
 
 from .bootstrap import (cluster_index, method_rng, percentile_ci, resampled_residuals,
                         small_sample_factor, widen)
-from ..config import ConfigError
+from ..config import TooFewPoints
 from .defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
 from .floor_fit import fit_floor
 
@@ -291,7 +291,7 @@ def fit_frontier(compute, loss, runs=None, sizes=None, bootstrap: int = DEFAULT_
     idx = envelope_index(compute, loss)
     need = min_points(irreducible)
     if len(idx) < need:
-        raise ConfigError(f"method {name}: only {len(idx)} frontier points, need at least {need}"
+        raise TooFewPoints(f"method {name}: only {len(idx)} frontier points, need at least {need}"
                           + (" for a fit with a floor E" if irreducible else ""))
     env_c, env_l = compute[idx], loss[idx]
     centre, x, y, (alpha, b, e) = _centred_fit(env_c, env_l, irreducible)

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize, nnls
 
-from ..config import ConfigError
+from ..config import ConfigError, TooFewPoints
 from .defaults import LND_BOOTSTRAP
 from .strict_json import jsonable
 
@@ -300,14 +300,14 @@ def _check_runs(method: str, n_params, tokens, loss, bootstrap: int = 0) -> tupl
             raise ConfigError(f"method {method}: {name} must be positive and finite")
     n, d, loss = arrays
     if len(n) < MIN_RUNS:
-        raise ConfigError(f"method {method}: {len(n)} runs, the L(N, D) fit needs at least {MIN_RUNS}")
+        raise TooFewPoints(f"method {method}: {len(n)} runs, the L(N, D) fit needs at least {MIN_RUNS}")
     if len(np.unique(n)) < 3 or len(np.unique(d)) < 3:  # 2 sizes cannot tell A from a
-        raise ConfigError(f"method {method}: the L(N, D) fit needs at least 3 sizes and 3 token counts "
+        raise TooFewPoints(f"method {method}: the L(N, D) fit needs at least 3 sizes and 3 token counts "
                           f"(have {len(np.unique(n))} and {len(np.unique(d))})")
     log_n, log_d = np.log(n), np.log(d)
     slope, intercept = np.polyfit(log_n, log_d, 1)
     if np.std(log_d - slope * log_n - intercept) < 1e-3:
-        raise ConfigError(f"method {method}: tokens are a fixed power of n_params (one budget per "
+        raise TooFewPoints(f"method {method}: tokens are a fixed power of n_params (one budget per "
                           "size); the L(N, D) fit needs several budgets per size")
     return n, d, loss
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .defaults import DEFAULT_BOOTSTRAP, HORIZON_FACTOR, RUN_FRACTION
-from ..config import ConfigError, read_text_file
+from ..config import ConfigError, TooFewPoints, read_text_file
 from .plausible import check_header, check_plausible, check_width
 from .frontier import fit_frontier, late_points
 from .verdict import judge_all
@@ -78,7 +78,7 @@ def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = D
             fits[m] = fit_frontier(g["compute"][keep], g["loss"][keep], labels["run"],
                                    labels["size"] if labels["size"] is not None else labels["run"],
                                    bootstrap=bootstrap, seed=seed, irreducible=irreducible, name=m)
-        except ConfigError as exc:
+        except TooFewPoints as exc:
             unfitted[m] = str(exc)
     if reference in unfitted:
         raise ConfigError(f"reference {unfitted[reference]}")

@@ -43,7 +43,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import TooFewPoints
 from .backtest import backtest
 from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, widen
 from .defaults import HORIZON_FACTOR
@@ -135,7 +135,7 @@ def own_floor(fit: PowerLawFit, name: str, bootstrap: int, seed: int) -> PowerLa
     try:
         return fit_frontier(fit.envelope[:, 0], fit.envelope[:, 1], fit.runs or None, fit.sizes or None, bootstrap,
                             seed, True, f"{name}/own-floor", fit.seed_noise)
-    except ConfigError as exc:
+    except TooFewPoints as exc:
         return str(exc)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import TooFewPoints
 from ..fit.lnd import DEFAULT_BOOTSTRAP as LND_BOOTSTRAP, LNDFit, fit_lnd
 from ..fit.lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, OptimalLossLaw
 from ..fit.lnd_runs import method_summary
@@ -78,7 +78,7 @@ def allocation_section(kept: list[RunResult], methods: list[str], bootstrap: int
             out.fits[method] = fit_lnd([r.run.n_params for r in runs], [_run_tokens(r) for r in runs],
                                        [r.final_loss for r in runs], method=method,
                                        runs=[r.run.name for r in runs], bootstrap=out.bootstrap, seed=seed)
-        except ConfigError as err:
+        except TooFewPoints as err:
             out.unfitted[method] = str(err).removeprefix(f"method {method}: ")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a degenerate fit (a or b = 0)
         _summarise(out, by_method)

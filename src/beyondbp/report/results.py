@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError
+from ..config import TooFewPoints
 from ..fit.defaults import DEFAULT_BOOTSTRAP, RUN_FRACTION
 from ..fit.frontier import PowerLawFit, fit_frontier
 from ..fit.points import fit_json
@@ -205,7 +205,7 @@ def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: i
             out.fits[method] = fit_frontier(computes, [r["loss"] for r in mine], [r["run"] for r in mine],
                                             [r["size"] for r in mine], bootstrap=bootstrap, seed=seed, name=method,
                                             seed_noise=(seed_noise or {}).get(method))
-        except ConfigError as exc:
+        except TooFewPoints as exc:
             out.unfitted[method] = str(exc)
     out.verdicts = judge_all(out.fits, REFERENCE, spans, bootstrap, seed)
     return out

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from ..atomic_write import atomic_write, link_refused, write_error
-from ..config import PF_DAY, ConfigError, MethodConfig, RunConfig, load_yaml, to_dict
+from ..config import PF_DAY, ConfigError, LockHeld, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
 from .records import check_summary, is_text, read_metrics_rows, record_problem
@@ -201,7 +201,7 @@ def lock_run(run_dir: Path, wait: bool = True) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise ConfigError(f"{run_dir}: this run is being trained by another process or job; not starting a second")
+        raise LockHeld(f"{run_dir}: this run is being trained by another process or job; not starting a second")
     except OSError:
         os.close(fd)
         return None

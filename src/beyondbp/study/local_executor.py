@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..atomic_write import make_folder, open_append
-from ..config import ConfigError
+from ..config import ConfigError, LockHeld
 from ..data.child_processes import child_env, die_with_parent, python_command
 from ..methods.import_policy import OPT_IN
 from ..reads import read_tail
@@ -204,7 +204,7 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
     states = {r.name: run_state(runs_dir / r.name) for r in plan.runs}
     busy = [name for name, state in states.items() if state == "running"]
     if busy:
-        raise ConfigError(f"--out: run {busy[0]} in {study_dir} is being trained by another process; "
+        raise LockHeld(f"--out: run {busy[0]} in {study_dir} is being trained by another process; "
                           f"wait for it or stop it first")
     again = {r.name for r in runs_to_retrain(plan, study_dir)}
     todo = [r for r in plan.runs if states[r.name] not in FINISHED or r.name in again]

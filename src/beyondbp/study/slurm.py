@@ -42,7 +42,7 @@ from pathlib import Path
 
 
 from ..atomic_write import atomic_write
-from ..config import ConfigError, build_config
+from ..config import ConfigError, LockHeld, build_config
 from ..data.child_processes import python_command, safe_path_env
 from ..reads import read_text
 from ..runs.chain import CHAIN_FILE, read_chain_file
@@ -249,7 +249,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
         try:  # two submitters at once would queue each run twice
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ConfigError(f"--out: another `study run` is submitting {study_dir}; wait for it") from None
+            raise LockHeld(f"--out: another `study run` is submitting {study_dir}; wait for it") from None
         except OSError:
             pass
         settings = dict(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
