@@ -197,7 +197,7 @@ def test_slurm_settings_and_time_limits():
         parse_time_minutes("3 days")
     spec = {"slurm": {"partition": "gpu", "gpus_per_run": 8, "nodes": 2, "timeout_min": "2:00:00"}}
     settings = resolve_settings(spec, {"account": "proj", "gpus_per_run": 16})
-    assert (settings["partition"], settings["account"], settings["gpus_per_run"], settings["timeout_min"]) == \
+    assert (settings.partition, settings.account, settings.gpus_per_run, settings.timeout_min) == \
         ("gpu", "proj", 16, 120)
     with pytest.raises(ConfigError, match="slurm.gpus_per_run"):
         resolve_settings({"slurm": {"partition": "gpu", "gpus_per_run": 3, "nodes": 2}}, {})

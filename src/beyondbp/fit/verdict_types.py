@@ -156,8 +156,9 @@ class MultiplierEntry:
     ci_includes_model_spread: bool
 
     def to_dict(self) -> dict:
-        return {"loss": self.loss, "value": self.value, "ci": self.ci, "extrapolated_decades": self.extrapolated_decades,
-                "ci_reason": self.ci_reason, "ci_includes_model_spread": self.ci_includes_model_spread}
+        return {"loss": self.loss, "value": self.value, "ci": self.ci,
+                "extrapolated_decades": self.extrapolated_decades, "ci_reason": self.ci_reason,
+                "ci_includes_model_spread": self.ci_includes_model_spread}
 
 
 @dataclass

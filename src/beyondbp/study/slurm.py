@@ -38,6 +38,7 @@ import signal
 import socket
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -52,6 +53,7 @@ from ..train.tracking import check_trackers, join_study
 from .chain import group_jobs, write_chain, write_run_yaml
 from .folder import check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
+from .slurm_settings import SlurmSettings
 from .tracks import prepare_data, track_of
 
 # Slurm job states (sacct/squeue) grouped into what `study status` shows
@@ -69,10 +71,10 @@ def require_submitit():
     return submitit
 
 
-def plan_for_slurm(spec: dict, settings: dict) -> StudyPlan:
+def plan_for_slurm(spec: dict, settings: SlurmSettings) -> StudyPlan:
     """The plan, each run checked to split its batch over gpus_per_run processes."""
     plan = plan_study(spec)
-    world = settings["gpus_per_run"]
+    world = settings.gpus_per_run
     if world > 1:
         for run in plan.runs:
             try:
@@ -163,27 +165,27 @@ def _record_failure(run_dir: Path, cfg, exc: BaseException) -> None:
 
 # --- submission ------------------------------------------------------------------------------
 
-def make_executor(run_dir: Path, settings: dict, name: str):
+def make_executor(run_dir: Path, settings: SlurmSettings, name: str):
     submitit = require_submitit()
-    cluster = settings["cluster"]
+    cluster = settings.cluster
     python = " ".join(shlex.quote(part) for part in python_command())  # the job's Python: off the current folder
     executor = submitit.AutoExecutor(folder=run_dir / "slurm", cluster=cluster, **{f"{cluster}_python": python})
-    tasks = settings["gpus_per_run"] // settings["nodes"]
-    params = {"name": name, "timeout_min": settings["timeout_min"], "tasks_per_node": tasks,
-              "gpus_per_node": 0 if settings.get("cpu_only") else tasks}
-    if settings["cpus_per_task"]:
-        params["cpus_per_task"] = settings["cpus_per_task"]
+    tasks = settings.gpus_per_run // settings.nodes
+    params = {"name": name, "timeout_min": settings.timeout_min, "tasks_per_node": tasks,
+              "gpus_per_node": 0 if settings.cpu_only else tasks}
+    if settings.cpus_per_task:
+        params["cpus_per_task"] = settings.cpus_per_task
     if cluster == "slurm":
-        params.update(nodes=settings["nodes"], slurm_partition=settings["partition"])
-        if settings["mem_gb"]:
-            params["mem_gb"] = settings["mem_gb"]
-        if settings["account"]:
-            params["slurm_account"] = settings["account"]
-        if settings["setup"]:
-            params["slurm_setup"] = settings["setup"]
-        if settings["extra"]:
-            params["slurm_additional_parameters"] = settings["extra"]
-    elif settings["nodes"] > 1:
+        params.update(nodes=settings.nodes, slurm_partition=settings.partition)
+        if settings.mem_gb:
+            params["mem_gb"] = settings.mem_gb
+        if settings.account:
+            params["slurm_account"] = settings.account
+        if settings.setup:
+            params["slurm_setup"] = settings.setup
+        if settings.extra:
+            params["slurm_additional_parameters"] = settings.extra
+    elif settings.nodes > 1:
         raise ConfigError("slurm.nodes: the local cluster has one node; set slurm.nodes=1 with --cluster local")
     executor.update_parameters(**params)
     return executor
@@ -196,15 +198,15 @@ def read_job_record(run_dir: Path) -> dict | None:
         return None
 
 
-def _job_config(cfg, settings: dict, study_dir: Path):
+def _job_config(cfg, settings: SlurmSettings, study_dir: Path):
     cfg.train.progress = "off"
     join_study(cfg, study_dir)
-    if not cfg.train.threads and settings["cpus_per_task"]:
-        cfg.train.threads = settings["cpus_per_task"]
+    if not cfg.train.threads and settings.cpus_per_task:
+        cfg.train.threads = settings.cpus_per_task
     return cfg
 
 
-def _jobs(plan: StudyPlan, todo: list[PlannedRun], study_dir: Path, settings: dict) -> list[tuple[Path, list]]:
+def _jobs(plan: StudyPlan, todo: list[PlannedRun], study_dir: Path, settings: SlurmSettings) -> list[tuple[Path, list]]:
     """(the job's folder, the runs it finishes), `chains.group_jobs`' order, with their run.yaml (and a
     chain's chain.yaml) written: a chain's job works in its trunk's folder."""
     def prepare(cfg):
@@ -220,19 +222,20 @@ def _jobs(plan: StudyPlan, todo: list[PlannedRun], study_dir: Path, settings: di
     return jobs
 
 
-def _write_job_record(run_dir: Path, job, settings: dict) -> None:
+def _write_job_record(run_dir: Path, job, settings: SlurmSettings) -> None:
     old = read_job_record(run_dir) or {}
     history = old.get("previous_job_ids", []) + ([old["job_id"]] if old.get("job_id") else [])
     atomic_write(run_dir / JOB_FILE, json.dumps({
-        "job_id": str(job.job_id), "cluster": settings["cluster"], "host": socket.gethostname(),
-        "submitted": time.time(), "gpus": settings["gpus_per_run"], "previous_job_ids": history},
+        "job_id": str(job.job_id), "cluster": settings.cluster, "host": socket.gethostname(),
+        "submitted": time.time(), "gpus": settings.gpus_per_run, "previous_job_ids": history},
         indent=2) + "\n")
 
 
-def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: bool = False) -> dict[str, object]:
+def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings,
+                 quiet: bool = False) -> dict[str, object]:
     """Submit one job per run that is neither finished nor queued/running; return {run name: job}."""
     require_submitit()
-    if settings["cluster"] == "slurm" and shutil.which("sbatch") is None:
+    if settings.cluster == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--executor slurm: sbatch is not on PATH; submit from a Slurm login node "
                           "(or test with --cluster local)")
     study_dir = check_study_dir(study_dir, plan.spec)
@@ -240,8 +243,8 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
     check_trackers(r.cfg for r in plan.runs)
     check_method_records(plan, study_dir)
     runs_dir = study_dir / "runs"
-    again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings["prepare_data"] else set()
-    if settings["prepare_data"]:  # a bad corpus fails here with one line, before the folder is written
+    again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings.prepare_data else set()
+    if settings.prepare_data:  # a bad corpus fails here with one line, before the folder is written
         prepare_data([r.cfg for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again])
     study_dir = prepare_study_dir(study_dir, plan.spec)
     lock_fd = open_lock_file(study_dir / "submit.lock")
@@ -252,7 +255,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: dict, quiet: 
             raise LockHeld(f"--out: another `study run` is submitting {study_dir}; wait for it") from None
         except OSError:
             pass
-        settings = dict(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
+        settings = replace(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
         statuses = {r.name: run_status(runs_dir / r.name) for r in plan.runs}
         todo = [r for r in plan.runs
                 if statuses[r.name][0] not in (*FINISHED, "queued", "running") or r.name in again]
@@ -361,7 +364,7 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     return "failed", f"{job} {sched} before the run finished; `study run` again resumes it"
 
 
-def run_study_slurm(plan: StudyPlan, study_dir: str | Path, settings: dict, wait: bool = False,
+def run_study_slurm(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings, wait: bool = False,
                     quiet: bool = False) -> dict:
     """Submit, print job ids; with wait, block until every job ends. Returns {run name: job id}."""
     jobs = submit_study(plan, study_dir, settings, quiet=quiet)

@@ -6,12 +6,31 @@ without importing the executor, and the executor can import the spec without a c
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 
 from ..config import CHOICES, ConfigError, check_choice, coerce
 
 SLURM_KEYS = ("cluster", "partition", "account", "gpus_per_run", "nodes", "cpus_per_task", "mem_gb",
               "timeout_min", "setup", "extra", "prepare_data")
 CLUSTERS = CHOICES["slurm.cluster"][0]
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What the Slurm executor submits with: the spec's `slurm:` section (`normalise_slurm`) with
+    the command-line flags on top (`resolve_settings`). Attribute names are the section's keys."""
+    cluster: str = "slurm"  # slurm: the Slurm scheduler; local: submitit's local cluster (one machine)
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_run: int = 1
+    nodes: int = 1
+    cpus_per_task: int | None = None
+    mem_gb: float | None = None
+    timeout_min: int = 24 * 60
+    setup: list[str] = field(default_factory=list)  # shell lines run before each job
+    extra: dict = field(default_factory=dict)  # further sbatch options
+    prepare_data: bool = True
+    cpu_only: bool = False  # the study trains on CPUs: its jobs ask for no GPU (set by `submit_study`)
 
 
 def normalise_slurm(raw) -> dict:
@@ -71,12 +90,12 @@ def parse_time_minutes(text: str, key: str = "--time") -> int:
     return minutes
 
 
-def resolve_settings(spec: dict, cli: dict) -> dict:
+def resolve_settings(spec: dict, cli: dict) -> SlurmSettings:
     """The spec's slurm section with command-line values on top; checks what Slurm needs."""
     merged = dict(spec.get("slurm") or {})
     merged.update({k: v for k, v in cli.items() if v is not None})
-    settings = normalise_slurm(merged)
-    if settings["cluster"] == "slurm" and not settings["partition"]:
+    settings = SlurmSettings(**normalise_slurm(merged))
+    if settings.cluster == "slurm" and not settings.partition:
         raise ConfigError("--partition: the Slurm executor needs a partition; pass --partition NAME "
                           "or set slurm.partition in the spec")
     return settings
