@@ -12,6 +12,7 @@ REQUIRED = ["method", "n_params", "tokens_per_s", "ref_tokens_per_s", "ratio_vs_
             "achieved_flops_fraction_of_peak", "peak_mem_mb", "data_wait_fraction"]
 
 
+@pytest.mark.slow
 def test_bench_json_rows(capsys):
     code = main(["bench", "--json", "--sizes", "0.1M", "--methods", "bp,dfa", "--steps", "1",
                  "--batch-tokens", "256", "--threads", "1"])

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from test_data_stream import KILLABLE, write_jsonl
@@ -42,6 +43,7 @@ def _alive(processes: dict[int, int]) -> list[int]:
             if (stat := _proc_stat(pid)) is not None and stat[1] != "Z" and stat[2] == start]
 
 
+@pytest.mark.slow
 def test_workers_never_import_from_the_study_folder(tmp_path):
     """A `yaml.py` planted in a received study folder, `study run --out .` from inside it: the
     worker that trains the run starts off the current folder and never imports it."""

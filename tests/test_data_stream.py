@@ -170,6 +170,7 @@ KILLABLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_prepare_resumes_to_identical_shards(tmp_path, streamed):
     write_jsonl(tmp_path / "c.jsonl", 1500)
     keys = [f"data.corpus={tmp_path / 'c.jsonl'}", f"data.cache_dir={tmp_path / 'killed'}", "data.workers=2",

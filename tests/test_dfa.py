@@ -409,6 +409,7 @@ def test_loss_falls_when_training_a_tiny_gpt(tmp_path, tiny_overrides, overrides
     assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["layernorm", "output"])
 def test_feedback_through_a_layernorm_keeps_the_stream_small_and_leaves_the_plateau(tmp_path, point):
     """The collapse and its fix, end to end (docs/results.md, "Block-wise DFA: why the literal reading

@@ -19,6 +19,8 @@ import torch
 import beyondbp.train.loop as train_module
 from beyondbp.config import build_config
 
+pytestmark = pytest.mark.slow  # each test starts torchrun with two workers
+
 TINY = ["model.n_layer=2", "model.d_model=16", "model.n_head=2", "model.context=32",
         "train.batch_tokens=1024", "train.eval_tokens=2048", "train.n_evals=5",
         "train.threads=1", "train.progress=off", "train.lr=1e-2"]

@@ -109,6 +109,7 @@ def test_one_size_alone_is_not_a_frontier():
     assert not fit.power_law_ok
 
 
+@pytest.mark.slow
 def test_residual_bootstrap_intervals_cover_the_truth_and_contain_the_estimate():
     """95% intervals from noisy 6-point frontiers of a known law: the estimate always inside,
     the true exponent inside in roughly 95% of the repetitions."""

@@ -213,6 +213,7 @@ def study_with_an_interrupted_run(tmp_path, monkeypatch, spec_dict) -> tuple[Pat
     return spec, study, run_dir
 
 
+@pytest.mark.slow
 def test_study_refuses_crafted_checkpoints_and_an_edited_corpus(tmp_path, capsys, monkeypatch):
     corpus, marker = write_corpus(tmp_path / "corpus.txt"), tmp_path / "MARKER"
     spec, study, run_dir = study_with_an_interrupted_run(

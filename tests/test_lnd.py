@@ -100,6 +100,7 @@ def test_errors_on_the_cpu_grid_are_what_its_information_allows():
     assert np.all(rms[[0, 3, 4]] < 2.0 * bound[[0, 3, 4]])
 
 
+@pytest.mark.slow
 def test_bootstrap_intervals_cover_the_truth():
     """Pooled over E, a, b and 15 replicates (45 intervals, 40 refits each): a true 95% coverage
     passes the 39/45 threshold with probability 0.993, a 75% coverage with 0.045 (binomial; the

@@ -68,6 +68,7 @@ def test_bad_method_in_a_study_spec_fails_in_one_line(spec, message):
     assert str(err.value) == message
 
 
+@pytest.mark.slow
 def test_smoke_study_of_bp_against_sign_symmetry_reports_a_verdict_and_refuses_another_version(tmp_path):
     spec = load_spec(preset="smoke", overrides={"methods": ["bp", "sign_symmetry"], "lrs.sign_symmetry": [1e-2],
                                                 "base.train.threads": 1})
@@ -89,6 +90,7 @@ def test_smoke_study_of_bp_against_sign_symmetry_reports_a_verdict_and_refuses_a
     assert str(err.value).startswith(f"{run}: method.version is '0.0.9' there, '0.1.0' now")
 
 
+@pytest.mark.slow
 def test_plugin_study_runs_on_slurm_through_submitit(tmp_path):
     pytest.importorskip("submitit")
     from test_slurm import BASE, submit, wait_for, write_spec

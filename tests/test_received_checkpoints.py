@@ -39,6 +39,7 @@ def _poison(saved: dict) -> None:
     saved["method"][name][0] = float("nan")
 
 
+@pytest.mark.slow
 def test_ckpt_optimizer_moments_of_another_shape_are_refused_not_run_into_fused_adam(tmp_path, monkeypatch):
     """zeros(3) moments once made fused AdamW write out of bounds (rc 139); in a child process so a
     crash shows as a failure of this test only."""

@@ -111,6 +111,7 @@ class Outside(Backprop):
 """
 
 
+@pytest.mark.slow
 def test_imports_report_reads_the_runs_of_a_method_it_does_not_import(tmp_path, monkeypatch):
     """A study trained with an outside `module:Class`: its report and status come from what the
     runs recorded; the module is not imported again."""

@@ -293,7 +293,8 @@ def test_sweep_a_link_out_of_the_folder_is_never_followed(scene, name, command, 
     run_command(scene, command, expect="either", names=[path.name])
 
 
-@pytest.mark.parametrize("name,command", [("train.log", "run"), ("metrics.jsonl", "resume"),
+@pytest.mark.parametrize("name,command", [pytest.param("train.log", "run", marks=pytest.mark.slow),
+                                          ("metrics.jsonl", "resume"),
                                           ("checkpoint.pt", "resume"), ("config.yaml", "resume"),
                                           ("report/table1.md", "report"), ("worker.lock", "resume")])
 def test_sweep_a_hard_link_to_an_outside_file_is_never_written_through(scene, name, command):
@@ -573,7 +574,7 @@ def test_sweep_a_bad_distributed_environment_is_named(scene, monkeypatch, env, n
     run_command(scene, "resume", expect="ok" if name is None else "refused", names=[f"{name}"] if name else [])
 
 
-@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", "MKL_NUM_THREADS"])
+@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", pytest.param("MKL_NUM_THREADS", marks=pytest.mark.slow)])
 def test_sweep_threads_variables_that_are_not_numbers(scene, variable):
     env = dict(os.environ, **{variable: "abc"})
     done = subprocess.run([sys.executable, "-P", "-m", "beyondbp", "sample", "--run", str(scene.run), "--tokens", "3"],
@@ -692,7 +693,8 @@ def test_sweep_a_chain_file_never_sends_a_branch_out_of_the_study(scene, where):
 
 
 # --- 12. `methods` and the read-only commands started inside a received folder ----------------------------
-@pytest.mark.parametrize("command", [["methods", "--settings"], ["study", "status", "."]])
+@pytest.mark.parametrize("command", [pytest.param(["methods", "--settings"], marks=pytest.mark.slow),
+                                     ["study", "status", "."]])
 def test_sweep_modules_and_entry_points_planted_in_the_current_folder_are_not_loaded(scene, command):
     """A received study holding yaml.py, numpy.py and an installed-looking package with a
     `beyondbp.methods` entry point; beyondbp started as documented (`python -P -m beyondbp`)."""

@@ -182,6 +182,7 @@ def test_report_files(study):
     assert FAILED in (out / "runs.md").read_text()
 
 
+@pytest.mark.slow
 def test_a_method_that_is_not_a_power_law_gets_no_letter(study):
     """dfa_block's runs are caught on their descent from the plateau (a logistic in log tokens),
     whatever their size: its envelope bends, and Table 1 and the verdict say so."""
@@ -224,6 +225,7 @@ window.addEventListener('load', function () {
 </script>"""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)")
 def test_html_report_renders_in_headless_chromium(study, tmp_path):
     out = write_report(study, bootstrap=0)
@@ -306,6 +308,7 @@ def test_seeds_of_one_configuration_are_averaged_into_one_point(tmp_path):
         assert row["run"].endswith("_seeds")
 
 
+@pytest.mark.slow
 def test_tuning_section_names_edges_seed_noise_and_runner_up_verdicts(study):
     """bp's best rate is the top of its two (lr 1e-3 is 20% worse), dfa_block tried one rate: both
     are at an edge at every size and budget, in results.json and in verdict.md."""

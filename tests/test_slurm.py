@@ -81,6 +81,7 @@ def uninterrupted_loss(plan, name: str, out: Path) -> float:
     return train(cfg, out, quiet=True)["final_val_loss"]
 
 
+@pytest.mark.slow
 def test_killed_and_preempted_jobs_resume_and_finished_runs_are_not_retrained(tmp_path):
     # two runs: seed 0 is SIGKILLed mid-way; seed 1 gets Slurm's pre-timeout USR2 mid-way
     spec_path, out = write_spec(tmp_path, dict(SPEC, tokens=TOKENS, seeds=[0, 1])), tmp_path / "study"
@@ -122,6 +123,7 @@ def test_killed_and_preempted_jobs_resume_and_finished_runs_are_not_retrained(tm
         assert summary["final_val_loss"] == pytest.approx(reference, rel=1e-6, abs=0)
 
 
+@pytest.mark.slow
 def test_two_process_job_equals_one_process(tmp_path, capsys):
     """gpus_per_run=2 on CPU: two submitit tasks, each a torch.distributed rank (gloo)."""
     spec_path, out = write_spec(tmp_path, SPEC), tmp_path / "study"

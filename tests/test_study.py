@@ -156,6 +156,7 @@ def _study_cmd(spec_path: Path, out: Path) -> list[str]:
             "--workers", "1", "--bootstrap", "5"]
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_to_the_same_table(tmp_path):
     """SIGKILL the study mid-way, rerun: completed runs are not retrained, Table 1 is unchanged."""
     spec_path = write_spec(tmp_path, dict(TINY_SPEC, sizes={"b": TINY_SPEC["sizes"]["b"]}))
@@ -193,6 +194,7 @@ def test_killed_study_resumes_to_the_same_table(tmp_path):
         assert a == b
 
 
+@pytest.mark.slow
 def test_failed_run_is_recorded_and_the_study_continues(tmp_path, monkeypatch):
     spec = load_spec(write_spec(tmp_path), overrides=["methods=[bp]", "sizes=[{name: ok, n_layer: 1, d_model: 8, "
                                                                        "n_head: 2}]", "seeds=[0,1]"])

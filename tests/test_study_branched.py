@@ -90,6 +90,7 @@ def _assert_branches_equal_standalone(plan, study, tmp_path):
         assert summary["final_val_loss"] == alone["final_val_loss"]
 
 
+@pytest.mark.slow
 def test_local_executor_trains_one_chain_per_job(tmp_path):
     plan = plan_study(normalise_spec(copy.deepcopy(SPEC)))
     study = tmp_path / "study"
@@ -108,6 +109,7 @@ def test_local_executor_trains_one_chain_per_job(tmp_path):
     assert results["best_runs"] == sorted(r.name for r in plan.runs) and results["excluded"] == {}
 
 
+@pytest.mark.slow
 def test_slurm_executor_submits_one_job_per_chain(tmp_path):
     pytest.importorskip("submitit")
     from beyondbp.study.slurm import plan_for_slurm, run_status, submit_study, wait_for

@@ -62,6 +62,7 @@ def test_mlp_spec_errors_name_the_field(tmp_path, changes, message):
         plan_study(load_spec(spec_file(tmp_path, **changes)))
 
 
+@pytest.mark.slow
 def test_mlp_study_trains_and_reports(tmp_path):
     out = tmp_path / "study"
     counts = run_study(plan_study(load_spec(spec_file(tmp_path))), out, workers=2, quiet=True)

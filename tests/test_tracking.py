@@ -205,6 +205,7 @@ def test_tensorboard_resume_after_a_kill_has_no_duplicate_points(tmp_path):
 
 # --- Weights & Biases, offline ----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_wandb_offline_run_holds_the_rows_and_the_config(tmp_path, wandb_env):
     with make_tracker("wandb", run_dir=tmp_path, run_name="dfa_s3", group="study1", config=CONFIG) as tracker:
         for row in ROWS:
@@ -235,6 +236,7 @@ KILLED_SESSION = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_wandb_resume_continues_the_run_after_a_hard_kill(tmp_path, wandb_env):
     """A SIGKILL a second after the last row keeps every row; the resumed session is the same run,
     and the killed process leaves nothing in /tmp."""

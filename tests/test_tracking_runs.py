@@ -55,6 +55,7 @@ def test_a_gpt_run_writes_tensorboard_scalars_equal_to_its_metrics(tmp_path, tin
     assert tensorboard_config(out) == load_yaml(out / "config.yaml", "config")
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_into_the_same_tensorboard_log(tmp_path, tiny_overrides):
     """SIGKILL mid-run, rerun: TensorBoard holds every row of metrics.jsonl once, those measured
     again after the resume in place of the killed session's."""
@@ -116,6 +117,7 @@ def write_study_spec(folder):
     return path
 
 
+@pytest.mark.slow
 def test_a_study_logs_its_runs_in_one_wandb_group(tmp_path, wandb_env):
     """`study run SPEC base.train.tracker=wandb` (the override `study run` passes to load_spec):
     both runs in the group named after the study folder, each holding its metrics rows."""
@@ -156,6 +158,7 @@ def test_an_unknown_tracker_is_a_config_error(tmp_path, tiny_overrides, capsys):
                                                "(valid: none, tensorboard, wandb)")
 
 
+@pytest.mark.slow
 def test_the_default_tracker_imports_neither_package(tmp_path, tiny_overrides):
     """`import beyondbp` and a whole run with train.tracker=none load no tensorboard and no wandb
     (both are installed here: an eager import would show)."""

@@ -94,6 +94,7 @@ def _wait_for_rows(path, n, proc, timeout=60):
     raise AssertionError("run made no progress")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
 def test_killed_run_resumes_to_the_same_final_loss(tmp_path, tiny_overrides, sig):
     overrides = tiny_overrides + ["train.tokens=61440", "train.n_evals=12", "train.checkpoint_every_s=0"]

@@ -328,6 +328,7 @@ def test_delta_alpha_interval_covers_the_truth_95_percent_of_the_time():
     assert 0.92 <= covered / 200 <= 0.995
 
 
+@pytest.mark.slow
 def test_clear_letters_are_given_with_confidence_and_a_shared_floor_does_not_make_a_b():
     for name, letter in (("D clear", "D"), ("A clear", "A")):
         verdicts = replicate_verdicts(name, 20)

@@ -164,6 +164,7 @@ def test_forward_gradient_is_the_mean_of_directional_derivatives_times_direction
         torch.testing.assert_close(grads[name], g, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_forward_gradient_is_unbiased_and_its_alignment_grows_with_the_perturbations():
     """The mean of many estimates approaches the gradient (E[v v^T] = I); one estimate's cosine
     with it is ~sqrt(K / number of parameters)."""
@@ -198,8 +199,8 @@ def test_compute_counts_the_extra_heads_predictors_and_jvps():
 
 # --- training ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method, extra", [("local", []), ("synthetic", []),
-                                           ("forward_grad", ["method.perturbations=4", "train.lr=3e-2",
-                                                             "train.tokens=61440"])])
+                                           pytest.param("forward_grad", ["method.perturbations=4", "train.lr=3e-2",
+                                                                         "train.tokens=61440"], marks=pytest.mark.slow)])
 def test_loss_falls_and_alignment_is_logged(tmp_path, tiny_overrides, method, extra):
     cfg = build_config(overrides=tiny_overrides + [f"method={method}", "train.alignment_every=2", *extra])
     summary = train(cfg, tmp_path / method, quiet=True)
@@ -210,6 +211,7 @@ def test_loss_falls_and_alignment_is_logged(tmp_path, tiny_overrides, method, ex
     assert abs(aligned[-1]["block1"] - (1.0 if method != "forward_grad" else aligned[-1]["block1"])) < 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["local", "synthetic", "forward_grad"])
 def test_killed_run_resumes_to_the_same_curve(tmp_path, tiny_overrides, method):
     from test_train import _cli, _wait_for_rows, metrics
