@@ -181,13 +181,16 @@ def test_killed_prepare_resumes_to_identical_shards(tmp_path, streamed):
     partial = cache_entry(cfg).with_name(cache_entry(cfg).name + ".partial")
     proc = subprocess.Popen([sys.executable, str(script), *keys])
     total = (tmp_path / "c.jsonl").stat().st_size
-    deadline = time.time() + 120
-    while time.time() < deadline:
+    deadline = time.time() + 300
+    while True:
         try:
             if json.loads((partial / "state.json").read_text())["bytes"] > total // 3:
                 break
         except (OSError, ValueError, KeyError):
             pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            pytest.fail(f"prepare ended ({proc.returncode}) or recorded no third of the corpus in 300 s")
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -148,7 +148,7 @@ def checkpoint_step(run_dir: Path) -> int:
     return torch.load(path, weights_only=False)["step"] if path.exists() else -1
 
 
-def wait_for_eval(run_dir: Path, proc: subprocess.Popen, min_step: int, timeout_s: float = 60,
+def wait_for_eval(run_dir: Path, proc: subprocess.Popen, min_step: int, timeout_s: float = 300,
                   checkpointed: bool = False) -> dict[int, int]:
     """Once metrics.jsonl holds a row at or after `min_step` (and, with `checkpointed`, so does
     checkpoint.pt: the row is written before the checkpoint, so a test that reads the checkpoint

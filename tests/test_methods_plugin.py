@@ -18,6 +18,7 @@ from beyondbp.methods.lookup import build_run_config, resolve_method
 from beyondbp.report.write import write_report
 from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
+from beyondbp.study.presets import load_preset
 from beyondbp.study.spec import load_spec
 from beyondbp.runs.folder import check_same_config
 
@@ -131,13 +132,16 @@ def test_training_defaults_sit_below_config_and_command_line(tmp_path):
     assert given == {"bp": 2048, "forward_grad": 2048}  # a base value is the spec's own: it wins
 
 
-def test_presets_keep_their_runs():
-    """The quick preset names every method's rates, so the per-method defaults change none of its runs."""
-    spec = load_spec(preset="quick")
-    assert spec["per_method"] == {"dfa_block": {"train": {"alignment_every": 3}}}
-    assert {m: sorted({lr for lrs in v.values() for lr in lrs}) for m, v in spec["lrs"].items()} == \
-        {"bp": [4e-3, 1e-2, 2.5e-2], "dfa_block": [6e-3, 1.5e-2, 3.75e-2],
-         "shallow": [1.6e-3, 4e-3, 1e-2, 2.5e-2]}
+@pytest.mark.parametrize("preset", ["quick", "cpu"])
+def test_presets_keep_their_runs(preset):
+    """A preset names every method's rates (per size), so the per-method defaults change none of
+    its runs: each run trains at a rate its preset file names for its method and size."""
+    named = load_preset(preset)["lrs"]
+    runs = plan_study(load_spec(preset=preset)).runs
+    assert {r.method for r in runs} == set(named)
+    for run in runs:
+        rates = named[run.method][run.size] if isinstance(named[run.method], dict) else named[run.method]
+        assert run.lr in rates and run.cfg.train.lr == run.lr, run.name
 
 
 def test_a_run_folder_written_before_declared_settings_still_resumes(tmp_path):

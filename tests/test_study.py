@@ -169,16 +169,23 @@ def test_killed_study_resumes_to_the_same_table(tmp_path):
     proc = subprocess.Popen(_study_cmd(spec_path, killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env)
     runs = killed / "runs"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # kill once a run has completed and another is part-way
+    deadline = time.monotonic() + 300
+    while True:  # kill once a run has completed and another is part-way
         states = [run_state(d) for d in runs.iterdir()] if runs.exists() else []
         if "completed" in states and "running" in states and any(
                 (d / "checkpoint.pt").exists() and run_state(d) == "running" for d in runs.iterdir()):
             break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the study never had a completed and a checkpointed running run: {states}")
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    time.sleep(0.5)  # the runs die with the study (PR_SET_PDEATHSIG)
+    deadline = time.monotonic() + 60
+    # the runs die with the study (PR_SET_PDEATHSIG); a run's lock is held until its process is gone
+    while any(run_state(d) == "running" for d in runs.iterdir()):
+        assert time.monotonic() < deadline, "a run outlived the killed study by 60 s"
+        time.sleep(0.05)
     done = {d.name: (d / "summary.json").stat().st_mtime_ns for d in runs.iterdir() if run_state(d) == "completed"}
     assert len(done) == 1
     assert all(run_state(d) in ("completed", "interrupted", "pending") for d in runs.iterdir())

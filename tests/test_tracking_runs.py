@@ -65,10 +65,11 @@ def test_a_killed_run_resumes_into_the_same_tensorboard_log(tmp_path, tiny_overr
             "train.tokens=61440", "train.n_evals=12", "train.checkpoint_every_s=0", "train.tracker=tensorboard"]
     env = dict(os.environ, **ROOT_ENV)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if (out / "metrics.jsonl").exists() and len(metrics(out)) >= 6:
-            break
+    deadline = time.monotonic() + 300
+    while not ((out / "metrics.jsonl").exists() and len(metrics(out)) >= 6):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the run ended ({proc.returncode}) or wrote no 6th row in 300 s")
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL

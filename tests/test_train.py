@@ -84,7 +84,7 @@ def _cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def _wait_for_rows(path, n, proc, timeout=60):
+def _wait_for_rows(path, n, proc, timeout=300):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if path.exists() and len(path.read_text().splitlines()) >= n:
