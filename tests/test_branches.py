@@ -55,7 +55,7 @@ def test_branch_points_and_trunk_schedule(tiny_overrides):
     assert learning_rate(trunk, 0, 16) == pytest.approx(0.5e-2) and learning_rate(trunk, 15, 16) == 1e-2
 
 
-@pytest.mark.parametrize("method", ["bp", "dfa_block"])
+@pytest.mark.parametrize("method", ["bp", pytest.param("dfa_block", marks=pytest.mark.slow)])
 def test_branches_are_bit_identical_to_standalone_runs(tmp_path, tiny_overrides, method):
     trunk, dirs, cfgs = _write_chain(tmp_path, tiny_overrides, [f"method={method}"])
     summaries = train_chain(trunk, quiet=True)
@@ -90,7 +90,7 @@ def _kill_at(monkeypatch, run_dir, step):
     monkeypatch.setattr(loop._Run, "step", step_or_die)
 
 
-@pytest.mark.parametrize("where,step", [("trunk", 12), ("branch", 18)])
+@pytest.mark.parametrize("where,step", [("trunk", 12), pytest.param("branch", 18, marks=pytest.mark.slow)])
 def test_killed_chain_resumes_bit_identical(tmp_path, tiny_overrides, monkeypatch, where, step):
     """Killed mid-trunk (after its first branch point) or mid-cooldown of the last branch (16 -> 20):
     rerunning ends where an uninterrupted chain ends, and the trunk is not trained again past what

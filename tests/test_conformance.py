@@ -21,10 +21,17 @@ BUILT_IN = [(cls, *SETTINGS.get(name, ({}, {}))) for name, cls in available().it
 # does is test_distributed's (torchrun through the whole loop); the property itself is checked
 # below on a method that breaks it, and in full on the example's outside method
 KIT = [name for name in PROPERTIES if name != "ddp_matches_single"]
+SLOW = {"forward_grad"}  # the slowest tiny runs of the kit: a jvp per direction per step
 
 
-@parametrize_with_checks(BUILT_IN, checks=KIT)
+@parametrize_with_checks([entry for entry in BUILT_IN if entry[0].name not in SLOW], checks=KIT)
 def test_every_built_in_method_passes_the_kit(check):
+    check()
+
+
+@pytest.mark.slow
+@parametrize_with_checks([entry for entry in BUILT_IN if entry[0].name in SLOW], checks=KIT)
+def test_the_slowest_built_in_methods_pass_the_kit(check):
     check()
 
 

@@ -143,6 +143,7 @@ def test_large_txt_files_become_line_aligned_pieces(tmp_path, streamed, monkeypa
     assert data.meta["characters"]["train"] + data.meta["characters"]["val"] == (tmp_path / "big.txt").stat().st_size
 
 
+@pytest.mark.slow
 def test_hf_stream_matches_the_same_file_read_directly(tmp_path, streamed, monkeypatch):
     datasets = pytest.importorskip("datasets", reason="the hf: corpus path needs `pip install datasets`")
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf")

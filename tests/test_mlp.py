@@ -146,6 +146,7 @@ def test_one_dfa_step_gives_each_hidden_layer_b_e_times_its_derivative():
     torch.testing.assert_close(model.output.weight.grad, e.T @ h2, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_method_all_compares_bp_fa_dfa_side_by_side(tmp_path):
     result = run_mlp(build_mlp_config(overrides=QUICK + ["method=all"]), tmp_path, quiet=True)
     assert set(result["runs"]) == {"bp", "fa", "dfa"} and result["status"] == "completed"

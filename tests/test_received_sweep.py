@@ -34,6 +34,9 @@ from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from beyondbp.train.loop import train
 
+# the sweep repeats test_received_*.py's cases over every command: the fast tier keeps those
+pytestmark = pytest.mark.slow
+
 SECONDS, MEGABYTES = 5, 200
 SPEC = {"name": "sweep", "methods": ["bp"], "sizes": {"a": {"n_layer": 1, "d_model": 8, "n_head": 2}},
         "tokens": [2048, 4096], "lrs": {"bp": [1e-2]}, "seeds": [0],
@@ -293,8 +296,7 @@ def test_sweep_a_link_out_of_the_folder_is_never_followed(scene, name, command, 
     run_command(scene, command, expect="either", names=[path.name])
 
 
-@pytest.mark.parametrize("name,command", [pytest.param("train.log", "run", marks=pytest.mark.slow),
-                                          ("metrics.jsonl", "resume"),
+@pytest.mark.parametrize("name,command", [("train.log", "run"), ("metrics.jsonl", "resume"),
                                           ("checkpoint.pt", "resume"), ("config.yaml", "resume"),
                                           ("report/table1.md", "report"), ("worker.lock", "resume")])
 def test_sweep_a_hard_link_to_an_outside_file_is_never_written_through(scene, name, command):
@@ -574,7 +576,7 @@ def test_sweep_a_bad_distributed_environment_is_named(scene, monkeypatch, env, n
     run_command(scene, "resume", expect="ok" if name is None else "refused", names=[f"{name}"] if name else [])
 
 
-@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", pytest.param("MKL_NUM_THREADS", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("variable", ["OMP_NUM_THREADS", "MKL_NUM_THREADS"])
 def test_sweep_threads_variables_that_are_not_numbers(scene, variable):
     env = dict(os.environ, **{variable: "abc"})
     done = subprocess.run([sys.executable, "-P", "-m", "beyondbp", "sample", "--run", str(scene.run), "--tokens", "3"],
@@ -693,8 +695,7 @@ def test_sweep_a_chain_file_never_sends_a_branch_out_of_the_study(scene, where):
 
 
 # --- 12. `methods` and the read-only commands started inside a received folder ----------------------------
-@pytest.mark.parametrize("command", [pytest.param(["methods", "--settings"], marks=pytest.mark.slow),
-                                     ["study", "status", "."]])
+@pytest.mark.parametrize("command", [["methods", "--settings"], ["study", "status", "."]])
 def test_sweep_modules_and_entry_points_planted_in_the_current_folder_are_not_loaded(scene, command):
     """A received study holding yaml.py, numpy.py and an installed-looking package with a
     `beyondbp.methods` entry point; beyondbp started as documented (`python -P -m beyondbp`)."""

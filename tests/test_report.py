@@ -131,6 +131,7 @@ def test_too_few_points_leave_a_method_unfitted_and_a_real_error_stops_the_repor
         report.fit_accounting(rows, bootstrap=0)
 
 
+@pytest.mark.slow
 def test_report_files(study):
     out = write_report(study, bootstrap=200)
     for name in ("table1.md", "table1.csv", "table1.tex", "verdict.md", "runs.md", "results.json", "frontier.png",

@@ -93,6 +93,7 @@ def test_an_mlp_run_writes_tensorboard_scalars_equal_to_its_metrics(tmp_path):
     assert_tensorboard_equals(out, rows)
 
 
+@pytest.mark.slow
 def test_an_offline_wandb_run_folder_holds_the_metrics_rows_and_config(tmp_path, tiny_overrides, wandb_env):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *tiny_overrides, *ALIGNED, "train.tracker=wandb"]) == 0
