@@ -225,7 +225,6 @@ KILLED_SESSION = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
 def wait_for_history(run_dir: Path, rows, timeout_s: float = 120) -> None:
     """Until W&B's reader finds every row of `rows` in the run's offline .wandb log."""
     deadline = time.monotonic() + timeout_s
@@ -241,6 +240,7 @@ def wait_for_history(run_dir: Path, rows, timeout_s: float = 120) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_wandb_resume_continues_the_run_after_a_hard_kill(tmp_path, wandb_env):
     """A SIGKILL once every row is in the .wandb log keeps every row; the resumed session is the
     same run, and the killed process leaves nothing in /tmp."""
