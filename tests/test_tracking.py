@@ -194,7 +194,6 @@ def test_tensorboard_resume_after_a_kill_has_no_duplicate_points(tmp_path):
 
 # --- Weights & Biases, offline ----------------------------------------------------------------
 
-@pytest.mark.slow
 def test_wandb_offline_run_holds_the_rows_and_the_config(tmp_path, wandb_env):
     with make_tracker("wandb", run_dir=tmp_path, run_name="dfa_s3", group="study1", config=CONFIG) as tracker:
         for row in ROWS:

@@ -160,7 +160,6 @@ def test_an_unknown_tracker_is_a_config_error(tmp_path, tiny_overrides, capsys):
                                                "(valid: none, tensorboard, wandb)")
 
 
-@pytest.mark.slow
 def test_the_default_tracker_imports_neither_package(tmp_path, tiny_overrides):
     """`import beyondbp` and a whole run with train.tracker=none load no tensorboard and no wandb
     (both are installed here: an eager import would show)."""
