@@ -31,6 +31,8 @@ def cmd_train(args) -> int:
     check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder
     check_environment()  # a bad WORLD_SIZE, RANK, LOCAL_RANK or rendezvous: one line, nothing created
     check_run_length(cfg)  # shorter than a batch, or all warm-up: one line, nothing created
+    from ..methods.registry import check_complete
+    check_complete(cfg.method.name)  # a method without compute_per_token: one line, nothing created
     check_writable(out)
     lock = hold_run_lock(out)  # a second `train` into this folder is refused, as a study's runs are
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 from ..config import ConfigError, MethodConfig
-from .base import TrainingMethod
+from .base import HOOKS, TrainingMethod, missing_compute, overridden
 from .catalogue import catalogue
 from .import_policy import Label, refusal
 from .lookup import describe, info_from_class, resolve_method
@@ -57,6 +57,19 @@ def resolve(cfg: MethodConfig) -> MethodConfig:
     return resolve_method(cfg)
 
 
+def check_complete(name: str) -> type[TrainingMethod]:
+    """The class `name` means, refused in one line when it lacks what every training run calls
+    (`compute_per_token`; `forward`, or `update_without_backward` with uses_backward = False)."""
+    cls = get_method_class(name)
+    needed = ["compute_per_token", "forward" if cls.uses_backward else "update_without_backward"]
+    missing = [f"{method}()" for method in needed if not overridden(cls, method)]
+    if missing:
+        detail = missing_compute(cls) if missing[0] == "compute_per_token()" else \
+            f"method {name!r} ({cls.__module__}:{cls.__qualname__}) does not define {missing[0]}"
+        raise ConfigError(detail)
+    return cls
+
+
 def build_method(model, cfg: MethodConfig, seed: int = 0, model_kind: str = "gpt") -> TrainingMethod:
     """The method `cfg` names, built on `model` with its settings checked and defaults filled in."""
     cls = get_method_class(cfg.name)
@@ -64,4 +77,8 @@ def build_method(model, cfg: MethodConfig, seed: int = 0, model_kind: str = "gpt
     if model_kind not in cls.supports:
         raise ConfigError(f"method: {cfg.name!r} cannot train model.kind={model_kind!r} "
                           f"(it supports: {', '.join(cls.supports)})")
+    uses = [hook for hook in HOOKS if overridden(cls, hook)]
+    if model_kind != "gpt" and uses:  # the step API runs in the Transformer track's step only
+        raise ConfigError(f"method: {cfg.name!r} uses the step API ({', '.join(uses)}), which only "
+                          f"model.kind=gpt runs")
     return cls(model, cfg, seed)

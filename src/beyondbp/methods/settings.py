@@ -98,6 +98,14 @@ SG_CONDITIONAL = Setting("sg_conditional", bool, True, "the gradient predictors 
                          "target (cDNI)")
 SG_SCALE_AWARE = Setting("sg_scale_aware", bool, True, "a predictor outputs sigma(out) x the gradient and is "
                          "divided by the block output's deviation")
+# the step API's built-ins (added after settings were declared: not among the legacy records below)
+FEEDBACK_DECAY = Setting("feedback_decay", float, 1.0, "weight decay of the feedback matrices relative to "
+                         "train.weight_decay (1: Kolen-Pollack's rule, B decays as W does)", range=Range(0.0))
+TARGET_POINT = Setting("target_point", str, "layernorm", "the target's projection enters at the block output "
+                       "(output) or through a LayerNorm of it", choices=("layernorm", "output"))
+EPSILON = Setting("epsilon", float, 1e-3, "size of the seeded perturbation of every weight", range=POSITIVE)
+ZO_PERTURBATIONS = Setting("perturbations", int, 1, "seeded random directions per step (two forwards each)",
+                           range=AT_LEAST_1)
 
 BUILT_IN = (FEEDBACK, PROJECTION, FEEDBACK_SCALE, PREPROJECTOR_ERROR, BLOCKWISE, ASYMMETRIC_RESIDUALS,
             ASYMMETRIC_NONLINEARITY, FEEDBACK_POINT, ERROR_POINT, EMBEDDING_FEEDBACK, TRAIN_LAST_N,

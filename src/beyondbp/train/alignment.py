@@ -1,7 +1,7 @@
 """Alignment: how close a method's update is to the true backpropagation gradient.
 
 `measure_alignment` gives, per block, the cosine similarity between the update the method
-applies (its `objective.backward()`) and the true BP gradient (the model's own loss backward),
+applies (its `objective.backward()`, or its `update_without_backward`) and the true BP gradient (the model's own loss backward),
 for the same batch and weights. `hidden_signal_alignment` does the same for the signal each
 block's OUTPUT receives (for DFA: B e against the backpropagated gradient there);
 `signal_comparison` gives those signals row by row and any parameters' two gradients, from
@@ -17,6 +17,8 @@ import contextlib
 from typing import Callable
 
 import torch
+
+from ..methods.base import StepInfo
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -64,11 +66,9 @@ def measure_alignment(method, x: torch.Tensor, y: torch.Tensor,
     autocast = autocast or contextlib.nullcontext
     params = list(method.parameters())
     blocks = method.block_parameters()
-    with _Preserved(params) as state:
+    with _Preserved(params) as state, method.unlogged():
         state.clear_grads()
-        with autocast():
-            _, objective = method(x, y)
-        objective.backward()
+        method_update(method, x, y, autocast)
         updates = [_flat_grad(b) for b in blocks]
 
         state.reset_rng()
@@ -78,6 +78,22 @@ def measure_alignment(method, x: torch.Tensor, y: torch.Tensor,
         loss.backward()
         true_grads = [_flat_grad(b) for b in blocks]
     return {name: cosine(u, g) for name, u, g in zip(method.block_names(), updates, true_grads)}
+
+
+def method_update(method, x: torch.Tensor, y: torch.Tensor,
+                  autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> torch.Tensor:
+    """The method's update on one batch left in `.grad` (by its backward, or by its
+    `update_without_backward` for a method that has none); its loss."""
+    if getattr(method, "uses_backward", True):
+        with autocast():
+            loss, objective = method(x, y)
+        objective.backward()
+        return loss.detach()
+    with torch.no_grad(), autocast():
+        loss, updates = method.update_without_backward(x, y, StepInfo(0, 0.0))
+        for param, update in updates:
+            param.grad = update.to(param.dtype) if param.grad is None else param.grad.add_(update.to(param.dtype))
+    return loss.detach()
 
 
 def signal_comparison(method, x: torch.Tensor, y: torch.Tensor, params=()) -> tuple[dict[str, torch.Tensor], list]:

@@ -27,7 +27,7 @@ from ..atomic_write import append_line, atomic_write, remove_leftovers
 from ..config import ConfigError, RunConfig, check_run_length, dump_yaml
 from ..data.cache import cache_entry
 from ..data.tokens import load_token_data
-from ..methods.registry import build_method
+from ..methods.registry import build_method, check_complete
 from ..methods.registry import resolve as resolve_method
 from ..model.build import build_model
 from ..model.shape import resolve_model_config
@@ -41,8 +41,9 @@ from ..runs.folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, c
                          refuse_data_change, set_aside)
 from .sample_run import tokenizer_record
 from ..runs.schedule import learning_rate, step_schedule
-from .step import (accumulate_gradients, apply_update, autocast_context, make_optimizer, pick_device, progress_bar,
-                   set_learning_rate, set_threads)
+from .method_step import (MethodMetrics, StepInfo, build_optimizer, compute_update, finish_update, per_token_record,
+                          set_rates)
+from .step import autocast_context, pick_device, progress_bar, set_threads
 from .tracking import Tracker, check_tracker, run_tracker
 
 
@@ -177,7 +178,8 @@ class _Run:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model).to(self.device)
         self.method = build_method(self.model, cfg.method, cfg.seed, cfg.model.kind).to(self.device)
-        self.optimizer = make_optimizer(cfg, self.method.trainable_parameters())
+        self.optimizer = build_optimizer(cfg, self.method)  # AdamW, plus the method's own groups
+        self.method_metrics = MethodMetrics()
         self.per_token = self.method.compute_per_token()
         tokens_needed = self.schedule.n_steps * cfg.train.batch_tokens
         epochs = self.data.epochs_for(tokens_needed)
@@ -218,6 +220,7 @@ class _Run:
         if saved is not None:
             state = _State(saved["step"], saved["elapsed_s"], saved["train_losses"])
             rows = saved["metrics"] if "metrics" in saved else self.rows_on_disk
+            self.method_metrics.restore(saved.get("method_metrics"))
         self.rows = [r for r in rows if r["step"] <= state.step and state.step > 0]
         self.logged = {r["step"]: r for r in self.rows}
         if self.main:
@@ -238,6 +241,7 @@ class _Run:
             "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
             "metrics": list(self.rows), "data_fingerprint": self.data_record["fingerprint"],
             "identity": self.identity, "tokenizer": tokenizer_record(self.data.tokenizer),
+            "method_metrics": self.method_metrics.state(),
         }
 
     def save_checkpoint(self, state: _State) -> None:
@@ -263,7 +267,8 @@ class _Run:
     def write_summary(self, state: _State, status: str, final_val: float | None) -> dict | None:
         if not self.main:
             return None
-        tokens = state.step * self.cfg.train.batch_tokens
+        cfg = self.cfg
+        tokens = state.step * cfg.train.batch_tokens
         summary = {
             "method": self.cfg.method.name, "seed": self.cfg.seed,
             "n_params": self.model.n_params(), "n_params_nonembedding": self.model.n_params_nonembedding(),
@@ -273,12 +278,15 @@ class _Run:
         }
         if status == "failed":
             summary["error"] = self.error
+        summary["flops_per_token"] = per_token_record(self.method, self.per_token, self.data, cfg, self.device,
+                                                      measure=status == "completed")
         atomic_write(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
     # --- evaluation and steps -----------------------------------------------------------------
     def log_evaluation(self, state: _State, n_evals_done: int, lr: float) -> float:
         """The validation loss at this step: measured and logged, or read back if logged before a kill."""
+        method_means = self.method_metrics.take()  # the method's logged scalars since the last evaluation
         if state.step in self.logged:
             self.tracker.log_row(self.logged[state.step])  # the tracker dropped what it had from the step resumed
             return self.logged[state.step]["val_loss"]
@@ -293,7 +301,7 @@ class _Run:
         tokens = state.step * cfg.train.batch_tokens
         row = {"step": state.step, "tokens": tokens, **compute_columns(tokens, self.per_token),
                "train_loss": float(np.mean(state.train_losses)) if state.train_losses else None,
-               "val_loss": val_loss, "lr": lr, "elapsed_s": state.elapsed, **extra, **residual}
+               "val_loss": val_loss, "lr": lr, "elapsed_s": state.elapsed, **extra, **residual, **method_means}
         append_line(self.out / "metrics.jsonl", json.dumps(row))
         self.rows.append(row)
         self.tracker.log_row(row)
@@ -302,14 +310,16 @@ class _Run:
     def step(self, state: _State, lr: float, signalled: bool) -> tuple[float, bool]:
         """One optimizer step on global batch `state.step`; (loss over all ranks, whether any rank got a signal)."""
         cfg, schedule = self.cfg, self.schedule
-        set_learning_rate(self.optimizer, lr)
+        set_rates(self.optimizer, lr)
+        info = StepInfo(state.step, lr)  # what the method's hooks are told (`method_step`)
         x, y = self.data.train_batch(state.step, schedule.n_seqs, cfg.model.context, cfg.seed)
         x, y = dist_utils.shard(x, self.ctx), dist_utils.shard(y, self.ctx)
-        step_loss = accumulate_gradients(self.wrapped, x, y, cfg, self.device, schedule.accum)
+        step_loss = compute_update(self.wrapped, self.method, x, y, cfg, self.device, schedule.accum, info)
         # one all-reduce: the global loss and whether any rank got a signal, so all stop together
         step_loss, stop = dist_utils.step_consensus(step_loss, signalled, self.ctx)
         if math.isfinite(step_loss):
-            apply_update(self.method, self.optimizer, cfg.train.grad_clip)
+            finish_update(self.method, self.optimizer, cfg.train.grad_clip, info)
+        self.method_metrics.add(self.method)
         return step_loss, stop
 
 
@@ -319,6 +329,7 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
     At each step of `snapshot_steps` the run's state is also kept as `branch-STEP.pt` (the trunk
     of branched budgets, `beyondbp.runs.chain`)."""
     cfg.method = resolve_method(cfg.method)  # settings checked, origin and version recorded in config.yaml
+    check_complete(cfg.method.name)  # before the folder is made
     check_run_length(cfg)
     run = _Run(cfg, check_out_path(out), quiet)
     set_threads(cfg, run.say)
