@@ -4,9 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beyondbp.config import ConfigError, MethodConfig, ModelConfig
-from beyondbp.methods.registry import build_method
-from beyondbp.model.mlp import MLPClassifier
+from beyondbp.methods.api import ConfigError, MethodConfig, ModelConfig, build_method, build_model
 from beyondbp.testing import parametrize_with_checks
 from sign_symmetry import SignSymmetry
 
@@ -14,7 +12,7 @@ from sign_symmetry import SignSymmetry
 def tiny_mlp():
     torch.manual_seed(0)
     cfg = ModelConfig(kind="mlp", depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)
-    return MLPClassifier(cfg).double()
+    return build_model(cfg).double()
 
 
 def uniform_sign(w, scale):

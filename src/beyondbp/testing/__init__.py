@@ -12,9 +12,10 @@ or, in a pytest file, one test item per property:
         check()
 
 The properties (`PROPERTIES`, in the order they run) are what every method must satisfy to
-train in this toolkit: its update lands in `.grad` after one `objective.backward()`, its
-compute is declared under every accounting (and its exact count matches a measured one), its
-alignment with BP can be measured, it survives bf16 autocast, its loss falls on a tiny model,
+train in this toolkit: its update lands in `.grad` after one `objective.backward()` (or its
+no-backward update), its compute is declared under every accounting (its exact count matches a
+measured one, its paper and optimistic counts are plausible against it), its alignment with BP
+can be measured, every tensor it holds moves with the model, it survives bf16 autocast, its loss falls on a tiny model,
 a killed and resumed run ends bit-identical, and two DDP processes equal one. A tiny GPT on the
 built-in corpus keeps each check to seconds on a CPU.
 
@@ -28,6 +29,7 @@ import torch
 
 from ..config import ConfigError
 from .ddp import ddp_matches_single
+from .device import moves_with_device
 from .errors import MethodCheckError, MethodCheckSkipped
 from .properties import alignment_measurable, bf16_autocast, compute_declared, loss_falls, update_in_grad
 from .resume import resume_bit_identical
@@ -40,6 +42,7 @@ PROPERTIES: dict[str, Callable[[Subject], dict]] = {
     "update_in_grad": update_in_grad,
     "compute_declared": compute_declared,
     "alignment_measurable": alignment_measurable,
+    "moves_with_device": moves_with_device,
     "bf16_autocast": bf16_autocast,
     "loss_falls": loss_falls,
     "resume_bit_identical": resume_bit_identical,

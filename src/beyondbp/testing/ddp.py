@@ -4,7 +4,8 @@ same global batches.
 Both ranks are forked from this process (so a class defined in a test file needs no import by
 name), join a gloo group through a file store, wrap the method with the training code's own
 `distributed.wrap`, and take STEPS optimizer steps on their halves of the global batches with
-`accumulate_gradients` and `apply_update`. The first step's gradients and the state after it
+`method_step.compute_update` and `finish_update` (every path of the step API: hooks, the
+method's own optimizer groups, updates made without a backward). The first step's gradients and the state after it
 must equal one process's on the whole batches, up to the float rounding of the all-reduce, and
 both ranks must end every step with bit-identical state (weights and buffers).
 
@@ -21,7 +22,8 @@ import torch
 import torch.distributed as dist
 
 from ..train import distributed as dist_utils
-from ..train.step import accumulate_gradients, apply_update, make_optimizer
+from ..methods.base import StepInfo
+from ..train.method_step import build_optimizer, compute_update, finish_update, set_rates
 from .errors import MethodCheckSkipped
 from .subject import Subject
 
@@ -40,15 +42,17 @@ def _train(subject: Subject, ctx: dist_utils.DistContext) -> dict:
     cfg, device = subject.config, torch.device("cpu")
     method = subject.build()
     wrapped = dist_utils.wrap(method, ctx, device)
-    optimizer = make_optimizer(cfg, method.trainable_parameters())
+    optimizer = build_optimizer(cfg, method)
     record = {}
     for step in range(STEPS):
         x, y = subject.batch(step)
-        accumulate_gradients(wrapped, dist_utils.shard(x, ctx), dist_utils.shard(y, ctx), cfg, device)
+        info = StepInfo(step, cfg.train.lr)
+        set_rates(optimizer, info.lr)
+        compute_update(wrapped, method, dist_utils.shard(x, ctx), dist_utils.shard(y, ctx), cfg, device, 1, info)
         if step == 0:
             record.update({f"grad.{n}": p.grad.detach().clone()
                            for n, p in method.named_parameters() if p.grad is not None})
-        apply_update(method, optimizer, cfg.train.grad_clip)
+        finish_update(method, optimizer, cfg.train.grad_clip, info)
         if step == 0:
             record.update({f"step1.{k}": v.detach().clone() for k, v in method.state_dict().items()})
     record.update({f"final.{k}": v.detach().clone() for k, v in method.state_dict().items()})

@@ -7,12 +7,15 @@ checkpoints every step), so the run stops where a SIGKILL during that step would
 resumed run is built from the folder alone, as after a real kill: a new method object, the
 checkpoint's weights, optimizer and RNG state. Whatever the method keeps outside its
 `state_dict` (a step counter in a Python attribute, a private generator, Python's `random`) is
-what this property catches.
+what this property catches; where such an attribute of the method differs between the two
+runs at the end, the failure names it. A method without a backward (`uses_backward = False`)
+is killed the same way, in its `update_without_backward`.
 """
 from __future__ import annotations
 
 import json
 import shutil
+from unittest import mock
 
 import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
@@ -49,9 +52,16 @@ def _killed_run(subject: Subject, cfg, out) -> None:
             if calls[0] > kill_after:
                 raise SimulatedKill()
 
+    original = subject.cls.update_without_backward
+
+    def update_until_killed(method, *args, **kwargs):
+        kill_during_next_step(method, args)
+        return original(method, *args, **kwargs)
+
     handle = register_module_forward_pre_hook(kill_during_next_step)
+    patch = mock.patch.object(subject.cls, "update_without_backward", update_until_killed)
     try:
-        with subject.registered():
+        with subject.registered(), patch:
             train(cfg, out, quiet=True)
     except SimulatedKill:
         pass
@@ -71,8 +81,9 @@ def resume_bit_identical(subject: Subject) -> dict:
     if (out / "summary.json").exists() or resumed_from != KILL_AT:
         raise subject.fail("resume_bit_identical", f"the simulated kill did not stop the run at step {KILL_AT} "
                                                    f"(checkpoint at step {resumed_from})")
-    with subject.registered():
+    with subject.registered(), subject.capturing() as built:
         train(cfg, out, quiet=True)
+    blame = stray_attribute(subject.reference_method, built[-1] if built else None)
     want, got = _final_state(reference), _final_state(out)
     differ = sorted(set(want) ^ set(got)) + [k for k in want if k in got and not torch.equal(want[k], got[k])]
     if differ:
@@ -81,10 +92,54 @@ def resume_bit_identical(subject: Subject) -> dict:
                if key in want and key in got and want[key].shape == got[key].shape else "shape or presence")
         raise subject.fail("resume_bit_identical", f"resumed at step {KILL_AT}, {len(differ)} of {len(want)} final "
                                                    f"tensors differ from the uninterrupted run's; first {key} "
-                                                   f"(max abs difference {gap})")
+                                                   f"(max abs difference {gap}){blame}")
     losses = [[json.loads(line)["val_loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
               for d in (reference, out)]
     if losses[0] != losses[1]:
         raise subject.fail("resume_bit_identical", f"validation losses differ: uninterrupted {losses[0]}, "
-                                                   f"resumed {losses[1]}")
+                                                   f"resumed {losses[1]}{blame}")
     return {"killed_at_step": KILL_AT, "tensors_compared": len(want), "final_val_loss": losses[1][-1]}
+
+
+_MODULE_INTERNALS = frozenset(vars(torch.nn.Module()))
+
+
+def _same(a, b) -> bool:
+    """Whether two attribute values are equal; True for kinds this check cannot compare."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a.cpu(), b.cpu())
+    if isinstance(a, torch.Generator):
+        return isinstance(b, torch.Generator) and torch.equal(a.get_state(), b.get_state())
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (bool, int, float, str, type(None))):
+        return a == b
+    return True
+
+
+def _shown(value) -> str:
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return repr(value)
+    return type(value).__name__
+
+
+def stray_attribute(reference, resumed) -> str:
+    """'; ...' naming the first attribute of the method's own modules (the model's left out) that
+    differs between the uninterrupted and the resumed run's method objects; '' where none does."""
+    if reference is None or resumed is None:
+        return ""
+    theirs = dict(resumed.named_modules())
+    for name, module in reference.named_modules():
+        if name == "model" or name.startswith("model.") or name not in theirs:
+            continue
+        other = vars(theirs[name])
+        for attr, value in vars(module).items():
+            if attr in _MODULE_INTERNALS or attr == "_logged" or attr not in other or _same(value, other[attr]):
+                continue
+            where = f"self.{name + '.' if name else ''}{attr}"
+            return (f"; the method's attribute {where} differs between the runs (uninterrupted {_shown(value)}, "
+                    f"resumed {_shown(other[attr])}): state kept outside the state_dict is lost when a run "
+                    f"resumes; keep it in a buffer (self.register_buffer) or derive it from the step")
+    return ""

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -48,6 +49,7 @@ class Subject:
         self.settings = dict(settings or {})
         self.run_overrides = dict(run_overrides or {})
         self._workdir: tempfile.TemporaryDirectory | None = None
+        self.reference_method = None  # the method object of the reference run, once trained
 
     @property
     def label(self) -> str:
@@ -119,6 +121,19 @@ class Subject:
             else:
                 registry.REGISTRY[name] = before
 
+    @contextlib.contextmanager
+    def capturing(self):
+        """A list that receives every instance of the class built inside the block (the method a
+        `train()` call builds, which the resume check compares attribute by attribute)."""
+        built, original = [], self.cls.__init__
+
+        def init(method, *args, **kwargs):
+            original(method, *args, **kwargs)
+            built.append(method)
+
+        with mock.patch.object(self.cls, "__init__", init):
+            yield built
+
     @property
     def workdir(self) -> Path:
         if self._workdir is None:
@@ -130,6 +145,7 @@ class Subject:
         """The folder of one uninterrupted tiny run (trained on first use)."""
         from ..train.loop import train
         out = self.workdir / "uninterrupted"
-        with self.registered():
+        with self.registered(), self.capturing() as built:
             train(self.config, out, quiet=True)
+        self.reference_method = built[-1] if built else None
         return out

@@ -11,10 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from beyondbp.config import POSITIVE
-from beyondbp.methods.base import TrainingMethod
-from beyondbp.methods.fa import FeedbackLinearMode
-from beyondbp.methods.settings import Setting
+from beyondbp.methods.api import POSITIVE, FeedbackLinearMode, Setting, TrainingMethod
 
 
 class SignSymmetry(TrainingMethod):
