@@ -99,7 +99,30 @@ class Float32Only(Backprop):
         return loss, objective
 
 
+class PlainAttribute(Backprop):
+    """Keeps a fixed matrix as a plain attribute, not a buffer."""
+    name = "plain_attribute_for_test"
+
+    def __init__(self, model, cfg, seed=0):
+        super().__init__(model, cfg, seed)
+        self.projection = [torch.randn(4, 4, generator=self.generator())]
+
+
+class UnderCounted(Backprop):
+    """Does BP's work and declares a sixth of BP's 6N."""
+    name = "under_counted_for_test"
+
+    def compute_per_token(self):
+        return {**super().compute_per_token(), "paper": self.model.flops_per_token()["6N"] / 6}
+
+
 @pytest.mark.parametrize("cls, prop, says", [
+    (PlainAttribute, "moves_with_device", "after method.to('meta') the tensor self.projection[0] is still on cpu "
+                                          "(1 such): a tensor kept as a plain attribute does not move"),
+    (UnderCounted, "compute_declared", "declared paper count 10,688 FLOPs per token (0.17x BP's 6N) lies 6.0x "
+                                       "below the work measured (73,728 exact, 1.00x BP's exact count)"),
+    (ForgetsItsNoise, "resume_bit_identical", "the method's attribute self.noise differs between the runs "
+                                              "(uninterrupted Generator, resumed Generator)"),
     (NoGradient, "update_in_grad", "the update is zero in all 29 trainable parameters"),
     (ForgetsItsNoise, "resume_bit_identical", "differ from the uninterrupted run's"),
     (MissingAccounting, "compute_declared", "lacks 'optimistic'"),

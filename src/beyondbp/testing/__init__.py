@@ -109,8 +109,12 @@ def parametrize_with_checks(methods: Iterable, checks: Iterable[str] | None = No
     """A `pytest.mark.parametrize` over every property of every method, with the parameter
     `check` (call it; a skipped check calls pytest.skip). Each entry of `methods` is a class,
     (class, {setting: value}) or (class, {setting: value}, {run key: value}); ids read
-    `NAME-PROPERTY`, so `pytest -k resume` picks one."""
-    import pytest
+    `NAME-PROPERTY`, so `pytest -k resume` picks one. Needs pytest (the `testing` extra)."""
+    try:
+        import pytest
+    except ImportError:
+        raise ImportError("parametrize_with_checks needs pytest: pip install 'beyondbp[testing]' "
+                          "(check_method runs without it)") from None
 
     bound = []
     for entry in methods:

@@ -71,7 +71,8 @@ def _killed_run(subject: Subject, cfg, out) -> None:
 
 def resume_bit_identical(subject: Subject) -> dict:
     """Kill the tiny run during step KILL_AT + 1, rerun it on its folder, and compare its final
-    weights, optimizer state and every logged validation loss with the uninterrupted run's."""
+    weights, optimizer state, every logged validation loss and the method's logged metrics with
+    the uninterrupted run's."""
     reference = subject.reference_run
     out = subject.workdir / "killed"
     shutil.rmtree(out, ignore_errors=True)
@@ -93,11 +94,15 @@ def resume_bit_identical(subject: Subject) -> dict:
         raise subject.fail("resume_bit_identical", f"resumed at step {KILL_AT}, {len(differ)} of {len(want)} final "
                                                    f"tensors differ from the uninterrupted run's; first {key} "
                                                    f"(max abs difference {gap}){blame}")
-    losses = [[json.loads(line)["val_loss"] for line in (d / "metrics.jsonl").read_text().splitlines()]
-              for d in (reference, out)]
+    rows = [[json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()] for d in (reference, out)]
+    losses = [[row["val_loss"] for row in runs] for runs in rows]
     if losses[0] != losses[1]:
         raise subject.fail("resume_bit_identical", f"validation losses differ: uninterrupted {losses[0]}, "
                                                    f"resumed {losses[1]}{blame}")
+    logged = [[row.get("method") for row in runs] for runs in rows]
+    if logged[0] != logged[1]:
+        raise subject.fail("resume_bit_identical", f"the method's logged metrics differ: uninterrupted {logged[0]}, "
+                                                   f"resumed {logged[1]}{blame}")
     return {"killed_at_step": KILL_AT, "tensors_compared": len(want), "final_val_loss": losses[1][-1]}
 
 
