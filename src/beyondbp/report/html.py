@@ -5,6 +5,7 @@ import base64
 import html
 
 from .results import ACCOUNTINGS, REFERENCE, frontier_kind
+from .study_text import COMPUTE_HEADER, METRICS_HEADER, compute_rows, metric_rows, study_lines
 from .tuning import tuning_lines
 from .tables import RUNS_HEADER, TABLE1_HEADER, runs_rows, table1_cells
 from .verdict_text import LEGEND, OTHER_HEADER, TABLE_HEADER, answer_lines, other_rows, verdict_notes, verdict_rows
@@ -40,6 +41,18 @@ def _verdicts_html(all_fits: dict) -> str:
     return out
 
 
+def _method_tables(results: list) -> str:
+    """Each method's declared compute per token beside its measured exact count; logged metrics."""
+    out = ""
+    compute = compute_rows(results)
+    if compute:
+        out += "<h2>Compute per token, declared and measured</h2>" + _html_table(COMPUTE_HEADER, compute, "compute")
+    metrics = metric_rows(results)
+    if metrics:
+        out += "<h2>Method metrics</h2>" + _html_table(METRICS_HEADER, metrics, "method-metrics")
+    return out
+
+
 def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes],
                 allocation: str = "", tuning: dict | None = None) -> str:
     """The page: the frontier figure and the answer first (paper's count), its verdict table with the
@@ -57,6 +70,8 @@ def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, image
     points = ("each run's final evaluation" if spec.get("frontier_points", "final") == "final"
               else "every evaluation from half of each run's tokens on")
     answer = "".join(f"<li>{_bold(line)}</li>" for line in answer_lines(all_fits["paper"]))
+    study = "".join(f"<li>{html.escape(line)}</li>" for line in study_lines(spec, results))
+    description = html.escape(f"The spec's description: {spec['description']} ") if spec.get("description") else ""
     frontier = frontier_kind(spec)
     kind = html.escape(f" The frontier's points: {frontier['kind']}: {frontier['note']}.") if frontier["note"] else ""
     return f"""<!DOCTYPE html>
@@ -77,15 +92,14 @@ figcaption {{ color: #666; font-size: 0.85em; }}
 <h2>Verdicts</h2>
 {_verdicts_html(all_fits)}
 <h2>The study</h2>
-<p>{html.escape(spec.get('description') or '')}</p>
-<p>Methods: {html.escape(', '.join(spec['methods']))}; sizes: {html.escape(', '.join(spec['sizes']))};
-{len(results)} runs. Frontiers are fitted as L(C) = (C / C_c)^alpha_C (Kaplan's form, C_c in PF-days) on the
+<ul>{study}</ul>
+<p>{description}Frontiers are fitted as L(C) = (C / C_c)^alpha_C (Kaplan's form, C_c in PF-days) on the
 lower envelope of {points} at the best learning rate per size and budget.{kind}</p>
 <h2>Table 1</h2>
 {_html_table(TABLE1_HEADER, [table1_cells(r) for r in t1], "table1")}{allocation}{tuning_html}
 <h2>Figures</h2>
 {figures}
 <h2>Runs</h2>
-{_html_table(RUNS_HEADER, runs_rows(results))}
+{_html_table(RUNS_HEADER, runs_rows(results))}{_method_tables(results)}
 </body></html>
 """
