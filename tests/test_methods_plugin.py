@@ -43,8 +43,8 @@ def test_installed_method_is_listed_with_its_origin_and_settings(capsys):
      "method: cannot import 'no_such_package.mod:Thing' (ModuleNotFoundError: No module named 'no_such_package')"),
     (["method=collections:OrderedDict"], "method: 'collections:OrderedDict' is not a training method "
                                          "(a subclass of beyondbp.methods.base.TrainingMethod)"),
-    (["method=sign_symetry"], "method: unknown method 'sign_symetry' (valid: bp, dfa, dfa_block, fa, forward_grad, "
-                              "local, shallow, synthetic, sign_symmetry, or package.module:Class)"),
+    (["method=sign_symetry"], "method: unknown method 'sign_symetry' (valid: bp, dfa, dfa_block, drtp, fa, forward_grad, "
+                              "kolen_pollack, local, mezo, shallow, synthetic, sign_symmetry, or package.module:Class)"),
 ])
 def test_bad_method_fails_in_one_line_before_a_run_starts(tmp_path, capsys, overrides, message):
     out = tmp_path / "run"
@@ -164,7 +164,7 @@ def test_built_in_settings_are_read_without_torch():
             "from beyondbp.study.plan import plan_study; from beyondbp.study.spec import load_spec;"
             "m = resolve_method(MethodConfig('dfa_block', feedback_point='output'));"
             "assert m.feedback_point == 'output' and m.blockwise is True, m;"
-            "assert len(plan_study(load_spec(preset='zoo')).runs) == 40;"
+            "assert len(plan_study(load_spec(preset='zoo')).runs) == 56;"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
