@@ -1,6 +1,6 @@
 """The step API (`methods.base`, `train.method_step`): hooks with the step and its rate, a method's
 own optimizer groups, updates without a backward, logged metrics in metrics.jsonl that survive a
-resume; an outside package written from docs/methods.md alone; the cases a method author hits
+resume; an outside package written from docs/method_api.md alone; the cases a method author hits
 (no compute_per_token, an MLP run of a hooked method, the kit without pytest)."""
 import ast
 import json
@@ -148,7 +148,7 @@ def test_a_method_without_compute_per_token_is_named_exit_2_and_nothing_is_creat
     err = capsys.readouterr().err.strip()
     assert err == ("beyondbp: error: method 'no_accounting' (average_method.method:NoAccounting) does not define "
                    "compute_per_token(); it must return its training FLOPs per token as {'paper': ..., "
-                   "'optimistic': ..., 'exact': ...} (docs/methods.md)")
+                   "'optimistic': ..., 'exact': ...} (docs/method_api.md)")
     assert not out.exists()
     from average_method.method import NoAccounting
     with pytest.raises(MethodCheckError, match=r"raised NotImplementedError: method 'no_accounting' "
@@ -184,7 +184,7 @@ def test_pytest_is_the_testing_extra_and_its_absence_is_named(monkeypatch):
 
 
 def test_the_reference_page_documents_the_public_api_and_the_example_imports_only_it():
-    page = (ROOT / "docs" / "methods.md").read_text()
+    page = (ROOT / "docs" / "method_api.md").read_text()
     for name in api.__all__ + ["after_backward", "after_optimizer_step", "parameter_groups",
                                "update_without_backward", "uses_backward", "self.log", "register_buffer",
                                "self.generator", "compute_per_token", "model.embed", "model.blocks", "model.head",

@@ -4,7 +4,7 @@
 
 What is here is kept stable; the modules it comes from are internals that may move. The
 reference, with a worked example of each path (the simple `forward`, hooks, own optimizer
-groups, an update without backward, logged metrics), is docs/methods.md.
+groups, an update without backward, logged metrics), is docs/method_api.md.
 """
 from __future__ import annotations
 

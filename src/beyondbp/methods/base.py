@@ -6,7 +6,7 @@ its fixed feedback matrices (registered buffers) like any other state: `forward(
 returns `(loss, objective)`, and one `objective.backward()` leaves the method's update in every
 trainable parameter's `.grad`. `loss` is the true cross-entropy, for logging.
 
-Beyond that simple case a method may use the step API (`docs/methods.md`): hooks after the
+Beyond that simple case a method may use the step API (`docs/method_api.md`): hooks after the
 backward (`after_backward`) and after the optimizer step (`after_optimizer_step`), each given the
 step's number and learning rate (`StepInfo`); optimizer groups of its own with their own settings
 (`parameter_groups`); a step without any backward (`uses_backward = False` and
@@ -136,7 +136,7 @@ class TrainingMethod(nn.Module):
 def missing_compute(cls: type) -> str:
     return (f"method {getattr(cls, 'name', '') or cls.__name__!r} ({cls.__module__}:{cls.__qualname__}) does not "
             f"define compute_per_token(); it must return its training FLOPs per token as "
-            f"{{'paper': ..., 'optimistic': ..., 'exact': ...}} (docs/methods.md)")
+            f"{{'paper': ..., 'optimistic': ..., 'exact': ...}} (docs/method_api.md)")
 
 
 def overridden(method: type, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""BP with an exponential moving average of the weights (docs/methods.md, "A hook after the
+"""BP with an exponential moving average of the weights (docs/method_api.md, "A hook after the
 optimizer step, and a metric"), and a class that lacks compute_per_token."""
 import torch
 
