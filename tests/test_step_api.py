@@ -20,7 +20,7 @@ from beyondbp.model.build import build_model
 from beyondbp.testing import MethodCheckError, check_method
 from beyondbp.train.loop import train
 from beyondbp.train.method_step import build_optimizer, compute_update, set_rates
-from beyondbp.train.schedule import learning_rate
+from beyondbp.runs.schedule import learning_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE = Path(__file__).parent / "outside"

@@ -1,7 +1,5 @@
 """kolen_pollack, drtp and mezo: each update equals the one computed by hand on a tiny GPT;
 mezo builds no autograd graph and costs two forwards per direction; all three are in the zoo preset."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,8 +141,9 @@ def test_mezo_costs_two_forwards_per_direction_counted_and_measured(k):
 
 
 def test_the_zoo_preset_holds_the_three_new_methods():
+    from beyondbp.study.plan import plan_study
     from beyondbp.study.spec import load_spec
-    from importlib.resources import files
-    spec = load_spec(files("beyondbp.presets") / "zoo.yaml")
-    assert {"kolen_pollack", "drtp", "mezo"} <= set(spec["methods"])
-    assert all(math.isfinite(min(spec["lrs"][m])) for m in ("kolen_pollack", "drtp", "mezo"))
+    runs = plan_study(load_spec(preset="zoo")).runs
+    for name, rates in (("kolen_pollack", {1e-2}), ("drtp", {3e-3, 1e-2}), ("mezo", {1e-2})):
+        assert {r.lr for r in runs if r.method == name} == rates
+        assert len([r for r in runs if r.method == name]) == 4 * len(rates)  # four sizes each

@@ -5,7 +5,7 @@ For a direction z (standard normal, every weight at once) the loss is measured a
 and theta - eps z; g = (L+ - L-) / (2 eps) estimates the directional derivative, and g z the
 gradient (SPSA). With `method.perturbations` = K directions a step's update is the mean of K
 such estimates. z is never stored: it is drawn from a generator seeded by (run seed, step,
-micro-batch, direction), once for each of the two passes and once more as the update is handed
+micro-batch, direction), once for each of the two passes (their losses in float64) and once more as the update is handed
 over, parameter by parameter (`update_without_backward`; the weights themselves are never
 changed in place, the passes see theta +- eps z as a transient copy, so no rounding drift
 accumulates). The update goes to the optimizer as every other method's does: averaged over
@@ -53,7 +53,11 @@ class MeZO(TrainingMethod):
     def perturbed_loss(self, idx, targets, step: StepInfo, k: int, sign: float) -> torch.Tensor:
         eps = self.cfg.epsilon
         values = {name: param + sign * eps * z for name, param, z in self.directions(step, k)}
-        return functional_call(self.model, values, (idx, targets))[1].float()
+        logits = functional_call(self.model, values, (idx,))[0]
+        # in float64: the difference of two near-equal losses keeps its digits, and a DDP rank's mean
+        # over its rows averages to the whole batch's without float32's rounding (which the division
+        # by 2 eps would amplify)
+        return self.model.loss_fn(logits.double(), targets)
 
     @torch.no_grad()
     def update_without_backward(self, idx, targets, step: StepInfo):
