@@ -8,6 +8,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 
 from beyondbp.report.write import write_report
 from helpers import planned_study
@@ -16,6 +17,7 @@ from test_report import SPEC, _write_run
 QUICK_TEXT = "BP, the paper's block-wise DFA and the shallow baseline; block-wise DFA at two learning rates"
 
 
+@pytest.mark.slow
 def test_the_report_describes_the_runs_and_their_declared_and_measured_compute(tmp_path):
     spec = {**SPEC, "description": QUICK_TEXT, "sizes": {k: v for k, v in SPEC["sizes"].items() if k != "s8"}}
     plan, out = planned_study(tmp_path, spec)

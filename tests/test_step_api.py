@@ -52,6 +52,7 @@ class Recorder(Backprop):
         self.log("step_seen", step.step)
 
 
+@pytest.mark.slow
 def test_hooks_run_in_order_with_the_step_and_its_rate_and_logs_reach_metrics(tmp_path, tiny_overrides,
                                                                                 monkeypatch):
     monkeypatch.setitem(REGISTRY, Recorder.name, Recorder)
@@ -122,6 +123,7 @@ def test_updates_without_backward_are_averaged_over_micro_batches():
     assert all(torch.equal(p.grad, torch.full_like(p, 2.5)) for p in method.trainable_parameters())
 
 
+@pytest.mark.slow
 def test_an_outside_package_written_from_the_docs_trains_with_its_hook_and_metric(tmp_path, tiny_overrides,
                                                                                    monkeypatch):
     monkeypatch.syspath_prepend(str(OUTSIDE))
