@@ -402,7 +402,7 @@ CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what 
     "train.tracker": (("none", "tensorboard", "wandb"), "tracker"),
     "data.tokenizer": (("byte", "bpe", "gpt2"), "tokenizer"),
     # a study's, not a RunConfig's: `study run --executor`, a spec's `slurm.cluster` (or `--cluster`)
-    "study.executor": (("local", "slurm"), "executor"), "slurm.cluster": (("slurm", "local"), "cluster"),
+    "study.executor": (("local", "slurm", "simulated"), "executor"), "slurm.cluster": (("slurm", "local"), "cluster"),
 }
 
 

@@ -60,6 +60,9 @@ def cmd_run(args) -> int:
     from ..report.write import write_report
     from ..study.local_executor import run_study
     check_flags(args)
+    if args.executor == "simulated" or args.until_decided:
+        from .adaptive import run_adaptive
+        return run_adaptive(args)
     if args.executor == "slurm":
         return _run_slurm(args)
     for attr, flag in SLURM_FLAGS:
@@ -214,7 +217,13 @@ def add_parser(subparsers) -> None:
                    help="runs trained at once (default: one per GPU, else one per CPU core)")
     p.add_argument("--executor", choices=CHOICES["study.executor"][0], default="local",
                    help="who trains the runs: local, a pool of worker processes on this machine (--workers); "
-                        "slurm, one submitit job per run (spec section slurm:, --cluster)")
+                        "slurm, one submitit job per run (spec section slurm:, --cluster); simulated, no "
+                        "training: metrics from the known laws of --truth")
+    p.add_argument("--truth", default=None, help="--executor simulated: TRUTH.yaml, each method's law")
+    p.add_argument("--until-decided", action="store_true",
+                   help="after the grid, add runs until every letter is decided (DIR/decisions.jsonl)")
+    p.add_argument("--budget", default=None,
+                   help="--until-decided: PF-days of the paper's count (1e-6), or training time (30min, 2h)")
     p.add_argument("--cluster", choices=CHOICES["slurm.cluster"][0], default=None,
                    help="--executor slurm only: where its submitit jobs run: slurm (submitted to the Slurm "
                         "scheduler, the default) or local (submitit's local cluster: each job a process on this "

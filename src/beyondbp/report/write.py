@@ -17,6 +17,7 @@ from ..fit.strict_json import dumps
 from ..study.tracks import get_track
 from .allocation import allocation_json, allocation_section, has_several_budgets
 from .allocation_text import allocation_blocks, blocks_html, blocks_markdown
+from .decisions import decisions_section
 from .figures import alignment_figure, frontier_figure, png_bytes
 from .lnd_figure import isoflop_figure
 from .html import report_html
@@ -49,7 +50,8 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     extra += tuning_markdown(tuning).splitlines() + [""]
     files = {"table1.md": table1_markdown(t1), "table1.csv": table1_csv(t1), "table1.tex": table1_tex(t1),
              "verdict.md": verdict_markdown(spec, all_fits, excluded, kept, extra), "runs.md": runs_markdown(results),
-             "best_by_size.md": best_by_size_markdown(kept, methods, list(spec["sizes"]))}
+             "best_by_size.md": best_by_size_markdown(kept, methods,
+                                                      list(dict.fromkeys([*spec["sizes"], *(r.run.size for r in results)])))}
     results_json = {
         "frontier_points": mode,
         "frontier_kind": kind,
@@ -67,6 +69,12 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
         files["allocation.md"] = blocks_markdown(blocks)
         allocation_html = blocks_html(blocks)
         images.update(_write_isoflop_figure(files, section))
+    rounds, decisions_md, decisions_html, decisions_fig = decisions_section(study_dir)  # `--until-decided`
+    if rounds:
+        files["decisions.md"] = decisions_md
+        files["verdict.md"] += "\n" + decisions_md
+        allocation_html += decisions_html
+        images.update(_save(decisions_fig, files, "decisions", "Bootstrap shares of each letter against compute spent"))
     files["results.json"] = dumps(results_json) + "\n"
     files["report.html"] = report_html(spec, t1, all_fits, results, images, allocation_html, tuning)
     make_folder(out, inside=study_dir)

@@ -21,6 +21,7 @@ from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
 from ..runs.folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
                                 data_change, run_state)
+from .additions import extend_plan
 from .plan import PlannedRun, StudyPlan, plan_study
 from .spec import normalise_spec
 
@@ -93,7 +94,8 @@ def load_study(study_dir: str | Path) -> StudyPlan:
     path = Path(study_dir) / "spec.yaml"
     if not path.exists():
         raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
-    return plan_study(normalise_spec(load_yaml(path, "the study's spec")))
+    # with the runs its planner added (`additions`: `study run --until-decided`)
+    return extend_plan(plan_study(normalise_spec(load_yaml(path, "the study's spec"))), study_dir)
 
 
 def runs_to_retrain(plan: StudyPlan, study_dir: str | Path) -> list[PlannedRun]:

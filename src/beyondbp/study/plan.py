@@ -95,10 +95,25 @@ def run_config(spec: dict, method: str, size: str) -> RunConfig:
     return cfg
 
 
+def planned_run(spec: dict, method: str, size: str, lr: float, seed: int,
+                budget: tuple[str, float | None, bool]) -> PlannedRun:
+    """One run of the grid (or one the adaptive planner adds) as a validated RunConfig;
+    budget: (label, value, per_param) as `_budgets` gives it."""
+    label, value, per_param = budget
+    cfg = run_config(spec, method, size)
+    cfg.seed, cfg.train.lr = seed, lr
+    try:  # every piece was checked; this is the composed run, before anything starts
+        validate_config(cfg)
+        cfg.method = resolve_method(cfg.method)
+    except ConfigError as exc:
+        raise ConfigError(f"{run_name(method, size, lr, seed, label)}: {exc}") from None
+    n_params, cost = get_track(spec.get("track")).plan_run(cfg, value, per_param)
+    return PlannedRun(run_name(method, size, lr, seed, label), method, size, lr, seed, cfg, n_params, cost, label)
+
+
 def plan_study(spec: dict) -> StudyPlan:
     """Every run of the grid as a validated RunConfig; raises ConfigError before any run starts."""
     plan = StudyPlan(spec)
-    track = get_track(spec.get("track"))
     for method in spec["methods"]:
         for size in spec["sizes"]:
             for budget, value, per_param in _budgets(spec):
@@ -106,16 +121,7 @@ def plan_study(spec: dict) -> StudyPlan:
                 lrs = lrs[size] if isinstance(lrs, dict) else lrs
                 for lr in lrs:
                     for seed in run_seeds(spec, size, lrs, lr):
-                        cfg = run_config(spec, method, size)
-                        cfg.seed, cfg.train.lr = seed, lr
-                        try:  # every piece was checked; this is the composed run, before anything starts
-                            validate_config(cfg)
-                            cfg.method = resolve_method(cfg.method)
-                        except ConfigError as exc:
-                            raise ConfigError(f"{run_name(method, size, lr, seed, budget)}: {exc}") from None
-                        n_params, cost = track.plan_run(cfg, value, per_param)
-                        plan.runs.append(PlannedRun(run_name(method, size, lr, seed, budget), method, size, lr,
-                                                    seed, cfg, n_params, cost, budget))
+                        plan.runs.append(planned_run(spec, method, size, lr, seed, (budget, value, per_param)))
     if spec.get("budgets") == "branched":
         plan.chains = make_chains(plan.runs, lambda r: run_name(r.method, r.size, r.lr, r.seed))
     return plan

@@ -1,0 +1,210 @@
+"""`study run --until-decided --budget B`: a study that chooses its own next runs.
+
+It runs the spec's grid, then repeats: fit, list what keeps each alternative's letter open (no
+letter, a bootstrap share under `fit.candidates.SHARE`, the per-method floors disagreeing, or a
+best learning rate at an edge of its sweep), weigh the candidate runs (`proposals`), run the chosen
+ones, refit. It stops when every letter is decided and every best rate is bracketed, when the
+budget is spent, or when no affordable candidate changes a letter; then it says which run would
+and what it would cost.
+
+Every round is one line of DIR/decisions.jsonl (`additions`): what was open, the candidates with
+their scores and costs, what was chosen and why, the compute spent so far. The chosen runs are
+written there before any starts, so a kill while they train resumes them; a kill before the line
+is written replans from the same finished runs to the same choice (the fits are seeded). Rate
+brackets come first: a letter read off an untuned point is not counted. Otherwise the candidate
+that removes the most openness per unit of compute is chosen. The budget counts the paper's
+PF-days, or with a time (`30min`, `2h`) the runs' summed training seconds (device time, what
+the `wall_clock` accounting counts), both over every run of the study, the grid included.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config import ConfigError
+from ..fit.candidates import SCORE_BOOTSTRAP, is_decided, openness, pair_verdict, score, top_letter
+from .additions import added, extend_plan, read_decisions, write_decisions
+from .plan import StudyPlan
+from .proposals import Candidate, Observation, Proposer
+
+REFERENCE = "bp"
+UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
+LOOK_AHEAD = 4  # size steps the stop message looks through for the run that would decide a letter
+
+
+@dataclass(frozen=True)
+class Budget:
+    value: float
+    unit: str  # pf_days or seconds
+
+    def show(self, amount: float) -> str:
+        return f"{amount:.3g} PF-days" if self.unit == "pf_days" else f"{amount / 60:.1f} min"
+
+
+def parse_budget(text: str) -> Budget:
+    """'1e-6' (PF-days, the paper's count) or '30min' / '2h' / '90s' (training seconds)."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(s|sec|min|h)?\s*", str(text))
+    try:
+        value = float(match.group(1)) if match else math.nan
+    except ValueError:
+        value = math.nan
+    if not value > 0 or value == math.inf:
+        raise ConfigError(f"--budget: expected PF-days (1e-6) or a time (30min, 2h, 90s), got {text!r}")
+    unit = match.group(2)
+    return Budget(value * UNITS[unit], "seconds") if unit else Budget(value, "pf_days")
+
+
+@dataclass
+class Planner:
+    base: StudyPlan  # the spec's grid
+    study_dir: Path
+    execute: Callable[[StudyPlan], object]  # trains (or simulates) every unfinished run of a plan
+    observe: Callable[[Path], Observation]
+    budget: Budget
+    bootstrap: int  # the deciding fits' samples (the report's)
+    score_bootstrap: int = SCORE_BOOTSTRAP
+    say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+
+    def alternatives(self) -> list[str]:
+        if REFERENCE not in self.base.spec["methods"]:
+            raise ConfigError(f"--until-decided: the study must train {REFERENCE} (every letter is against it)")
+        return [m for m in self.base.spec["methods"] if m != REFERENCE]
+
+    def run(self) -> dict:
+        """Rounds until a stop; returns the last line of the decision log."""
+        alternatives = self.alternatives()
+        while True:
+            rounds = read_decisions(self.study_dir)
+            plan = extend_plan(self.base, self.study_dir, rounds)
+            self.execute(plan)
+            line = self.plan_round(plan, rounds, alternatives)
+            if "stop" in line:
+                if not rounds or _without_round(rounds[-1]) != _without_round(line):
+                    write_decisions(self.study_dir, [*rounds, line])
+                self.say(line["why"])
+                return line
+            write_decisions(self.study_dir, [*rounds, line])
+            self.say(f"round {line['round']}: {line['why']}")
+
+    def plan_round(self, plan: StudyPlan, rounds: list[dict], alternatives: list[str]) -> dict:
+        """One round's line: the choice, or the stop and why."""
+        obs = self.observe(self.study_dir)
+        verdicts = {m: pair_verdict(obs.rows, m, REFERENCE, self.bootstrap, 0, obs.noise) for m in alternatives}
+        new_sizes = added(rounds)[0]
+        proposer = Proposer(plan, obs, new_sizes)
+        spent = {"pf_days": obs.spent("pf_days"), "seconds": obs.spent("seconds")}
+        line = {"round": len([r for r in rounds if "stop" not in r]) + 1, "spent": spent,
+                "letters": {m: _letter(v) for m, v in verdicts.items()}}
+        edges = proposer.rates([REFERENCE, *alternatives]) if any(not is_decided(v) for v in verdicts.values()) \
+            else []
+        open_ = [m for m, v in verdicts.items() if not is_decided(v)]
+        if not open_ and not edges:
+            return {**line, "stop": "decided", "why": "every letter is decided: " + _letters(line["letters"])}
+        candidates = self._weigh(edges, proposer, open_, verdicts, obs)
+        line["candidates"] = [c.record(self.budget.unit) for c in candidates]
+        left = self.budget.value - spent[self.budget.unit]
+        chosen, why = self._choose(candidates, left)
+        if not chosen:
+            return {**line, "stop": "budget" if left <= 0 or candidates else "no-candidate",
+                    "why": self._stop_line(why, open_, verdicts, proposer, obs, left)}
+        runs = [r for c in chosen for r in c.runs]
+        sizes = {k: v for c in chosen for k, v in c.new_sizes.items()}
+        return {**line, "chosen": [c.label for c in chosen], "why": why, "runs": runs, "new_sizes": sizes}
+
+    def _weigh(self, edges, proposer: Proposer, open_, verdicts, obs) -> list[Candidate]:
+        """Every candidate with its expected effect on the letter it serves."""
+        out = list(edges)
+        for m in open_:
+            out += [c for c in proposer.sizes([m, REFERENCE]) + proposer.seeds([m, REFERENCE])
+                    if all(c.label != o.label for o in out)]
+        for c in out:
+            served = [m for m in verdicts if any(r["method"] in (m, REFERENCE) for r in c.runs)]
+            gains = []
+            for m in served:
+                after = pair_verdict(c.rows, m, REFERENCE, self.score_bootstrap, 0, c.noise)
+                gains.append(score(verdicts[m], after, c.cost[self.budget.unit]))
+                c.expected[m] = _letter(after)
+            c.gain = max((g for g, _ in gains), default=0.0)
+            c.score = max((s for _, s in gains), default=0.0)
+        return out
+
+    def _choose(self, candidates: list[Candidate], left: float) -> tuple[list[Candidate], str]:
+        affordable = [c for c in candidates if c.cost[self.budget.unit] <= left]
+        edges = [c for c in affordable if c.edge]
+        if edges:
+            return edges, ("bracket the best rates first, a letter read off an untuned point does not count: "
+                           + "; ".join(c.label for c in edges))
+        useful = sorted((c for c in affordable if c.gain > 0), key=lambda c: (-c.score, c.label))
+        if useful:
+            c = useful[0]
+            return [c], (f"{c.label}: expected {_letters(c.expected)}, the most openness removed per unit of "
+                         f"compute ({c.gain:.2f} for {self.budget.show(c.cost[self.budget.unit])})")
+        return [], ""
+
+    def _stop_line(self, _why, open_, verdicts, proposer: Proposer, obs: Observation, left: float) -> str:
+        """One line: why the planner stops, the letters still open, and the run that would decide them."""
+        spent = obs.spent(self.budget.unit)
+        head = (f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
+                else f"no candidate within the budget ({self.budget.show(left)} left) changes a letter")
+        parts = []
+        for m in open_ or list(verdicts):
+            would = self._would_decide(m, proposer, obs)
+            parts.append(f"{m} stays {_letter(verdicts[m])}" + (f"; {would}" if would else
+                                                                 "; no run within four sizes would decide it"))
+        return f"stopped: {head}: " + "; ".join(parts)
+
+    def _would_decide(self, alt: str, proposer: Proposer, obs: Observation) -> str | None:
+        """The first candidate (rates, seeds, then sizes up to LOOK_AHEAD steps) whose expected refit
+        decides `alt`'s letter, as 'X would decide it (expected L), cost C'."""
+        ahead = Proposer(proposer.plan, obs, {})
+        ahead.spec = proposer.spec
+        for c in ahead.rates([alt, REFERENCE]) + ahead.seeds([alt, REFERENCE]):
+            after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
+            if is_decided(after):
+                return f"{c.label} would decide it (expected {_letter(after)}), cost {self.budget.show(c.cost[self.budget.unit])}"
+        cost = 0.0
+        for _ in range(LOOK_AHEAD):
+            steps = [c for c in ahead.sizes([alt, REFERENCE]) if "up" in c.label]
+            if not steps:
+                return None
+            c = steps[0]
+            cost += c.cost[self.budget.unit]
+            after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
+            if is_decided(after):
+                return f"{c.label} would decide it (expected {_letter(after)}), cost {self.budget.show(cost)}"
+            ahead = _advanced(ahead, c)
+        return None
+
+
+def _advanced(proposer: Proposer, c: Candidate) -> Proposer:
+    """A proposer that sees `c`'s expected rows as measured (to look one more size ahead)."""
+    obs = proposer.obs
+    out = Proposer(proposer.plan, Observation(c.rows, obs.trials + [
+        {**r, "loss": next(x["loss"] for x in c.rows if x["size"] == r["size"] and x["method"] == r["method"]),
+         "select_loss": None} for r in c.runs], obs.noise, obs.runs), {})
+    out.spec = proposer.spec
+    n_of = {r.size: r.n_params for r in proposer.plan.runs}
+    out.ordered = [*proposer.ordered, *[s for s in c.new_sizes if s not in n_of]]
+    return out
+
+
+def _letter(verdict: dict) -> dict:
+    letter, share = top_letter(verdict)
+    return {"scenario": verdict.get("scenario"), "possible": verdict.get("possible_letters"),
+            "top": letter, "share": round(share, 4), "decided": is_decided(verdict),
+            "openness": round(openness(verdict), 4)}
+
+
+def _letters(letters: dict) -> str:
+    return ", ".join(f"{m} {v['scenario'] or 'undetermined (' + ' or '.join(v['possible'] or []) + ')'}"
+                     + (f" ({v['top']} in {v['share']:.0%} of the bootstrap)" if v["top"] else "")
+                     for m, v in letters.items())
+
+
+def _without_round(line: dict) -> dict:
+    return {k: v for k, v in line.items() if k != "round"}
+

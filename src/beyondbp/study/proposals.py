@@ -1,0 +1,235 @@
+"""The runs the adaptive planner weighs for one open letter (`beyondbp.study.adaptive`), each with
+its cost and its expected effect on the study's frontier rows (scored by `beyondbp.fit.candidates`).
+
+- `rate`: a learning rate one step (the sweep's own ratio) beyond the best rate of a (method,
+  size) whose best lies at an edge of its sweep;
+- `size`: one step above the largest size (or below the smallest) on the spec's size ladder,
+  for the pair's methods, each at the best rate of its nearest size (rates move little between
+  neighbouring sizes; `lr_edges` in the report lists such cells as single-rate);
+- `seed`: another seed at the size whose point lies farthest off its method's law.
+
+The ladder extends the spec's shapes the way the presets grow them: every model key that changes
+between the two outermost sizes changes again by the same ratio (d_model kept a multiple of
+n_head); named sizes step to the next one in `beyondbp.model.shape.NAMED_SIZES`. A run's cost is
+its planned FLOPs times its method's measured compute per planned FLOP (paper's count, or
+training seconds), from the study's finished runs. Torch-free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import ConfigError
+from ..fit.candidates import law_loss, log_residuals, rate_loss
+from ..fit.tuning import choose_rates, edge_of
+from ..model.shape import NAMED_SIZES
+from .additions import spec_with_sizes
+from .plan import StudyPlan, _budgets, planned_run
+from .tracks import get_track
+
+DEFAULT_STEP = 2.5  # a sweep's ratio where a (method, size) tried one rate only
+
+
+@dataclass
+class Observation:
+    """What the planner reads from a study folder (`beyondbp.report.decisions.observe` builds it)."""
+    rows: list[dict]  # frontier points, paper's count: {method, compute_pf_days, loss, run, size}
+    trials: list[dict]  # finished runs: {method, size, budget, lr, seed, loss, select_loss}
+    noise: dict[str, tuple[float, int]]  # pooled seed noise per method
+    runs: list[dict]  # every planned run: {name, method, size, budget, lr, seed, flops, pf_days, seconds, state}
+
+    def spent(self, unit: str) -> float:
+        return float(sum(r[unit] or 0.0 for r in self.runs))
+
+    def per_flop(self, method: str, unit: str) -> float:
+        """The method's measured `unit` (pf_days or seconds) per planned FLOP (median over its runs)."""
+        ratios = [r[unit] / r["flops"] for r in self.runs if r[unit] and r["flops"] and r["method"] == method]
+        ratios = ratios or [r[unit] / r["flops"] for r in self.runs if r[unit] and r["flops"]]
+        return float(np.median(ratios)) if ratios else 0.0
+
+
+@dataclass
+class Candidate:
+    kind: str  # rate, size or seed
+    label: str  # what it runs, in a few words
+    runs: list[dict]  # {method, size, lr, seed, budget}
+    cost: dict[str, float]  # pf_days and seconds
+    rows: list[dict]  # the frontier rows it is expected to leave
+    noise: dict[str, tuple[float, int]]
+    new_sizes: dict[str, dict] = field(default_factory=dict)
+    edge: bool = False  # it brackets a best rate at an edge of its sweep
+    gain: float = 0.0
+    score: float = 0.0
+    expected: dict = field(default_factory=dict)  # the refit's letter and share
+
+    def record(self, unit: str) -> dict:
+        return {"kind": self.kind, "label": self.label, "cost": self.cost[unit], "gain": round(self.gain, 4),
+                "score": self.score, "expected": self.expected, "runs": self.runs}
+
+
+def _model_keys(spec: dict, size: str) -> dict:
+    keys = dict(spec["sizes"][size])
+    if "size" in keys and keys["size"] in NAMED_SIZES:
+        n_layer, d_model, n_head, context = NAMED_SIZES[keys.pop("size")]
+        keys = {"n_layer": n_layer, "d_model": d_model, "n_head": n_head, **keys}
+    return keys
+
+
+def ladder_step(spec: dict, ordered: list[str], up: bool) -> tuple[str, dict] | None:
+    """(name, model keys) of the size one step beyond the end of `ordered` (sizes by N), or None."""
+    if len(ordered) < 2:
+        return None
+    outer, inner = (ordered[-1], ordered[-2]) if up else (ordered[0], ordered[1])
+    entry = spec["sizes"][outer]
+    if set(entry) == {"size"}:  # a named size: the next of the same family
+        names = [n for n in NAMED_SIZES if n.split("-")[0] == entry["size"].split("-")[0]]
+        i = names.index(entry["size"]) + (1 if up else -1)
+        return (names[i], {"size": names[i]}) if 0 <= i < len(names) and names[i] not in spec["sizes"] else None
+    a, b = _model_keys(spec, outer), _model_keys(spec, inner)
+    new = dict(a)
+    for key, value in a.items():
+        if isinstance(value, int) and not isinstance(value, bool) and isinstance(b.get(key), int) and b[key] != value:
+            new[key] = max(1, round(value * value / b[key]))
+    if "d_model" in new and new.get("n_head"):
+        new["d_model"] = max(new["n_head"], round(new["d_model"] / new["n_head"]) * new["n_head"])
+    if new == a:
+        return None
+    name = get_track(spec.get("track")).size_name(new)
+    return None if name in spec["sizes"] else (name, new)
+
+
+class Proposer:
+    """Candidates for one pair (alternative, reference) of a study, given its observation."""
+
+    def __init__(self, plan: StudyPlan, obs: Observation, new_sizes: dict[str, dict]):
+        self.plan, self.obs = plan, obs
+        self.spec = spec_with_sizes(plan.spec, new_sizes)
+        self.budgets = {label: (label, value, per) for label, value, per in _budgets(self.spec)}
+        self.choices = choose_rates(obs.trials)
+        self.planned = {r.name for r in plan.runs}
+        n_of = {r.size: r.n_params for r in plan.runs}
+        self.ordered = sorted(n_of, key=lambda s: n_of[s])
+
+    def _run(self, method, size, lr, seed, budget):
+        return planned_run(self.spec, method, size, lr, seed, self.budgets[budget])
+
+    def _cost(self, runs) -> dict[str, float]:
+        return {unit: sum(r.cost * self.obs.per_flop(r.method, unit) for r in runs) for unit in ("pf_days", "seconds")}
+
+    def _candidate(self, kind, label, runs, rows, new_sizes=None, noise=None, edge=False) -> Candidate | None:
+        runs = [r for r in runs if r.name not in self.planned]
+        if not runs:
+            return None
+        return Candidate(kind, label, [{"method": r.method, "size": r.size, "lr": r.lr, "seed": r.seed,
+                                        "budget": r.budget} for r in runs],
+                         self._cost(runs), rows, noise or self.obs.noise, new_sizes or {}, edge)
+
+    def rates(self, methods) -> list[Candidate]:
+        out = []
+        for (method, size, budget), choice in self.choices.items():
+            edge = edge_of(choice["best"], choice["tried"])
+            if method not in methods or edge is None or (edge == "single" and self._carried(method, size)):
+                continue
+            tried = choice["tried"]
+            for up in ((True, False) if edge == "single" else (edge == "high",)):
+                step = _step(tried, up) or self._method_step(method)
+                lr = float(f"{choice['best'] * (step if up else 1 / step):.6g}")
+                loss = rate_loss(tried, [self._cell_loss(method, size, budget, x) for x in tried], lr)
+                rows = self._replace(method, size, loss)
+                runs = [self._run(method, size, lr, s, budget) for s in self.spec["seeds"]]
+                label = (f"{method} {size}{' ' + budget if budget else ''} at lr {lr:g} (best {choice['best']:g} "
+                         f"is the sweep's {'highest' if up else 'lowest'})")
+                out.append(self._candidate("rate", label, runs, rows, edge=True))
+        return [c for c in out if c is not None]
+
+    def _carried(self, method: str, size: str) -> bool:
+        return size not in self.plan.spec["sizes"]  # a planner's size trains the rate of its neighbour
+
+    def _method_step(self, method: str) -> float:
+        steps = [_step(c["tried"], True) for (m, _, _), c in self.choices.items() if m == method]
+        steps = [s for s in steps if s]
+        return float(np.median(steps)) if steps else DEFAULT_STEP
+
+    def _cell_loss(self, method, size, budget, lr) -> float:
+        losses = [t["loss"] for t in self.obs.trials
+                  if (t["method"], t["size"], t.get("budget", ""), float(t["lr"])) == (method, size, budget, lr)]
+        return float(math.exp(np.mean(np.log(losses))))
+
+    def _replace(self, method: str, size: str, loss: float) -> list[dict]:
+        """The rows with `method`'s point at `size` lowered to `loss` where that is lower."""
+        return [{**r, "loss": min(r["loss"], loss)} if (r["method"], r["size"]) == (method, size) else r
+                for r in self.obs.rows]
+
+    def sizes(self, methods) -> list[Candidate]:
+        out = []
+        for up in (True, False):
+            had = {m: [s for s in self.ordered if any(r["method"] == m and r["size"] == s for r in self.obs.rows)]
+                   for m in methods}
+            if not all(had.values()):
+                continue
+            ends = {m: (s[-1] if up else s[0]) for m, s in had.items()}
+            edge = max(ends.values(), key=self.ordered.index) if up else min(ends.values(), key=self.ordered.index)
+            lagging = [m for m in methods if ends[m] != edge]
+            if lagging:  # one method has a size the other lacks: that is the step
+                target, new = edge, {}
+            else:
+                step = ladder_step(self.spec, self.ordered, up)
+                if step is None:
+                    continue
+                target, new = step[0], {step[0]: step[1]}
+                self.spec["sizes"].setdefault(target, step[1])
+            out.append(self._size_candidate(lagging or list(methods), ends, target, new, up))
+        return [c for c in out if c is not None]
+
+    def _size_candidate(self, methods, ends, target, new, up) -> Candidate | None:
+        rows, runs = list(self.obs.rows), []
+        budget = next(iter(self.budgets))
+        for m in methods:
+            lr = self.choices[(m, ends[m], budget)]["best"]
+            mine = [self._run(m, target, lr, s, budget) for s in self.spec["seeds"]]
+            compute = mine[0].cost * self.obs.per_flop(m, "pf_days")
+            loss = law_loss(self.obs.rows, m, compute)
+            if loss is None or not compute:
+                return None
+            rows.append({"method": m, "compute_pf_days": compute, "loss": loss, "run": mine[0].name, "size": target})
+            runs += mine
+        label = f"{' and '.join(methods)} at {target} (one size {'up' if up else 'down'})"
+        return self._candidate("size", label, runs, rows, new)
+
+    def seeds(self, methods) -> list[Candidate]:
+        out = []
+        for m in methods:
+            residuals = log_residuals(self.obs.rows, m)
+            if not residuals:
+                continue
+            run = max(sorted(residuals), key=lambda k: abs(residuals[k]))
+            row = next(r for r in self.obs.rows if r["run"] == run)
+            budget = next(iter(self.budgets))
+            choice = self.choices.get((m, row["size"], budget))
+            if choice is None:
+                continue
+            used = {t["seed"] for t in self.obs.trials if (t["method"], t["size"]) == (m, row["size"])}
+            seed = max([*used, *self.spec["seeds"]]) + 1
+            loss = row["loss"] * math.exp(-0.5 * residuals[run])
+            rows = [{**r, "loss": loss} if r is row else r for r in self.obs.rows]
+            sd, dof = self.obs.noise.get(m, (abs(residuals[run]), 0))
+            label = f"{m} {row['size']} seed {seed} (its point lies {residuals[run]:+.3f} in ln L off the law)"
+            out.append(self._candidate("seed", label, [self._run(m, row["size"], choice["best"], seed, budget)], rows,
+                                       noise={**self.obs.noise, m: (sd, dof + 1)}))
+        return [c for c in out if c is not None]
+
+    def all(self, methods) -> list[Candidate]:
+        if len(self.budgets) > 1 or self.plan.chains:
+            raise ConfigError("--until-decided: the planner adds runs to studies with one budget per size; "
+                              "this spec lists several (or branches them)")
+        return self.rates(methods) + self.sizes(methods) + self.seeds(methods)
+
+
+def _step(tried: list[float], up: bool) -> float | None:
+    """The sweep's ratio at its upper (or lower) end; None with one rate."""
+    tried = sorted(tried)
+    if len(tried) < 2:
+        return None
+    return tried[-1] / tried[-2] if up else tried[1] / tried[0]
