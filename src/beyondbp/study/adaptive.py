@@ -109,7 +109,8 @@ class Planner:
         left = self.budget.value - spent[self.budget.unit]
         chosen, why = self._choose(candidates, left)
         if not chosen:
-            return {**line, "stop": "budget" if left <= 0 or candidates else "no-candidate",
+            over = any(c.gain > 0 and c.cost[self.budget.unit] > left for c in candidates)
+            return {**line, "stop": "budget" if left <= 0 or over else "no-candidate",
                     "why": self._stop_line(why, open_, verdicts, proposer, obs, left)}
         runs = [r for c in chosen for r in c.runs]
         sizes = {k: v for c in chosen for k, v in c.new_sizes.items()}
@@ -149,12 +150,12 @@ class Planner:
         """One line: why the planner stops, the letters still open, and the run that would decide them."""
         spent = obs.spent(self.budget.unit)
         head = (f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
-                else f"no candidate within the budget ({self.budget.show(left)} left) changes a letter")
+                else f"no candidate run within the budget ({self.budget.show(left)} left) changes a letter")
         parts = []
         for m in open_ or list(verdicts):
             would = self._would_decide(m, proposer, obs)
-            parts.append(f"{m} stays {_letter(verdicts[m])}" + (f"; {would}" if would else
-                                                                 "; no run within four sizes would decide it"))
+            parts.append(f"{_letters({m: _letter(verdicts[m])})}" + (f"; {would}" if would else
+                                                                      "; no run within four sizes would decide it"))
         return f"stopped: {head}: " + "; ".join(parts)
 
     def _would_decide(self, alt: str, proposer: Proposer, obs: Observation) -> str | None:
@@ -165,17 +166,20 @@ class Planner:
         for c in ahead.rates([alt, REFERENCE]) + ahead.seeds([alt, REFERENCE]):
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):
-                return f"{c.label} would decide it (expected {_letter(after)}), cost {self.budget.show(c.cost[self.budget.unit])}"
-        cost = 0.0
+                return (f"{c.label} would decide it (expected {after['scenario']}), "
+                        f"cost {self.budget.show(c.cost[self.budget.unit])}")
+        cost, labels = 0.0, []
         for _ in range(LOOK_AHEAD):
             steps = [c for c in ahead.sizes([alt, REFERENCE]) if "up" in c.label]
             if not steps:
                 return None
             c = steps[0]
             cost += c.cost[self.budget.unit]
+            labels.append(c.label if not labels else c.runs[0]["size"])
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):
-                return f"{c.label} would decide it (expected {_letter(after)}), cost {self.budget.show(cost)}"
+                return (f"{', then '.join(labels)} would decide it (expected {after['scenario']}), "
+                        f"cost {self.budget.show(cost)}")
             ahead = _advanced(ahead, c)
         return None
 

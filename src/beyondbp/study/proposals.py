@@ -86,7 +86,7 @@ def ladder_step(spec: dict, ordered: list[str], up: bool) -> tuple[str, dict] | 
     if set(entry) == {"size"}:  # a named size: the next of the same family
         names = [n for n in NAMED_SIZES if n.split("-")[0] == entry["size"].split("-")[0]]
         i = names.index(entry["size"]) + (1 if up else -1)
-        return (names[i], {"size": names[i]}) if 0 <= i < len(names) and names[i] not in spec["sizes"] else None
+        return (names[i], {"size": names[i]}) if 0 <= i < len(names) else None
     a, b = _model_keys(spec, outer), _model_keys(spec, inner)
     new = dict(a)
     for key, value in a.items():
@@ -97,7 +97,7 @@ def ladder_step(spec: dict, ordered: list[str], up: bool) -> tuple[str, dict] | 
     if new == a:
         return None
     name = get_track(spec.get("track")).size_name(new)
-    return None if name in spec["sizes"] else (name, new)
+    return None if spec["sizes"].get(name, new) != new else (name, new)
 
 
 class Proposer:

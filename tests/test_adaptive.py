@@ -1,0 +1,150 @@
+"""The adaptive planner (`study run --until-decided`) on the simulated executor: it brackets an
+under-tuned sweep, decides a letter by adding the size its crossover needs, names the run a too
+small budget lacks, and a kill in any round ends in the same decisions and runs."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from beyondbp.cli.main import main
+from beyondbp.config import ConfigError
+from beyondbp.fit.tuning import choose_rates, lr_edges
+from beyondbp.report.decisions import observe
+from beyondbp.study.adaptive import Budget, Planner, parse_budget
+from beyondbp.study.additions import read_decisions
+from beyondbp.study.folder import load_study
+from beyondbp.study.plan import StudyPlan, plan_study
+from beyondbp.study.simulated import load_truth, run_noise, run_simulated
+from beyondbp.study.spec import load_spec
+from beyondbp.train.run_folder import read_metrics, read_summary
+
+SPEC = {"name": "tiny", "methods": ["bp", "dfa_block"],
+        "sizes": {f"L{n}d16": {"n_layer": n, "d_model": 16, "n_head": 1} for n in (1, 2, 3, 4)},
+        "tokens_per_param": 40, "lrs": {"bp": [4e-3, 1e-2, 2.5e-2], "dfa_block": [6e-3, 1.5e-2, 3.75e-2]},
+        "seeds": [0], "base": {"data": {"corpus": "shakespeare", "tokenizer": "byte"}, "model": {"context": 64},
+                               "train": {"batch_tokens": 512, "n_evals": 3, "eval_tokens": 1024}}}
+BP = {"E": 1.0, "A": 20.0, "a": 0.30, "B": 30.0, "b": 0.30, "lr_opt": 1e-2, "lr_sensitivity": 0.1, "seed_sd": 0.003}
+CROSSING_ONE_SIZE_ON = {**BP, "A": 35.7, "a": 0.36, "lr_opt": 1.5e-2}  # crosses BP near L5d16's N
+
+
+def _write(tmp_path: Path, alt: dict) -> tuple[Path, Path]:
+    spec, truth = tmp_path / "spec.yaml", tmp_path / "truth.yaml"
+    spec.write_text(yaml.safe_dump(SPEC))
+    truth.write_text(yaml.safe_dump({"bp": BP, "dfa_block": alt}))
+    return spec, truth
+
+
+def _run(tmp_path: Path, alt: dict, budget: str, out: str = "s") -> tuple[int, list[dict]]:
+    spec, truth = _write(tmp_path, alt)
+    rc = main(["study", "run", str(spec), "--out", str(tmp_path / out), "--executor", "simulated", "--truth",
+               str(truth), "--until-decided", "--budget", budget, "--bootstrap", "300"])
+    return rc, read_decisions(tmp_path / out)
+
+
+def test_simulated_runs_follow_the_law_and_read_as_run_folders(tmp_path):
+    spec, truth = _write(tmp_path, {**BP, "seed_sd": 0.0, "lr_opt": 1.5e-2})
+    plan = plan_study(load_spec(spec))
+    laws = load_truth(truth, plan.spec["methods"])
+    run_simulated(plan, tmp_path / "s", laws)
+    run = next(r for r in plan.runs if r.name == "bp_L2d16_lr0.025_s0")
+    summary = read_summary(tmp_path / "s" / "runs" / run.name)
+    law = laws["bp"]
+    expected = (1 + 20 / run.n_params ** 0.3 + 30 / summary["tokens"] ** 0.3) * (1 + 0.1 * math.log10(2.5) ** 2)
+    assert summary["final_val_loss"] == pytest.approx(expected * math.exp(0.003 * run_noise(run.name)), rel=1e-12)
+    assert summary["compute_pf_days"] == pytest.approx(6 * run.n_params * summary["tokens"] / 8.64e19)
+    assert law.seed_sd == 0.003 and summary["status"] == "completed"
+    rows = read_metrics(tmp_path / "s" / "runs" / run.name / "metrics.jsonl")
+    assert [r["step"] for r in rows][0] == 0 and rows[-1]["val_loss"] == summary["final_val_loss"]
+    assert all(a["val_loss"] > b["val_loss"] for a, b in zip(rows[1:], rows[2:]))  # more tokens, lower loss
+    assert main(["study", "report", str(tmp_path / "s"), "--bootstrap", "50"]) == 0
+
+
+def test_an_under_tuned_sweep_is_extended_until_bracketed(tmp_path):
+    rc, rounds = _run(tmp_path, {**CROSSING_ONE_SIZE_ON, "lr_opt": 0.12}, "1e-6")
+    assert rc == 0
+    first = [r for r in rounds if r.get("runs")][0]
+    assert all(r["method"] == "dfa_block" and r["lr"] == pytest.approx(3.75e-2 * 2.5) for r in first["runs"])
+    assert "bracket" in first["why"]
+    choices = choose_rates(observe(tmp_path / "s").trials)
+    assert [e for e in lr_edges(choices) if e["size"] in SPEC["sizes"]] == []
+    for size in SPEC["sizes"]:  # the truth's 0.12 lies between the tried 0.0938 and 0.234
+        assert choices[("dfa_block", size, "")]["best"] == pytest.approx(0.09375)
+
+
+def test_a_crossing_one_size_beyond_the_grid_is_decided_by_adding_that_size(tmp_path):
+    rc, rounds = _run(tmp_path, CROSSING_ONE_SIZE_ON, "1e-6")
+    assert rc == 0
+    assert rounds[0]["letters"]["dfa_block"]["scenario"] is None
+    assert rounds[0]["letters"]["dfa_block"]["possible"] == ["B", "D"]
+    assert rounds[0]["chosen"] == ["dfa_block and bp at L5d16 (one size up)"]
+    assert {(r["method"], r["size"]) for r in rounds[0]["runs"]} == {("dfa_block", "L5d16"), ("bp", "L5d16")}
+    assert rounds[-1]["stop"] == "decided" and rounds[-1]["letters"]["dfa_block"]["scenario"] == "B"
+    assert len(rounds) == 2
+    report = (tmp_path / "s" / "report" / "verdict.md").read_text()
+    assert "How this study chose its runs" in report and (tmp_path / "s" / "report" / "decisions.png").exists()
+    assert "L5d16" in {r.size for r in load_study(tmp_path / "s").runs}
+
+
+def test_a_budget_too_small_names_the_run_that_would_decide(tmp_path, capsys):
+    rc, rounds = _run(tmp_path, CROSSING_ONE_SIZE_ON, "1.2e-8")  # the grid spends 1.1e-8
+    assert rc == 0
+    assert [r.get("stop") for r in rounds] == ["budget"]
+    line = rounds[-1]["why"]
+    assert line.startswith("stopped: no candidate run within the budget")
+    # the expected refit puts the new points on the current laws: one more size is needed there
+    assert "dfa_block and bp at L5d16 (one size up), then L6d16 would decide it (expected B), cost 5.8" in line
+    assert "\n" not in line and line in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kill_at", [("execute", 2), ("execute", 3), ("observe", 2)])
+def test_a_killed_round_replans_to_the_same_choice(tmp_path, kill_at):
+    """A kill while a round's runs train (one run left unfinished), or before its line is written,
+    then the same command: the same decision log and the same runs as an uninterrupted study."""
+    alt = {**CROSSING_ONE_SIZE_ON, "lr_opt": 0.12}
+    _run(tmp_path, alt, "1e-6", out="whole")
+    spec, truth = _write(tmp_path, alt)
+    base = plan_study(load_spec(spec))
+    laws = load_truth(truth)
+    calls = {"execute": 0, "observe": 0}
+
+    def execute(plan):
+        calls["execute"] += 1
+        if kill_at == ("execute", calls["execute"]):
+            run_simulated(StudyPlan(plan.spec, plan.runs[:-1]), tmp_path / "cut", laws)
+            raise KeyboardInterrupt
+        return run_simulated(plan, tmp_path / "cut", laws)
+
+    def look(study_dir):
+        calls["observe"] += 1
+        if kill_at == ("observe", calls["observe"]):
+            raise KeyboardInterrupt
+        return observe(study_dir)
+
+    planner = Planner(base, tmp_path / "cut", execute, look, Budget(1e-6, "pf_days"), 300)
+    with pytest.raises(KeyboardInterrupt):
+        planner.run()
+    _run(tmp_path, alt, "1e-6", out="cut")
+    assert read_decisions(tmp_path / "cut") == read_decisions(tmp_path / "whole")
+    assert sorted(p.name for p in (tmp_path / "cut" / "runs").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "whole" / "runs").iterdir())
+
+
+def test_budget_and_truth_errors_are_one_line(tmp_path, capsys):
+    assert parse_budget("30min") == Budget(1800.0, "seconds") and parse_budget("2e-7") == Budget(2e-7, "pf_days")
+    for bad in ("-1", "soon", "5 parsecs"):
+        with pytest.raises(ConfigError, match="--budget"):
+            parse_budget(bad)
+    spec, truth = _write(tmp_path, {**BP, "a": -0.3})
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--executor", "simulated",
+                 "--truth", str(truth)]) == 2
+    assert "dfa_block.a: must be > 0, got -0.3" in capsys.readouterr().err
+    truth.write_text(json.dumps({"bp": BP}))
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--executor", "simulated",
+                 "--truth", str(truth)]) == 2
+    assert "no law for method 'dfa_block'" in capsys.readouterr().err
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--until-decided"]) == 2
+    assert "--budget: --until-decided needs a budget" in capsys.readouterr().err
