@@ -24,17 +24,16 @@ def _executor(args, plan):
     return lambda p: run_study(p, args.out, workers=args.workers)
 
 
-def run_adaptive(args) -> int:
+def run_adaptive(args, plan, counts_line) -> int:
+    """Simulate the grid, or plan until decided; then the report. plan: the spec's grid."""
     from ..report.decisions import observe
     from ..report.write import write_report
     from ..study.adaptive import Planner, parse_budget
     from ..study.folder import study_counts
-    from .study import _counts_line, _load_plan
     if args.until_decided and args.budget is None:
         raise ConfigError("--budget: --until-decided needs a budget (PF-days, e.g. 1e-6, or a time, e.g. 30min)")
     if args.budget is not None and not args.until_decided:
         raise ConfigError("--budget: applies with --until-decided only")
-    plan = _load_plan(args)
     execute = _executor(args, plan)
     if args.until_decided:
         planner = Planner(plan, Path(args.out), execute, observe, parse_budget(args.budget), args.bootstrap)
@@ -44,7 +43,7 @@ def run_adaptive(args) -> int:
     else:
         execute(plan)
     counts = study_counts(plan, args.out)
-    print(_counts_line(counts), file=sys.stderr)
+    print(counts_line(counts), file=sys.stderr)
     out = write_report(args.out, bootstrap=args.bootstrap)
     print(f"report: {out / 'report.html'}", file=sys.stderr)
     return 0 if counts.get("failed", 0) == 0 else 1

@@ -62,7 +62,7 @@ def cmd_run(args) -> int:
     check_flags(args)
     if args.executor == "simulated" or args.until_decided:
         from .adaptive import run_adaptive
-        return run_adaptive(args)
+        return run_adaptive(args, _load_plan(args), _counts_line)
     if args.executor == "slurm":
         return _run_slurm(args)
     for attr, flag in SLURM_FLAGS:

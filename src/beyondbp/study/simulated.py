@@ -12,7 +12,8 @@ z a standard normal drawn from the run's name (its method, size, budget, rate an
 gives the same loss every time it is simulated. Each evaluation at d tokens reads the same law at
 d (a run's noise is one offset for all its evaluations). Optional per method:
 `flops_per_param_token` (the paper's count, default 6: BP's 6ND) and `seconds_per_pflop` (the
-`elapsed_s` it records, default 1, so the wall-clock accounting has numbers).
+`elapsed_s` it records, default 1, so the wall-clock accounting has numbers) and `noise_seed`
+(default 0: another integer draws every run's noise anew, for replicates of one truth).
 
 The runs are ordinary run folders (config.yaml, metrics.jsonl, summary.json with status
 completed; `beyondbp.train.run_folder`), so `study status` and `study report` read them as they
@@ -37,7 +38,7 @@ from .folder import check_study_dir, prepare_study_dir, refuse_linked_folders, s
 from .plan import PlannedRun, StudyPlan
 
 LAW_KEYS = ("E", "A", "a", "B", "b", "lr_opt", "lr_sensitivity", "seed_sd")
-OPTIONAL = {"flops_per_param_token": 6.0, "seconds_per_pflop": 1.0}
+OPTIONAL = {"flops_per_param_token": 6.0, "seconds_per_pflop": 1.0, "noise_seed": 0}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class Truth:
     seed_sd: float
     flops_per_param_token: float = 6.0
     seconds_per_pflop: float = 1.0
+    noise_seed: int = 0  # another draw of every run's noise (replicates of one truth)
 
     def loss(self, n_params: float, tokens, lr: float, z: float = 0.0) -> np.ndarray:
         """The law at N and D (tokens may be an array), times the rate's and the seed's factors."""
@@ -76,11 +78,11 @@ def _law(method: str, entry, where: str) -> Truth:
     for key, value in entry.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where}: {method}.{key}: expected a finite number, got {shown(value)}")
-        floor = 0.0 if key in ("E", "lr_sensitivity", "seed_sd") else None
+        floor = 0.0 if key in ("E", "lr_sensitivity", "seed_sd", "noise_seed") else None
         if (floor is None and value <= 0) or (floor is not None and value < floor):
             raise ConfigError(f"{where}: {method}.{key}: must be {'>= 0' if floor is not None else '> 0'}, "
                               f"got {value!r}")
-        values[key] = float(value)
+        values[key] = int(value) if key == "noise_seed" else float(value)
     return Truth(**values)
 
 
@@ -96,9 +98,10 @@ def load_truth(path: str | Path, methods: list[str] | None = None) -> dict[str, 
     return truth
 
 
-def run_noise(name: str) -> float:
+def run_noise(name: str, noise_seed: int = 0) -> float:
     """A standard normal drawn from a run's name: the same run always gets the same noise."""
-    seed = int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little")
+    key = name if not noise_seed else f"{name}#{noise_seed}"
+    seed = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
     return float(np.random.default_rng(seed).standard_normal())
 
 
@@ -119,7 +122,7 @@ def _rows(run: PlannedRun, law: Truth, z: float) -> list[dict]:
 
 def simulate_run(run: PlannedRun, law: Truth, run_dir: Path) -> dict:
     """Write one run folder as a trained run leaves it; return its summary."""
-    rows = _rows(run, law, run_noise(run.name))
+    rows = _rows(run, law, run_noise(run.name, law.noise_seed))
     last = rows[-1]
     summary = {"method": run.cfg.method.name, "seed": run.seed, "n_params": run.n_params,
                "n_params_nonembedding": run.n_params, "tokens": last["tokens"], "steps": last["step"],
