@@ -33,7 +33,7 @@ from beyondbp.study.folder import load_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.simulated import Truth, run_simulated
 from beyondbp.study.spec import normalise_spec
-from beyondbp.train.run_folder import PF_DAY
+from beyondbp.config import PF_DAY
 
 TPP = 40
 SPEC = {"name": "bench", "methods": ["bp", "alt"], "variants": {"alt": {"method": "dfa_block"}},

@@ -20,7 +20,7 @@ from beyondbp.study.folder import load_study
 from beyondbp.study.plan import StudyPlan, plan_study
 from beyondbp.study.simulated import load_truth, run_noise, run_simulated
 from beyondbp.study.spec import load_spec
-from beyondbp.train.run_folder import read_metrics, read_summary
+from beyondbp.runs.folder import read_metrics, read_summary
 
 SPEC = {"name": "tiny", "methods": ["bp", "dfa_block"],
         "sizes": {f"L{n}d16": {"n_layer": n, "d_model": 16, "n_head": 1} for n in (1, 2, 3, 4)},

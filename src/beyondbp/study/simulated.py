@@ -16,7 +16,7 @@ d (a run's noise is one offset for all its evaluations). Optional per method:
 (default 0: another integer draws every run's noise anew, for replicates of one truth).
 
 The runs are ordinary run folders (config.yaml, metrics.jsonl, summary.json with status
-completed; `beyondbp.train.run_folder`), so `study status` and `study report` read them as they
+completed; `beyondbp.runs.folder`), so `study status` and `study report` read them as they
 read trained runs. Torch-free.
 """
 from __future__ import annotations
@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic_write import atomic_write, make_folder
-from ..config import ConfigError, dump_yaml, load_yaml
 from ..reads import shown
-from ..train.run_folder import FINISHED, PF_DAY, compute_columns, run_state
-from ..train.schedule import step_schedule
+from ..config import PF_DAY, ConfigError, dump_yaml, load_yaml
+from ..runs.folder import FINISHED, compute_columns, run_state
+from ..runs.schedule import step_schedule
 from .folder import check_study_dir, prepare_study_dir, refuse_linked_folders, study_counts
 from .plan import PlannedRun, StudyPlan
 
