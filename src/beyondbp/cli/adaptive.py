@@ -20,7 +20,7 @@ def _executor(args, plan):
         raise ConfigError("--truth: applies to --executor simulated only")
     if args.executor != "local":
         raise ConfigError(f"--until-decided: runs with --executor local or simulated, not {args.executor}")
-    from ..study.local import run_study
+    from ..study.local_executor import run_study
     return lambda p: run_study(p, args.out, workers=args.workers)
 
 

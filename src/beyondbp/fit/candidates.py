@@ -29,14 +29,14 @@ SCORE_BOOTSTRAP = 200  # bootstrap samples of a candidate's refit
 
 def pair_verdict(rows: list[dict], alt: str, ref: str, bootstrap: int, seed: int = 0,
                  noise: dict[str, tuple[float, int]] | None = None) -> dict:
-    """The verdict of `alt` against `ref` from frontier rows {method, compute_pf_days, loss, run,
+    """The verdict of `alt` against `ref` from frontier rows {method, compute, loss, run,
     size}, as the report makes it for the pair; {"reason": ...} where a method cannot be fitted."""
     fits, spans = {}, {}
     for method in (alt, ref):
         mine = [r for r in rows if r["method"] == method]
         if not mine:
             return {"scenario": None, "reason": f"{method} has no finished runs"}
-        computes = [r["compute_pf_days"] for r in mine]
+        computes = [r["compute"] for r in mine]
         spans[method] = (min(computes), max(computes))
         try:
             fits[method] = fit_frontier(computes, [r["loss"] for r in mine], [r["run"] for r in mine],
@@ -44,7 +44,7 @@ def pair_verdict(rows: list[dict], alt: str, ref: str, bootstrap: int, seed: int
                                         seed_noise=(noise or {}).get(method))
         except ConfigError as exc:
             return {"scenario": None, "reason": str(exc)}
-    return judge_all(fits, ref, spans, bootstrap, seed)[alt]
+    return judge_all(fits, ref, spans, bootstrap, seed)[alt].to_dict()
 
 
 def is_decided(verdict: dict) -> bool:
@@ -79,7 +79,7 @@ def openness(verdict: dict) -> float:
 def law_loss(rows: list[dict], method: str, compute: float) -> float | None:
     """The loss `method`'s current law gives at `compute` (its pure power law through its frontier
     rows; log-linear through its two outermost points where the envelope has fewer than 3)."""
-    mine = sorted((r["compute_pf_days"], r["loss"]) for r in rows if r["method"] == method)
+    mine = sorted((r["compute"], r["loss"]) for r in rows if r["method"] == method)
     if len(mine) < 2:
         return None
     try:
@@ -98,7 +98,7 @@ def log_residuals(rows: list[dict], method: str) -> dict[str, float]:
     out = {}
     for r in rows:
         if r["method"] == method:
-            predicted = law_loss([q for q in rows if q is not r], method, r["compute_pf_days"])
+            predicted = law_loss([q for q in rows if q is not r], method, r["compute"])
             if predicted:
                 out[r["run"]] = math.log(r["loss"]) - math.log(predicted)
     return out

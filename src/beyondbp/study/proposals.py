@@ -35,7 +35,7 @@ DEFAULT_STEP = 2.5  # a sweep's ratio where a (method, size) tried one rate only
 @dataclass
 class Observation:
     """What the planner reads from a study folder (`beyondbp.report.decisions.observe` builds it)."""
-    rows: list[dict]  # frontier points, paper's count: {method, compute_pf_days, loss, run, size}
+    rows: list[dict]  # frontier points, paper's count: {method, compute, loss, run, size}
     trials: list[dict]  # finished runs: {method, size, budget, lr, seed, loss, select_loss}
     noise: dict[str, tuple[float, int]]  # pooled seed noise per method
     runs: list[dict]  # every planned run: {name, method, size, budget, lr, seed, flops, pf_days, seconds, state}
@@ -193,7 +193,7 @@ class Proposer:
             loss = law_loss(self.obs.rows, m, compute)
             if loss is None or not compute:
                 return None
-            rows.append({"method": m, "compute_pf_days": compute, "loss": loss, "run": mine[0].name, "size": target})
+            rows.append({"method": m, "compute": compute, "loss": loss, "run": mine[0].name, "size": target})
             runs += mine
         label = f"{' and '.join(methods)} at {target} (one size {'up' if up else 'down'})"
         return self._candidate("size", label, runs, rows, new)
