@@ -16,6 +16,7 @@ candidate refits 100 (the report's default is 2000).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import tempfile
@@ -107,9 +108,12 @@ def main() -> int:
     parser.add_argument("--replicates", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    jobs = [(name, r) for name in SCENARIOS for r in range(args.replicates)]
+    jobs = [(name, r) for r in range(args.replicates) for name in SCENARIOS]
+    results = []
     with Pool(args.workers) as pool:
-        results = pool.map(one_study, jobs, chunksize=1)
+        for result in pool.imap_unordered(one_study, jobs, chunksize=1):
+            results.append(result)
+            print(json.dumps(result), file=sys.stderr, flush=True)  # progress; a cut run keeps its studies
     print(f"{len(results)} simulated studies, {args.replicates} per scenario\n")
     print("| scenario | decided | right of decided | median compute / full grid | rounds (median) |")
     print("|---|---|---|---|---|")

@@ -1,17 +1,17 @@
 """`study run --until-decided --budget B`: a study that chooses its own next runs.
 
 It runs the spec's grid, then repeats: fit, list what keeps each alternative's letter open (no
-letter, a bootstrap share under `fit.candidates.SHARE`, the per-method floors disagreeing, or a
-best learning rate at an edge of its sweep), weigh the candidate runs (`proposals`), run the chosen
-ones, refit. It stops when every letter is decided and every best rate is bracketed, when the
-budget is spent, or when no affordable candidate changes a letter; then it says which run would
-and what it would cost.
+letter, a bootstrap share under `fit.candidates.SHARE`, the per-method floors disagreeing), weigh
+the candidate runs (`proposals`), run the chosen ones, refit. It stops when every letter is
+decided, when the budget is spent, or when no affordable candidate changes a letter; then it says
+which run would and what it would cost.
 
 Every round is one line of DIR/decisions.jsonl (`additions`): what was open, the candidates with
 their scores and costs, what was chosen and why, the compute spent so far. The chosen runs are
 written there before any starts, so a kill while they train resumes them; a kill before the line
-is written replans from the same finished runs to the same choice (the fits are seeded). Rate
-brackets come first: a letter read off an untuned point is not counted. Otherwise the candidate
+is written replans from the same finished runs to the same choice (the fits are seeded). While a
+letter is open, rate brackets come first (a best rate at an edge of its sweep, for BP or an open
+alternative): a point read off an untuned rate would mislead the rest. Otherwise the candidate
 that removes the most openness per unit of compute is chosen. The budget counts the paper's
 PF-days, or with a time (`30min`, `2h`) the runs' summed training seconds (device time, what
 the `wall_clock` accounting counts), both over every run of the study, the grid included.
