@@ -25,6 +25,11 @@ Besides the laws a scenario may set each method's noise (`Scenario.noise`, repla
 design's) and an under-tuned alternative (`Scenario.tuning_excess`: its points lie above its law
 by a share that moves linearly from the smallest size to the largest, as a learning rate set
 for one end of the range would); the truth stays the laws, what a well-tuned run would reach.
+Such a study also swept rates (`sweep_trials`): 3 per size a factor 2.5 apart, as the presets,
+each rate's ln loss above the size's optimum by LR_CURVATURE x (ln of its distance)^2, the sweep
+centred where the excess is 0 and, where it is not, the optimum placed beyond the sweep's end so
+that the best rate lies that share above the law. An under-tuned point inside its sweep (at most
+LR_CURVATURE x (ln 2.5 / 2)^2 = 1.3% above its law) is not simulated.
 
 Rows are dicts {method, compute_pf_days, loss, run, size}, the input of `beyondbp fit`.
 """
@@ -48,6 +53,10 @@ FIRST_EVAL = 1 / 200  # of the run's tokens
 PLATEAU = 0.8  # nats above the law at the start, decaying over the first 5% of the run
 SCHEDULE_EXCESS = 0.03  # mid-run points lie up to 3% above a run of that length (decaying LR)
 EVAL_NOISE_SHARE = 0.25  # per-evaluation noise, as a share of the per-run noise
+
+# learning-rate sweeps
+SWEEP_STEP = math.log(2.5)  # the presets' rates are a factor 2.5 apart
+LR_CURVATURE = 0.06  # ln loss per (ln lr off the best)^2: BP d16 a factor 2 off its best lost 1-3% (README)
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,23 @@ def final_points(method: str, law, design: Design, rng: np.random.Generator,
              "size": f"s{i}"} for i, (c, l) in enumerate(zip(compute, loss))]
 
 
+def sweep_trials(method: str, design: Design, rng: np.random.Generator,
+                 excess: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
+    """Trials (`fit.tuning`'s dicts) of a 3-rate sweep per size (module docstring): the best rate's
+    ln loss lies ln(1 + excess) above the optimum, which sits beyond the sweep's high end where
+    the excess is above 0. Losses are relative (1 at a size's optimum) with the design's noise."""
+    shares = np.linspace(excess[0], excess[1], design.sizes)
+    noise = design.noise_of(method)
+    out = []
+    for i, share in enumerate(shares):
+        best_at = SWEEP_STEP + math.sqrt(math.log1p(share) / LR_CURVATURE) if share > 0 else 0.0
+        for k in (-1, 0, 1):
+            log_loss = LR_CURVATURE * (best_at - k * SWEEP_STEP) ** 2 + noise * rng.standard_normal()
+            out.append({"method": method, "size": f"s{i}", "budget": "", "lr": math.exp(k * SWEEP_STEP), "seed": 0,
+                        "loss": math.exp(log_loss), "select_loss": math.exp(log_loss)})
+    return out
+
+
 def _eval_tokens(budget: float) -> np.ndarray:
     return budget * np.geomspace(FIRST_EVAL, 1.0, EVALS)
 
@@ -253,6 +279,13 @@ def study_rows(scenario: Scenario, design: Design, rng: np.random.Generator) -> 
                 + learning_curves("alt", scenario.alt, design, rng, scenario.schedule_excess[1]))
     return final_points("bp", scenario.bp, design, rng) + final_points("alt", scenario.alt, design, rng,
                                                                        scenario.tuning_excess)
+
+
+def study_sweeps(scenario: Scenario, design: Design, rng: np.random.Generator) -> list[dict]:
+    """The rate sweeps behind one replicate's points (`sweep_trials`): BP's tuned, the alternative's
+    with the scenario's tuning excess."""
+    design = scenario_design(scenario, design)
+    return sweep_trials("bp", design, rng) + sweep_trials("alt", design, rng, scenario.tuning_excess)
 
 
 def study_range(scenario: Scenario, design: Design, run_fraction: float = RUN_FRACTION) -> tuple[float, float]:

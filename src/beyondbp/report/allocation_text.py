@@ -58,6 +58,15 @@ def _allocation_rows(section: AllocationSection) -> tuple[list[list[str]], list[
     return rows, computes
 
 
+def bracketing_text(method: str, b: dict) -> str:
+    """One line: whether the method's optimal tokens per parameter (estimate and interval) lie inside
+    the range its runs trained, at each compute of the allocation table."""
+    lo, hi = b["run_range"]
+    verdict = {True: "bracketed", False: "not bracketed", None: "no interval, so not known"}[b["bracketed"]]
+    at = "; ".join(f"{fmt(a['compute'] / PF_DAY)} PF-days {_value(a['tokens_per_param'], a['ci'])}" for a in b["at"])
+    return f"{method}: {verdict}: optimal tokens per parameter {at}, against runs at {fmt(lo)} to {fmt(hi)}."
+
+
 def _law_rows(section: AllocationSection, accounting: str, envelope: AccountingFits | None) -> list[list[str]]:
     rows = []
     for method, law in section.laws[accounting].items():
@@ -94,7 +103,9 @@ def allocation_blocks(section: AllocationSection, envelopes: dict[str, Accountin
                ("table", ALLOCATION_HEADER, rows),
                ("p", "Smallest and largest compute of each method's runs, in PF-days: " + "; ".join(computes)
                 + ". The isoFLOP column is Chinchilla's approach 2 (a parabola per fixed compute), a cross-check of "
-                "N_opt's exponent.")]
+                "N_opt's exponent."),
+               ("p", "Is the optimum bracketed (estimate and 95% interval inside the tokens per parameter the runs "
+                "trained)?"), ("ul", [bracketing_text(m, s["bracketing"]) for m, s in section.summaries.items()])]
     for accounting, counted in ACCOUNTINGS.items():
         unit, description = counted.unit, counted.description
         if not section.laws[accounting]:
