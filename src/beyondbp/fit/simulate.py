@@ -28,8 +28,9 @@ for one end of the range would); the truth stays the laws, what a well-tuned run
 Such a study also swept rates (`sweep_trials`): 3 per size a factor 2.5 apart, as the presets,
 each rate's ln loss above the size's optimum by LR_CURVATURE x (ln of its distance)^2, the sweep
 centred where the excess is 0 and, where it is not, the optimum placed beyond the sweep's end so
-that the best rate lies that share above the law. An under-tuned point inside its sweep (at most
-LR_CURVATURE x (ln 2.5 / 2)^2 = 1.3% above its law) is not simulated.
+that the best rate lies that share above the law; or, with `Scenario.tuning_inside`, the optimum
+between the middle rate and the high one, so that the middle rate, the best, lies that share
+above the law (at most LR_CURVATURE x (ln 2.5 / 2)^2 = 1.3%): under-tuned, but at no edge.
 
 Rows are dicts {method, compute_pf_days, loss, run, size}, the input of `beyondbp fit`.
 """
@@ -141,6 +142,7 @@ class Scenario:
     noise: tuple[float, float] | None = None  # (bp, alt) per point, replacing the design's
     schedule_excess: tuple[float, float] = (SCHEDULE_EXCESS, SCHEDULE_EXCESS)  # (bp, alt), curves only
     tuning_excess: tuple[float, float] = (0.0, 0.0)  # the alternative's points above its law: smallest, largest size
+    tuning_inside: bool = False  # the under-tuned rate is inside its sweep (no edge) rather than at its end
 
 
 def _pure(alpha: float, ratio: float) -> Law:
@@ -200,7 +202,9 @@ def scenarios() -> list[Scenario]:
     out += [Scenario(n, "curved", BP_BENT, alt) for n, alt in CURVED.items()]
     out += [Scenario("mid-run excess 8% vs 3%, D subtle", "curves", BP_PURE, D_SUBTLE, schedule_excess=(0.03, 0.08)),
             Scenario("under-tuned alt, excess shrinking 3% to 0", "pure", BP_PURE, D_SUBTLE, tuning_excess=(0.03, 0.0)),
-            Scenario("under-tuned alt, excess growing 0 to 3%", "pure", BP_PURE, D_SUBTLE, tuning_excess=(0.0, 0.03))]
+            Scenario("under-tuned alt, excess growing 0 to 3%", "pure", BP_PURE, D_SUBTLE, tuning_excess=(0.0, 0.03)),
+            Scenario("under-tuned alt inside its sweep, excess 1% shrinking to 0", "pure", BP_PURE, D_SUBTLE,
+                     tuning_excess=(0.01, 0.0), tuning_inside=True)]
     return out
 
 
@@ -223,15 +227,19 @@ def final_points(method: str, law, design: Design, rng: np.random.Generator,
 
 
 def sweep_trials(method: str, design: Design, rng: np.random.Generator,
-                 excess: tuple[float, float] = (0.0, 0.0)) -> list[dict]:
+                 excess: tuple[float, float] = (0.0, 0.0), inside: bool = False) -> list[dict]:
     """Trials (`fit.tuning`'s dicts) of a 3-rate sweep per size (module docstring): the best rate's
     ln loss lies ln(1 + excess) above the optimum, which sits beyond the sweep's high end where
-    the excess is above 0. Losses are relative (1 at a size's optimum) with the design's noise."""
+    the excess is above 0 (inside: between the middle and the high rate, the middle one best).
+    Losses are relative (1 at a size's optimum) with the design's noise."""
     shares = np.linspace(excess[0], excess[1], design.sizes)
     noise = design.noise_of(method)
     out = []
     for i, share in enumerate(shares):
-        best_at = SWEEP_STEP + math.sqrt(math.log1p(share) / LR_CURVATURE) if share > 0 else 0.0
+        off = math.sqrt(math.log1p(share) / LR_CURVATURE)
+        if inside and off >= SWEEP_STEP / 2:
+            raise ValueError(f"a {share:.1%} excess cannot lie inside a sweep of step {math.exp(SWEEP_STEP):g}")
+        best_at = off if inside else SWEEP_STEP + off if share > 0 else 0.0
         for k in (-1, 0, 1):
             log_loss = LR_CURVATURE * (best_at - k * SWEEP_STEP) ** 2 + noise * rng.standard_normal()
             out.append({"method": method, "size": f"s{i}", "budget": "", "lr": math.exp(k * SWEEP_STEP), "seed": 0,
@@ -285,7 +293,8 @@ def study_sweeps(scenario: Scenario, design: Design, rng: np.random.Generator) -
     """The rate sweeps behind one replicate's points (`sweep_trials`): BP's tuned, the alternative's
     with the scenario's tuning excess."""
     design = scenario_design(scenario, design)
-    return sweep_trials("bp", design, rng) + sweep_trials("alt", design, rng, scenario.tuning_excess)
+    return sweep_trials("bp", design, rng) + sweep_trials("alt", design, rng, scenario.tuning_excess,
+                                                          scenario.tuning_inside)
 
 
 def study_range(scenario: Scenario, design: Design, run_fraction: float = RUN_FRACTION) -> tuple[float, float]:
