@@ -138,3 +138,20 @@ def test_tuning_an_edge_within_seed_noise_is_listed_as_flat_and_one_beyond_it_is
     assert [e["beyond_noise"] for e in sharp] == [True, True]
     assert [e["size"] for e in unresolved_edges(flat)] == ["b"]
     assert [e["size"] for e in unresolved_edges(lr_edges(choose_rates(trials)))] == ["a", "b"]  # noise unmeasured
+
+
+def test_tuning_lines_list_flat_edges_apart_from_real_ones():
+    """A flat edge is still listed (never hidden), on its own line, with its gap and noise margin."""
+    from beyondbp.report.tuning import tuning_lines
+    edge = {"method": "bp", "size": "L4d12", "best_lr": 0.025, "tried": [0.004, 0.01, 0.025], "edge": "high"}
+    section = {"rate_chosen_on": ["train_loss"], "val_loss_would_choose": [], "best_lrs": {"bp": {"L4d12": 0.025}},
+               "seed_sd": {}, "seed_noise": {}, "sensitivity": {"runner_up": {}},
+               "lr_edges": [{**edge, "gap": 0.0015, "margin": 0.0098, "beyond_noise": False},
+                            {**edge, "size": "L4d18", "gap": 0.05, "margin": 0.0098, "beyond_noise": True}]}
+    lines = tuning_lines(section)
+    real = next(line for line in lines if line.startswith("Best rate at an edge of its sweep (widen"))
+    flat = next(line for line in lines if line.startswith("Best rate at an edge but flat within seed noise"))
+    assert "bp L4d18 0.025 of 0.004, 0.01, 0.025 (high; wins by 0.0500 in ln loss against a noise margin of " \
+           "0.0098)" in real and "L4d12" not in real
+    assert "bp L4d12 0.025 of 0.004, 0.01, 0.025 (high; wins by 0.0015 in ln loss against a noise margin of " \
+           "0.0098)" in flat and "L4d18" not in flat
