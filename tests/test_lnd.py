@@ -259,6 +259,23 @@ def test_bracketing_asks_the_estimate_and_its_interval_to_lie_inside_the_runs_ra
     assert bracketing(alloc([25, 80, 300], None), runs)["bracketed"] is None  # no samples: not known
 
 
+def test_optimal_loss_verdicts_pair_laws_whose_bootstraps_kept_different_counts():
+    """A fit whose refits did not all converge keeps fewer rows (here 180 of 200): the L*(C) verdict
+    pairs the first 180 of each instead of failing to broadcast (the allocation preset's report did)."""
+    from beyondbp.fit.lnd_alloc import OptimalLossLaw
+    from beyondbp.fit.lnd_verdict import judge_optimal_loss
+    rng = np.random.default_rng(0)
+
+    def law_of(method, e, gamma, rows):
+        samples = np.column_stack([e + 0.01 * rng.standard_normal(rows), gamma + 0.005 * rng.standard_normal(rows),
+                                   np.full(rows, 1e8)])
+        return OptimalLossLaw(method, e, gamma, 1e8, samples)
+    laws = {"bp": law_of("bp", 1.5, 0.3, 200), "dfa": law_of("dfa", 1.8, 0.3, 180)}
+    spans = {"bp": (1e10, 1e12), "dfa": (1e10, 1e12)}
+    verdict = judge_optimal_loss(laws, spans, "bp")["dfa"]
+    assert verdict["scenario"] == "D" and verdict["delta_log_loss_at_c_min"] > 0
+
+
 def test_to_dict_is_strict_json():
     fit = fit_lnd(*simulated(CPU_LAW, CPU_GRID, 0.005, seed=11), method="bp", bootstrap=10)
     out = json.loads(json.dumps(fit.to_dict(), allow_nan=False))
