@@ -10,7 +10,7 @@ on the constant), prints per method:
 - the compute-optimal tokens per parameter with its 95% interval, and whether it lies inside the
   study's runs (estimate and interval: `fit.lnd_alloc.bracketing`);
 - the excess loss of training at `--ratio` tokens per parameter instead, L(N_r, r N_r) / L*(C) - 1;
-- the extra compute that costs: C*(L(N_r, r N_r)) / C - 1, with C* the compute at which the
+- the extra compute that costs: C / C*(L(N_r, r N_r)) - 1, with C* the compute at which the
   optimal allocation reaches that loss.
 
 Intervals are percentile intervals over the L(N, D) bootstrap refits.
@@ -22,7 +22,7 @@ import argparse
 import numpy as np
 
 from beyondbp.fit.lnd import law, percentile_interval
-from beyondbp.fit.lnd_alloc import optimal_allocation, optimal_loss, optimal_loss_law
+from beyondbp.fit.lnd_alloc import _compute_for, optimal_allocation, optimal_loss, optimal_loss_law
 from beyondbp.report.allocation import allocation_section
 from beyondbp.report.results import best_lr_runs, collect
 from beyondbp.study.plan import plan_study
@@ -49,11 +49,10 @@ def ratio_rows(fit, compute: float, ratio: float) -> dict:
     at_ratio = law(tuple(rows[:, i] for i in range(5)), n_r, ratio * n_r)
     best = optimal_loss(rows, [compute], K)[:, 0]
     lstar = optimal_loss_law(fit, K)
-    c_est, c_samples = lstar.compute_for_loss(at_ratio[:1])
-    extra = np.concatenate([c_est / compute, (c_samples[:, 0] / compute) if c_samples is not None else []])
-    n = min(len(extra), len(rows))
+    law_rows = np.vstack([[lstar.E, lstar.gamma, lstar.C_c]] + ([lstar.samples] if lstar.samples is not None else []))
+    c_star = _compute_for(law_rows, at_ratio[:, None])[:, 0]  # where each row's optimum reaches its own loss at r
     values = {"tokens_per_param": (d_opt / n_opt)[:, 0], "excess_loss": at_ratio / best - 1,
-              "extra_compute": extra[:n] - 1}
+              "extra_compute": compute / c_star - 1}
     return {k: (float(v[0]), percentile_interval(v[1:]) if len(v) > 1 else None) for k, v in values.items()}
 
 
