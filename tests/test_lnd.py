@@ -273,7 +273,7 @@ def test_optimal_loss_verdicts_pair_laws_whose_bootstraps_kept_different_counts(
     laws = {"bp": law_of("bp", 1.5, 0.3, 200), "dfa": law_of("dfa", 1.8, 0.3, 180)}
     spans = {"bp": (1e10, 1e12), "dfa": (1e10, 1e12)}
     verdict = judge_optimal_loss(laws, spans, "bp")["dfa"]
-    assert verdict["scenario"] == "D" and verdict["delta_log_loss_at_c_min"] > 0
+    assert verdict.scenario == "D" and verdict.delta_log_loss_at_c_min > 0
 
 
 def test_to_dict_is_strict_json():
