@@ -147,7 +147,9 @@ def test_tuning_lines_list_flat_edges_apart_from_real_ones():
     section = {"rate_chosen_on": ["train_loss"], "val_loss_would_choose": [], "best_lrs": {"bp": {"L4d12": 0.025}},
                "seed_sd": {}, "seed_noise": {}, "sensitivity": {"runner_up": {}},
                "lr_edges": [{**edge, "gap": 0.0015, "margin": 0.0098, "beyond_noise": False},
-                            {**edge, "size": "L4d18", "gap": 0.05, "margin": 0.0098, "beyond_noise": True}]}
+                            {**edge, "size": "L4d18", "gap": 0.05, "margin": 0.0098, "beyond_noise": True},
+                            {**edge, "method": "dfa", "tried": [0.025], "edge": "single", "gap": None, "margin": None,
+                             "beyond_noise": None}]}
     lines = tuning_lines(section)
     real = next(line for line in lines if line.startswith("Best rate at an edge of its sweep (widen"))
     flat = next(line for line in lines if line.startswith("Best rate at an edge but flat within seed noise"))
@@ -155,3 +157,4 @@ def test_tuning_lines_list_flat_edges_apart_from_real_ones():
            "0.0098)" in real and "L4d12" not in real
     assert "bp L4d12 0.025 of 0.004, 0.01, 0.025 (high; wins by 0.0015 in ln loss against a noise margin of " \
            "0.0098)" in flat and "L4d18" not in flat
+    assert "dfa" not in real and "One rate tried, so not checked (no sweep): dfa L4d12 0.025." in lines

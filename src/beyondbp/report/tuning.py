@@ -93,9 +93,14 @@ def _edge_lines(edges: list[dict]) -> list[str]:
     """Every edge, those beyond seed noise (or of unmeasured noise) apart from the flat ones."""
     if not edges:
         return ["Every (method, size)'s best rate lies strictly inside its sweep."]
-    real = [e for e in edges if e.get("beyond_noise") is not False]
+    real = [e for e in edges if e.get("beyond_noise") is not False and e["edge"] != "single"]
     flat = [e for e in edges if e.get("beyond_noise") is False]
+    single = [e for e in edges if e["edge"] == "single"]
     lines = []
+    if single:
+        lines.append("One rate tried, so not checked (no sweep): " + "; ".join(
+            f"{e['method']} {e['size']}{' ' + e['budget'] if e.get('budget') else ''} {e['best_lr']:g}" for e in single)
+            + ".")
     if real:
         lines.append("Best rate at an edge of its sweep (widen the sweep; an alternative's compute multiplier "
                      "gets no interval while its own or BP's edge is not shown flat): "
