@@ -6,7 +6,7 @@
 For every scenario of `beyondbp.fit.simulate` (pure power laws for A-D, a shared floor, a floor
 per method crossing 4 or 8 decades on, equal exponents 3% apart with equal or unequal noise, a
 bending frontier, learning curves with the paper's or a larger mid-run excess, an under-tuned
-alternative) and every design (small: 4 sizes over 1 decade, 0.4% noise; cpu: 5 sizes over 1.5
+alternative, whose sweep's best rate then sits at an edge: `simulate.sweep_trials`) and every design (small: 4 sizes over 1 decade, 0.4% noise; cpu: 5 sizes over 1.5
 decades; noisy: 4 sizes over 1 decade, 0.5% noise), draws replicates, runs them through
 `beyondbp fit`'s code path (`fit_points_table`) and prints one Markdown row per scenario:
 
@@ -42,9 +42,10 @@ from collections import Counter
 import numpy as np
 
 from beyondbp.fit.points import fit_points_table
-from beyondbp.fit.simulate import (HORIZON_FACTOR, Design, horizon, scenarios, study_range, study_rows,
-                                   true_delta_alpha, true_letter_at_infinity, true_letter_within, true_log_gap,
+from beyondbp.fit.simulate import (HORIZON_FACTOR, Design, horizon, scenario_design, scenarios, study_range,
+                                   study_rows, study_sweeps, true_delta_alpha, true_letter_at_infinity, true_letter_within, true_log_gap,
                                    true_log_multiplier)
+from beyondbp.fit.tuning import choose_rates, lr_edges
 from beyondbp.report.markdown import markdown_table
 
 DESIGNS = {"small": Design(4, 1.0, 0.004), "cpu": Design(5, 1.5, 0.004), "noisy": Design(4, 1.0, 0.005)}
@@ -78,7 +79,12 @@ def replicate(scenario, design_name: str, seed: int, bootstrap: int) -> dict:
     """One simulated study through `fit_points_table`: what the calibration reads of its verdict."""
     design = DESIGNS[design_name]
     rng = np.random.default_rng([seed, seed_of(scenario.name), seed_of(_design_key(design))])
-    table = fit_points_table(study_rows(scenario, design, rng), bootstrap=bootstrap, seed=seed)
+    rows = study_rows(scenario, design, rng)
+    sweep_rng = np.random.default_rng([seed, seed_of(scenario.name), seed_of(_design_key(design)), 1])
+    noisy = scenario_design(scenario, design)  # the seed noise a study measures: the points' own
+    edges = lr_edges(choose_rates(study_sweeps(scenario, design, sweep_rng)),
+                     {m: (noisy.noise_of(m), 1000) for m in ("bp", "alt")})
+    table = fit_points_table(rows, bootstrap=bootstrap, seed=seed, lr_edges=edges)
     v = table["verdicts"]["alt"]
     floor = v.get("floor") or v.get("shared_floor") or {}
     share = v.get("bootstrap_share", v.get("confidence"))

@@ -238,6 +238,44 @@ def test_edge_warnings_name_an_optimum_outside_the_grid():
     assert edge_warnings(fit, k=6.0, computes=[1e11]) == []
 
 
+def test_bracketing_asks_the_estimate_and_its_interval_to_lie_inside_the_runs_ratios():
+    """Issue 26: an optimum is bracketed only where the optimal tokens per parameter, its estimate
+    and its whole 95% interval, lie inside the range the runs trained (here 20-320)."""
+    from types import SimpleNamespace
+    from beyondbp.fit.lnd_alloc import bracketing
+    runs = SimpleNamespace(n_params=np.array([1e4, 1e4, 4e4]), tokens=np.array([2e5, 3.2e6, 8e5]))
+    n_opt = np.array([1e4, 1e4, 1e4])
+
+    def alloc(tpp, ci):
+        return Allocation("bp", 6.0, np.array([1e10, 1e11, 1e12]), n_opt, n_opt * np.array(tpp), n_opt * 0, None,
+                          None, ci, None, {})
+    inside = bracketing(alloc([25, 80, 300], [[21, 30], [40, 160], [200, 319]]), runs)
+    assert inside["run_range"] == [20, 320] and inside["bracketed"] is True
+    wide = bracketing(alloc([25, 80, 300], [[8.9, 30], [40, 160], [200, 319]]), runs)
+    assert wide["bracketed"] is False and [a["ci_inside"] for a in wide["at"]] == [False, True, True]
+    assert all(a["estimate_inside"] for a in wide["at"])
+    beyond = bracketing(alloc([25, 80, 1570], [[21, 30], [40, 160], [53, 1.6e5]]), runs)
+    assert beyond["bracketed"] is False and beyond["at"][2]["estimate_inside"] is False
+    assert bracketing(alloc([25, 80, 300], None), runs)["bracketed"] is None  # no samples: not known
+
+
+def test_optimal_loss_verdicts_pair_laws_whose_bootstraps_kept_different_counts():
+    """A fit whose refits did not all converge keeps fewer rows (here 180 of 200): the L*(C) verdict
+    pairs the first 180 of each instead of failing to broadcast (the allocation preset's report did)."""
+    from beyondbp.fit.lnd_alloc import OptimalLossLaw
+    from beyondbp.fit.lnd_verdict import judge_optimal_loss
+    rng = np.random.default_rng(0)
+
+    def law_of(method, e, gamma, rows):
+        samples = np.column_stack([e + 0.01 * rng.standard_normal(rows), gamma + 0.005 * rng.standard_normal(rows),
+                                   np.full(rows, 1e8)])
+        return OptimalLossLaw(method, e, gamma, 1e8, samples)
+    laws = {"bp": law_of("bp", 1.5, 0.3, 200), "dfa": law_of("dfa", 1.8, 0.3, 180)}
+    spans = {"bp": (1e10, 1e12), "dfa": (1e10, 1e12)}
+    verdict = judge_optimal_loss(laws, spans, "bp")["dfa"]
+    assert verdict.scenario == "D" and verdict.delta_log_loss_at_c_min > 0
+
+
 def test_to_dict_is_strict_json():
     fit = fit_lnd(*simulated(CPU_LAW, CPU_GRID, 0.005, seed=11), method="bp", bootstrap=10)
     out = json.loads(json.dumps(fit.to_dict(), allow_nan=False))

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+
+from beyondbp.report.verdict_text import fmt
 from beyondbp.report.write import write_report
 from beyondbp.study.folder import load_study
 from beyondbp.runs.folder import PF_DAY
@@ -94,6 +96,20 @@ def test_allocation_and_optimal_loss_follow_from_the_fit(report):
             lo, hi = alloc["tokens_per_param_ci"][i]
             assert lo <= alloc["tokens_per_param"][i] <= hi
         assert alloc["n_exponent"] == pytest.approx(fit["b"] / (fit["a"] + fit["b"]))
+        brackets = section["fits"][method]["bracketing"]  # the same numbers, against the runs' ratios
+        ratios = [r.tokens / r.n_params for r in load_study(report.parent).runs if r.method == method]
+        assert brackets["run_range"] == pytest.approx([min(ratios), max(ratios)], rel=1e-6)
+        assert [a["tokens_per_param"] for a in brackets["at"]] == pytest.approx(alloc["tokens_per_param"])
+        assert brackets["bracketed"] == all(min(ratios) <= lo and hi <= max(ratios)
+                                            for lo, hi in alloc["tokens_per_param_ci"]) and \
+            all(min(ratios) <= t <= max(ratios) for t in alloc["tokens_per_param"])
+        line = next(x for x in (report / "allocation.md").read_text().splitlines() if x.startswith(f"- {method}: L("))
+        assert line.startswith(f"- {method}: L(N, D) law {'bracketed' if brackets['bracketed'] else 'not bracketed'}: "
+                               "optimal tokens per parameter")
+        minima = [m for m in section["fits"][method]["isoflop"]["minima"] if m["bracketed"]]
+        assert minima and "isoFLOP minima bracketed by the sizes at" in line
+        assert f"{fmt(minima[0]['compute'] / (K[method] * minima[0]['n_opt'] ** 2))} tokens" in line or \
+            f"{fmt(minima[0]['compute'] / (K[method] * minima[0]['n_opt'] ** 2))}, " in line
         law_paper = section["accountings"]["paper"]["optimal_loss"][method]
         assert law_paper["gamma"] == pytest.approx(fit["a"] * fit["b"] / (fit["a"] + fit["b"]))
         assert law_paper["E"] == pytest.approx(fit["E"])

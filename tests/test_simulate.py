@@ -119,3 +119,23 @@ def test_simulate_study_range_is_what_the_fit_keeps():
     kept = compute[late_points(compute, np.array([r["run"] for r in rows]))]
     assert study_range(scenario, SMALL) == pytest.approx((kept.min(), kept.max()))
     assert study_range(scenario_named("D clear"), CPU) == pytest.approx((C_MIN, C_MIN * 10 ** 1.5))
+
+
+def test_simulate_an_under_tuned_sweep_has_its_best_rate_at_an_edge_beyond_noise():
+    """The sweeps behind the points: 3 rates a factor 2.5 apart; a tuned size's best is the middle
+    one; where the tuning excess is above 0, the best is the high end, LR_CURVATURE x (distance)^2
+    of the optimum puts it that share above the law, and its inner neighbour is far worse."""
+    from beyondbp.fit.simulate import LR_CURVATURE, SWEEP_STEP, study_sweeps, sweep_trials
+    from beyondbp.fit.tuning import choose_rates, lr_edges
+    quiet = Design(4, 1.0, 0.0)
+    trials = sweep_trials("alt", quiet, np.random.default_rng(0), (0.03, 0.0))
+    best = {t["size"]: t for t in trials if t["lr"] == pytest.approx(math.exp(SWEEP_STEP))}
+    assert [best[f"s{i}"]["loss"] for i in range(3)] == pytest.approx([1.03, 1.02, 1.01])
+    assert best["s3"]["loss"] == pytest.approx(math.exp(LR_CURVATURE * SWEEP_STEP ** 2))  # tuned: the middle is best
+    scenario = scenario_named("under-tuned alt, excess shrinking 3% to 0")
+    edges = lr_edges(choose_rates(study_sweeps(scenario, SMALL, np.random.default_rng(1))),
+                     {"bp": (0.004, 100), "alt": (0.004, 100)})
+    assert [(e["method"], e["size"], e["edge"], e["beyond_noise"]) for e in edges] == [
+        ("alt", "s0", "high", True), ("alt", "s1", "high", True), ("alt", "s2", "high", True)]
+    tuned = study_sweeps(scenario_named("D subtle"), SMALL, np.random.default_rng(1))
+    assert lr_edges(choose_rates(tuned)) == []

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from beyondbp.config import ConfigError
-from beyondbp.fit.tuning import choose_rates, edge_of, lr_edges, mean_log_loss, pooled_seed_noise, seed_sd
+from beyondbp.fit.tuning import (choose_rates, edge_of, lr_edges, mean_log_loss, pooled_seed_noise, seed_sd,
+                                 unresolved_edges)
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
 from helpers import planned_study
@@ -24,12 +25,16 @@ def test_tuning_lr_edges_name_low_high_and_single_and_leave_inside_out():
         trial("bp", "c", 1e-3, 2.2), trial("bp", "c", 3e-3, 2.0), trial("bp", "c", 1e-2, 2.1),  # inside
         trial("dfa", "a", 1e-2, 2.5)]  # single
     choices = choose_rates(trials)
-    assert choices[("bp", "c", "")] == {"best": 3e-3, "runner_up": 1e-2, "tried": [1e-3, 3e-3, 1e-2], "on": "val_loss",
-                                        "val_best": 3e-3}
+    c = choices[("bp", "c", "")]
+    assert {k: c[k] for k in ("best", "runner_up", "tried", "on", "val_best")} == {
+        "best": 3e-3, "runner_up": 1e-2, "tried": [1e-3, 3e-3, 1e-2], "on": "val_loss", "val_best": 3e-3}
+    unmeasured = {"beyond_noise": None, "margin": None}
     assert lr_edges(choices) == [
-        {"method": "bp", "size": "a", "best_lr": 1e-3, "tried": [1e-3, 3e-3, 1e-2], "edge": "low"},
-        {"method": "bp", "size": "b", "best_lr": 1e-2, "tried": [1e-3, 3e-3, 1e-2], "edge": "high"},
-        {"method": "dfa", "size": "a", "best_lr": 1e-2, "tried": [1e-2], "edge": "single"}]
+        {"method": "bp", "size": "a", "best_lr": 1e-3, "tried": [1e-3, 3e-3, 1e-2], "edge": "low",
+         "gap": pytest.approx(math.log(2.1 / 2.0)), **unmeasured},
+        {"method": "bp", "size": "b", "best_lr": 1e-2, "tried": [1e-3, 3e-3, 1e-2], "edge": "high",
+         "gap": pytest.approx(math.log(2.1 / 2.0)), **unmeasured},
+        {"method": "dfa", "size": "a", "best_lr": 1e-2, "tried": [1e-2], "edge": "single", "gap": None, **unmeasured}]
     assert choices[("dfa", "a", "")]["runner_up"] is None
     assert edge_of(3e-3, [1e-3, 3e-3, 1e-2]) is None
 
@@ -115,3 +120,41 @@ def test_tuning_seed_sizes_errors_name_the_key(tmp_path, value, message):
         planned_study(tmp_path, dict(SPEC, seed_sizes=value))
     assert str(err.value).startswith(message) and "\n" not in str(err.value)
     assert not (tmp_path / "study").exists()  # refused before the study folder is written
+
+
+def test_tuning_an_edge_within_seed_noise_is_listed_as_flat_and_one_beyond_it_is_not():
+    """Issue 26: every edge is listed, with whether it wins beyond the measured seed noise. BP's
+    edge at size a wins by ln(2.1 / 2.0) = 0.0488; with seed sd 0.02 and one seed per rate the
+    margin is 1.96 x 0.02 x sqrt(2) = 0.0554, so it is flat; with sd 0.01 (margin 0.0277) it is
+    beyond noise. Size b's edge rate ran two seeds: margin 1.96 x 0.02 x sqrt(1/2 + 1) = 0.0480."""
+    trials = [trial("bp", "a", 1e-3, 2.0), trial("bp", "a", 3e-3, 2.1), trial("bp", "a", 1e-2, 2.2),
+              trial("bp", "b", 1e-3, 2.2), trial("bp", "b", 3e-3, 2.1), trial("bp", "b", 1e-2, 2.0),
+              trial("bp", "b", 1e-2, 2.0, seed=1)]
+    flat = lr_edges(choose_rates(trials), {"bp": (0.02, 4)})
+    assert [(e["size"], e["beyond_noise"]) for e in flat] == [("a", False), ("b", True)]
+    assert flat[0]["margin"] == pytest.approx(1.96 * 0.02 * math.sqrt(2))
+    assert flat[1]["margin"] == pytest.approx(1.96 * 0.02 * math.sqrt(1.5))
+    sharp = lr_edges(choose_rates(trials), {"bp": (0.01, 4)})
+    assert [e["beyond_noise"] for e in sharp] == [True, True]
+    assert [e["size"] for e in unresolved_edges(flat)] == ["b"]
+    assert [e["size"] for e in unresolved_edges(lr_edges(choose_rates(trials)))] == ["a", "b"]  # noise unmeasured
+
+
+def test_tuning_lines_list_flat_edges_apart_from_real_ones():
+    """A flat edge is still listed (never hidden), on its own line, with its gap and noise margin."""
+    from beyondbp.report.tuning import tuning_lines
+    edge = {"method": "bp", "size": "L4d12", "best_lr": 0.025, "tried": [0.004, 0.01, 0.025], "edge": "high"}
+    section = {"rate_chosen_on": ["train_loss"], "val_loss_would_choose": [], "best_lrs": {"bp": {"L4d12": 0.025}},
+               "seed_sd": {}, "seed_noise": {}, "sensitivity": {"runner_up": {}},
+               "lr_edges": [{**edge, "gap": 0.0015, "margin": 0.0098, "beyond_noise": False},
+                            {**edge, "size": "L4d18", "gap": 0.05, "margin": 0.0098, "beyond_noise": True},
+                            {**edge, "method": "dfa", "tried": [0.025], "edge": "single", "gap": None, "margin": None,
+                             "beyond_noise": None}]}
+    lines = tuning_lines(section)
+    real = next(line for line in lines if line.startswith("Best rate at an edge of its sweep (widen"))
+    flat = next(line for line in lines if line.startswith("Best rate at an edge but flat within seed noise"))
+    assert "bp L4d18 0.025 of 0.004, 0.01, 0.025 (high; wins by 0.0500 in ln loss against a noise margin of " \
+           "0.0098)" in real and "L4d12" not in real
+    assert "bp L4d12 0.025 of 0.004, 0.01, 0.025 (high; wins by 0.0015 in ln loss against a noise margin of " \
+           "0.0098)" in flat and "L4d18" not in flat
+    assert "dfa" not in real and "One rate tried, so not checked (no sweep): dfa L4d12 0.025." in lines

@@ -191,6 +191,24 @@ def run_span(fit: LNDFit, k: float) -> tuple[float, float]:
     return float(compute.min()), float(compute.max())
 
 
+def bracketing(alloc: Allocation, fit: LNDFit) -> dict:
+    """Whether the compute-optimal tokens per parameter at each of the allocation's computes lies
+    inside the range of tokens per parameter the runs trained, its estimate and its 95% interval:
+    {"run_range": [lo, hi], "at": [{compute, tokens_per_param, ci, estimate_inside, ci_inside}],
+    "bracketed": all of them inside (null where the fit has no samples)}."""
+    run_tpp = fit.tokens / fit.n_params
+    lo, hi = float(run_tpp.min()), float(run_tpp.max())
+    at = []
+    for j, (c, r) in enumerate(zip(alloc.compute, alloc.tokens_per_param)):
+        ci = alloc.tokens_per_param_ci[j] if alloc.tokens_per_param_ci else None
+        at.append({"compute": float(c), "tokens_per_param": float(r), "ci": ci,
+                   "estimate_inside": bool(lo <= r <= hi),
+                   "ci_inside": None if ci is None else bool(lo <= ci[0] and ci[1] <= hi)})
+    inside = [a["estimate_inside"] and a["ci_inside"] for a in at]
+    return jsonable({"run_range": [lo, hi], "at": at,
+                     "bracketed": None if any(a["ci_inside"] is None for a in at) else all(inside)})
+
+
 def edge_warnings(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=None) -> list[str]:
     """Warnings where the compute-optimal N or tokens per parameter at the smallest and largest
     compute (default: of the fit's runs, C = k N D) lies outside what the runs sampled: there

@@ -15,7 +15,8 @@ from ..config import PF_DAY, ConfigError
 from ..reads import open_regular, read_bytes
 from .plausible import check_header, check_plausible, check_width
 from .lnd import DEFAULT_BOOTSTRAP, LNDFit, fit_lnd, fit_lnd_shared_e, jsonable
-from .lnd_alloc import BP_FLOPS_PER_PARAM_TOKEN, allocation, edge_warnings, optimal_loss_law, run_span
+from .lnd_alloc import (BP_FLOPS_PER_PARAM_TOKEN, allocation, bracketing, edge_warnings, optimal_loss_law,
+                        run_span)
 from .lnd_isoflop import MIN_SIZES, isoflop_exponent, isoflop_minima, isoflop_warnings
 from .lnd_verdict import judge_fits
 
@@ -103,9 +104,10 @@ def read_runs_csv(path) -> dict[str, Runs]:
 
 
 def method_summary(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=None) -> dict:
-    """One fitted method's {"allocation", "optimal_loss", "isoflop", "warnings"} as strict JSON:
-    the allocation at `computes` (default: its smallest and largest run compute, C = k N D in
-    FLOP), L*(C), the isoFLOP minima with their exponent, and the edge and fit warnings."""
+    """One fitted method's {"allocation", "bracketing", "optimal_loss", "isoflop", "warnings"} as
+    strict JSON: the allocation at `computes` (default: its smallest and largest run compute,
+    C = k N D in FLOP), whether its tokens per parameter lie inside the runs' (`bracketing`), L*(C),
+    the isoFLOP minima with their exponent, and the edge and fit warnings."""
     method = fit.method
     at = list(run_span(fit, k)) if computes is None else computes
     minima = isoflop_minima(fit.n_params, fit.tokens, fit.loss, k=k)
@@ -116,7 +118,8 @@ def method_summary(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=No
     if fit.at_bounds:
         warnings.append(f"{method}: {', '.join(fit.at_bounds)} at the bound of the fit "
                         "(the runs do not determine it)")
-    return jsonable({"allocation": allocation(fit, at, k).to_dict(),
+    alloc = allocation(fit, at, k)
+    return jsonable({"allocation": alloc.to_dict(), "bracketing": bracketing(alloc, fit),
                      "optimal_loss": optimal_loss_law(fit, k).to_dict(),
                      "isoflop": {"minima": [m.to_dict() for m in minima], "exponent": isoflop_exponent(minima)},
                      "warnings": warnings})
@@ -125,7 +128,8 @@ def method_summary(fit: LNDFit, k: float = BP_FLOPS_PER_PARAM_TOKEN, computes=No
 def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                shared_e: bool = False, flops_per_param_token: float | dict = BP_FLOPS_PER_PARAM_TOKEN,
                computes=None, reference: str | None = None) -> dict:
-    """{"lnd_fits": {method: fit}, "allocation": {method: ...}, "optimal_loss": {method: law},
+    """{"lnd_fits": {method: fit}, "allocation": {method: ...}, "bracketing": {method: ...} (whether
+    the optimal tokens per parameter lie inside the runs'), "optimal_loss": {method: law},
     "isoflop": {method: {"minima", "exponent"}}, "warnings": [...]} as strict JSON, and, when
     `reference` names one of several methods, "optimal_loss_verdicts": each other method's
     L*(C) judged against the reference's (`lnd_verdict.judge_optimal_loss`, C in PF-days).
@@ -142,11 +146,11 @@ def lnd_report(groups: dict[str, Runs], *, bootstrap: int = DEFAULT_BOOTSTRAP, s
     else:
         fits = {m: fit_lnd(g.n_params, g.tokens, g.loss, method=m, runs=g.run, bootstrap=bootstrap, seed=seed)
                 for m, g in groups.items()}
-    out = {"lnd_fits": {}, "allocation": {}, "optimal_loss": {}, "isoflop": {}, "warnings": []}
+    out = {"lnd_fits": {}, "allocation": {}, "bracketing": {}, "optimal_loss": {}, "isoflop": {}, "warnings": []}
     for method, fit in fits.items():
         out["lnd_fits"][method] = fit.to_dict()
         summary = method_summary(fit, k_of(method), computes)
-        for key in ("allocation", "optimal_loss", "isoflop"):
+        for key in ("allocation", "bracketing", "optimal_loss", "isoflop"):
             out[key][method] = summary[key]
         out["warnings"] += summary["warnings"]
     if reference is not None and reference not in fits and len(fits) > 1:

@@ -51,6 +51,17 @@ def optimal_loss_frontier(law: OptimalLossLaw, span: tuple[float, float], unit: 
     return fit
 
 
+def _common_samples(laws: dict[str, OptimalLossLaw]) -> dict[str, OptimalLossLaw]:
+    """The laws with as many bootstrap rows each (the first ones): a verdict pairs row i of one
+    method's bootstrap with row i of the other's, and a fit whose refits did not all converge
+    keeps fewer rows (`LNDFit.failed_refits`)."""
+    counts = [len(law.samples) for law in laws.values() if law.samples is not None]
+    if not counts or min(counts) == max(counts):
+        return laws
+    return {m: law if law.samples is None else replace(law, samples=law.samples[:min(counts)])
+            for m, law in laws.items()}
+
+
 def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[float, float]],
                        reference: str = "bp", unit: float = 1.0) -> dict[str, Verdict]:
     """Every method's L*(C) against the reference's: {method: verdict} (keys of `verdict.judge`,
@@ -60,6 +71,7 @@ def judge_optimal_loss(laws: dict[str, OptimalLossLaw], spans: dict[str, tuple[f
         return {}
     degenerate = {m: f"{m}'s L*(C) is no power law (gamma {law.gamma:.3g}, C_c {law.C_c:.3g})"
                   for m, law in laws.items() if not (law.gamma > 0 and 0 < law.C_c < math.inf)}
+    laws = _common_samples(laws)
     fits = {m: optimal_loss_frontier(law, spans[m], unit) for m, law in laws.items() if m not in degenerate}
     judged = judge_all(fits, reference, spans, bootstrap=0)  # laws with a floor E: no shared-floor check
     out = {}

@@ -15,6 +15,8 @@ An interval knows when it extrapolates: an entry read more than `EXTRAPOLATION_L
 outside either method's measured compute carries the model's error as well as the noise's. Where
 the pair's floor fit is identified, the interval is widened to include that fit's interval
 (`ci_includes_model_spread`); otherwise none is given (`ci` null, `ci_reason` says why).
+An interval also needs tuned points: where a method's best learning rate sits at an edge of its
+sweep beyond seed noise, `withhold_for_tuning` gives none, with the reason.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 from .bootstrap import excludes_zero, percentile_ci, small_sample_factor, widen
 from .defaults import EXTRAPOLATION_LIMIT_DECADES
 from .frontier import PowerLawFit, log_compute, safe_exp
+from .tuning import unresolved_edges
 
 LN10 = math.log(10.0)
 
@@ -130,3 +133,29 @@ def crossover(alt: PowerLawFit, ref: PowerLawFit) -> tuple[float, np.ndarray | N
     if alt.samples is not None and ref.samples is not None:
         samples = meet(alt.samples[:, 0], alt.samples[:, 1], ref.samples[:, 0], ref.samples[:, 1])
     return float(meet(*alt.params()[:2], *ref.params()[:2])), samples
+
+
+def withhold_for_tuning(verdicts: dict, edges: list[dict], reference: str) -> dict:
+    """Withhold the multiplier intervals (and the trend's) of every alternative whose own or the
+    reference's best learning rate sits at an edge of its sweep not shown flat within seed noise
+    (`fit.tuning.unresolved_edges`): an under-tuned method's points lie above its law by an amount
+    no fit of them can see, so the interval would miss (26-60% coverage in the calibration).
+    The estimates stay; each entry's `ci_reason` names the edges. verdicts: {method: `Verdict`},
+    changed in place and returned."""
+    by_method: dict[str, list[str]] = {}
+    for e in unresolved_edges(edges):
+        by_method.setdefault(e["method"], []).append(f"{e['size']}{' ' + e['budget'] if e.get('budget') else ''}"
+                                                     f" ({e['edge']})")
+    for method, v in verdicts.items():
+        named = [f"{m}'s at {', '.join(by_method[m])}" for m in (method, reference) if m in by_method]
+        if not named or not v.compute_multiplier:
+            continue
+        reason = ("the best learning rate lies at an edge of its sweep, beyond seed noise or with it unmeasured ("
+                  + "; ".join(named) + "), so the points may lie above their law")
+        for entry in v.compute_multiplier:
+            if entry.ci is not None or entry.ci_includes_model_spread:
+                entry.ci, entry.ci_reason, entry.ci_includes_model_spread = None, reason, False
+        trend = v.compute_multiplier_trend
+        if trend is not None and trend.ci is not None:
+            trend.ci, trend.direction = None, None
+    return verdicts

@@ -18,6 +18,7 @@ from .defaults import DEFAULT_BOOTSTRAP, HORIZON_FACTOR, RUN_FRACTION
 from ..config import ConfigError, TooFewPoints, read_text_file
 from .plausible import check_header, check_plausible, check_width
 from .frontier import fit_frontier, late_points
+from .multiplier import withhold_for_tuning
 from .verdict import judge_all
 
 CSV_COLUMNS = ("method", "compute_pf_days", "loss")
@@ -55,7 +56,7 @@ def fit_json(fit, reference_compute: float | None = None) -> dict:
 
 def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = DEFAULT_BOOTSTRAP,
                      seed: int = 0, irreducible: bool = False, run_fraction: float = RUN_FRACTION,
-                     horizon_factor: float = HORIZON_FACTOR) -> dict:
+                     horizon_factor: float = HORIZON_FACTOR, lr_edges: list[dict] | None = None) -> dict:
     """Fit every method's frontier and judge each non-reference method against `reference`.
 
     rows: dicts with method, compute_pf_days, loss and optionally run and size (as from
@@ -63,7 +64,8 @@ def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = D
     is a learning curve: only its points at or past `run_fraction` of its largest compute count
     (`frontier.late_points`). Returns {"fits": {method: {...}}, "verdicts": {method: {...}},
     "unfitted": {method: why}}: a method with too few frontier points is skipped with its reason
-    while the others are fitted; fits gain "E" only when irreducible=True.
+    while the others are fitted; fits gain "E" only when irreducible=True. lr_edges: the study's
+    `fit.tuning.lr_edges`, where known (`multiplier.withhold_for_tuning`).
     """
     groups = _group_by_method(rows)
     if reference not in groups:
@@ -84,7 +86,8 @@ def fit_points_table(rows: list[dict], reference: str = "bp", bootstrap: int = D
         raise ConfigError(f"reference {unfitted[reference]}")
     reference_compute = float(np.sqrt(min(lo for lo, _ in spans.values()) * max(hi for _, hi in spans.values())))
     with np.errstate(all="ignore"):
-        verdicts = judge_all(fits, reference, spans, bootstrap, seed, horizon_factor)
+        verdicts = withhold_for_tuning(judge_all(fits, reference, spans, bootstrap, seed, horizon_factor),
+                                       lr_edges or [], reference)
     return {"fits": {m: fit_json(f, reference_compute) for m, f in fits.items()},
             "verdicts": {m: v.to_dict() for m, v in verdicts.items()}, "unfitted": unfitted}
 

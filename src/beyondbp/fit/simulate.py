@@ -25,6 +25,12 @@ Besides the laws a scenario may set each method's noise (`Scenario.noise`, repla
 design's) and an under-tuned alternative (`Scenario.tuning_excess`: its points lie above its law
 by a share that moves linearly from the smallest size to the largest, as a learning rate set
 for one end of the range would); the truth stays the laws, what a well-tuned run would reach.
+Such a study also swept rates (`sweep_trials`): 3 per size a factor 2.5 apart, as the presets,
+each rate's ln loss above the size's optimum by LR_CURVATURE x (ln of its distance)^2, the sweep
+centred where the excess is 0 and, where it is not, the optimum placed beyond the sweep's end so
+that the best rate lies that share above the law; or, with `Scenario.tuning_inside`, the optimum
+between the middle rate and the high one, so that the middle rate, the best, lies that share
+above the law (at most LR_CURVATURE x (ln 2.5 / 2)^2 = 1.3%): under-tuned, but at no edge.
 
 Rows are dicts {method, compute_pf_days, loss, run, size}, the input of `beyondbp fit`.
 """
@@ -48,6 +54,10 @@ FIRST_EVAL = 1 / 200  # of the run's tokens
 PLATEAU = 0.8  # nats above the law at the start, decaying over the first 5% of the run
 SCHEDULE_EXCESS = 0.03  # mid-run points lie up to 3% above a run of that length (decaying LR)
 EVAL_NOISE_SHARE = 0.25  # per-evaluation noise, as a share of the per-run noise
+
+# learning-rate sweeps
+SWEEP_STEP = math.log(2.5)  # the presets' rates are a factor 2.5 apart
+LR_CURVATURE = 0.06  # ln loss per (ln lr off the best)^2: BP d16 a factor 2 off its best lost 1-3% (README)
 
 
 @dataclass(frozen=True)
@@ -132,6 +142,7 @@ class Scenario:
     noise: tuple[float, float] | None = None  # (bp, alt) per point, replacing the design's
     schedule_excess: tuple[float, float] = (SCHEDULE_EXCESS, SCHEDULE_EXCESS)  # (bp, alt), curves only
     tuning_excess: tuple[float, float] = (0.0, 0.0)  # the alternative's points above its law: smallest, largest size
+    tuning_inside: bool = False  # the under-tuned rate is inside its sweep (no edge) rather than at its end
 
 
 def _pure(alpha: float, ratio: float) -> Law:
@@ -191,7 +202,9 @@ def scenarios() -> list[Scenario]:
     out += [Scenario(n, "curved", BP_BENT, alt) for n, alt in CURVED.items()]
     out += [Scenario("mid-run excess 8% vs 3%, D subtle", "curves", BP_PURE, D_SUBTLE, schedule_excess=(0.03, 0.08)),
             Scenario("under-tuned alt, excess shrinking 3% to 0", "pure", BP_PURE, D_SUBTLE, tuning_excess=(0.03, 0.0)),
-            Scenario("under-tuned alt, excess growing 0 to 3%", "pure", BP_PURE, D_SUBTLE, tuning_excess=(0.0, 0.03))]
+            Scenario("under-tuned alt, excess growing 0 to 3%", "pure", BP_PURE, D_SUBTLE, tuning_excess=(0.0, 0.03)),
+            Scenario("under-tuned alt inside its sweep, excess 1% shrinking to 0", "pure", BP_PURE, D_SUBTLE,
+                     tuning_excess=(0.01, 0.0), tuning_inside=True)]
     return out
 
 
@@ -211,6 +224,27 @@ def final_points(method: str, law, design: Design, rng: np.random.Generator,
     loss = law.loss(compute) * (1 + shares) * np.exp(design.noise_of(method) * rng.standard_normal(len(compute)))
     return [{"method": method, "compute_pf_days": float(c), "loss": float(l), "run": f"{method}_s{i}",
              "size": f"s{i}"} for i, (c, l) in enumerate(zip(compute, loss))]
+
+
+def sweep_trials(method: str, design: Design, rng: np.random.Generator,
+                 excess: tuple[float, float] = (0.0, 0.0), inside: bool = False) -> list[dict]:
+    """Trials (`fit.tuning`'s dicts) of a 3-rate sweep per size (module docstring): the best rate's
+    ln loss lies ln(1 + excess) above the optimum, which sits beyond the sweep's high end where
+    the excess is above 0 (inside: between the middle and the high rate, the middle one best).
+    Losses are relative (1 at a size's optimum) with the design's noise."""
+    shares = np.linspace(excess[0], excess[1], design.sizes)
+    noise = design.noise_of(method)
+    out = []
+    for i, share in enumerate(shares):
+        off = math.sqrt(math.log1p(share) / LR_CURVATURE)
+        if inside and off >= SWEEP_STEP / 2:
+            raise ValueError(f"a {share:.1%} excess cannot lie inside a sweep of step {math.exp(SWEEP_STEP):g}")
+        best_at = off if inside else SWEEP_STEP + off if share > 0 else 0.0
+        for k in (-1, 0, 1):
+            log_loss = LR_CURVATURE * (best_at - k * SWEEP_STEP) ** 2 + noise * rng.standard_normal()
+            out.append({"method": method, "size": f"s{i}", "budget": "", "lr": math.exp(k * SWEEP_STEP), "seed": 0,
+                        "loss": math.exp(log_loss), "select_loss": math.exp(log_loss)})
+    return out
 
 
 def _eval_tokens(budget: float) -> np.ndarray:
@@ -253,6 +287,14 @@ def study_rows(scenario: Scenario, design: Design, rng: np.random.Generator) -> 
                 + learning_curves("alt", scenario.alt, design, rng, scenario.schedule_excess[1]))
     return final_points("bp", scenario.bp, design, rng) + final_points("alt", scenario.alt, design, rng,
                                                                        scenario.tuning_excess)
+
+
+def study_sweeps(scenario: Scenario, design: Design, rng: np.random.Generator) -> list[dict]:
+    """The rate sweeps behind one replicate's points (`sweep_trials`): BP's tuned, the alternative's
+    with the scenario's tuning excess."""
+    design = scenario_design(scenario, design)
+    return sweep_trials("bp", design, rng) + sweep_trials("alt", design, rng, scenario.tuning_excess,
+                                                          scenario.tuning_inside)
 
 
 def study_range(scenario: Scenario, design: Design, run_fraction: float = RUN_FRACTION) -> tuple[float, float]:

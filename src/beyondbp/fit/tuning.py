@@ -18,6 +18,13 @@ which both losses share) remains; it is as large as the seed noise the `seed_siz
 runs lack a training loss (runs of other tools; the MLP track, whose epochs revisit every
 example, gives none) the choice falls back to the validation loss, and `choose_rates` says so (`on`).
 
+Edges and noise. A best rate at an end of its sweep is an edge (`lr_edges`), and every edge is
+listed. Where the method's seed noise is measured, an edge also says whether the edge rate wins
+by more than that noise (`beyond_noise`): its mean ln loss must lie below its inner neighbour's by
+more than 1.96 sd x sqrt(1/seeds of one + 1/seeds of the other). An edge within that margin is
+flat: the best rate may as well lie between the two, and widening the sweep would only move a
+coin toss to another cell. `beyond_noise` is null where the noise is not measured or one rate ran.
+
 Seed noise. Where several seeds ran for a (method, size, rate), their sample standard deviation
 of ln(final loss) measures the run-to-run noise; `seed_sd` pools it over the rates of a size,
 `pooled_seed_noise` over a method's sizes, with the degrees of freedom (seeds - 1, summed).
@@ -29,6 +36,7 @@ import math
 import numpy as np
 
 EDGES = ("low", "high", "single")
+EDGE_Z = 1.96  # an edge rate beats its inner neighbour beyond noise when by more than EDGE_Z sd of the difference
 
 
 def _cells(trials: list[dict]) -> dict[tuple[str, str, str], dict[float, list[dict]]]:
@@ -43,9 +51,14 @@ def _usable(value) -> bool:
     return value is not None and math.isfinite(value) and value > 0
 
 
+def _scores(by_lr: dict[float, list[dict]], column: str) -> dict[float, float]:
+    """The mean over seeds of ln(column) per rate."""
+    return {lr: float(np.mean([math.log(t[column]) for t in runs])) for lr, runs in by_lr.items()}
+
+
 def _ranked(by_lr: dict[float, list[dict]], column: str) -> list[float]:
     """Rates by the mean over seeds of ln(column), ties to the smaller rate."""
-    score = {lr: float(np.mean([math.log(t[column]) for t in runs])) for lr, runs in by_lr.items()}
+    score = _scores(by_lr, column)
     return sorted(by_lr, key=lambda lr: (score[lr], lr))
 
 
@@ -53,14 +66,17 @@ def choose_rates(trials: list[dict]) -> dict[tuple[str, str, str], dict]:
     """Per (method, size, budget): {best, runner_up (None with one rate), tried (sorted), on,
     val_best}. Rates are ranked by the mean over seeds of ln(select_loss) (`on`: "train_loss"),
     or of ln(loss) where any run of the cell lacks a select_loss (`on`: "val_loss"); ties go to
-    the smaller rate. `val_best` is the rate the fitted loss itself would have kept."""
+    the smaller rate. `val_best` is the rate the fitted loss itself would have kept. Also
+    `scores` ({lr: mean ln loss ranked on}) and `seeds` ({lr: runs}), which `lr_edges` reads."""
     out = {}
     for key, by_lr in _cells(trials).items():
         on_train = all(_usable(t.get("select_loss")) for runs in by_lr.values() for t in runs)
-        ranked = _ranked(by_lr, "select_loss" if on_train else "loss")
+        column = "select_loss" if on_train else "loss"
+        ranked = _ranked(by_lr, column)
         out[key] = {"best": ranked[0], "runner_up": ranked[1] if len(ranked) > 1 else None,
                     "tried": sorted(by_lr), "on": "train_loss" if on_train else "val_loss",
-                    "val_best": _ranked(by_lr, "loss")[0]}
+                    "val_best": _ranked(by_lr, "loss")[0], "scores": _scores(by_lr, column),
+                    "seeds": {lr: len(runs) for lr, runs in by_lr.items()}}
     return out
 
 
@@ -75,17 +91,41 @@ def edge_of(best: float, tried: list[float]) -> str | None:
     return None
 
 
-def lr_edges(choices: dict[tuple[str, str, str], dict]) -> list[dict]:
-    """{method, size, best_lr, tried, edge} (and budget, where a study has several) for every cell
-    whose best rate is not strictly inside its sweep, in the order of `choices`."""
+def edge_margin(choice: dict, edge: str, noise: tuple[float, int] | None) -> dict:
+    """{gap, margin, beyond_noise} of an edge: gap = the inner neighbour's mean ln loss minus the edge
+    rate's, margin = EDGE_Z x sd x sqrt(1/seeds + 1/seeds) (None without noise or scores)."""
+    scores = choice.get("scores")
+    if edge == "single" or not scores:
+        return {"gap": None, "margin": None, "beyond_noise": None}
+    tried, best = choice["tried"], choice["best"]
+    inner = tried[1] if edge == "low" else tried[-2]
+    gap = scores[inner] - scores[best]
+    if noise is None:
+        return {"gap": gap, "margin": None, "beyond_noise": None}
+    margin = EDGE_Z * noise[0] * math.sqrt(1 / choice["seeds"][best] + 1 / choice["seeds"][inner])
+    return {"gap": gap, "margin": margin, "beyond_noise": bool(gap > margin)}
+
+
+def lr_edges(choices: dict[tuple[str, str, str], dict],
+             noise: dict[str, tuple[float, int]] | None = None) -> list[dict]:
+    """{method, size, best_lr, tried, edge, beyond_noise, gap, margin} (and budget, where a study has
+    several) for every cell whose best rate is not strictly inside its sweep, in the order of
+    `choices`; noise: {method: (sd of ln loss, dof)} (`pooled_seed_noise`), for `edge_margin`."""
     out = []
     for (method, size, budget), choice in choices.items():
         edge = edge_of(choice["best"], choice["tried"])
         if edge is not None:
             entry = {"method": method, "size": size, "best_lr": choice["best"], "tried": list(choice["tried"]),
-                     "edge": edge}
+                     "edge": edge, **edge_margin(choice, edge, (noise or {}).get(method))}
             out.append({**entry, "budget": budget} if budget else entry)
     return out
+
+
+def unresolved_edges(edges: list[dict]) -> list[dict]:
+    """The edges that may bias a method's points: low or high, and not shown flat within seed noise
+    (`beyond_noise` true, or null where the noise is not measured). A single rate is named in the
+    report but not counted here: it was never swept."""
+    return [e for e in edges if e["edge"] in ("low", "high") and e.get("beyond_noise") is not False]
 
 
 def mean_log_loss(losses: list[float]) -> float:

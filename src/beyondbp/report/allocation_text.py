@@ -58,6 +58,22 @@ def _allocation_rows(section: AllocationSection) -> tuple[list[list[str]], list[
     return rows, computes
 
 
+def bracketing_text(method: str, summary: dict) -> str:
+    """One line: whether the method's optimal tokens per parameter from its L(N, D) law (estimate and
+    interval) lie inside the range its runs trained, at each compute of the allocation table; and
+    the tokens per parameter at the isoFLOP minima the sizes bracket (no law assumed)."""
+    b, k = summary["bracketing"], summary["allocation"]["flops_per_param_token"]
+    lo, hi = b["run_range"]
+    verdict = {True: "bracketed", False: "not bracketed", None: "no interval, so not known"}[b["bracketed"]]
+    at = "; ".join(f"{fmt(a['compute'] / PF_DAY)} PF-days {_value(a['tokens_per_param'], a['ci'])}" for a in b["at"])
+    minima = [m for m in summary["isoflop"]["minima"] if m["bracketed"]]
+    iso = ("; isoFLOP minima bracketed by the sizes at " + ", ".join(
+        f"{fmt(m['compute'] / PF_DAY)} PF-days: {fmt(m['compute'] / (k * m['n_opt'] ** 2))}" for m in minima)
+        if minima else "; no isoFLOP minimum bracketed by the sizes")
+    return (f"{method}: L(N, D) law {verdict}: optimal tokens per parameter {at}, against runs at {fmt(lo)} to "
+            f"{fmt(hi)}{iso} tokens per parameter.")
+
+
 def _law_rows(section: AllocationSection, accounting: str, envelope: AccountingFits | None) -> list[list[str]]:
     rows = []
     for method, law in section.laws[accounting].items():
@@ -94,7 +110,9 @@ def allocation_blocks(section: AllocationSection, envelopes: dict[str, Accountin
                ("table", ALLOCATION_HEADER, rows),
                ("p", "Smallest and largest compute of each method's runs, in PF-days: " + "; ".join(computes)
                 + ". The isoFLOP column is Chinchilla's approach 2 (a parabola per fixed compute), a cross-check of "
-                "N_opt's exponent.")]
+                "N_opt's exponent."),
+               ("p", "Is the optimum bracketed (estimate and 95% interval inside the tokens per parameter the runs "
+                "trained)?"), ("ul", [bracketing_text(m, s) for m, s in section.summaries.items()])]
     for accounting, counted in ACCOUNTINGS.items():
         unit, description = counted.unit, counted.description
         if not section.laws[accounting]:

@@ -2,7 +2,8 @@
 rate lies at an edge of its sweep, the measured seed noise, and the verdicts under every method's
 runner-up rate (`beyondbp.fit.tuning` does the arithmetic).
 
-In results.json: `lr_edges` (a list of {method, size, best_lr, tried, edge}), `seed_sd`
+In results.json: `lr_edges` (a list of {method, size, best_lr, tried, edge, beyond_noise, gap,
+margin}: `fit.tuning.lr_edges`; an edge within seed noise is flat, not hidden), `seed_sd`
 ({method: {size: {sd, seeds, dof}}}, where several seeds ran), `seed_noise` ({method: {sd, dof}},
 pooled over sizes), `rate_chosen_on`, `best_lrs`, `val_loss_would_choose` (the cells where the
 fitted loss would have kept another rate) and `sensitivity: {runner_up: {method: {scenario,
@@ -37,7 +38,7 @@ def tuning_section(results: list[RunResult], mode: str = "final", bootstrap: int
     for (method, size, budget), choice in choices.items():
         best.setdefault(method, {})[f"{size} {budget}".strip()] = choice["best"]
     noise = pooled_seed_noise(sds)
-    return {"lr_edges": lr_edges(choices), "seed_sd": sds,
+    return {"lr_edges": lr_edges(choices, noise), "seed_sd": sds,
             "seed_noise": {m: {"sd": sd, "dof": dof} for m, (sd, dof) in noise.items()},
             "rate_chosen_on": sorted({c["on"] for c in choices.values()}), "best_lrs": best,
             "val_loss_would_choose": [{"method": m, "size": s, **({"budget": b} if b else {}), "best_lr": c["best"],
@@ -62,13 +63,7 @@ def tuning_lines(section: dict) -> list[str]:
              f"would have kept another rate at {len(other)} of {sum(map(len, section['best_lrs'].values()))}"
              + (": " + ", ".join(f"{e['method']} {e['size']} {e['val_best_lr']:g} for {e['best_lr']:g}" for e in other)
                 if other else "") + "."]
-    edges = section["lr_edges"]
-    if edges:
-        lines.append("Best rate at an edge of its sweep (widen the sweep): " + "; ".join(
-            f"{e['method']} {e['size']}{' ' + e['budget'] if e.get('budget') else ''} {e['best_lr']:g} of "
-            f"{', '.join(f'{lr:g}' for lr in e['tried'])} ({e['edge']})" for e in edges) + ".")
-    else:
-        lines.append("Every (method, size)'s best rate lies strictly inside its sweep.")
+    lines += _edge_lines(section["lr_edges"])
     sds = section["seed_sd"]
     if sds:
         per_size = "; ".join(f"{m} " + ", ".join(f"{s} {e['sd']:.4f} ({e['seeds']} seeds)" for s, e in sizes.items())
@@ -81,6 +76,38 @@ def tuning_lines(section: dict) -> list[str]:
     if runner_up:
         lines.append("With every method at its runner-up rate (paper's count): "
                      + ", ".join(f"{m} {_letter(v)}" for m, v in runner_up.items()) + ".")
+    return lines
+
+
+def _edge_text(e: dict) -> str:
+    text = (f"{e['method']} {e['size']}{' ' + e['budget'] if e.get('budget') else ''} {e['best_lr']:g} of "
+            f"{', '.join(f'{lr:g}' for lr in e['tried'])} ({e['edge']}")
+    if e.get("margin") is not None:
+        text += f"; wins by {e['gap']:.4f} in ln loss against a noise margin of {e['margin']:.4f}"
+    elif e.get("gap") is not None:
+        text += "; seed noise not measured"
+    return text + ")"
+
+
+def _edge_lines(edges: list[dict]) -> list[str]:
+    """Every edge, those beyond seed noise (or of unmeasured noise) apart from the flat ones."""
+    if not edges:
+        return ["Every (method, size)'s best rate lies strictly inside its sweep."]
+    real = [e for e in edges if e.get("beyond_noise") is not False and e["edge"] != "single"]
+    flat = [e for e in edges if e.get("beyond_noise") is False]
+    single = [e for e in edges if e["edge"] == "single"]
+    lines = []
+    if single:
+        lines.append("One rate tried, so not checked (no sweep): " + "; ".join(
+            f"{e['method']} {e['size']}{' ' + e['budget'] if e.get('budget') else ''} {e['best_lr']:g}" for e in single)
+            + ".")
+    if real:
+        lines.append("Best rate at an edge of its sweep (widen the sweep; an alternative's compute multiplier "
+                     "gets no interval while its own or BP's edge is not shown flat): "
+                     + "; ".join(map(_edge_text, real)) + ".")
+    if flat:
+        lines.append("Best rate at an edge but flat within seed noise (the inner neighbour is as good, so the best "
+                     "rate may lie between them): " + "; ".join(map(_edge_text, flat)) + ".")
     return lines
 
 

@@ -66,7 +66,10 @@ def ratio_interval(entry: MultiplierEntry) -> str:
     """A multiplier's interval: "[lo, hi]", one-sided "(≥ lo)" where it has no upper end, or why none."""
     ci = entry.ci
     if not ci:
-        return "(no 95% interval: extrapolated)" if entry.ci_reason else ""
+        if not entry.ci_reason:
+            return ""
+        return "(no 95% interval: " + ("learning rate at a sweep edge)" if "learning rate" in entry.ci_reason
+                                       else "extrapolated)")
     lo, hi = ci
     if hi is None or math.isinf(hi):
         return f"(≥ {times(lo)})"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..atomic_write import make_folder, refuse_links, write_files_atomically
 from ..fit.defaults import DEFAULT_BOOTSTRAP
+from ..fit.multiplier import withhold_for_tuning
 from ..fit.numerics import quiet_numerics
 from ..fit.strict_json import dumps
 from ..study.tracks import get_track
@@ -21,7 +22,7 @@ from .decisions import decisions_section
 from .figures import alignment_figure, frontier_figure, png_bytes
 from .lnd_figure import isoflop_figure
 from .html import report_html
-from .results import (ACCOUNTINGS, accounting_json, best_lr_runs, collect, fit_accounting, frontier_kind,
+from .results import (ACCOUNTINGS, REFERENCE, accounting_json, best_lr_runs, collect, fit_accounting, frontier_kind,
                       frontier_points)
 from .tuning import tuning_markdown, tuning_section
 from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
@@ -42,6 +43,8 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     tuning = tuning_section(results, mode, bootstrap, seed)
     noise = {m: (v["sd"], v["dof"]) for m, v in tuning["seed_noise"].items()}
     all_fits = {name: fit_accounting(frontier_points(kept, name, mode), bootstrap, seed, noise) for name in ACCOUNTINGS}
+    for fits in all_fits.values():  # an under-tuned point is off its law: no multiplier interval
+        withhold_for_tuning(fits.verdicts, tuning["lr_edges"], REFERENCE)
     out = Path(study_dir) / "report"
     refuse_links(out, inside=study_dir)
     t1 = table1_rows(all_fits["paper"], methods, track.paper_columns)
