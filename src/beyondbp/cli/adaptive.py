@@ -28,7 +28,7 @@ def run_adaptive(args, plan, counts_line) -> int:
     """Simulate the grid, or plan until decided; then the report. plan: the spec's grid."""
     from ..report.decisions import observe
     from ..report.write import write_report
-    from ..study.adaptive import Planner, parse_budget
+    from ..study.adaptive import MAX_ROUNDS, Planner, parse_budget
     from ..study.folder import study_counts
     if args.until_decided and args.budget is None:
         raise ConfigError("--budget: --until-decided needs a budget (PF-days, e.g. 1e-6, or a time, e.g. 30min)")
@@ -36,7 +36,8 @@ def run_adaptive(args, plan, counts_line) -> int:
         raise ConfigError("--budget: applies with --until-decided only")
     execute = _executor(args, plan)
     if args.until_decided:
-        planner = Planner(plan, Path(args.out), execute, observe, parse_budget(args.budget), args.bootstrap)
+        planner = Planner(plan, Path(args.out), execute, observe, parse_budget(args.budget), args.bootstrap,
+                          max_rounds=args.max_rounds or MAX_ROUNDS)
         planner.run()
         from ..study.folder import load_study
         plan = load_study(args.out)

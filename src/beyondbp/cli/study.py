@@ -60,6 +60,9 @@ def cmd_run(args) -> int:
     from ..report.write import write_report
     from ..study.local_executor import run_study
     check_flags(args)
+    if args.max_rounds is not None and (not args.until_decided or args.max_rounds < 1):
+        raise ConfigError(f"--max-rounds: expected a positive number of rounds with --until-decided, "
+                          f"got {args.max_rounds}")
     if args.executor == "simulated" or args.until_decided:
         from .adaptive import run_adaptive
         return run_adaptive(args, _load_plan(args), _counts_line)
@@ -224,6 +227,9 @@ def add_parser(subparsers) -> None:
                    help="after the grid, add runs until every letter is decided (DIR/decisions.jsonl)")
     p.add_argument("--budget", default=None,
                    help="--until-decided: PF-days of the paper's count (1e-6), or training time (30min, 2h)")
+    p.add_argument("--max-rounds", type=int, default=None,
+                   help="--until-decided: stop after this many rounds that chose runs (default 20), saying "
+                        "which run would decide each open letter")
     p.add_argument("--cluster", choices=CHOICES["slurm.cluster"][0], default=None,
                    help="--executor slurm only: where its submitit jobs run: slurm (submitted to the Slurm "
                         "scheduler, the default) or local (submitit's local cluster: each job a process on this "

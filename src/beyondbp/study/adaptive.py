@@ -3,8 +3,13 @@
 It runs the spec's grid, then repeats: fit, list what keeps each alternative's letter open (no
 letter, a bootstrap share under `fit.candidates.SHARE`, the per-method floors disagreeing), weigh
 the candidate runs (`proposals`), run the chosen ones, refit. It stops when every letter is
-decided, when the budget is spent, or when no affordable candidate changes a letter; then it says
-which run would and what it would cost.
+decided, when the budget is spent, when no affordable candidate changes a letter, or when
+`max_rounds` rounds have chosen runs (`--max-rounds`, default `MAX_ROUNDS`: a letter that many
+rounds of the best run per unit of compute did not close is one the point predictions misjudge,
+and the user, not the planner, should decide whether to spend more); then it says, in one line,
+which run would decide each open letter and what it would cost. A candidate counts as changing a
+letter only when its expected gain exceeds the scoring refit's own noise (`noise_gain`): three
+standard errors of a bootstrap share of `SHARE` at the refit's samples.
 
 Every round is one line of DIR/decisions.jsonl (`additions`): what was open, the candidates with
 their scores and costs, what was chosen and why, the compute spent so far. The chosen runs are
@@ -26,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import ConfigError
-from ..fit.candidates import SCORE_BOOTSTRAP, is_decided, openness, pair_verdict, score, top_letter
+from ..fit.candidates import SCORE_BOOTSTRAP, SHARE, is_decided, openness, pair_verdict, score, top_letter
 from .additions import added, extend_plan, read_decisions, write_decisions
 from .plan import StudyPlan
 from .proposals import Candidate, Observation, Proposer
@@ -34,6 +39,13 @@ from .proposals import Candidate, Observation, Proposer
 REFERENCE = "bp"
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
 LOOK_AHEAD = 4  # size steps the stop message looks through for the run that would decide a letter
+MAX_ROUNDS = 20  # rounds that choose runs before the planner stops and says what is still open
+
+
+def noise_gain(samples: int) -> float:
+    """The smallest expected gain in openness that counts: 3 standard errors of a share of SHARE
+    estimated from `samples` bootstrap samples (below it the refit cannot tell a gain from noise)."""
+    return 3.0 * math.sqrt(SHARE * (1.0 - SHARE) / max(1, samples))
 
 
 @dataclass(frozen=True)
@@ -67,6 +79,7 @@ class Planner:
     budget: Budget
     bootstrap: int  # the deciding fits' samples (the report's)
     score_bootstrap: int = SCORE_BOOTSTRAP
+    max_rounds: int = MAX_ROUNDS
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
 
     def alternatives(self) -> list[str]:
@@ -104,14 +117,17 @@ class Planner:
         open_ = [m for m, v in verdicts.items() if not is_decided(v)]
         if not open_ and not edges:
             return {**line, "stop": "decided", "why": "every letter is decided: " + _letters(line["letters"])}
+        if line["round"] > self.max_rounds:
+            return {**line, "stop": "rounds", "why": self._stop_line(open_, verdicts, proposer, obs, None)}
         candidates = self._weigh(edges, proposer, open_, verdicts, obs)
         line["candidates"] = [c.record(self.budget.unit) for c in candidates]
         left = self.budget.value - spent[self.budget.unit]
         chosen, why = self._choose(candidates, left)
         if not chosen:
-            over = any(c.gain > 0 and c.cost[self.budget.unit] > left for c in candidates)
+            least = noise_gain(self.score_bootstrap)
+            over = any(c.gain >= least and c.cost[self.budget.unit] > left for c in candidates)
             return {**line, "stop": "budget" if left <= 0 or over else "no-candidate",
-                    "why": self._stop_line(why, open_, verdicts, proposer, obs, left)}
+                    "why": self._stop_line(open_, verdicts, proposer, obs, left)}
         runs = [r for c in chosen for r in c.runs]
         sizes = {k: v for c in chosen for k, v in c.new_sizes.items()}
         return {**line, "chosen": [c.label for c in chosen], "why": why, "runs": runs, "new_sizes": sizes}
@@ -139,17 +155,21 @@ class Planner:
         if edges:
             return edges, ("bracket the best rates first, a letter read off an untuned point does not count: "
                            + "; ".join(c.label for c in edges))
-        useful = sorted((c for c in affordable if c.gain > 0), key=lambda c: (-c.score, c.label))
+        least = noise_gain(self.score_bootstrap)
+        useful = sorted((c for c in affordable if c.gain >= least), key=lambda c: (-c.score, c.label))
         if useful:
             c = useful[0]
             return [c], (f"{c.label}: expected {_letters(c.expected)}, the most openness removed per unit of "
                          f"compute ({c.gain:.2f} for {self.budget.show(c.cost[self.budget.unit])})")
         return [], ""
 
-    def _stop_line(self, _why, open_, verdicts, proposer: Proposer, obs: Observation, left: float) -> str:
-        """One line: why the planner stops, the letters still open, and the run that would decide them."""
+    def _stop_line(self, open_, verdicts, proposer: Proposer, obs: Observation, left: float | None) -> str:
+        """One line: why the planner stops (left None: the round cap), the letters still open, and
+        the run that would decide them."""
         spent = obs.spent(self.budget.unit)
-        head = (f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
+        head = (f"{self.max_rounds} rounds chose runs, the cap (--max-rounds), "
+                f"{self.budget.show(spent)} of {self.budget.show(self.budget.value)} spent" if left is None else
+                f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
                 else f"no candidate run within the budget ({self.budget.show(left)} left) changes a letter")
         parts = []
         for m in open_ or list(verdicts):

@@ -1,12 +1,19 @@
 """The runs the adaptive planner weighs for one open letter (`beyondbp.study.adaptive`), each with
 its cost and its expected effect on the study's frontier rows (scored by `beyondbp.fit.candidates`).
 
-- `rate`: a learning rate one step (the sweep's own ratio) beyond the best rate of a (method,
-  size) whose best lies at an edge of its sweep;
+- `rate`: a learning rate one step (the spec's ratio between neighbouring rates) beyond the best
+  rate of a (method, size) whose best lies at an edge of its sweep;
 - `size`: one step above the largest size (or below the smallest) on the spec's size ladder,
   for the pair's methods, each at the best rate of its nearest size (rates move little between
   neighbouring sizes; `lr_edges` in the report lists such cells as single-rate);
-- `seed`: another seed at the size whose point lies farthest off its method's law.
+- `seed`: another seed at the size whose point lies farthest off its method's law, while that
+  offset is within two standard errors of the point's mean over its k seeds (the method's pooled
+  seed noise); the new seed is expected on the law, moving the mean by 1/(k + 1) of the offset.
+
+A (method, size) of the spec swept at one rate takes the best rate of the nearest size whose
+sweep brackets its best: where it ran a different rate, that best rate is its candidate; while
+another size's sweep is still being extended, it waits; where the method has no sweep of two or
+more rates at all, a step either side.
 
 The ladder extends the spec's shapes the way the presets grow them: every model key that changes
 between the two outermost sizes changes again by the same ratio (d_model kept a multiple of
@@ -130,26 +137,45 @@ class Proposer:
         out = []
         for (method, size, budget), choice in self.choices.items():
             edge = edge_of(choice["best"], choice["tried"])
-            if method not in methods or edge is None or (edge == "single" and self._carried(method, size)):
+            if method not in methods or edge is None:
                 continue
             tried = choice["tried"]
-            for up in ((True, False) if edge == "single" else (edge == "high",)):
-                step = _step(tried, up) or self._method_step(method)
-                lr = float(f"{choice['best'] * (step if up else 1 / step):.6g}")
+            step = self._method_step(method)
+            lrs = [float(f"{choice['best'] * (step if up else 1 / step):.6g}")
+                   for up in ((True, False) if edge == "single" else (edge == "high",))]
+            why = f"best {choice['best']:g} is the sweep's {'highest' if edge == 'high' else 'lowest'}"
+            if edge == "single":
+                carried = self._carried_rate(method, size, budget)
+                sweeping = any(len(c["tried"]) > 1 for (m, _, b), c in self.choices.items()
+                               if (m, b) == (method, budget))
+                if size not in self.plan.spec["sizes"] or (carried and carried[1] in tried) \
+                        or (sweeping and not carried):
+                    continue  # it trains the rate its neighbour bracketed (or will)
+                if carried:
+                    lrs, why = [carried[1]], f"the best rate of {carried[0]}, whose sweep brackets it"
+                else:
+                    why = f"{choice['best']:g} is its only rate"
+            for lr in lrs:
                 loss = rate_loss(tried, [self._cell_loss(method, size, budget, x) for x in tried], lr)
-                rows = self._replace(method, size, loss)
                 runs = [self._run(method, size, lr, s, budget) for s in self.spec["seeds"]]
-                label = (f"{method} {size}{' ' + budget if budget else ''} at lr {lr:g} (best {choice['best']:g} "
-                         f"is the sweep's {'highest' if up else 'lowest'})")
-                out.append(self._candidate("rate", label, runs, rows, edge=True))
+                label = f"{method} {size}{' ' + budget if budget else ''} at lr {lr:g} ({why})"
+                out.append(self._candidate("rate", label, runs, self._replace(method, size, loss), edge=True))
         return [c for c in out if c is not None]
 
-    def _carried(self, method: str, size: str) -> bool:
-        return size not in self.plan.spec["sizes"]  # a planner's size trains the rate of its neighbour
+    def _carried_rate(self, method: str, size: str, budget: str) -> tuple[str, float] | None:
+        """(size, best rate) of the nearest size on the ladder whose sweep brackets its best, or None."""
+        swept = [(abs(self.ordered.index(s) - self.ordered.index(size)), self.ordered.index(s), s, c["best"])
+                 for (m, s, b), c in self.choices.items()
+                 if (m, b) == (method, budget) and s != size and edge_of(c["best"], c["tried"]) is None]
+        if not swept:
+            return None
+        return min(swept)[2:]
 
     def _method_step(self, method: str) -> float:
-        steps = [_step(c["tried"], True) for (m, _, _), c in self.choices.items() if m == method]
-        steps = [s for s in steps if s]
+        """The spec's ratio between neighbouring rates of the method's sweeps (median), else DEFAULT_STEP."""
+        lrs = self.plan.spec["lrs"].get(method, {})
+        steps = [b / a for rates in (lrs.values() if isinstance(lrs, dict) else [lrs])
+                 for a, b in zip(sorted(rates), sorted(rates)[1:]) if b > a]
         return float(np.median(steps)) if steps else DEFAULT_STEP
 
     def _cell_loss(self, method, size, budget, lr) -> float:
@@ -210,11 +236,14 @@ class Proposer:
             choice = self.choices.get((m, row["size"], budget))
             if choice is None:
                 continue
-            used = {t["seed"] for t in self.obs.trials if (t["method"], t["size"]) == (m, row["size"])}
-            seed = max([*used, *self.spec["seeds"]]) + 1
-            loss = row["loss"] * math.exp(-0.5 * residuals[run])
-            rows = [{**r, "loss": loss} if r is row else r for r in self.obs.rows]
+            cell = [t for t in self.obs.trials if (t["method"], t["size"]) == (m, row["size"])]
+            k = sum(1 for t in cell if float(t["lr"]) == choice["best"])
             sd, dof = self.obs.noise.get(m, (abs(residuals[run]), 0))
+            if dof and abs(residuals[run]) > 2 * sd / math.sqrt(max(k, 1)):
+                continue  # more than two standard errors of its mean off: the law, not the seeds
+            seed = max([*(t["seed"] for t in cell), *self.spec["seeds"]]) + 1
+            loss = row["loss"] * math.exp(-residuals[run] / (k + 1))  # the mean of k + 1 seeds, the new on the law
+            rows = [{**r, "loss": loss} if r is row else r for r in self.obs.rows]
             label = f"{m} {row['size']} seed {seed} (its point lies {residuals[run]:+.3f} in ln L off the law)"
             out.append(self._candidate("seed", label, [self._run(m, row["size"], choice["best"], seed, budget)], rows,
                                        noise={**self.obs.noise, m: (sd, dof + 1)}))
@@ -226,10 +255,3 @@ class Proposer:
                               "this spec lists several (or branches them)")
         return self.rates(methods) + self.sizes(methods) + self.seeds(methods)
 
-
-def _step(tried: list[float], up: bool) -> float | None:
-    """The sweep's ratio at its upper (or lower) end; None with one rate."""
-    tried = sorted(tried)
-    if len(tried) < 2:
-        return None
-    return tried[-1] / tried[-2] if up else tried[1] / tried[0]
