@@ -123,6 +123,8 @@ class Planner:
         line["candidates"] = [c.record(self.budget.unit) for c in candidates]
         left = self.budget.value - spent[self.budget.unit]
         chosen, why = self._choose(candidates, left)
+        if not chosen and left > 0:
+            chosen, why = self._first_step(open_, proposer, obs, left)
         if not chosen:
             least = noise_gain(self.score_bootstrap)
             over = any(c.gain >= least and c.cost[self.budget.unit] > left for c in candidates)
@@ -163,6 +165,17 @@ class Planner:
                          f"compute ({c.gain:.2f} for {self.budget.show(c.cost[self.budget.unit])})")
         return [], ""
 
+    def _first_step(self, open_, proposer: Proposer, obs: Observation, left: float) -> tuple[list[Candidate], str]:
+        """Where no one candidate removes openness beyond the refit's noise but a path of sizes
+        (`_would_decide`) would decide a letter within the budget: that path's first step."""
+        for m in open_:
+            found = self._would_decide(m, proposer, obs)
+            if found and found[2] <= left:
+                first, text, _ = found
+                return [first], (f"{first.label}: the first step of the runs that would decide {m} ({text}); "
+                                 f"no one candidate removes openness beyond the refit's noise")
+        return [], ""
+
     def _stop_line(self, open_, verdicts, proposer: Proposer, obs: Observation, left: float | None) -> str:
         """One line: why the planner stops (left None: the round cap), the letters still open, and
         the run that would decide them."""
@@ -174,32 +187,34 @@ class Planner:
         parts = []
         for m in open_ or list(verdicts):
             would = self._would_decide(m, proposer, obs)
-            parts.append(f"{_letters({m: _letter(verdicts[m])})}" + (f"; {would}" if would else
+            parts.append(f"{_letters({m: _letter(verdicts[m])})}" + (f"; {would[1]}" if would else
                                                                       "; no run within four sizes would decide it"))
         return f"stopped: {head}: " + "; ".join(parts)
 
-    def _would_decide(self, alt: str, proposer: Proposer, obs: Observation) -> str | None:
+    def _would_decide(self, alt: str, proposer: Proposer, obs: Observation) -> tuple[Candidate, str, float] | None:
         """The first candidate (rates, seeds, then sizes up to LOOK_AHEAD steps) whose expected refit
-        decides `alt`'s letter, as 'X would decide it (expected L), cost C'."""
+        decides `alt`'s letter: (its first step, 'X would decide it (expected L), cost C', C)."""
         ahead = Proposer(proposer.plan, obs, {})
         ahead.spec = proposer.spec
         for c in ahead.rates([alt, REFERENCE]) + ahead.seeds([alt, REFERENCE]):
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):
-                return (f"{c.label} would decide it (expected {after['scenario']}), "
-                        f"cost {self.budget.show(c.cost[self.budget.unit])}")
-        cost, labels = 0.0, []
+                cost = c.cost[self.budget.unit]
+                return c, (f"{c.label} would decide it (expected {after['scenario']}), "
+                           f"cost {self.budget.show(cost)}"), cost
+        cost, labels, first = 0.0, [], None
         for _ in range(LOOK_AHEAD):
             steps = [c for c in ahead.sizes([alt, REFERENCE]) if "up" in c.label]
             if not steps:
                 return None
             c = steps[0]
+            first = first or c
             cost += c.cost[self.budget.unit]
             labels.append(c.label if not labels else c.runs[0]["size"])
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):
-                return (f"{', then '.join(labels)} would decide it (expected {after['scenario']}), "
-                        f"cost {self.budget.show(cost)}")
+                return first, (f"{', then '.join(labels)} would decide it (expected {after['scenario']}), "
+                               f"cost {self.budget.show(cost)}"), cost
             ahead = _advanced(ahead, c)
         return None
 
