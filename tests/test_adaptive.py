@@ -148,3 +148,39 @@ def test_budget_and_truth_errors_are_one_line(tmp_path, capsys):
     assert "no law for method 'dfa_block'" in capsys.readouterr().err
     assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--until-decided"]) == 2
     assert "--budget: --until-decided needs a budget" in capsys.readouterr().err
+
+
+def test_the_round_cap_stops_with_the_run_that_would_decide(tmp_path, capsys):
+    spec, truth = _write(tmp_path, {**CROSSING_ONE_SIZE_ON, "lr_opt": 0.12})
+    args = ["study", "run", str(spec), "--out", str(tmp_path / "s"), "--executor", "simulated", "--truth", str(truth),
+            "--until-decided", "--budget", "1e-6", "--bootstrap", "300"]
+    assert main([*args, "--max-rounds", "1"]) == 0
+    rounds = read_decisions(tmp_path / "s")
+    assert [r.get("stop") for r in rounds] == [None, "rounds"] and "bracket" in rounds[0]["why"]
+    line = rounds[-1]["why"]
+    assert line.startswith("stopped: the round cap is reached (--max-rounds 1; 1.29e-08 PF-days of 1e-06")
+    assert line.endswith("dfa_block and bp at L5d16 (one size up) would decide it (expected B), cost 2.48e-09 PF-days")
+    assert "\n" not in line and line in capsys.readouterr().err
+    assert main([*args, "--max-rounds", "0"]) == 2
+    assert "--max-rounds: expected a positive number of rounds with --until-decided, got 0" in capsys.readouterr().err
+
+
+def test_a_single_rate_size_takes_the_rate_its_neighbour_brackets(tmp_path):
+    """The benchmark's small design: only the middle size swept; the others start at its middle
+    rate and move to the rate the middle size's extended sweep brackets."""
+    spec = {**SPEC, "lrs": {m: {"L1d16": [r[1]], "L2d16": r, "L3d16": [r[1]], "L4d16": [r[1]]}
+                            for m, r in SPEC["lrs"].items()}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    truth = {"bp": BP, "dfa_block": {**CROSSING_ONE_SIZE_ON, "lr_opt": 0.12}}
+    (tmp_path / "truth.yaml").write_text(yaml.safe_dump(truth))
+    assert main(["study", "run", str(tmp_path / "spec.yaml"), "--out", str(tmp_path / "s"), "--executor", "simulated",
+                 "--truth", str(tmp_path / "truth.yaml"), "--until-decided", "--budget", "1e-6",
+                 "--bootstrap", "300"]) == 0
+    rounds = read_decisions(tmp_path / "s")
+    added_runs = [(r["method"], r["size"], r["lr"]) for x in rounds for r in x.get("runs") or []]
+    assert added_runs[:3] == [("dfa_block", "L2d16", 0.09375), ("dfa_block", "L2d16", 0.234375),
+                              ("dfa_block", "L1d16", 0.09375)]
+    assert {a for a in added_runs if a[1] in ("L3d16", "L4d16")} == {("dfa_block", "L3d16", 0.09375),
+                                                                    ("dfa_block", "L4d16", 0.09375)}
+    assert not any(m == "bp" and lr != 1e-2 for m, _, lr in added_runs)  # BP's sweep brackets at 1e-2
+    assert rounds[-1]["stop"] == "decided"

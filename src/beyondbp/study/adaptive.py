@@ -180,8 +180,8 @@ class Planner:
         """One line: why the planner stops (left None: the round cap), the letters still open, and
         the run that would decide them."""
         spent = obs.spent(self.budget.unit)
-        head = (f"{self.max_rounds} rounds chose runs, the cap (--max-rounds), "
-                f"{self.budget.show(spent)} of {self.budget.show(self.budget.value)} spent" if left is None else
+        head = (f"the round cap is reached (--max-rounds {self.max_rounds}; "
+                f"{self.budget.show(spent)} of {self.budget.show(self.budget.value)} spent)" if left is None else
                 f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
                 else f"no candidate run within the budget ({self.budget.show(left)} left) changes a letter")
         parts = []

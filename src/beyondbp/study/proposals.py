@@ -137,30 +137,38 @@ class Proposer:
         out = []
         for (method, size, budget), choice in self.choices.items():
             edge = edge_of(choice["best"], choice["tried"])
-            if method not in methods or edge is None:
+            follows = self._follows(method, size, budget, choice["tried"])
+            if method not in methods or (edge is None and follows is None) or follows == "settled":
                 continue
             tried = choice["tried"]
-            step = self._method_step(method)
-            lrs = [float(f"{choice['best'] * (step if up else 1 / step):.6g}")
-                   for up in ((True, False) if edge == "single" else (edge == "high",))]
-            why = f"best {choice['best']:g} is the sweep's {'highest' if edge == 'high' else 'lowest'}"
-            if edge == "single":
-                carried = self._carried_rate(method, size, budget)
-                sweeping = any(len(c["tried"]) > 1 for (m, _, b), c in self.choices.items()
-                               if (m, b) == (method, budget))
-                if size not in self.plan.spec["sizes"] or (carried and carried[1] in tried) \
-                        or (sweeping and not carried):
-                    continue  # it trains the rate its neighbour bracketed (or will)
-                if carried:
-                    lrs, why = [carried[1]], f"the best rate of {carried[0]}, whose sweep brackets it"
-                else:
-                    why = f"{choice['best']:g} is its only rate"
+            if follows:
+                lrs, why = [follows[1]], f"the best rate of {follows[0]}, whose sweep brackets it"
+            else:
+                step = self._method_step(method)
+                lrs = [float(f"{choice['best'] * (step if up else 1 / step):.6g}")
+                       for up in ((True, False) if edge == "single" else (edge == "high",))]
+                why = (f"{choice['best']:g} is its only rate" if edge == "single" else
+                       f"best {choice['best']:g} is the sweep's {'highest' if edge == 'high' else 'lowest'}")
             for lr in lrs:
                 loss = rate_loss(tried, [self._cell_loss(method, size, budget, x) for x in tried], lr)
                 runs = [self._run(method, size, lr, s, budget) for s in self.spec["seeds"]]
                 label = f"{method} {size}{' ' + budget if budget else ''} at lr {lr:g} ({why})"
                 out.append(self._candidate("rate", label, runs, self._replace(method, size, loss), edge=True))
         return [c for c in out if c is not None]
+
+    def _follows(self, method: str, size: str, budget: str, tried: list[float]):
+        """For a size that takes its rate from a neighbour (one the planner added, or one the spec
+        tries at one rate where it sweeps another): "settled" where it trains that rate (or must
+        wait for it), else (neighbour, rate) to run; None for a size with a sweep of its own."""
+        spec_lrs = self.plan.spec["lrs"].get(method, {})
+        spec_lrs = spec_lrs if isinstance(spec_lrs, dict) else {}
+        if size in self.plan.spec["sizes"] and (len(spec_lrs.get(size, [])) != 1
+                                                or all(len(r) < 2 for r in spec_lrs.values())):
+            return None
+        if size not in self.plan.spec["sizes"]:
+            return "settled"
+        carried = self._carried_rate(method, size, budget)
+        return carried if carried and carried[1] not in tried else "settled"
 
     def _carried_rate(self, method: str, size: str, budget: str) -> tuple[str, float] | None:
         """(size, best rate) of the nearest size on the ladder whose sweep brackets its best, or None."""
