@@ -184,3 +184,12 @@ def test_a_single_rate_size_takes_the_rate_its_neighbour_brackets(tmp_path):
                                                                     ("dfa_block", "L4d16", 0.09375)}
     assert not any(m == "bp" and lr != 1e-2 for m, _, lr in added_runs)  # BP's sweep brackets at 1e-2
     assert rounds[-1]["stop"] == "decided"
+
+
+def test_a_study_of_several_budgets_is_refused_in_one_line(tmp_path, capsys):
+    spec, truth = _write(tmp_path, CROSSING_ONE_SIZE_ON)
+    spec.write_text(yaml.safe_dump({**SPEC, "tokens_per_param": [20, 40]}))
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--executor", "simulated", "--truth",
+                 str(truth), "--until-decided", "--budget", "1e-6"]) == 2
+    assert "--until-decided: the planner adds runs to studies with one budget per size" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "runs").exists()

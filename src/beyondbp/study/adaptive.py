@@ -33,7 +33,7 @@ from typing import Callable
 from ..config import ConfigError
 from ..fit.candidates import SCORE_BOOTSTRAP, SHARE, is_decided, openness, pair_verdict, score, top_letter
 from .additions import added, extend_plan, read_decisions, write_decisions
-from .plan import StudyPlan
+from .plan import StudyPlan, _budgets
 from .proposals import Candidate, Observation, Proposer
 
 REFERENCE = "bp"
@@ -85,6 +85,9 @@ class Planner:
     def alternatives(self) -> list[str]:
         if REFERENCE not in self.base.spec["methods"]:
             raise ConfigError(f"--until-decided: the study must train {REFERENCE} (every letter is against it)")
+        if len(_budgets(self.base.spec)) > 1 or self.base.chains:
+            raise ConfigError("--until-decided: the planner adds runs to studies with one budget per size; "
+                              "this spec lists several (or branches them)")
         return [m for m in self.base.spec["methods"] if m != REFERENCE]
 
     def run(self) -> dict:

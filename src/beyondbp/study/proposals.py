@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import ConfigError
 from ..fit.candidates import law_loss, log_residuals, rate_loss
 from ..fit.tuning import choose_rates, edge_of
 from ..model.shape import NAMED_SIZES
@@ -257,9 +256,4 @@ class Proposer:
                                        noise={**self.obs.noise, m: (sd, dof + 1)}))
         return [c for c in out if c is not None]
 
-    def all(self, methods) -> list[Candidate]:
-        if len(self.budgets) > 1 or self.plan.chains:
-            raise ConfigError("--until-decided: the planner adds runs to studies with one budget per size; "
-                              "this spec lists several (or branches them)")
-        return self.rates(methods) + self.sizes(methods) + self.seeds(methods)
 
