@@ -17,9 +17,12 @@ written there before any starts, so a kill while they train resumes them; a kill
 is written replans from the same finished runs to the same choice (the fits are seeded). While a
 letter is open, rate brackets come first (a best rate at an edge of its sweep, for BP or an open
 alternative): a point read off an untuned rate would mislead the rest. Otherwise the candidate
-that removes the most openness per unit of compute is chosen. The budget counts the paper's
+that removes the most openness per unit of compute is chosen; where none removes more than the
+refit's noise but a path of up to `LOOK_AHEAD` sizes would decide a letter within the budget,
+that path's first step. The budget counts the paper's
 PF-days, or with a time (`30min`, `2h`) the runs' summed training seconds (device time, what
-the `wall_clock` accounting counts), both over every run of the study, the grid included.
+the `wall_clock` accounting counts), both over every run of the study, the grid included. A
+study of several budgets per size, or a branched one, is refused before its grid runs.
 """
 from __future__ import annotations
 
