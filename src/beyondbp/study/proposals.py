@@ -255,5 +255,3 @@ class Proposer:
             out.append(self._candidate("seed", label, [self._run(m, row["size"], choice["best"], seed, budget)], rows,
                                        noise={**self.obs.noise, m: (sd, dof + 1)}))
         return [c for c in out if c is not None]
-
-
