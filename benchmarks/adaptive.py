@@ -4,9 +4,9 @@ Each scenario gives BP and one alternative an L(N, D) law (`beyondbp.study.simul
 replicate draws every run's noise anew (`noise_seed`) and jitters the alternative's A by 2%. A
 study starts from a small design: 3 sizes (1-3 blocks of width 16, 40 tokens per parameter), the
 middle size swept at 3 rates per method and the others at the middle rate only, one seed; it
-plans until decided, until its budget (2e-7 PF-days, about 45 times that design) is spent, or
-until no run helps or the round cap (20 rounds) is reached. The true letter is read off the true laws along the study's
-design (D = 40 N, C = 6 N D) at the verdict's own smallest compute and horizon.
+plans until decided, until its budget (2e-7 PF-days, about 45 times that design) is spent, until
+no run helps, or until the round cap (20 rounds). The true letter is read off the true laws
+along the study's design (D = 40 N, C = 6 N D) at the verdict's own smallest compute and horizon.
 
 Per scenario: the share of studies decided, the share of decided letters that are right, and
 the planner's compute against the full grid its largest choices span: the product design a user
