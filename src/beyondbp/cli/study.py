@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..config import CHOICES
 from ..fit.defaults import DEFAULT_BOOTSTRAP
+from ..runs.state import RunState
 from .method_imports import add_opt_in
 
-STATE_ORDER = ("completed", "diverged", "failed", "running", "queued", "interrupted", "pending")
+STATE_ORDER = tuple(RunState)
 SLURM_FLAGS = (("cluster", "--cluster"), ("partition", "--partition"), ("account", "--account"),
                ("gpus_per_run", "--gpus-per-run"), ("time", "--time"), ("wait", "--wait"))
 
@@ -76,7 +77,7 @@ def cmd_run(args) -> int:
     print(_counts_line(counts), file=sys.stderr)
     out = write_report(args.out, bootstrap=args.bootstrap)
     print(f"report: {out / 'report.html'}", file=sys.stderr)
-    return 0 if counts.get("failed", 0) == 0 else 1
+    return 0 if counts.get(RunState.FAILED, 0) == 0 else 1
 
 
 def _run_slurm(args) -> int:
@@ -105,7 +106,7 @@ def _run_slurm(args) -> int:
     print(_counts_line(counts), file=sys.stderr)
     out = write_report(args.out, bootstrap=args.bootstrap)
     print(f"report: {out / 'report.html'}", file=sys.stderr)
-    return 0 if counts.get("failed", 0) == 0 else 1
+    return 0 if counts.get(RunState.FAILED, 0) == 0 else 1
 
 
 def cmd_plan(args) -> int:

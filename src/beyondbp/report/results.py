@@ -28,7 +28,7 @@ from ..fit.verdict_types import Verdict
 from ..study.folder import load_study
 from ..study.plan import PlannedRun
 from ..runs.accounting import ACCOUNTINGS
-from ..runs.folder import read_metrics, read_summary, run_state
+from ..runs.folder import RunState, read_metrics, read_summary, run_state
 
 REFERENCE = "bp"
 # At or above this `residual_common`, every position carries (nearly) the same vector into the
@@ -98,7 +98,7 @@ def trials(results: list[RunResult]) -> list[dict]:
     """The completed runs with a final loss as `fit.tuning` trials."""
     return [{"method": r.run.method, "size": r.run.size, "budget": r.run.budget, "lr": r.run.lr, "seed": r.run.seed,
              "loss": r.final_loss, "select_loss": r.select_loss}
-            for r in results if r.state == "completed" and r.final_loss is not None]
+            for r in results if r.state == RunState.COMPLETED and r.final_loss is not None]
 
 
 def rate_choices(results: list[RunResult]) -> dict[tuple[str, str, str], dict]:
@@ -114,7 +114,7 @@ def runs_at_rate(results: list[RunResult], which: str = "best", choices: dict | 
     kept = []
     for r in results:
         choice = choices.get((r.run.method, r.run.size, r.run.budget))
-        if r.state == "completed" and r.final_loss is not None and choice is not None:
+        if r.state == RunState.COMPLETED and r.final_loss is not None and choice is not None:
             if r.run.lr == (choice[which] if choice[which] is not None else choice["best"]):
                 kept.append(r)
     return kept

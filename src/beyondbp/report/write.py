@@ -15,6 +15,7 @@ from ..fit.defaults import DEFAULT_BOOTSTRAP
 from ..fit.multiplier import withhold_for_tuning
 from ..fit.numerics import quiet_numerics
 from ..fit.strict_json import dumps
+from ..runs.folder import RunState
 from ..study.tracks import get_track
 from .allocation import allocation_json, allocation_section, has_several_budgets
 from .allocation_text import allocation_blocks, blocks_html, blocks_markdown
@@ -38,7 +39,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     track = get_track(spec.get("track"))
     methods = spec["methods"]
     kept = best_lr_runs(results)
-    excluded = [r for r in results if r.state in ("diverged", "failed")]
+    excluded = [r for r in results if r.state in (RunState.DIVERGED, RunState.FAILED)]
     mode = spec.get("frontier_points", "final")
     tuning = tuning_section(results, mode, bootstrap, seed)
     noise = {m: (v["sd"], v["dof"]) for m, v in tuning["seed_noise"].items()}

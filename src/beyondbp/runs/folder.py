@@ -33,6 +33,7 @@ from ..atomic_write import atomic_write, link_refused, write_error
 from ..config import PF_DAY, ConfigError, LockHeld, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
+from .state import RunState
 from .records import check_summary, is_text, read_metrics_rows, record_problem
 
 
@@ -41,7 +42,7 @@ class Interrupted(Exception):
     folder then holds an interrupted run that the same command resumes."""
 
 
-FINISHED = ("completed", "diverged")  # a run with this summary status is never trained again
+FINISHED = (RunState.COMPLETED, RunState.DIVERGED)  # a run with this summary status is never trained again
 # settings that may differ when a run is resumed: they change how it runs, not what it computes
 # (the tracker is a view of metrics.jsonl)
 EXECUTION_KEYS = ("progress", "threads", "checkpoint_every_s", "memory_check", "on_data_change", "tracker",
@@ -255,21 +256,21 @@ def is_locked(run_dir: Path) -> bool:
     return False
 
 
-def run_state(run_dir: Path) -> str:
+def run_state(run_dir: Path) -> RunState:
     """completed | diverged | failed | running | interrupted | pending."""
     run_dir = Path(run_dir)
     if is_locked(run_dir):  # before the summary: a failed run may be retried
-        return "running"
+        return RunState.RUNNING
     summary = read_summary(run_dir)
-    if summary and summary.get("status") in (*FINISHED, "failed"):
-        return summary["status"]
+    if summary and summary.get("status") in (*FINISHED, RunState.FAILED):
+        return RunState(summary["status"])
     if (run_dir / CHECKPOINT).exists() or (run_dir / "metrics.jsonl").exists():
-        return "interrupted"
-    return "pending"
+        return RunState.INTERRUPTED
+    return RunState.PENDING
 
 
 def record_failure(run_dir: Path, method: str, seed: int, error: str, returncode: int | None = None,
-                   status: str = "failed") -> None:
+                   status: str = RunState.FAILED) -> None:
     """Write the summary.json of a run that did not complete (status `failed`, or `diverged` for a
     branch whose trunk diverged before it; its error; the worker's exit status when an executor saw
     one), so that `study status` and the report tell why."""

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from ..reads import ConfigError, iter_lines, shown
+from .state import RunState
 
 # the columns of a metrics row that the report and the trainers compute with
 ROW_NUMBERS = ("tokens", "val_loss", "train_loss", "lr", "elapsed_s", "compute_pf_days", "compute_flops",
@@ -17,7 +18,7 @@ ROW_MAPPINGS = ("alignment",)  # {block: number}
 # rows kept in memory: 10x a Transformer run's most evaluations (train.n_evals <= 10,000); an MLP
 # run logs one per epoch. With the file's size limit this bounds what a received file costs.
 MAX_ROWS = 100_000
-SUMMARY_STATES = ("completed", "diverged", "failed")
+SUMMARY_STATES = (RunState.COMPLETED, RunState.DIVERGED, RunState.FAILED)
 SUMMARY_NUMBERS = ("final_val_loss", "elapsed_s", "tokens", "steps", "n_params", "n_params_nonembedding",
                    "compute_pf_days", "compute_flops", "compute_flops_optimistic", "compute_flops_exact",
                    "tokens_per_s", "test_error", "seed", "returncode")

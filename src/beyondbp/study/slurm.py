@@ -47,7 +47,7 @@ from ..config import ConfigError, LockHeld, build_config
 from ..data.child_processes import python_command, safe_path_env
 from ..reads import read_text
 from ..runs.chain import CHAIN_FILE, read_chain_file
-from ..runs.folder import FINISHED, lock_run, open_lock_file, read_summary, record_failure, run_state
+from ..runs.folder import FINISHED, RunState, lock_run, open_lock_file, read_summary, record_failure, run_state
 from ..runs.schedule import step_schedule
 from ..train.tracking import check_trackers, join_study
 from .chain import group_jobs, write_chain, write_run_yaml
@@ -126,7 +126,7 @@ class TrainJob:
         submitit_handler = signal.signal(_preempt_signal(), on_preempt)
         try:
             if chain:
-                summary = {"status": "completed", "runs": track_of(cfg).train_chain(run_dir)}
+                summary = {"status": RunState.COMPLETED, "runs": track_of(cfg).train_chain(run_dir)}
             else:
                 summary = track_of(cfg).train(cfg, run_dir, quiet=False)
         except Interrupted:
@@ -258,7 +258,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings
         settings = replace(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
         statuses = {r.name: run_status(runs_dir / r.name) for r in plan.runs}
         todo = [r for r in plan.runs
-                if statuses[r.name][0] not in (*FINISHED, "queued", "running") or r.name in again]
+                if statuses[r.name][0] not in (*FINISHED, RunState.QUEUED, RunState.RUNNING) or r.name in again]
         jobs = {}
         for job_dir, runs in _jobs(plan, todo, study_dir, settings):
             executor = make_executor(job_dir, settings, f"{plan.spec['name']}/{job_dir.name}")
@@ -268,7 +268,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings
                 _write_job_record(runs_dir / run.name, job, settings)
                 jobs[run.name] = job
         if not quiet:
-            active = [n for n, (s, _) in statuses.items() if s in ("queued", "running")]
+            active = [n for n, (s, _) in statuses.items() if s in (RunState.QUEUED, RunState.RUNNING)]
             print(f"study {plan.spec['name']}: {len(plan.runs)} runs, "
                   f"{sum(s in FINISHED for s, _ in statuses.values())} already done, "
                   f"{len(active)} already queued or running, {len(jobs)} submitted", file=sys.stderr)
@@ -294,9 +294,9 @@ def wait_for(jobs: dict, study_dir: str | Path, poll_s: float | None = None) -> 
 def _job_ended(job, run_dir: Path) -> bool:
     if job.__class__.__name__ == "LocalJob":
         # polls (and reaps) the controller this process started; its task may outlive it
-        return job.done() and run_state(run_dir) != "running"
+        return job.done() and run_state(run_dir) != RunState.RUNNING
     state, _ = run_status(run_dir)
-    return state not in ("queued", "running")
+    return state not in (RunState.QUEUED, RunState.RUNNING)
 
 
 # --- status --------------------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def _pid_alive(pid: int) -> bool:
     return state != "Z" and b"submitit" in cmdline  # a zombie or a reused pid is not the job
 
 
-def run_status(run_dir: Path) -> tuple[str, str]:
+def run_status(run_dir: Path) -> tuple[RunState, str]:
     """(state, detail) of a run trained by the Slurm executor, or by any executor.
 
     States: completed | diverged | failed | running | queued | interrupted | pending.
@@ -347,21 +347,21 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     if record is None or state in FINISHED:
         return state, ""
     job = f"job {record.get('job_id')}"
-    if state == "running":
-        return "running", job
+    if state == RunState.RUNNING:
+        return RunState.RUNNING, job
     sched = scheduler_state(record, run_dir)
     if sched is None:  # no sacct/squeue: what the files say; a fresh submission counts as queued
-        if state == "pending" and not (run_dir / "summary.json").exists():
-            return "queued", f"{job} (scheduler state unknown)"
+        if state == RunState.PENDING and not (run_dir / "summary.json").exists():
+            return RunState.QUEUED, f"{job} (scheduler state unknown)"
         return state, f"{job} (scheduler state unknown)"
     if sched in QUEUED_STATES:
-        return "queued", f"{job} {sched}"
+        return RunState.QUEUED, f"{job} {sched}"
     if sched in RUNNING_STATES:
-        return "running", job
-    if state == "failed":
-        return "failed", job
+        return RunState.RUNNING, job
+    if state == RunState.FAILED:
+        return RunState.FAILED, job
     # the job ended and the run is unfinished: killed, out of time, cancelled, node failure
-    return "failed", f"{job} {sched} before the run finished; `study run` again resumes it"
+    return RunState.FAILED, f"{job} {sched} before the run finished; `study run` again resumes it"
 
 
 def run_study_slurm(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings, wait: bool = False,

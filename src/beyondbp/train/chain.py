@@ -11,16 +11,16 @@ from pathlib import Path
 from ..config import build_config
 from ..runs.chain import read_chain_file, seed_branch
 from .loop import train
-from ..runs.folder import FINISHED, has_progress, read_summary, record_failure, snapshot_path
+from ..runs.folder import FINISHED, RunState, has_progress, read_summary, record_failure, snapshot_path
 
 
 def _diverged_before(trunk_dir: Path, branch_dir: Path, step: int, cfg) -> bool:
     """A trunk that diverged before a branch point leaves that branch diverged too (as its standalone
     run would have); its summary says so."""
     trunk = read_summary(trunk_dir) or {}
-    if trunk.get("status") != "diverged" or snapshot_path(trunk_dir, step).exists():
+    if trunk.get("status") != RunState.DIVERGED or snapshot_path(trunk_dir, step).exists():
         return False
-    record_failure(branch_dir, cfg.method.name, cfg.seed, status="diverged",
+    record_failure(branch_dir, cfg.method.name, cfg.seed, status=RunState.DIVERGED,
                    error=f"its trunk ({trunk_dir}) diverged at step {trunk.get('steps')}, before this branch's step {step}")
     return True
 

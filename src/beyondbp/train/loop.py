@@ -35,7 +35,7 @@ from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .memory import check_memory
 from .provenance import check_model_state, check_resumable, first_non_finite, run_identity
-from ..runs.folder import (DATA_RECORD, FINISHED, Interrupted, check_out_path, check_same_config, check_writable,
+from ..runs.folder import (DATA_RECORD, FINISHED, Interrupted, RunState, check_out_path, check_same_config, check_writable,
                          checkpoint_files,
                          compute_columns, data_change, read_metrics, read_summary,
                          refuse_data_change, set_aside)
@@ -260,9 +260,9 @@ class _Run:
         if bad is not None or (self.main and (val_loss is None or not math.isfinite(val_loss))):  # rank 0 evaluates
             what = f"weight {bad} holds NaN or infinite values" if bad else f"validation loss is {val_loss}"
             self.error = f"at the final step ({state.step}) the {what}; not saved, not completed"
-            return "failed"
+            return RunState.FAILED
         self.save_checkpoint(state)
-        return "completed"
+        return RunState.COMPLETED
 
     def write_summary(self, state: _State, status: str, final_val: float | None) -> dict | None:
         if not self.main:
@@ -276,7 +276,7 @@ class _Run:
             "final_val_loss": final_val, "tokens_per_s": tokens / state.elapsed if state.elapsed > 0 else None,
             "elapsed_s": state.elapsed, "status": status, "data_fingerprint": self.data_record["fingerprint"],
         }
-        if status == "failed":
+        if status == RunState.FAILED:
             summary["error"] = self.error
         summary["flops_per_token"] = per_token_record(self.method, self.per_token, self.data, cfg, self.device,
                                                       measure=status == "completed")
@@ -347,9 +347,9 @@ def train(cfg: RunConfig, out: str | Path, quiet: bool = False, snapshot_steps=(
         if run.tracker.location:
             run.say(f"tracking: {run.tracker.location}")
         status, val_loss = _train_steps(run, state, quiet, snapshot_steps)
-    summary = run.write_summary(state, status, val_loss if status == "completed" else None)
+    summary = run.write_summary(state, status, val_loss if status == RunState.COMPLETED else None)
     if run.main:  # only rank 0 evaluates: the others have no validation loss to tell
-        msg = (f"final val loss {val_loss:.4f}" if status == "completed" else run.error if status == "failed"
+        msg = (f"final val loss {val_loss:.4f}" if status == RunState.COMPLETED else run.error if status == RunState.FAILED
                else f"diverged at step {state.step}")
         run.say(f"{out}: {status}: {msg}, {state.step * cfg.train.batch_tokens:,} tokens in {state.elapsed:.1f}s")
     return summary
@@ -364,7 +364,7 @@ def _train_steps(run: _Run, state: _State, quiet: bool, snapshot_steps=()) -> tu
     last_ckpt = time.monotonic()
     bar = progress_bar(cfg, schedule.n_steps * batch, "tok", state.step * batch, run.main and not quiet,
                        unit_scale=True)
-    status, val_loss = "completed", None
+    status, val_loss = RunState.COMPLETED, None
     run.method.train()
     with _SignalFlag() as flag:
         while True:
@@ -378,7 +378,7 @@ def _train_steps(run: _Run, state: _State, quiet: bool, snapshot_steps=()) -> tu
             t0 = time.perf_counter()
             step_loss, stop = run.step(state, lr, flag.signum is not None)
             if not math.isfinite(step_loss):
-                status = "diverged"
+                status = RunState.DIVERGED
                 break
             state.train_losses.append(step_loss)
             state.step += 1
@@ -397,7 +397,7 @@ def _train_steps(run: _Run, state: _State, quiet: bool, snapshot_steps=()) -> tu
                 run.save_checkpoint(state)
                 last_ckpt = time.monotonic()
     bar.close()
-    if status == "completed":
+    if status == RunState.COMPLETED:
         status = run.finish(state, val_loss)
     return status, val_loss
 

@@ -116,7 +116,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     plot_angles(out / "angles.png", [(cfg.method.name, rows)])
     atomic_write(out / "comparison.md", comparison_table(sibling_runs(out)))
     if not quiet:
-        err = f"test error {summary['test_error']:.4f}" if status == "completed" else "diverged"
+        err = f"test error {summary['test_error']:.4f}" if status == RunState.COMPLETED else "diverged"
         print(f"{out}: {status}: {err} after {summary['epochs']} epochs in {elapsed:.1f}s", file=sys.stderr)
     return summary
 
@@ -126,7 +126,7 @@ def _train_epochs(run: _MLPRun, out: Path, quiet: bool, tracker: Tracker) -> tup
     cfg = run.cfg
     per_example = run.method.compute_per_token()  # one "token" is one example
     shuffle = torch.Generator().manual_seed(cfg.seed)
-    rows, elapsed, status = [], 0.0, "completed"
+    rows, elapsed, status = [], 0.0, RunState.COMPLETED
     bar = progress_bar(cfg, cfg.train.epochs, "epoch", enabled=not quiet)
     for epoch in range(cfg.train.epochs + 1):
         train_loss = None
@@ -136,7 +136,7 @@ def _train_epochs(run: _MLPRun, out: Path, quiet: bool, tracker: Tracker) -> tup
                                      shuffle)
             elapsed += time.perf_counter() - t0
             if not math.isfinite(train_loss):
-                status = "diverged"
+                status = RunState.DIVERGED
                 break
         rows.append(run.epoch_row(epoch, train_loss, elapsed, per_example))
         append_line(out / "metrics.jsonl", json.dumps(rows[-1]))
@@ -156,8 +156,8 @@ def _summary(run: _MLPRun, rows: list[dict], elapsed: float, status: str) -> dic
         "depth": cfg.model.depth, "width": cfg.model.width, "activation": cfg.model.activation,
         "n_params": run.model.n_params(), "epochs": last["epoch"], "examples": examples,
         "tokens": examples, "steps": last["step"], **compute_columns(examples, run.method.compute_per_token()),
-        "test_error": last["test_error"] if status == "completed" else None,
-        "final_val_loss": last["test_loss"] if status == "completed" else None,
+        "test_error": last["test_error"] if status == RunState.COMPLETED else None,
+        "final_val_loss": last["test_loss"] if status == RunState.COMPLETED else None,
         "train_loss": last["train_loss"], "angle_hidden": last["angle_hidden"],
         "angle_weights": last["angle_weights"], "elapsed_s": elapsed, "status": status,
     }
@@ -175,7 +175,8 @@ def run_mlp_all(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     runs = [(out / name, summaries[name]) for name in COMPARED_METHODS]
     atomic_write(out / "comparison.md", comparison_table(runs))
     plot_angles(out / "angles.png", [(name, read_metrics(out / name / "metrics.jsonl")) for name in COMPARED_METHODS])
-    status = "completed" if all(s["status"] == "completed" for s in summaries.values()) else "diverged"
+    status = (RunState.COMPLETED if all(s["status"] == RunState.COMPLETED for s in summaries.values())
+              else RunState.DIVERGED)
     return {"method": "all", "status": status, "runs": summaries}
 
 
