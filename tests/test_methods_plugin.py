@@ -14,7 +14,8 @@ import yaml
 
 from beyondbp.cli.main import main
 from beyondbp.config import ConfigError, MethodConfig, from_dict, to_dict
-from beyondbp.methods.lookup import build_run_config, resolve_method
+from beyondbp.methods.lookup import resolve_method
+from beyondbp.methods.run_builder import build_from_file
 from beyondbp.report.write import write_report
 from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
@@ -109,15 +110,15 @@ def test_plugin_study_runs_on_slurm_through_submitit(tmp_path):
 
 
 def test_training_defaults_sit_below_config_and_command_line(tmp_path):
-    assert build_run_config(overrides=["method=synthetic"]).train.lr == 1e-3  # its default, not the shared 6e-3
-    assert build_run_config(overrides=["method=bp"]).train.lr == 6e-3
-    assert build_run_config(overrides=["method=forward_grad"]).train.batch_tokens == 1024  # 4,096 stays on the plateau
-    assert build_run_config(overrides=["method=bp"]).train.batch_tokens == 4096
-    assert build_run_config(overrides=["method=forward_grad", "train.batch_tokens=2048"]).train.batch_tokens == 2048
+    assert build_from_file(overrides=["method=synthetic"]).train.lr == 1e-3  # its default, not the shared 6e-3
+    assert build_from_file(overrides=["method=bp"]).train.lr == 6e-3
+    assert build_from_file(overrides=["method=forward_grad"]).train.batch_tokens == 1024  # 4,096 stays on the plateau
+    assert build_from_file(overrides=["method=bp"]).train.batch_tokens == 4096
+    assert build_from_file(overrides=["method=forward_grad", "train.batch_tokens=2048"]).train.batch_tokens == 2048
     config = tmp_path / "run.yaml"
     config.write_text("method: synthetic\ntrain: {lr: 3.0e-3}\n")
-    assert build_run_config(config).train.lr == 3e-3
-    assert build_run_config(config, ["train.lr=4e-3"]).train.lr == 4e-3
+    assert build_from_file(config).train.lr == 3e-3
+    assert build_from_file(config, ["train.lr=4e-3"]).train.lr == 4e-3
     study = {"methods": ["bp", "synthetic"], "lrs": {"bp": [1e-2]}}
     assert load_spec(preset="smoke", overrides=study)["lrs"]["synthetic"] == {s: [1e-3] for s in ("tiny", "small", "medium")}
     shared = load_spec(preset="smoke", overrides={**study, "base.train.lr": 2e-3})["lrs"]["synthetic"]

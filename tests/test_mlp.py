@@ -11,7 +11,7 @@ from beyondbp.config import ConfigError, DataConfig, MethodConfig, ModelConfig
 from beyondbp.methods.registry import build_method
 from beyondbp.data.images import load_image_data
 from beyondbp.model.mlp import MLPClassifier
-from beyondbp.cli.mlp import build_mlp_config
+from beyondbp.methods.run_builder import build_from_file
 from beyondbp.train.mlp_loop import measure_angles, run_mlp
 from beyondbp.model.build import build_model
 
@@ -71,7 +71,7 @@ def test_torchvision_datasets(name):
 
 
 def test_bp_run_learns_and_writes_its_outputs(tmp_path):
-    summary = run_mlp(build_mlp_config(overrides=QUICK + ["method=bp"]), tmp_path / "bp", quiet=True)
+    summary = run_mlp(build_from_file(overrides=QUICK + ["method=bp"], kind="mlp"), tmp_path / "bp", quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "bp" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[0]["test_error"] > 0.6 and rows[-1]["test_error"] < 0.1
@@ -87,7 +87,7 @@ def test_bp_run_learns_and_writes_its_outputs(tmp_path):
 
 
 def test_fa_run_starts_orthogonal_and_aligns(tmp_path):
-    summary = run_mlp(build_mlp_config(overrides=QUICK + ["method=fa"]), tmp_path / "fa", quiet=True)
+    summary = run_mlp(build_from_file(overrides=QUICK + ["method=fa"], kind="mlp"), tmp_path / "fa", quiet=True)
     rows = [json.loads(line) for line in (tmp_path / "fa" / "metrics.jsonl").read_text().splitlines()]
     for layer in ("layer1", "layer2"):
         assert 80 < rows[0]["angle_hidden"][layer] < 100
@@ -148,7 +148,7 @@ def test_one_dfa_step_gives_each_hidden_layer_b_e_times_its_derivative():
 
 @pytest.mark.slow
 def test_method_all_compares_bp_fa_dfa_side_by_side(tmp_path):
-    result = run_mlp(build_mlp_config(overrides=QUICK + ["method=all"]), tmp_path, quiet=True)
+    result = run_mlp(build_from_file(overrides=QUICK + ["method=all"], kind="mlp", unresolved=("all",)), tmp_path, quiet=True)
     assert set(result["runs"]) == {"bp", "fa", "dfa"} and result["status"] == "completed"
     table = (tmp_path / "comparison.md").read_text().splitlines()
     assert [line.split("|")[2].strip() for line in table[2:]] == ["bp", "fa", "dfa"]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from beyondbp.cli.main import main
-from beyondbp.methods.lookup import build_run_config
+from beyondbp.methods.run_builder import build_from_file
 from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec
@@ -88,7 +88,7 @@ def test_imports_train_imports_a_name_typed_on_its_command_line_but_not_one_its_
 
 def test_imports_sample_never_imports_a_method_a_run_folder_names(tmp_path, capsys, hostile_modules):
     run = tmp_path / "run"
-    assert train(build_run_config(overrides=TINY_RUN), run, quiet=True)["status"] == "completed"
+    assert train(build_from_file(overrides=TINY_RUN), run, quiet=True)["status"] == "completed"
     config = yaml.safe_load((run / "config.yaml").read_text())
     config["method"]["name"] = "this:Foo"
     (run / "config.yaml").write_text(yaml.safe_dump(config))

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from beyondbp.cli.main import main
-from beyondbp.cli.mlp import build_mlp_config
+from beyondbp.methods.run_builder import build_from_file
 from beyondbp.config import ConfigError, load_yaml
 from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
@@ -84,8 +84,8 @@ def test_a_killed_run_resumes_into_the_same_tensorboard_log(tmp_path, tiny_overr
 
 def test_an_mlp_run_writes_tensorboard_scalars_equal_to_its_metrics(tmp_path):
     needs_tensorboard()
-    cfg = build_mlp_config(None, ["model.depth=2", "model.width=32", "train.epochs=2", "train.progress=off",
-                                  "train.threads=1", "method=dfa", "train.tracker=tensorboard"])
+    cfg = build_from_file(None, ["model.depth=2", "model.width=32", "train.epochs=2", "train.progress=off",
+                                 "train.threads=1", "method=dfa", "train.tracker=tensorboard"], kind="mlp")
     out = tmp_path / "mlp"
     assert run_mlp(cfg, out, quiet=True)["status"] == "completed"
     rows = metrics(out)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
-from beyondbp.methods.lookup import build_run_config
+from beyondbp.methods.run_builder import build_from_file
 from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.gpt import GPT
@@ -218,7 +218,7 @@ def test_killed_run_resumes_to_the_same_curve(tmp_path, tiny_overrides, method):
     own = ["method.perturbations=2"] if method == "forward_grad" else []  # another method has no such setting
     overrides = tiny_overrides + [f"method={method}", *own, "train.tokens=61440",
                                   "train.n_evals=12", "train.checkpoint_every_s=0"]
-    full = train(build_run_config(overrides=overrides), tmp_path / "full", quiet=True)  # as `beyondbp train` builds it
+    full = train(build_from_file(overrides=overrides), tmp_path / "full", quiet=True)  # as `beyondbp train` builds it
     out = tmp_path / "killed"
     proc = _cli(["train", "--out", str(out), *overrides])
     _wait_for_rows(out / "metrics.jsonl", 6, proc)

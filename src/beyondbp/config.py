@@ -374,6 +374,10 @@ FRACTION = Range(0.0, 1.0)
 BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
 BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and `fit`
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day (the paper's compute unit); the one definition
+# model.kind -> its track's defaults over RunConfig's (the MLP track's AdamW: a strong decoupled weight decay
+# lets the forward weights forget their initialisation, so the first layer of an FA/DFA net aligns with BP)
+TRACK_DEFAULTS: dict[str, dict[str, Any]] = {"gpt": {}, "mlp": {"model.kind": "mlp", "train.lr": 1e-3, "train.beta2": 0.999,
+                                                              "train.weight_decay": 3.0}}
 METHOD_IMPORTS_OPT_IN = "--trust-method-imports"  # the flag that lets files name methods to import (methods.import_policy)
 
 RANGES: dict[str, Range] = {

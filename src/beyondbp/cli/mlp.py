@@ -7,22 +7,15 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import RunConfig, build_config
 from .method_imports import add_opt_in
 
 
-def build_mlp_config(config_file=None, overrides=None) -> RunConfig:
-    """A run config from the MLP track's defaults (`study.tracks.mlp_base_config`), a file and overrides."""
-    from ..study.tracks import mlp_base_config  # here, not at start-up: it loads the data layer
-    cfg = build_config(config_file, overrides, base=mlp_base_config())
-    cfg.model.kind = "mlp"
-    return cfg
-
-
 def cmd_mlp(args) -> int:
+    from ..methods.run_builder import build_from_file
     from ..train.mlp_loop import run_mlp  # torch loads only when the command runs
     from ..runs.folder import FINISHED
-    summary = run_mlp(build_mlp_config(args.config, args.overrides), args.out)
+    cfg = build_from_file(args.config, args.overrides, kind="mlp", unresolved=("all",))
+    summary = run_mlp(cfg, args.out)
     return 0 if summary.get("status") in FINISHED else 1
 
 

@@ -20,12 +20,12 @@ def keys_help() -> str:
 
 def cmd_train(args) -> int:
     from ..config import check_run_length
-    from ..methods.lookup import build_run_config
+    from ..methods.run_builder import build_from_file
     from ..train.memory import check_state_fits_host
     from ..runs.folder import FINISHED, check_out_path, check_writable, hold_run_lock
     from ..runs.dist_env import check_environment
     from ..train.tracking import check_tracker
-    cfg = build_run_config(args.config, args.overrides)
+    cfg = build_from_file(args.config, args.overrides)
     out = check_out_path(args.out)
     check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
     check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder

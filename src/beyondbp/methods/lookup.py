@@ -19,7 +19,7 @@ import importlib.metadata
 import sys
 from types import MappingProxyType
 
-from ..config import ConfigError, MethodConfig, RunConfig, apply_mapping, build_config, load_yaml, parse_overrides
+from ..config import ConfigError, MethodConfig
 from . import import_policy
 from .catalogue import MethodInfo, catalogue
 from .settings import LEGACY_DEFAULTS, check_settings, unknown_setting
@@ -134,16 +134,3 @@ def training_defaults(name: str) -> dict:
         return dict(describe(name).train_defaults)
     except ConfigError:
         return {}
-
-
-def build_run_config(config_file=None, overrides=None) -> RunConfig:
-    """`config.build_config` with the method's training defaults beneath the file's and the command
-    line's values (precedence: built-in < method < config file < command line), and the method's
-    settings resolved: every bad value or unknown setting is one ConfigError before a run starts."""
-    mapping = overrides if isinstance(overrides, dict) else parse_overrides(list(overrides or []))
-    probe = apply_mapping(RunConfig(), load_yaml(config_file)) if config_file is not None else RunConfig()
-    name = apply_mapping(probe, dict(mapping)).method.name
-    base = apply_mapping(RunConfig(), training_defaults(name), prefix=f"method {name}'s train_defaults: ")
-    cfg = build_config(config_file, mapping, base=base)
-    cfg.method = resolve_method(cfg.method)
-    return cfg

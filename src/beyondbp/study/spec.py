@@ -28,7 +28,7 @@ Spec keys (every one overridable as dotted KEY=VALUE):
                        {seeds: [1, 2], sizes: [L4d10, L4d12], rates: all | middle}: every method
                        trains these seeds too at the listed sizes, at all its rates of that size
                        (default) or only at the middle one of its sorted sweep (the lower middle
-                       of an even count; `plan.run_seeds`)
+                       of an even count; `grid.run_seeds`)
   per_method           RunConfig keys for one method only ({dfa: {train.alignment_every: 4}})
   base                 RunConfig keys shared by every run (data, model.context, train schedule,
                        evaluation schedule: train.n_evals, train.eval_tokens)

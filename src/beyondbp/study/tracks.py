@@ -1,47 +1,33 @@
 """The track registry: everything that differs between the kinds of study a spec's `track` names.
 
 - `transformer` (default): GPT-like models on a token corpus; a budget is tokens per run (fixed,
-  or per non-embedding parameter); one run is `beyondbp train`.
+  or per non-embedding parameter); one run is what `beyondbp train` trains.
 - `mlp`: fully-connected classifiers on small image data sets; the budget is base.train.epochs,
-  one "token" is one training example, the loss is the test cross-entropy; one run is
-  `beyondbp mlp`.
+  one "token" is one training example, the loss is the test cross-entropy; one run is what
+  `beyondbp mlp` trains.
 
 The spec, the plan, the executors and the report ask a `Track` for what they need instead of
 testing a track's name, so a new track is one more entry here. Reading the registry never loads
-torch (spec validation, `study plan` and `study report` go through it): what trains a run and
-what loads its data are named as "module:function" and imported by the executor that calls them.
+torch (spec validation, `study plan` and `study report` go through it). What trains a run of a
+model kind is `beyondbp.train.start`'s; what prepares its data, `beyondbp.study.preamble`'s.
 """
 from __future__ import annotations
 
 import copy
-import dataclasses
-import importlib
-import json
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
-from ..config import ConfigError, RunConfig, check_choice, check_run_length
+from ..config import TRACK_DEFAULTS, ConfigError, RunConfig, apply_mapping, check_choice, check_run_length
 from ..data.images import image_data_shape
 from ..data.tokenizers import planned_vocab_size
 from ..model import shape
 from ..runs.schedule import learning_rate, step_schedule
 
-# The MLP track's optimizer defaults (AdamW; the Transformer track's defaults are RunConfig's).
-# The strong decoupled weight decay makes the forward weights forget their random
-# initialisation; without it the first hidden layer of a 3-layer DFA/FA net stays ~70 degrees
-# from BP on digits (layers 2-3 align either way) at the same test error.
-MLP_LR = 1e-3
-MLP_BETA2 = 0.999
-MLP_WEIGHT_DECAY = 3.0
-
-
 @dataclass(frozen=True)
 class Track:
     name: str  # the spec's `track`
     kind: str  # the model.kind of its runs (methods declare the kinds they can train)
-    command: str  # `beyondbp COMMAND --config RUN.yaml --out DIR` trains one run (local executor)
-    runner: str  # "module:function" with (cfg, out, quiet) -> summary: one run in this process (Slurm)
-    data_check: str  # "module:function" with (DataConfig): prepare or load a run's data, failing in one line
     unit: str  # what a budget counts
     loss_label: str  # what a run's val_loss is
     budget_keys: bool  # tokens / tokens_per_param set the budget (else base.train.epochs)
@@ -49,27 +35,18 @@ class Track:
     paper_columns: bool  # the paper's Table 1 (about GPTs) is printed beside the fits
     memory_preflight: bool  # the local executor checks each run's memory before any starts
     base_config: Callable[[], RunConfig]  # the defaults a run starts from, before the spec's base
+    # (config.TRACK_DEFAULTS of its kind over RunConfig's; `methods.run_builder` builds every run)
     size_name: Callable[[dict], str]  # the name of a size given as a mapping without `name`
     plan_run: Callable[[RunConfig, float | None, bool], tuple[int, float]]
     # plan_run(cfg, budget, per_param) fixes cfg's length; returns (N, exact BP training FLOPs)
-    chain_runner: str = "beyondbp.train.chain:train_chain"  # (trunk folder, quiet): a chain of branched budgets
-
-    def train(self, cfg: RunConfig, out, quiet: bool = False) -> dict:
-        return _resolve(self.runner)(cfg, out, quiet)
-
-    def train_chain(self, trunk_dir, quiet: bool = False) -> dict:
-        return _resolve(self.chain_runner)(trunk_dir, quiet)
-
-    def check_data(self, data_cfg) -> None:
-        _resolve(self.data_check)(data_cfg)
-
-
-def _resolve(reference: str):
-    module, _, name = reference.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 # --- the Transformer track ----------------------------------------------------------------------
+
+def track_defaults(kind: str) -> RunConfig:
+    """RunConfig's defaults with those of the track that trains `kind` over them."""
+    return apply_mapping(RunConfig(), TRACK_DEFAULTS[kind])
+
 
 def _transformer_size_name(entry: dict) -> str:
     return f"L{entry.get('n_layer', '?')}d{entry.get('d_model', '?')}"
@@ -95,14 +72,6 @@ def _plan_transformer_run(cfg: RunConfig, budget: float, per_param: bool) -> tup
 
 # --- the MLP track --------------------------------------------------------------------------------
 
-def mlp_base_config() -> RunConfig:
-    """The RunConfig defaults of the MLP track, before a config file and overrides apply."""
-    cfg = RunConfig()
-    cfg.model.kind = "mlp"
-    cfg.train.lr, cfg.train.beta2, cfg.train.weight_decay = MLP_LR, MLP_BETA2, MLP_WEIGHT_DECAY
-    return cfg
-
-
 def _mlp_size_name(entry: dict) -> str:
     return f"D{entry.get('depth', 3)}w{entry.get('width', 256)}"
 
@@ -119,15 +88,14 @@ def _plan_mlp_run(cfg: RunConfig, budget: float | None = None, per_param: bool =
 
 TRACKS: dict[str, Track] = {
     "transformer": Track(
-        name="transformer", kind="gpt", command="train", runner="beyondbp.train.loop:train",
-        data_check="beyondbp.data.tokens:load_token_data", unit="tokens", loss_label="validation loss",
+        name="transformer", kind="gpt", unit="tokens", loss_label="validation loss",
         budget_keys=True, named_sizes=True, paper_columns=True, memory_preflight=True,
-        base_config=RunConfig, size_name=_transformer_size_name, plan_run=_plan_transformer_run),
+        base_config=functools.partial(track_defaults, "gpt"), size_name=_transformer_size_name,
+        plan_run=_plan_transformer_run),
     "mlp": Track(
-        name="mlp", kind="mlp", command="mlp", runner="beyondbp.train.mlp_loop:run_mlp",
-        data_check="beyondbp.data.images:image_data_shape", unit="examples", loss_label="test loss",
+        name="mlp", kind="mlp", unit="examples", loss_label="test loss",
         budget_keys=False, named_sizes=False, paper_columns=False, memory_preflight=False,
-        base_config=mlp_base_config, size_name=_mlp_size_name, plan_run=_plan_mlp_run),
+        base_config=functools.partial(track_defaults, "mlp"), size_name=_mlp_size_name, plan_run=_plan_mlp_run),
 }
 DEFAULT = "transformer"
 
@@ -144,14 +112,3 @@ def track_of(cfg: RunConfig) -> Track:
         if track.kind == cfg.model.kind:
             return track
     raise ConfigError(f"model.kind: no track trains {cfg.model.kind!r}")
-
-
-def prepare_data(configs: list[RunConfig]) -> None:
-    """Prepare (tokenize, cache) or load each distinct data set once, before any run starts: a bad
-    corpus fails here with one line, and K workers do not tokenize one corpus K times."""
-    seen = set()
-    for cfg in configs:
-        key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            track_of(cfg).check_data(cfg.data)
