@@ -12,10 +12,9 @@ from .method_imports import add_opt_in
 
 def cmd_mlp(args) -> int:
     from ..methods.run_builder import build_from_file
-    from ..train.mlp_loop import run_mlp  # torch loads only when the command runs
     from ..runs.folder import FINISHED
-    cfg = build_from_file(args.config, args.overrides, kind="mlp", unresolved=("all",))
-    summary = run_mlp(cfg, args.out)
+    from ..train.start import start_run  # torch loads only when the run starts
+    summary = start_run(build_from_file(args.config, args.overrides, kind="mlp", unresolved=("all",)), args.out)
     return 0 if summary.get("status") in FINISHED else 1
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..config import describe_keys
 from .method_imports import add_opt_in
@@ -19,35 +18,18 @@ def keys_help() -> str:
 
 
 def cmd_train(args) -> int:
-    from ..config import check_run_length
     from ..methods.run_builder import build_from_file
-    from ..train.memory import check_state_fits_host
-    from ..runs.folder import FINISHED, check_out_path, check_writable, hold_run_lock
-    from ..runs.dist_env import check_environment
-    from ..train.tracking import check_tracker
+    from ..runs.folder import FINISHED
+    from ..train.start import start_run
     cfg = build_from_file(args.config, args.overrides)
-    out = check_out_path(args.out)
-    check_state_fits_host(cfg)  # a model far too big for this machine: refused before torch loads
-    check_tracker(cfg.train.tracker)  # the checks train makes before it creates the folder
-    check_environment()  # a bad WORLD_SIZE, RANK, LOCAL_RANK or rendezvous: one line, nothing created
-    check_run_length(cfg)  # shorter than a batch, or all warm-up: one line, nothing created
-    from ..methods.registry import check_complete
-    check_complete(cfg.method.name)  # a method without compute_per_token: one line, nothing created
-    check_writable(out)
-    lock = hold_run_lock(out)  # a second `train` into this folder is refused, as a study's runs are
-    try:
-        from ..train.loop import train
-        summary = train(cfg, args.out)
-    finally:
-        if lock is not None:
-            os.close(lock)
+    summary = start_run(cfg, args.out)
     return 0 if summary is None or summary.get("status") in FINISHED else 1
 
 
 def cmd_chain(args) -> int:
     from ..runs.folder import FINISHED
-    from ..train.chain import train_chain
-    summaries = train_chain(args.trunk)
+    from ..train.start import start_folder
+    summaries = start_folder(args.trunk)
     return 0 if all((s or {}).get("status") in FINISHED for s in summaries.values()) else 1
 
 

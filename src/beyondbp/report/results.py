@@ -25,10 +25,10 @@ from ..fit.points import fit_json
 from ..fit.tuning import choose_rates, mean_log_loss
 from ..fit.verdict import judge_all
 from ..fit.verdict_types import Verdict
-from ..study.folder import load_study
-from ..study.plan import PlannedRun
 from ..runs.accounting import ACCOUNTINGS
 from ..runs.folder import RunState, read_metrics, read_summary, run_state
+from ..study.grid import grid
+from .recorded import RecordedRun, read_spec, recorded_runs
 
 REFERENCE = "bp"
 # At or above this `residual_common`, every position carries (nearly) the same vector into the
@@ -38,7 +38,7 @@ COLLAPSED = 0.999
 
 @dataclass
 class RunResult:
-    run: PlannedRun
+    run: RecordedRun
     state: str
     summary: dict | None
     metrics: list[dict]
@@ -87,11 +87,13 @@ class AccountingFits:
 # --- results -------------------------------------------------------------------------------
 
 def collect(study_dir: str | Path) -> tuple[dict, list[RunResult]]:
-    plan = load_study(study_dir)
+    """The folder's spec and each run's state and records (`recorded`: nothing is planned again)."""
+    spec = read_spec(study_dir)
     runs_dir = Path(study_dir) / "runs"
-    results = [RunResult(r, run_state(runs_dir / r.name), read_summary(runs_dir / r.name),
-                         read_metrics(runs_dir / r.name / "metrics.jsonl")) for r in plan.runs]
-    return plan.spec, results
+    summaries = {name: read_summary(runs_dir / name) for name in dict.fromkeys(c.name for c in grid(spec))}
+    return spec, [RunResult(r, run_state(runs_dir / r.name), summaries[r.name],
+                            read_metrics(runs_dir / r.name / "metrics.jsonl"))
+                  for r in recorded_runs(study_dir, spec, summaries)]
 
 
 def trials(results: list[RunResult]) -> list[dict]:

@@ -145,7 +145,8 @@ def runs_rows(results: list[RunResult]) -> list[list[str]]:
     for r in results:
         align = r.final_alignment
         align_text = " ".join(f"{v:.2f}" for v in align.values()) if align else ""
-        rows.append([r.run.name, r.state, f"{r.run.n_params:,}", f"{r.run.tokens:,}", _fmt(r.final_loss, 4),
+        counts = [f"{n:,}" if n is not None else "?" for n in (r.run.n_params, r.run.tokens)]  # "?": never started
+        rows.append([r.run.name, r.state, *counts, _fmt(r.final_loss, 4),
                      _fmt(r.final_residual_common, 3), _fmt(r.last("residual_rms"), 3), align_text,
                      _fmt((r.summary or {}).get("elapsed_s"))])
     return rows

@@ -197,12 +197,20 @@ def lock_run(run_dir: Path, wait: bool = True) -> int | None:
     (or a child that inherits it) stays open. wait=False refuses, in one line, a run another
     process trains; None where the filesystem has no locks (the caller then trusts its own
     bookkeeping not to start a run twice)."""
-    fd = open_lock_file(Path(run_dir) / LOCK)
+    return lock_file(Path(run_dir) / LOCK, wait,
+                     f"{run_dir}: this run is being trained by another process or job; not starting a second")
+
+
+def lock_file(path: Path, wait: bool, busy: str) -> int | None:
+    """The one flock of this package: an exclusive lock on `path` (`open_lock_file`), its descriptor
+    held by the caller. wait=False raises ConfigError(busy) while another process holds it; None
+    where the filesystem has no locks."""
+    fd = open_lock_file(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise LockHeld(f"{run_dir}: this run is being trained by another process or job; not starting a second")
+        raise LockHeld(busy) from None
     except OSError:
         os.close(fd)
         return None

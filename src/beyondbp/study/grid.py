@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+PLAN_RECORD = "plan.json"  # DIR/plan.json: each run's labels, N and tokens as planned (`preamble`)
+
 
 @dataclass(frozen=True)
 class Cell:

@@ -1,37 +1,42 @@
 """The local executor: train every run of a plan with a pool of worker processes, resumably.
 
-`run_study` trains the plan's runs (`plan`) with local worker processes (`python -m beyondbp
-train` or `mlp`, the run's track's command, one per run), each in DIR/runs/<run name>/. It is
-resumable: finished runs are skipped, interrupted ones resume from their checkpoints. Before
-any worker starts, every run's memory is checked (a CPU host's share per run), each corpus is
-prepared once (`tracks.prepare_data`) and DIR/spec.yaml is written (`folder`).
+`run_study` trains the plan's runs (`plan`) with one long-lived worker process per slot
+(`beyondbp.train.worker`, started through `multiprocessing` with a real import), each run in
+DIR/runs/<run name>/ with its own train.log. A worker trains the jobs it is sent one after
+another, each through `beyondbp.train.start.start_folder`, so a process starts once per slot,
+not once per run. It is resumable: finished runs are skipped, interrupted ones resume from their
+checkpoints; a run that fails is recorded and the others go on; a worker that dies is started
+again for the next job. Before any worker starts, every run's memory is checked (a CPU host's
+share per run) and the executor preamble runs (`preamble`: checks, data prepared once,
+DIR/spec.yaml and DIR/plan.json).
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
+import multiprocessing as mp
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 from pathlib import Path
 
-from ..atomic_write import make_folder, open_append
+from ..atomic_write import make_folder
 from ..config import ConfigError, LockHeld
-from ..data.child_processes import child_env, die_with_parent, python_command
-from ..methods.import_policy import OPT_IN
+from ..data.child_processes import safe_path_env
 from ..reads import read_tail
-from ..train.memory import check_memory
-from ..runs.folder import FINISHED, HELD_LOCKS, lock_run, read_summary, record_failure, run_state
+from ..runs.folder import FINISHED, RunState, read_summary, record_failure, run_state
 from ..runs.schedule import step_schedule
-from ..train.tracking import check_trackers, join_study
+from ..train.memory import check_memory
+from ..train.tracking import join_study
+from ..train.worker import serve
 from .chain import Chain, group_jobs, write_chain, write_run_yaml
-from .folder import (check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain,
-                     study_counts)
+from .folder import study_counts
 from .plan import PlannedRun, StudyPlan
-from .tracks import prepare_data, track_of
+from .preamble import open_study, ready_study
+from .tracks import track_of
 
 
 def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[str] | None]:
@@ -54,11 +59,11 @@ def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[
 
 @dataclass
 class _Job:
-    """What one worker process trains: one run, or a chain of branched budgets (its trunk, then its
-    branches, `beyondbp chain`). `log_dir` holds its train.log."""
+    """What one worker trains in one go: one run, or a chain of branched budgets (its trunk, then its
+    branches). `folder` holds its run.yaml (and a chain's chain.yaml) and its train.log."""
     runs: list[PlannedRun]  # the runs it finishes (a chain's finished branches are left out)
     chain: Chain | None = None
-    log_dir: Path | None = None  # where its train.log goes, once launched
+    folder: Path | None = None  # once written
 
 
 def _prepared(threads: int, study_dir: Path):
@@ -69,40 +74,83 @@ def _prepared(threads: int, study_dir: Path):
     return prepare
 
 
-def _launch(job: _Job, study_dir: Path, threads: int, gpu: str | None) -> subprocess.Popen:
+def _write_job(job: _Job, study_dir: Path, threads: int) -> tuple[str, list[str]]:
+    """Write the job's folders (run.yaml; a chain's chain.yaml); what its worker is sent."""
     run_dirs = [study_dir / "runs" / r.name for r in job.runs]
     if job.chain is not None:
-        log_dir = write_chain(job.chain, study_dir, _prepared(threads, study_dir))
-        cmd = python_command("-m", "beyondbp", "chain", str(log_dir), OPT_IN)
+        job.folder = write_chain(job.chain, study_dir, _prepared(threads, study_dir))
     else:
-        log_dir = run_dirs[0]
-        cfg = write_run_yaml(log_dir, job.runs[0].cfg, _prepared(threads, study_dir))
-        cmd = python_command("-m", "beyondbp", track_of(cfg).command, "--config", str(log_dir / "run.yaml"),
-                             "--out", str(log_dir), OPT_IN)
-    env = child_env(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    # the child inherits locked descriptors: its runs count as running while it lives
-    lock_fds = []
-    try:  # a folder refused half-way (a link) releases the locks already taken
-        for folder in dict.fromkeys([log_dir, *run_dirs]):
-            make_folder(folder, inside=study_dir)
-            fd = lock_run(folder)
-            if fd is not None:
-                lock_fds.append(fd)
-        env[HELD_LOCKS] = ",".join(map(str, lock_fds))  # `train` then knows its run is locked for it
-        log = open_append(log_dir / "train.log")
+        job.folder = run_dirs[0]
+        write_run_yaml(job.folder, job.runs[0].cfg, _prepared(threads, study_dir))
+    for folder in dict.fromkeys([job.folder, *run_dirs]):
+        make_folder(folder, inside=study_dir)  # a folder that turned into a link is refused here
+    return str(job.folder), [str(d) for d in run_dirs]
+
+
+class _Worker:
+    """One worker slot's long-lived process (`train.worker.serve`): started when the slot first gets
+    a job and again after its process died; it trains the jobs it is sent one after another."""
+
+    def __init__(self, threads: int, gpu: str | None):
+        self.threads, self.gpu = threads, gpu
+        self.proc = self.conn = self.job = None
+
+    def start(self) -> None:
+        context = mp.get_context("spawn")  # a fresh interpreter: no state of this process is inherited
+        self.conn, theirs = context.Pipe()
+        extra = {"OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+        if self.gpu is not None:
+            extra["CUDA_VISIBLE_DEVICES"] = self.gpu
+        with safe_path_env(), _environment(extra):  # the child's environment is this one at its start
+            self.proc = context.Process(target=serve, args=(theirs, os.getpid()), daemon=True)
+            self.proc.start()
+        theirs.close()
+
+    def send(self, job: _Job, message: tuple) -> None:
+        if self.proc is None or not self.proc.is_alive():
+            self.start()
+        self.job = job
+        self.conn.send(message)
+
+    def answer(self) -> tuple[str, str | None] | None:
+        """The worker's answer for its job, ("killed", exit status) if it died first, or None."""
+        alive = self.proc.is_alive()  # before the poll: an answer sent just before exiting is read
+        if self.conn.poll():
+            try:
+                return self.conn.recv()
+            except (EOFError, OSError):
+                pass
+        elif alive:
+            return None
+        self.proc.join()
+        code, self.proc = self.proc.exitcode, None
+        return "killed", str(code if code is not None else -9)
+
+    def stop(self, timeout: float) -> None:
+        if self.proc is None:
+            return
         try:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL,
-                                    pass_fds=tuple(lock_fds),
-                                    preexec_fn=functools.partial(die_with_parent, os.getpid()))
-        finally:
-            os.close(log)
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(timeout)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+
+
+@contextlib.contextmanager
+def _environment(extra: dict[str, str]):
+    old = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
     finally:
-        for fd in lock_fds:
-            os.close(fd)
-    job.log_dir = log_dir
-    return proc
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _last_log_line(run_dir: Path) -> str:
@@ -113,18 +161,23 @@ def _last_log_line(run_dir: Path) -> str:
     return lines[-1][:500] if lines else ""
 
 
-def _finish(run: PlannedRun, run_dir: Path, returncode: int, log_dir: Path | None = None) -> str:
-    """Record a run's outcome; a crash becomes summary status `failed` with its error."""
+def _finish(run: PlannedRun, run_dir: Path, answer: tuple[str, str | None], log_dir: Path) -> RunState:
+    """Record a run's outcome from its worker's answer; a crash becomes summary status `failed`
+    with its error, the other runs go on."""
+    kind, detail = answer
     summary = read_summary(run_dir)
-    if summary and summary.get("status") in FINISHED and returncode in (0, 1):  # a chain with a diverged run: 1
-        return summary["status"]
-    if returncode == 130:
-        return "interrupted"
-    reason = _last_log_line(log_dir or run_dir) or f"exit status {returncode}"
-    if returncode < 0:
-        reason = f"killed by signal {-returncode}: {reason}"
-    record_failure(run_dir, run.method, run.seed, reason, returncode)
-    return "failed"
+    if summary and summary.get("status") in FINISHED and kind in ("done", "failed"):
+        return RunState(summary["status"])
+    if kind == "interrupted":
+        return RunState.INTERRUPTED
+    if kind == "killed":
+        code = int(detail)
+        reason = _last_log_line(log_dir) or f"exit status {code}"
+        record_failure(run_dir, run.method, run.seed, f"killed by signal {-code}: {reason}" if code < 0 else reason,
+                       code)
+    else:  # the job raised (detail: its error), or returned with this run unfinished
+        record_failure(run_dir, run.method, run.seed, detail or _last_log_line(log_dir) or "did not finish", 1)
+    return RunState.FAILED
 
 
 class _Progress:
@@ -193,66 +246,64 @@ def check_study_memory(runs: list[PlannedRun], workers: int) -> None:
             raise ConfigError(f"{run.name}: {exc}{hint}") from None
 
 
-def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
-    """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
-    study_dir = check_study_dir(study_dir, plan.spec)
-    refuse_linked_folders(plan, study_dir)
-    check_trackers(r.cfg for r in plan.runs)
-    check_method_records(plan, study_dir)
-    n_workers, threads, gpus = worker_layout(plan, workers)
-    runs_dir = study_dir / "runs"
-    states = {r.name: run_state(runs_dir / r.name) for r in plan.runs}
-    busy = [name for name, state in states.items() if state == "running"]
+def _todo(plan: StudyPlan, study_dir: Path, again: set[str]) -> list[PlannedRun]:
+    """The runs to train: unfinished or retrained ones; refused while another process trains one."""
+    states = {r.name: run_state(study_dir / "runs" / r.name) for r in plan.runs}
+    busy = [name for name, state in states.items() if state == RunState.RUNNING]
     if busy:
         raise LockHeld(f"--out: run {busy[0]} in {study_dir} is being trained by another process; "
                           f"wait for it or stop it first")
-    again = {r.name for r in runs_to_retrain(plan, study_dir)}
-    todo = [r for r in plan.runs if states[r.name] not in FINISHED or r.name in again]
+    return [r for r in plan.runs if states[r.name] not in FINISHED or r.name in again]
+
+
+def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None, quiet: bool = False) -> dict:
+    """Train every unfinished run of the plan; return {status: count}. Resumable and killable."""
+    study_dir, again = open_study(plan, study_dir)
+    n_workers, threads, gpus = worker_layout(plan, workers)
+    todo = _todo(plan, study_dir, again)
     if not gpus:
         check_study_memory(todo, n_workers)
-    prepare_data([r.cfg for r in todo])
-    prepare_study_dir(study_dir, plan.spec)
-    queue = [_Job(runs, chain) for chain, runs in group_jobs(plan, todo)]
+    study_dir = ready_study(plan, study_dir, [r.cfg for r in todo])
     if not quiet:
         print(f"study {plan.spec['name']}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "
               f"{n_workers} workers x {threads} threads", file=sys.stderr)
-    progress = _Progress(plan, study_dir, todo, quiet)
-    running: dict[int, tuple[_Job, subprocess.Popen]] = {}  # worker slot -> job
-
-    def stop_children(signum, frame):
-        for _, proc in running.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)  # train checkpoints, then exits
-        raise KeyboardInterrupt
-
-    def running_runs() -> list[PlannedRun]:
-        return [r for job, _ in running.values() for r in job.runs]
-
-    old_handler = signal.signal(signal.SIGTERM, stop_children)
-    try:
-        while queue or running:
-            for slot in range(n_workers):
-                if slot not in running and queue:
-                    job = queue.pop(0)
-                    running[slot] = (job, _launch(job, study_dir, threads, gpus[slot] if gpus else None))
-            for slot, (job, proc) in list(running.items()):
-                if proc.poll() is not None:
-                    del running[slot]
-                    for run in job.runs:
-                        status = _finish(run, runs_dir / run.name, proc.returncode, job.log_dir)
-                        progress.finished(run, status, running_runs(), len(queue))
-            progress.refresh(running_runs(), len(queue))
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        for _, proc in running.values():
-            try:
-                proc.wait(timeout=60)  # Ctrl-C reaches the children too; let them checkpoint
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, old_handler)
-        progress.close()
+    slots = [_Worker(threads, gpus[slot] if gpus else None) for slot in range(n_workers)]
+    _drive(slots, [_Job(runs, chain) for chain, runs in group_jobs(plan, todo)], study_dir,
+           _Progress(plan, study_dir, todo, quiet))
     return study_counts(plan, study_dir)
 
 
+def _drive(slots: list[_Worker], queue: list[_Job], study_dir: Path, progress: _Progress) -> None:
+    """Hand the jobs to the worker slots as they free up, record each run's outcome; on SIGTERM or
+    Ctrl-C the workers checkpoint their runs and stop (the same command resumes them)."""
+    def running_runs() -> list[PlannedRun]:
+        return [r for w in slots if w.job is not None for r in w.job.runs]
+
+    def stop_workers(signum, frame):
+        for worker in slots:
+            if worker.proc is not None and worker.proc.is_alive():
+                worker.proc.terminate()  # SIGTERM: a training worker checkpoints, then exits
+        raise KeyboardInterrupt
+
+    old_handler = signal.signal(signal.SIGTERM, stop_workers)
+    try:
+        while queue or running_runs():
+            for worker in slots:
+                if worker.job is None and queue:
+                    job = queue.pop(0)
+                    worker.send(job, _write_job(job, study_dir, worker.threads))
+            for worker in slots:
+                answer = worker.answer() if worker.job is not None else None
+                if answer is not None:
+                    job, worker.job = worker.job, None
+                    for run in job.runs:
+                        status = _finish(run, study_dir / "runs" / run.name, answer, job.folder)
+                        progress.finished(run, status, running_runs(), len(queue))
+            progress.refresh(running_runs(), len(queue))
+            wait([w.conn for w in slots if w.job is not None] + [w.proc.sentinel for w in slots if w.job is not None],
+                 timeout=0.2)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+        for worker in slots:
+            worker.stop(60)  # Ctrl-C reaches the workers too; let them checkpoint
+        progress.close()

@@ -29,7 +29,6 @@ study resumes it, and never retrains a finished run.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
@@ -43,18 +42,18 @@ from pathlib import Path
 
 
 from ..atomic_write import atomic_write
-from ..config import ConfigError, LockHeld, build_config
+from ..config import ConfigError
+from ..methods.run_builder import load_run_file
 from ..data.child_processes import python_command, safe_path_env
 from ..reads import read_text
 from ..runs.chain import CHAIN_FILE, read_chain_file
-from ..runs.folder import FINISHED, RunState, lock_run, open_lock_file, read_summary, record_failure, run_state
+from ..runs.folder import FINISHED, RunState, lock_file, lock_run, read_summary, record_failure, run_state
 from ..runs.schedule import step_schedule
-from ..train.tracking import check_trackers, join_study
+from ..train.tracking import join_study
 from .chain import group_jobs, write_chain, write_run_yaml
-from .folder import check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain
 from .plan import PlannedRun, StudyPlan, plan_study
+from .preamble import open_study, ready_study
 from .slurm_settings import SlurmSettings
-from .tracks import prepare_data, track_of
 
 # Slurm job states (sacct/squeue) grouped into what `study status` shows
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED"}
@@ -104,11 +103,12 @@ class TrainJob:
     def __call__(self) -> dict:
         import submitit
         from ..runs.folder import Interrupted
+        from ..train.start import start_folder  # the job's one way to train (declared in pyproject.toml)
         job_env = submitit.JobEnvironment()
         if job_env.num_tasks > 1:
             _export_torch_distributed(job_env)
         run_dir = Path(self.run_dir)
-        cfg = build_config(run_dir / "run.yaml")
+        cfg = load_run_file(run_dir / "run.yaml")
         is_main = job_env.global_rank == 0
         # a chain's job (run_dir is its trunk's folder) holds its branches' folders too
         chain = read_chain_file(run_dir) if (run_dir / CHAIN_FILE).exists() else []
@@ -125,10 +125,8 @@ class TrainJob:
 
         submitit_handler = signal.signal(_preempt_signal(), on_preempt)
         try:
-            if chain:
-                summary = {"status": RunState.COMPLETED, "runs": track_of(cfg).train_chain(run_dir)}
-            else:
-                summary = track_of(cfg).train(cfg, run_dir, quiet=False)
+            summaries = start_folder(run_dir)
+            summary = {"status": RunState.COMPLETED, "runs": summaries} if chain else summaries[str(run_dir)]
         except Interrupted:
             signal.signal(_preempt_signal(), submitit_handler)
             if preempted and callable(submitit_handler):
@@ -238,23 +236,15 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings
     if settings.cluster == "slurm" and shutil.which("sbatch") is None:
         raise ConfigError("--executor slurm: sbatch is not on PATH; submit from a Slurm login node "
                           "(or test with --cluster local)")
-    study_dir = check_study_dir(study_dir, plan.spec)
-    refuse_linked_folders(plan, study_dir)
-    check_trackers(r.cfg for r in plan.runs)
-    check_method_records(plan, study_dir)
+    study_dir, again = open_study(plan, study_dir, retrain=settings.prepare_data)
     runs_dir = study_dir / "runs"
-    again = {r.name for r in runs_to_retrain(plan, study_dir)} if settings.prepare_data else set()
-    if settings.prepare_data:  # a bad corpus fails here with one line, before the folder is written
-        prepare_data([r.cfg for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again])
-    study_dir = prepare_study_dir(study_dir, plan.spec)
-    lock_fd = open_lock_file(study_dir / "submit.lock")
+    # a bad corpus fails here with one line, before the folder is written
+    data_of = [r.cfg for r in plan.runs if run_state(runs_dir / r.name) not in FINISHED or r.name in again]
+    study_dir = ready_study(plan, study_dir, data_of if settings.prepare_data else None)
+    # two submitters at once would queue each run twice
+    lock_fd = lock_file(study_dir / "submit.lock", False,
+                        f"--out: another `study run` is submitting {study_dir}; wait for it")
     try:
-        try:  # two submitters at once would queue each run twice
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockHeld(f"--out: another `study run` is submitting {study_dir}; wait for it") from None
-        except OSError:
-            pass
         settings = replace(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
         statuses = {r.name: run_status(runs_dir / r.name) for r in plan.runs}
         todo = [r for r in plan.runs
@@ -274,7 +264,8 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings
                   f"{len(active)} already queued or running, {len(jobs)} submitted", file=sys.stderr)
         return jobs
     finally:
-        os.close(lock_fd)
+        if lock_fd is not None:
+            os.close(lock_fd)
 
 
 def wait_for(jobs: dict, study_dir: str | Path, poll_s: float | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..config import build_config
+from ..methods.run_builder import load_run_file
 from ..runs.chain import read_chain_file, seed_branch
 from .loop import train
 from ..runs.folder import FINISHED, RunState, has_progress, read_summary, record_failure, snapshot_path
@@ -34,10 +34,10 @@ def train_chain(trunk_dir: str | Path, quiet: bool = False) -> dict[str, dict]:
     if not all(snapshot_path(trunk_dir, s).exists() or has_progress(d) for d, s in unfinished):
         # resumes a killed trunk; a finished one is not trained again (a lost branch point is then
         # named by seed_branch)
-        train(build_config(trunk_dir / "run.yaml"), trunk_dir, quiet,
+        train(load_run_file(trunk_dir / "run.yaml"), trunk_dir, quiet,
               snapshot_steps=frozenset(s for _, s in branches))
     for branch_dir, step in branches:
-        cfg = build_config(branch_dir / "run.yaml")
+        cfg = load_run_file(branch_dir / "run.yaml")
         if not _diverged_before(trunk_dir, branch_dir, step, cfg) and seed_branch(trunk_dir, branch_dir, step) \
                 and not quiet:
             print(f"{branch_dir}: branched from step {step} of {trunk_dir}", file=sys.stderr)

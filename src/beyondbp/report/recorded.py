@@ -1,0 +1,90 @@
+"""What `study report` knows of a study folder's runs, read from what the study and its runs
+recorded: the study is not planned again and no method is resolved.
+
+The runs are the grid of the folder's spec.yaml (`beyondbp.study.grid`), which names each run and
+gives its labels; its N (non-embedding parameters) and planned tokens come from DIR/plan.json,
+which the executors write, or, in a folder written before it, from the run's own records: the
+summary of a completed run, else the config it recorded (config.yaml, or the run.yaml its executor
+wrote). A run that recorded neither has no N or tokens to show.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import ConfigError, from_dict, load_yaml
+from ..model.shape import mlp_n_params
+from ..reads import read_text
+from ..runs.folder import RunState
+from ..study.grid import PLAN_RECORD, grid
+from ..study.tracks import get_track, model_counts
+
+
+@dataclass(frozen=True)
+class RecordedRun:
+    """A run of the study by its labels, with its N and planned tokens where recorded."""
+    name: str
+    method: str  # the method's label in the study: a method name or a variant label
+    size: str
+    lr: float
+    seed: int
+    n_params: int | None
+    tokens: int | None
+    budget: str = ""
+
+
+def read_spec(study_dir: str | Path) -> dict:
+    """The spec a study folder holds (spec.yaml, in the canonical form the executors wrote)."""
+    path = Path(study_dir) / "spec.yaml"
+    if not path.exists():
+        raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
+    return load_yaml(path, "the study's spec")
+
+
+def _plan_record(study_dir: Path) -> dict[str, dict]:
+    try:
+        runs = json.loads(read_text(study_dir / PLAN_RECORD, "the study's plan record", "json"))["runs"]
+        return {entry["name"]: entry for entry in runs}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{study_dir / PLAN_RECORD}: not the plan record beyondbp writes ({exc})") from None
+
+
+def _from_config(run_dir: Path, kind: str) -> tuple[int | None, int | None]:
+    """(N, planned tokens) from the config a run recorded; (None, None) where it recorded none."""
+    for name in ("config.yaml", "run.yaml"):
+        if (run_dir / name).exists():
+            cfg = from_dict(load_yaml(run_dir / name, "the run's config"))
+            if kind == "mlp":
+                counted = mlp_n_params(cfg.model) if cfg.model.n_inputs and cfg.model.n_classes else None
+            else:
+                counted = model_counts(cfg)[0]
+            return counted, cfg.train.tokens
+    return None, None
+
+
+def _from_run(run_dir: Path, summary: dict | None, kind: str) -> tuple[int | None, int | None]:
+    summary = summary or {}
+    n_params = summary.get("n_params_nonembedding" if kind == "gpt" else "n_params")
+    if summary.get("status") == RunState.COMPLETED and n_params is not None and summary.get("tokens") is not None:
+        return n_params, summary["tokens"]
+    return _from_config(run_dir, kind)
+
+
+def recorded_runs(study_dir: str | Path, spec: dict, summaries: dict[str, dict | None]) -> list[RecordedRun]:
+    """Every run of the study folder's grid, in the plan's order; `summaries`: {run name: its
+    summary.json, or None}, as the caller read them."""
+    study_dir = Path(study_dir)
+    planned = _plan_record(study_dir)
+    kind = get_track(spec.get("track")).kind
+    runs = []
+    for cell in grid(spec):
+        entry = planned.get(cell.name)
+        if entry is not None:
+            n_params, tokens = entry["n_params"], entry["tokens"]
+        else:
+            n_params, tokens = _from_run(study_dir / "runs" / cell.name, summaries.get(cell.name), kind)
+        runs.append(RecordedRun(cell.name, cell.method, cell.size, cell.lr, cell.seed, n_params, tokens, cell.budget))
+    return runs
