@@ -240,7 +240,7 @@ def test_study_refuses_crafted_checkpoints_and_an_edited_corpus(tmp_path, capsys
     ("train.warmup_frac=-0.1", "train.warmup_frac"), ("train.cooldown_frac=inf", "train.cooldown_frac"),
     ("train.tokens=0", "train.tokens"), ("train.tokens=1e30", "train.tokens"), ("train.eval_tokens=-5", "train.eval_tokens"),
     ("train.n_evals=0", "train.n_evals"), ("train.checkpoint_every_s=nan", "train.checkpoint_every_s"),
-    ("train.alignment_every=-1", "train.alignment_every"), ("train.micro_batch_tokens=0", "train.micro_batch_tokens"),
+    ("train.alignment_every_evals=-1", "train.alignment_every_evals"), ("train.micro_batch_tokens=0", "train.micro_batch_tokens"),
     ("train.dtype=float16", "train.dtype"), ("train.on_data_change=ignore", "train.on_data_change"),
     ("model.dropout=1.5", "model.dropout"), ("model.dropout=nan", "model.dropout"), ("model.d_model=-16", "model.d_model"),
     ("model.vocab_size=1", "model.vocab_size"), ("seed=-5", "seed"), ("seed=1e40", "seed"),

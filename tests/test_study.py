@@ -234,12 +234,12 @@ def test_variants_are_labelled_configurations_of_a_method(tmp_path):
     spec = dict(TINY_SPEC, methods=["bp", "literal"],
                 variants={"literal": {"method": "dfa_block", "method.feedback_point": "output",
                                       "model.norm": "post"}},
-                lrs={"bp": [1e-2], "literal": [3e-3]}, per_method={"literal": {"train.alignment_every": 2}})
+                lrs={"bp": [1e-2], "literal": [3e-3]}, per_method={"literal": {"train.alignment_every_evals": 2}})
     plan = plan_study(load_spec(write_spec(tmp_path, spec)))
     literal = [r for r in plan.runs if r.method == "literal"]
     assert sorted(r.name for r in literal) == ["literal_a_lr0.003_s0", "literal_b_lr0.003_s0"]
     cfg = literal[0].cfg
-    assert (cfg.method.name, cfg.method.feedback_point, cfg.model.norm, cfg.train.alignment_every,
+    assert (cfg.method.name, cfg.method.feedback_point, cfg.model.norm, cfg.train.alignment_every_evals,
             cfg.train.lr) == ("dfa_block", "output", "post", 2, 3e-3)
     bp = next(r for r in plan.runs if r.method == "bp")
     assert (bp.cfg.method.name, bp.cfg.model.norm, bp.cfg.method.settings) == ("bp", "pre", {})  # BP has no settings

@@ -23,7 +23,7 @@ from test_tracking import (assert_tensorboard_equals, by_step, offline_folders, 
                            wandb_env, wandb_history, wandb_records)
 
 ROOT_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-ALIGNED = ["method=dfa", "train.alignment_every=1"]  # rows with alignment/blockK columns too
+ALIGNED = ["method=dfa", "train.alignment_every_evals=1"]  # rows with alignment/blockK columns too
 
 
 def metrics(out):

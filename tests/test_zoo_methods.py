@@ -202,7 +202,7 @@ def test_compute_counts_the_extra_heads_predictors_and_jvps():
                                            pytest.param("forward_grad", ["method.perturbations=4", "train.lr=3e-2",
                                                                          "train.tokens=61440"], marks=pytest.mark.slow)])
 def test_loss_falls_and_alignment_is_logged(tmp_path, tiny_overrides, method, extra):
-    cfg = build_config(overrides=tiny_overrides + [f"method={method}", "train.alignment_every=2", *extra])
+    cfg = build_config(overrides=tiny_overrides + [f"method={method}", "train.alignment_every_evals=2", *extra])
     summary = train(cfg, tmp_path / method, quiet=True)
     rows = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     assert summary["final_val_loss"] < rows[0]["val_loss"] - (0.5 if method == "forward_grad" else 1.5)

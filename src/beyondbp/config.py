@@ -109,7 +109,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     n_evals: int = 24
     eval_tokens: int = 65_536
-    alignment_every: int = 0  # evaluations between alignment measurements; 0 = off
+    alignment_every_evals: int = 0  # evaluations between alignment measurements; 0 = off (was alignment_every)
     checkpoint_every_s: float = 60.0
     device: str = "auto"  # auto | cpu | cuda
     dtype: str = "auto"  # auto (bf16 autocast on CUDA) | float32 | bfloat16
@@ -218,7 +218,7 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
         _set_method(obj.method, path[1:], value, full_key)
         return
     types_ = _field_types(type(obj))
-    name = path[0]
+    name = OLD_KEYS.get(path[0], path[0]) if isinstance(obj, TrainConfig) else path[0]
     if name not in types_:
         valid = ", ".join(sorted(types_))
         raise ConfigError(f"unknown key {full_key!r} (valid keys here: {valid})")
@@ -374,10 +374,9 @@ FRACTION = Range(0.0, 1.0)
 BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
 BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and `fit`
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day (the paper's compute unit); the one definition
-# model.kind -> its track's defaults over RunConfig's (the MLP track's AdamW: a strong decoupled weight decay
-# lets the forward weights forget their initialisation, so the first layer of an FA/DFA net aligns with BP)
-TRACK_DEFAULTS: dict[str, dict[str, Any]] = {"gpt": {}, "mlp": {"model.kind": "mlp", "train.lr": 1e-3, "train.beta2": 0.999,
-                                                              "train.weight_decay": 3.0}}
+# model.kind -> its track's defaults (MLP: AdamW's strong decoupled weight decay lets FA/DFA's first layer align)
+TRACK_DEFAULTS = {"gpt": {}, "mlp": {"model.kind": "mlp", "train.lr": 1e-3, "train.beta2": 0.999, "train.weight_decay": 3.0}}
+OLD_KEYS = {"alignment_every": "alignment_every_evals"}  # train.OLD -> its name now: old folders' files still read
 METHOD_IMPORTS_OPT_IN = "--trust-method-imports"  # the flag that lets files name methods to import (methods.import_policy)
 
 RANGES: dict[str, Range] = {
@@ -391,7 +390,7 @@ RANGES: dict[str, Range] = {
     "train.warmup_tokens": Range(0, BIG),
     "train.cooldown_frac": FRACTION, "train.weight_decay": Range(0.0), "train.beta1": Range(0.0, 1.0, high_open=True),
     "train.beta2": Range(0.0, 1.0, high_open=True), "train.grad_clip": Range(0.0), "train.n_evals": Range(1, 10_000),
-    "train.eval_tokens": Range(1, BIG), "train.alignment_every": AT_LEAST_0, "train.checkpoint_every_s": Range(0.0),
+    "train.eval_tokens": Range(1, BIG), "train.alignment_every_evals": AT_LEAST_0, "train.checkpoint_every_s": Range(0.0),
     "train.threads": AT_LEAST_0, "train.epochs": Range(0, 10**6), "train.batch_examples": Range(1, BIG),
     "data.vocab_size": Range(2, BIG), "data.val_fraction": Range(0.0, 1.0, low_open=True, high_open=True),
     "data.hf_max_docs": Range(1, BIG), "data.max_tokens": Range(1, BIG), "data.shard_tokens": Range(1, BIG),

@@ -24,7 +24,7 @@ SPEC_HELP = """spec keys (dotted KEY=VALUE overrides, values as YAML):
                                   per size: lrs.bp={L4d16: [1e-2], L4d32: [6e-3]}
   seeds=[0,1]                     seeds (averaged into one frontier point)
   frontier_points=final|all       each run's final evaluation (default) or every evaluation
-  per_method.dfa.train.alignment_every=4   a RunConfig key for one method only
+  per_method.dfa.train.alignment_every_evals=4   a RunConfig key for one method only
   base.train.batch_tokens=8192    any RunConfig key for every run (see `beyondbp train --help`)
   track=mlp                       the fully-connected track: sizes.NAME.width=..., base.train.epochs=...
                                   (see --preset mlp)

@@ -30,7 +30,7 @@ import tempfile
 from pathlib import Path
 
 from ..atomic_write import atomic_write, link_refused, write_error
-from ..config import PF_DAY, ConfigError, LockHeld, MethodConfig, RunConfig, load_yaml, to_dict
+from ..config import OLD_KEYS, PF_DAY, ConfigError, LockHeld, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
 from .state import RunState
@@ -166,6 +166,8 @@ def check_same_config(out: Path, cfg: RunConfig) -> None:
     if not old_path.exists():
         return
     old, new = load_yaml(old_path, "the run's config"), to_dict(cfg)
+    if isinstance(old.get("train"), dict):  # a key's old name (config.OLD_KEYS) reads as its name now
+        old["train"] = {OLD_KEYS.get(k, k): v for k, v in old["train"].items()}
     for section, values in new.items():
         if isinstance(values, dict) and not isinstance(old.get(section, {}), dict):
             raise ConfigError(f"{old_path}: {section!r} must be a mapping, got {shown(old[section])}")

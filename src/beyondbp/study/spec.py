@@ -29,7 +29,7 @@ Spec keys (every one overridable as dotted KEY=VALUE):
                        trains these seeds too at the listed sizes, at all its rates of that size
                        (default) or only at the middle one of its sorted sweep (the lower middle
                        of an even count; `grid.run_seeds`)
-  per_method           RunConfig keys for one method only ({dfa: {train.alignment_every: 4}})
+  per_method           RunConfig keys for one method only ({dfa: {train.alignment_every_evals: 4}})
   base                 RunConfig keys shared by every run (data, model.context, train schedule,
                        evaluation schedule: train.n_evals, train.eval_tokens)
   frontier_points      final (default): each run's last evaluation, the only point of a decayed
@@ -46,7 +46,7 @@ from pathlib import Path
 
 from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
                      check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
-from ..config import MethodConfig
+from ..config import OLD_KEYS, MethodConfig
 from ..methods.lookup import describe, known_names, resolve_method, training_defaults
 from ..model.shape import NAMED_SIZES
 from .names import check_label, check_study_name
@@ -100,7 +100,7 @@ def expand_dotted(mapping: dict, where: str, base: RunConfig | None = None) -> d
     if not isinstance(mapping, dict):
         raise ConfigError(f"{where}: expected a mapping of RunConfig keys, got {mapping!r}")
     mapping = {("method.name" if k == "method" and not isinstance(v, dict) else str(k)): v
-               for k, v in mapping.items()}
+               for k, v in _current_names(mapping).items()}
     # raises on unknown keys and on bad values, out-of-range numbers included
     validate_config(apply_mapping(base or RunConfig(), mapping, prefix=f"{where}."), prefix=f"{where}.")
     nested: dict = {}
@@ -114,6 +114,20 @@ def expand_dotted(mapping: dict, where: str, base: RunConfig | None = None) -> d
         else:
             node[parts[-1]] = value
     return nested
+
+
+def _current_names(mapping: dict) -> dict:
+    """`mapping` with the old names of train keys (`config.OLD_KEYS`), dotted or nested, renamed, so
+    an old folder's spec.yaml compares equal to the same spec written today."""
+    out = {}
+    for key, value in mapping.items():
+        head, dot, rest = str(key).partition(".")
+        if head == "train" and dot:
+            key = f"train.{OLD_KEYS.get(rest, rest)}"
+        elif head == "train" and isinstance(value, dict):
+            value = {OLD_KEYS.get(str(k), k): v for k, v in value.items()}
+        out[key] = value
+    return out
 
 
 def _size_entries(sizes, track: Track) -> list[tuple[str, object]]:

@@ -33,7 +33,7 @@ TINY_RUN = {
     "model.dropout": 0.0, "train.tokens": 30 * 1024, "train.batch_tokens": 1024, "train.eval_tokens": 4096,
     "train.n_evals": 4, "train.lr": 1e-2, "train.device": "cpu", "train.dtype": "float32",
     "train.progress": "off", "train.checkpoint_every_s": 1e9, "train.compile": False,
-    "train.alignment_every": 0, "data.corpus": "shakespeare", "data.tokenizer": "byte", "seed": 0,
+    "train.alignment_every_evals": 0, "data.corpus": "shakespeare", "data.tokenizer": "byte", "seed": 0,
 }
 
 

@@ -291,7 +291,7 @@ class _Run:
             self.tracker.log_row(self.logged[state.step])  # the tracker dropped what it had from the step resumed
             return self.logged[state.step]["val_loss"]
         cfg, extra = self.cfg, {}
-        if cfg.train.alignment_every and n_evals_done % cfg.train.alignment_every == 0 and state.step > 0:
+        if cfg.train.alignment_every_evals and n_evals_done % cfg.train.alignment_every_evals == 0 and state.step > 0:
             from .alignment import measure_alignment
             x, y = self.data.train_batch(state.step, self.schedule.n_seqs, cfg.model.context, cfg.seed)
             x, y = x[:self.micro_seqs].to(self.device), y[:self.micro_seqs].to(self.device)

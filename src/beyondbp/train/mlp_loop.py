@@ -39,8 +39,8 @@ from ..model.shape import resolve_mlp_config
 from .alignment import signal_comparison
 from .memory import check_memory
 from .mlp_outputs import COMPARED_METHODS, comparison_table, plot_angles, sibling_runs
-from ..runs.folder import (FINISHED, check_out_path, check_same_config, check_writable, compute_columns, read_metrics,
-                         read_summary)
+from ..runs.folder import (FINISHED, RunState, check_out_path, check_same_config, check_writable, compute_columns,
+                           read_metrics, read_summary)
 from .step import apply_update, make_optimizer, pick_device, progress_bar, set_threads
 from .tracking import Tracker, check_tracker, run_tracker
 

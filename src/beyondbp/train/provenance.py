@@ -22,7 +22,7 @@ import hashlib
 import json
 import math
 
-from ..config import RunConfig, to_dict
+from ..config import OLD_KEYS, RunConfig, to_dict
 from ..runs.folder import EXECUTION_KEYS
 from ..runs.schedule import cooldown_start
 
@@ -38,11 +38,14 @@ def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+_DIGEST_NAMES = {new: old for old, new in OLD_KEYS.items()}  # digests keep the names checkpoints were written with
+
+
 def run_identity(cfg: RunConfig, data_fingerprint: str | None) -> dict:
     """What a checkpoint records about the run that wrote it (plain values only)."""
     config = to_dict(cfg)
     config["method"] = {k: v for k, v in config["method"].items() if k not in ("origin", "version")}
-    config["train"] = {k: v for k, v in config["train"].items() if k not in EXECUTION_KEYS}
+    config["train"] = {_DIGEST_NAMES.get(k, k): v for k, v in config["train"].items() if k not in EXECUTION_KEYS}
     lineage = {**config, "train": {k: v for k, v in config["train"].items() if k not in BRANCH_KEYS}}
     trunk = cfg.train.schedule == "constant_cooldown" and cfg.train.cooldown_frac == 0
     return {"config": _digest(config), "lineage": _digest(lineage), "trunk": trunk, "seed": cfg.seed,
