@@ -27,13 +27,13 @@ from ..atomic_write import append_line, atomic_write, remove_leftovers
 from ..config import ConfigError, RunConfig, check_run_length, dump_yaml
 from ..data.cache import cache_entry
 from ..data.tokens import load_token_data
-from ..methods.registry import build_method, check_complete
+from ..methods.registry import check_complete
 from ..methods.registry import resolve as resolve_method
-from ..model.build import build_model
 from ..model.shape import resolve_model_config
 from . import distributed as dist_utils
 from .checkpoint import load_checkpoint, save_checkpoint, save_snapshot
 from .memory import check_memory
+from .setup import build_trainer
 from .provenance import check_model_state, check_resumable, first_non_finite, run_identity
 from ..runs.folder import (DATA_RECORD, FINISHED, Interrupted, RunState, check_out_path, check_same_config, check_writable,
                          checkpoint_files,
@@ -41,7 +41,7 @@ from ..runs.folder import (DATA_RECORD, FINISHED, Interrupted, RunState, check_o
                          refuse_data_change, set_aside)
 from .sample_run import tokenizer_record
 from ..runs.schedule import learning_rate, step_schedule
-from .method_step import (MethodMetrics, StepInfo, build_optimizer, compute_update, finish_update, per_token_record,
+from .method_step import (MethodMetrics, StepInfo, compute_update, finish_update, per_token_record,
                           set_rates)
 from .step import autocast_context, pick_device, progress_bar, set_threads
 from .tracking import Tracker, check_tracker, run_tracker
@@ -175,10 +175,7 @@ class _Run:
 
     def build(self) -> None:
         cfg = self.cfg
-        torch.manual_seed(cfg.seed)
-        self.model = build_model(cfg.model).to(self.device)
-        self.method = build_method(self.model, cfg.method, cfg.seed, cfg.model.kind).to(self.device)
-        self.optimizer = build_optimizer(cfg, self.method)  # AdamW, plus the method's own groups
+        self.model, self.method, self.optimizer = build_trainer(cfg, self.device)  # AdamW, plus the method's groups
         self.method_metrics = MethodMetrics()
         self.per_token = self.method.compute_per_token()
         tokens_needed = self.schedule.n_steps * cfg.train.batch_tokens

@@ -32,16 +32,15 @@ import torch
 from ..atomic_write import append_line, atomic_write, refuse_links
 from ..config import RunConfig, dump_yaml, validate_config
 from ..data.images import load_image_data
-from ..methods.registry import build_method
 from ..methods.registry import resolve as resolve_method
-from ..model.build import build_model
 from ..model.shape import resolve_mlp_config
 from .alignment import signal_comparison
 from .memory import check_memory
 from .mlp_outputs import COMPARED_METHODS, comparison_table, plot_angles, sibling_runs
 from ..runs.folder import (FINISHED, RunState, check_out_path, check_same_config, check_writable, compute_columns,
                            read_metrics, read_summary)
-from .step import apply_update, make_optimizer, pick_device, progress_bar, set_threads
+from .step import apply_update, pick_device, progress_bar, set_threads
+from .setup import build_trainer
 from .tracking import Tracker, check_tracker, run_tracker
 
 ANGLE_EXAMPLES = 256
@@ -61,10 +60,7 @@ class _MLPRun:
 
     @classmethod
     def build(cls, cfg: RunConfig, data, device: torch.device) -> "_MLPRun":
-        torch.manual_seed(cfg.seed)
-        model = build_model(cfg.model).to(device)
-        method = build_method(model, cfg.method, cfg.seed, "mlp").to(device)
-        optimizer = make_optimizer(cfg, method.trainable_parameters())  # AdamW, decay on matrices only
+        model, method, optimizer = build_trainer(cfg, device)  # cfg.model.kind is "mlp" (`run_mlp`)
         tensors = [torch.from_numpy(a).to(device) for a in (data.train_x, data.train_y, data.test_x, data.test_y)]
         return cls(cfg, model, method, optimizer, *tensors)
 
