@@ -7,6 +7,10 @@ import copy
 import json
 import multiprocessing as mp
 import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import yaml
 
@@ -14,6 +18,7 @@ from beyondbp.config import to_dict
 from beyondbp.methods.run_builder import build_from_file, build_run, load_run_file
 from beyondbp.study import slurm
 from beyondbp.study.chain import write_chain, write_run_yaml
+from beyondbp.study.local_executor import run_study
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import normalise_spec
 from beyondbp.train import chain as train_chain
@@ -115,3 +120,43 @@ def test_a_run_after_others_in_one_worker_gives_the_bits_of_a_fresh_process(tmp_
     assert "second" not in (shared[0] / "train.log").read_text()
     assert _final(shared[1]) == _final(alone[0])
     assert _final(shared[0])[0] != _final(shared[1])[0]
+
+
+def _worker_pids() -> list[int]:
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == os.getpid() and b"multiprocessing.spawn" in cmdline:
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def test_a_worker_killed_mid_run_fails_that_run_and_a_new_worker_trains_the_rest(tmp_path):
+    spec = normalise_spec(dict(copy.deepcopy(SPEC), methods=["bp"], seeds=[0, 1, 2], tokens=65536,
+                               base={**BASE, "train": {**BASE["train"], "batch_tokens": 512, "threads": 1}}))
+    plan = plan_study(spec)
+    study = tmp_path / "study"
+    killed = []
+
+    def kill_first_worker_mid_run():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for run in plan.runs:
+                if (study / "runs" / run.name / "metrics.jsonl").exists() and _worker_pids():
+                    os.kill(_worker_pids()[0], signal.SIGKILL)
+                    killed.append(run.name)
+                    return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_first_worker_mid_run)
+    watcher.start()
+    counts = run_study(plan, study, workers=1, quiet=True)
+    watcher.join()
+    assert counts == {"completed": 2, "failed": 1}
+    summary = json.loads((study / "runs" / killed[0] / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"].startswith("killed by signal 9")
+    assert summary["returncode"] == -9

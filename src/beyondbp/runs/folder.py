@@ -51,7 +51,6 @@ DATA_RECORD = "data.json"
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"  # the checkpoint kept back when a new one is written
 LOCK = "worker.lock"
-HELD_LOCKS = "BEYONDBP_HELD_LOCKS"  # the lock descriptors an executor passes to the worker it starts
 
 
 def check_out_path(out) -> Path:
@@ -220,24 +219,11 @@ def lock_file(path: Path, wait: bool, busy: str) -> int | None:
 
 
 def hold_run_lock(run_dir: Path) -> int | None:
-    """What `beyondbp train` holds while it trains: the run's lock, or None where the executor that
-    started it holds it already (it passes the descriptors on and names them in HELD_LOCKS). A run
-    another process trains is refused at once, in one line. Under torchrun only rank 0 locks."""
+    """What `beyondbp train` holds while it trains: the run's lock (an executor's worker locks the
+    folders of its job itself, `beyondbp.train.worker`). A run another process trains is refused at
+    once, in one line. Under torchrun only rank 0 locks."""
     if ranks()[0] != 0:
         return None
-    try:
-        lock = os.stat(Path(run_dir) / LOCK, follow_symlinks=False)
-    except OSError:
-        lock = None
-    for word in os.environ.get(HELD_LOCKS, "").split(","):
-        try:
-            fd = int(word)
-            held = lock is not None and (os.fstat(fd).st_dev, os.fstat(fd).st_ino) == (lock.st_dev, lock.st_ino)
-            if held:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # our own open file: it holds the lock already
-                return None
-        except (ValueError, OSError):
-            continue
     return lock_run(run_dir, wait=False)
 
 

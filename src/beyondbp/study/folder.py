@@ -2,7 +2,8 @@
 DIR/report/. Which study a folder holds, its runs' states, and which runs must train again.
 
 `prepare_study_dir` writes spec.yaml (or checks that DIR holds this very spec) once every check
-has passed; `load_study` plans the grid a folder holds (for `study status` and the report);
+has passed; `load_study` plans the grid a folder holds (for `study status`; the report reads the
+runs' records instead, `beyondbp.report.recorded`);
 `runs_to_retrain` finds runs whose corpus changed under them. Torch-free. A run folder's own
 files and states are `beyondbp.runs.folder`'s.
 """
