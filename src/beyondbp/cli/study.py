@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import CHOICES
 from ..fit.defaults import DEFAULT_BOOTSTRAP
-from ..runs.state import RunState
+from ..runs.states import RunState
 from .method_imports import add_opt_in
 
 STATE_ORDER = tuple(RunState)

@@ -1,7 +1,7 @@
 """Corpus -> sharded token files, streaming, in parallel, with bounded memory, resumable.
 
-`prepare_corpus(cfg)` is what `beyondbp data prepare`, `train`, `study` and the Slurm path's
-`prepare_data` all call. It reads the source block by block (`data_sources`), hands blocks to
+`prepare_corpus(cfg)` is what `beyondbp data prepare`, `train`, `study` and the executors'
+`study.preamble.prepare_data` all call. It reads the source block by block (`data_sources`), hands blocks to
 tokenizer worker processes (parsing `.jsonl` there too), and appends each split's tokens in
 corpus order to fixed-size shard files (`data.shard_tokens` tokens each, uint16 or uint32).
 At most 2 x workers blocks are in flight, so memory does not grow with the corpus.

@@ -33,7 +33,7 @@ from ..atomic_write import atomic_write, link_refused, write_error
 from ..config import OLD_KEYS, PF_DAY, ConfigError, LockHeld, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
-from .state import RunState
+from .states import RunState
 from .records import check_summary, is_text, read_metrics_rows, record_problem
 
 

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from ..reads import ConfigError, iter_lines, shown
-from .state import RunState
+from .states import RunState
 
 # the columns of a metrics row that the report and the trainers compute with
 ROW_NUMBERS = ("tokens", "val_loss", "train_loss", "lr", "elapsed_s", "compute_pf_days", "compute_flops",

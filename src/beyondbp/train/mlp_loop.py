@@ -1,9 +1,9 @@
 """Training runs of the fully-connected track: epochs over a small in-memory dataset.
 
-The same method objects as the Transformer track make the updates (`methods.registry.build_method`,
-kind "mlp"); AdamW (`step.make_optimizer`: decay on weight matrices only) at a constant
+The same method objects as the Transformer track make the updates (`setup.build_trainer`, the set-up
+both loops share, kind "mlp"); AdamW (`step.make_optimizer`: decay on weight matrices only) at a constant
 learning rate applies them, without clipping (`step.apply_update`). The track's defaults (lr,
-beta2, weight decay) are `beyondbp.study.tracks.mlp_base_config`. A run directory holds
+beta2, weight decay) are `beyondbp.config.TRACK_DEFAULTS`'s. A run directory holds
 `config.yaml`, `metrics.jsonl` (one row per epoch, epoch 0 before any training),
 `summary.json` (both also in the Transformer track's columns: step, tokens = examples,
 val_loss = test loss, compute_*; so `beyondbp study` sweeps MLPs too), `angles.png` and
