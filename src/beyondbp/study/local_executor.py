@@ -102,7 +102,8 @@ class _Worker:
         if self.gpu is not None:
             extra["CUDA_VISIBLE_DEVICES"] = self.gpu
         with safe_path_env(), _environment(extra):  # the child's environment is this one at its start
-            self.proc = context.Process(target=serve, args=(theirs, os.getpid()), daemon=True)
+            # not a daemon: a worker may start processes of its own (tokenizer workers); stop() joins it
+            self.proc = context.Process(target=serve, args=(theirs, os.getpid()), daemon=False)
             self.proc.start()
         theirs.close()
 
