@@ -54,11 +54,12 @@ def _named(mappings: list[dict], path: list[str], default: str) -> str:
 
 
 def build_run(layers: Iterable[Layer] = (), overrides: list[str] | dict | None = None, *,
-              kind: str | None = None, unresolved: tuple[str, ...] = ()) -> RunConfig:
+              kind: str | None = None, unresolved: tuple[str, ...] = (), resolve: bool = True) -> RunConfig:
     """A validated RunConfig from `layers` and `overrides` over the defaults, in the module's order
     of precedence; its method resolved (settings checked and typed, defaults filled in, origin and
     version recorded). `kind` fixes model.kind (a command that trains one track); a method name in
-    `unresolved` (`mlp`'s `all`) is left as given. Every bad key or value is one ConfigError."""
+    `unresolved` (`mlp`'s `all`), or any with resolve=False, is left as given. Every bad key or
+    value is one ConfigError."""
     layers = list(layers)
     if overrides:
         layers.append(("", overrides if isinstance(overrides, dict) else parse_overrides(list(overrides))))
@@ -73,7 +74,7 @@ def build_run(layers: Iterable[Layer] = (), overrides: list[str] | dict | None =
     for prefix, mapping in layers:
         apply_mapping(cfg, mapping, prefix=prefix)
     validate_config(cfg)
-    if cfg.method.name not in unresolved:
+    if resolve and cfg.method.name not in unresolved:
         cfg.method = resolve_method(cfg.method)
     return cfg
 
@@ -86,6 +87,7 @@ def build_from_file(config_file: str | Path | None = None, overrides: list[str] 
 
 
 def load_run_file(path: str | Path) -> RunConfig:
-    """The RunConfig an executor wrote into a run folder's run.yaml (every key given), as a worker,
-    a Slurm job and a chain train it."""
-    return build_from_file(path)
+    """The RunConfig an executor wrote into a run folder's run.yaml (every key given, the method
+    resolved when the study was planned), as a worker, a Slurm job and a chain train it; the loop
+    that trains it checks the method's settings in its own process (a method registered there too)."""
+    return build_from_file(path, resolve=False)

@@ -42,14 +42,23 @@ def read_spec(study_dir: str | Path) -> dict:
     return load_yaml(path, "the study's spec")
 
 
+def _count(value) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
 def _plan_record(study_dir: Path) -> dict[str, dict]:
+    """{run name: its entry} of DIR/plan.json; {} where the folder has none (written before it)."""
+    path = study_dir / PLAN_RECORD
     try:
-        runs = json.loads(read_text(study_dir / PLAN_RECORD, "the study's plan record", "json"))["runs"]
-        return {entry["name"]: entry for entry in runs}
+        runs = json.loads(read_text(path, "the study's plan record", "json"))["runs"]
+        entries = {entry["name"]: entry for entry in runs}
+        if all(isinstance(n, str) and _count(e["n_params"]) and _count(e["tokens"]) for n, e in entries.items()):
+            return entries
+        raise ValueError("a run's n_params or tokens is not a count")
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{study_dir / PLAN_RECORD}: not the plan record beyondbp writes ({exc})") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ConfigError (a link, a FIFO) is a ValueError
+        raise ConfigError(f"{path}: not the plan record beyondbp writes ({exc})") from None
 
 
 def _from_config(run_dir: Path, kind: str) -> tuple[int | None, int | None]:
