@@ -374,7 +374,6 @@ FRACTION = Range(0.0, 1.0)
 BIG = 2**62  # counts stay far from int64 overflow in NumPy/torch arithmetic
 BOOTSTRAP = Range(0, 100_000)  # --bootstrap of `study run`, `study report` and `fit`
 PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day (the paper's compute unit); the one definition
-# model.kind -> its track's defaults (MLP: AdamW's strong decoupled weight decay lets FA/DFA's first layer align)
 TRACK_DEFAULTS = {"gpt": {}, "mlp": {"model.kind": "mlp", "train.lr": 1e-3, "train.beta2": 0.999, "train.weight_decay": 3.0}}
 OLD_KEYS = {"alignment_every": "alignment_every_evals"}  # train.OLD -> its name now: old folders' files still read
 METHOD_IMPORTS_OPT_IN = "--trust-method-imports"  # the flag that lets files name methods to import (methods.import_policy)

@@ -44,7 +44,10 @@ class Track:
 # --- the Transformer track ----------------------------------------------------------------------
 
 def track_defaults(kind: str) -> RunConfig:
-    """RunConfig's defaults with those of the track that trains `kind` over them."""
+    """RunConfig's defaults with those of the track that trains `kind` over them (config.TRACK_DEFAULTS,
+    by model.kind). The MLP track's AdamW has a strong decoupled weight decay: it makes the forward
+    weights forget their random initialisation; without it the first hidden layer of a 3-layer
+    DFA/FA net stays ~70 degrees from BP on digits (layers 2-3 align either way) at the same test error."""
     return apply_mapping(RunConfig(), TRACK_DEFAULTS[kind])
 
 
