@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, from_dict, load_yaml
+from ..config import ConfigError, ModelConfig, apply_mapping, from_dict, load_yaml
 from ..model.shape import mlp_n_params
 from ..reads import read_text
 from ..runs.folder import RunState
@@ -32,6 +32,7 @@ class RecordedRun:
     n_params: int | None
     tokens: int | None
     budget: str = ""
+    model: ModelConfig | None = None  # the model keys the spec gives it (a named size left unresolved)
 
 
 def read_spec(study_dir: str | Path) -> dict:
@@ -40,6 +41,16 @@ def read_spec(study_dir: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
     return load_yaml(path, "the study's spec")
+
+
+def _model(spec: dict, method: str, size: str) -> ModelConfig:
+    """A run's model keys as its layers give them: base, size, variant, per_method."""
+    variant = (spec.get("variants") or {}).get(method) or {}
+    own = (spec.get("per_method") or {}).get(method) or {}
+    model = ModelConfig()
+    for keys in (spec["base"].get("model"), spec["sizes"][size], variant.get("model"), own.get("model")):
+        apply_mapping(model, keys or {})
+    return model
 
 
 def _count(value) -> bool:
@@ -88,12 +99,15 @@ def recorded_runs(study_dir: str | Path, spec: dict, summaries: dict[str, dict |
     study_dir = Path(study_dir)
     planned = _plan_record(study_dir)
     kind = get_track(spec.get("track")).kind
-    runs = []
+    runs, models = [], {}
     for cell in grid(spec):
+        if (cell.method, cell.size) not in models:
+            models[cell.method, cell.size] = _model(spec, cell.method, cell.size)
         entry = planned.get(cell.name)
         if entry is not None:
             n_params, tokens = entry["n_params"], entry["tokens"]
         else:
             n_params, tokens = _from_run(study_dir / "runs" / cell.name, summaries.get(cell.name), kind)
-        runs.append(RecordedRun(cell.name, cell.method, cell.size, cell.lr, cell.seed, n_params, tokens, cell.budget))
+        runs.append(RecordedRun(cell.name, cell.method, cell.size, cell.lr, cell.seed, n_params, tokens, cell.budget,
+                                models[cell.method, cell.size]))
     return runs

@@ -22,7 +22,7 @@ def study_lines(spec: dict, results: list) -> list[str]:
     methods = [m for m in spec["methods"] if any(r.run.method == m for r in results)] or list(spec["methods"])
     shapes = {}
     for r in results:
-        model = r.run.cfg.model
+        model = r.run.model
         shapes.setdefault(r.run.size, f"{r.run.size} ({model.n_layer} blocks, d_model {model.d_model}, "
                                       f"N = {r.run.n_params:,})" if model.kind == "gpt" else
                           f"{r.run.size} (N = {r.run.n_params:,})")
