@@ -8,8 +8,7 @@ import html
 from pathlib import Path
 
 from ..fit.tuning import pooled_seed_noise, seed_sd
-from ..study.additions import read_decisions
-from ..study.proposals import Observation
+from ..study.additions import Observation, read_decisions
 from .figures import _color, _pyplot
 from .results import best_lr_runs, collect, frontier_points, trials
 

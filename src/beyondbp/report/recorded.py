@@ -1,8 +1,9 @@
 """What `study report` knows of a study folder's runs, read from what the study and its runs
 recorded: the study is not planned again and no method is resolved.
 
-The runs are the grid of the folder's spec.yaml (`beyondbp.study.grid`), which names each run and
-gives its labels; its N (non-embedding parameters) and planned tokens come from DIR/plan.json,
+The runs are the grid of the folder's spec.yaml (`beyondbp.study.grid`) and the runs its planner
+added (DIR/decisions.jsonl, `beyondbp.study.additions`), which name each run and give its labels;
+its N (non-embedding parameters) and planned tokens come from DIR/plan.json,
 which the executors write, or, in a folder written before it, from the run's own records: the
 summary of a completed run, else the config it recorded (config.yaml, or the run.yaml its executor
 wrote). A run that recorded neither has no N or tokens to show.
@@ -17,7 +18,8 @@ from ..config import ConfigError, ModelConfig, apply_mapping, from_dict, load_ya
 from ..model.shape import mlp_n_params
 from ..reads import read_text
 from ..runs.folder import RunState
-from ..study.grid import PLAN_RECORD, grid
+from ..study.additions import DECISIONS, added, read_decisions, spec_with_sizes
+from ..study.grid import PLAN_RECORD, Cell, budgets, grid, run_name
 from ..study.tracks import get_track, model_counts
 
 
@@ -33,6 +35,7 @@ class RecordedRun:
     tokens: int | None
     budget: str = ""
     model: ModelConfig | None = None  # the model keys the spec gives it (a named size left unresolved)
+    cost: float | None = None  # exact BP training FLOPs as planned (plan.json)
 
 
 def read_spec(study_dir: str | Path) -> dict:
@@ -51,6 +54,22 @@ def _model(spec: dict, method: str, size: str) -> ModelConfig:
     for keys in (spec["base"].get("model"), spec["sizes"][size], variant.get("model"), own.get("model")):
         apply_mapping(model, keys or {})
     return model
+
+
+def study_cells(spec: dict, study_dir: Path) -> tuple[dict, list[Cell]]:
+    """(the spec with the planner's sizes, every run's cell): the grid, then the runs the decision
+    log added, as `study.plan.extend_plan` orders them."""
+    sizes, runs = added(read_decisions(study_dir), str(study_dir / DECISIONS))
+    spec = spec_with_sizes(spec, sizes) if sizes else spec
+    cells = grid(spec)
+    names, by_label = {c.name for c in cells}, {b[0]: b for b in budgets(spec)}
+    for entry in runs:
+        label, value, per_param = by_label.get(entry["budget"], (entry["budget"], None, False))
+        name = run_name(entry["method"], entry["size"], entry["lr"], entry["seed"], label)
+        if name not in names and entry["method"] in spec["methods"] and entry["size"] in spec["sizes"]:
+            names.add(name)
+            cells.append(Cell(name, entry["method"], entry["size"], label, value, per_param, entry["lr"], entry["seed"]))
+    return spec, cells
 
 
 def _count(value) -> bool:
@@ -93,21 +112,23 @@ def _from_run(run_dir: Path, summary: dict | None, kind: str) -> tuple[int | Non
     return _from_config(run_dir, kind)
 
 
-def recorded_runs(study_dir: str | Path, spec: dict, summaries: dict[str, dict | None]) -> list[RecordedRun]:
-    """Every run of the study folder's grid, in the plan's order; `summaries`: {run name: its
-    summary.json, or None}, as the caller read them."""
+def recorded_runs(study_dir: str | Path, spec: dict, cells: list[Cell],
+                  summaries: dict[str, dict | None]) -> list[RecordedRun]:
+    """Every run of the study folder (`study_cells`), in the plan's order; `summaries`: {run name:
+    its summary.json, or None}, as the caller read them."""
     study_dir = Path(study_dir)
     planned = _plan_record(study_dir)
     kind = get_track(spec.get("track")).kind
     runs, models = [], {}
-    for cell in grid(spec):
+    for cell in cells:
         if (cell.method, cell.size) not in models:
             models[cell.method, cell.size] = _model(spec, cell.method, cell.size)
         entry = planned.get(cell.name)
+        cost = entry.get("cost") if entry is not None else None
         if entry is not None:
             n_params, tokens = entry["n_params"], entry["tokens"]
         else:
             n_params, tokens = _from_run(study_dir / "runs" / cell.name, summaries.get(cell.name), kind)
         runs.append(RecordedRun(cell.name, cell.method, cell.size, cell.lr, cell.seed, n_params, tokens, cell.budget,
-                                models[cell.method, cell.size]))
+                                models[cell.method, cell.size], cost if isinstance(cost, (int, float)) else None))
     return runs

@@ -27,8 +27,7 @@ from ..fit.verdict import judge_all
 from ..fit.verdict_types import Verdict
 from ..runs.accounting import ACCOUNTINGS
 from ..runs.folder import RunState, read_metrics, read_summary, run_state
-from ..study.grid import grid
-from .recorded import RecordedRun, read_spec, recorded_runs
+from .recorded import RecordedRun, read_spec, recorded_runs, study_cells
 
 REFERENCE = "bp"
 # At or above this `residual_common`, every position carries (nearly) the same vector into the
@@ -90,10 +89,11 @@ def collect(study_dir: str | Path) -> tuple[dict, list[RunResult]]:
     """The folder's spec and each run's state and records (`recorded`: nothing is planned again)."""
     spec = read_spec(study_dir)
     runs_dir = Path(study_dir) / "runs"
-    summaries = {name: read_summary(runs_dir / name) for name in dict.fromkeys(c.name for c in grid(spec))}
+    with_sizes, cells = study_cells(spec, Path(study_dir))
+    summaries = {c.name: read_summary(runs_dir / c.name) for c in cells}
     return spec, [RunResult(r, run_state(runs_dir / r.name), summaries[r.name],
                             read_metrics(runs_dir / r.name / "metrics.jsonl"))
-                  for r in recorded_runs(study_dir, spec, summaries)]
+                  for r in recorded_runs(study_dir, with_sizes, cells, summaries)]
 
 
 def trials(results: list[RunResult]) -> list[dict]:

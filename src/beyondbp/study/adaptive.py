@@ -35,8 +35,9 @@ from typing import Callable
 
 from ..config import ConfigError
 from ..fit.candidates import SCORE_BOOTSTRAP, SHARE, is_decided, openness, pair_verdict, score, top_letter
-from .additions import added, extend_plan, read_decisions, write_decisions
-from .plan import StudyPlan, _budgets
+from .additions import added, read_decisions, write_decisions
+from .grid import budgets as _budgets
+from .plan import StudyPlan, extend_plan
 from .proposals import Candidate, Observation, Proposer
 
 REFERENCE = "bp"

@@ -2,7 +2,7 @@
 decision log, DIR/decisions.jsonl: one JSON object per round (`beyondbp.study.adaptive` writes it).
 
 A round that chose runs lists them under `runs` ({method, size, lr, seed, budget}) and the model
-keys of any size it added beyond the spec's under `new_sizes` ({name: model keys}). `extend_plan`
+keys of any size it added beyond the spec's under `new_sizes` ({name: model keys}). `plan.extend_plan`
 appends those runs to the grid the spec plans, so that the executors, `study status` and the
 report see one study; the spec itself (DIR/spec.yaml) never changes. The log is replaced whole
 on every write (`write_decisions`), so a kill leaves the previous rounds or the new one, never a
@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..atomic_write import atomic_write
 from ..config import ConfigError
 from ..reads import read_text, shown
-from .plan import StudyPlan, _budgets, planned_run
 
 DECISIONS = "decisions.jsonl"
 RUN_KEYS = ("method", "size", "lr", "seed", "budget")
@@ -78,23 +80,19 @@ def spec_with_sizes(spec: dict, sizes: dict[str, dict]) -> dict:
     return out
 
 
-def extend_plan(plan: StudyPlan, study_dir: str | Path, rounds: list[dict] | None = None) -> StudyPlan:
-    """The plan with the runs the decision log added (the same plan where there is none)."""
-    rounds = read_decisions(study_dir) if rounds is None else rounds
-    sizes, runs = added(rounds, str(Path(study_dir) / DECISIONS))
-    if not runs:
-        return plan
-    spec = spec_with_sizes(plan.spec, sizes)
-    budgets = {label: (label, value, per_param) for label, value, per_param in _budgets(spec)}
-    names = {r.name for r in plan.runs}
-    out = StudyPlan(plan.spec, list(plan.runs), plan.chains)
-    for entry in runs:
-        if entry["method"] not in spec["methods"] or entry["size"] not in spec["sizes"]:
-            raise ConfigError(f"{DECISIONS}: an added run names a method or size the study lacks: {shown(entry)}")
-        if entry["budget"] not in budgets:
-            raise ConfigError(f"{DECISIONS}: an added run names a budget the study lacks: {shown(entry)}")
-        run = planned_run(spec, entry["method"], entry["size"], entry["lr"], entry["seed"], budgets[entry["budget"]])
-        if run.name not in names:
-            names.add(run.name)
-            out.runs.append(run)
-    return out
+@dataclass
+class Observation:
+    """What the planner reads from a study folder (`beyondbp.report.decisions.observe` builds it)."""
+    rows: list[dict]  # frontier points, paper's count: {method, compute, loss, run, size}
+    trials: list[dict]  # finished runs: {method, size, budget, lr, seed, loss, select_loss}
+    noise: dict[str, tuple[float, int]]  # pooled seed noise per method
+    runs: list[dict]  # every planned run: {name, method, size, budget, lr, seed, flops, pf_days, seconds, state}
+
+    def spent(self, unit: str) -> float:
+        return float(sum(r[unit] or 0.0 for r in self.runs))
+
+    def per_flop(self, method: str, unit: str) -> float:
+        """The method's measured `unit` (pf_days or seconds) per planned FLOP (median over its runs)."""
+        ratios = [r[unit] / r["flops"] for r in self.runs if r[unit] and r["flops"] and r["method"] == method]
+        ratios = ratios or [r[unit] / r["flops"] for r in self.runs if r[unit] and r["flops"]]
+        return float(np.median(ratios)) if ratios else 0.0

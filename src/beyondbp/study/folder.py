@@ -22,8 +22,7 @@ from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
 from ..runs.folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
                                 data_change, run_state)
-from .additions import extend_plan
-from .plan import PlannedRun, StudyPlan, plan_study
+from .plan import PlannedRun, StudyPlan, extend_plan, plan_study
 from .spec import normalise_spec
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import ConfigError, RunConfig
+from ..reads import shown
 from ..methods.run_builder import build_run
 from .chain import make_chains
-from .grid import budgets as _budgets, grid, run_name  # noqa: F401 - _budgets: the planner's additions read it here
+from .additions import DECISIONS, added, read_decisions, spec_with_sizes
+from .grid import budgets as grid_budgets, grid, run_name
 from .tracks import get_track
 
 
@@ -76,3 +79,25 @@ def plan_study(spec: dict) -> StudyPlan:
     if spec.get("budgets") == "branched":
         plan.chains = make_chains(plan.runs, lambda r: run_name(r.method, r.size, r.lr, r.seed))
     return plan
+
+
+def extend_plan(plan: StudyPlan, study_dir: str | Path, rounds: list[dict] | None = None) -> StudyPlan:
+    """The plan with the runs the decision log added (the same plan where there is none)."""
+    rounds = read_decisions(study_dir) if rounds is None else rounds
+    sizes, runs = added(rounds, str(Path(study_dir) / DECISIONS))
+    if not runs:
+        return plan
+    spec = spec_with_sizes(plan.spec, sizes)
+    budgets = {label: (label, value, per_param) for label, value, per_param in grid_budgets(spec)}
+    names = {r.name for r in plan.runs}
+    out = StudyPlan(plan.spec, list(plan.runs), plan.chains)
+    for entry in runs:
+        if entry["method"] not in spec["methods"] or entry["size"] not in spec["sizes"]:
+            raise ConfigError(f"{DECISIONS}: an added run names a method or size the study lacks: {shown(entry)}")
+        if entry["budget"] not in budgets:
+            raise ConfigError(f"{DECISIONS}: an added run names a budget the study lacks: {shown(entry)}")
+        run = planned_run(spec, entry["method"], entry["size"], entry["lr"], entry["seed"], budgets[entry["budget"]])
+        if run.name not in names:
+            names.add(run.name)
+            out.runs.append(run)
+    return out

@@ -47,7 +47,7 @@ def prepare_data(configs: list[RunConfig]) -> None:
 def write_plan_record(plan: StudyPlan, study_dir: Path) -> None:
     """DIR/plan.json: each run's name, labels, N and planned tokens, for the report."""
     runs = [{"name": r.name, "method": r.method, "size": r.size, "budget": r.budget, "lr": r.lr, "seed": r.seed,
-             "n_params": r.n_params, "tokens": r.tokens} for r in plan.runs]
+             "n_params": r.n_params, "tokens": r.tokens, "cost": r.cost} for r in plan.runs]
     atomic_write(study_dir / PLAN_RECORD, json.dumps({"runs": runs}, indent=1) + "\n")
 
 

@@ -31,29 +31,12 @@ import numpy as np
 from ..fit.candidates import law_loss, log_residuals, rate_loss
 from ..fit.tuning import choose_rates, edge_of
 from ..model.shape import NAMED_SIZES
-from .additions import spec_with_sizes
-from .plan import StudyPlan, _budgets, planned_run
+from .additions import Observation, spec_with_sizes
+from .grid import budgets as _budgets
+from .plan import StudyPlan, planned_run
 from .tracks import get_track
 
 DEFAULT_STEP = 2.5  # a sweep's ratio where a (method, size) tried one rate only
-
-
-@dataclass
-class Observation:
-    """What the planner reads from a study folder (`beyondbp.report.decisions.observe` builds it)."""
-    rows: list[dict]  # frontier points, paper's count: {method, compute, loss, run, size}
-    trials: list[dict]  # finished runs: {method, size, budget, lr, seed, loss, select_loss}
-    noise: dict[str, tuple[float, int]]  # pooled seed noise per method
-    runs: list[dict]  # every planned run: {name, method, size, budget, lr, seed, flops, pf_days, seconds, state}
-
-    def spent(self, unit: str) -> float:
-        return float(sum(r[unit] or 0.0 for r in self.runs))
-
-    def per_flop(self, method: str, unit: str) -> float:
-        """The method's measured `unit` (pf_days or seconds) per planned FLOP (median over its runs)."""
-        ratios = [r[unit] / r["flops"] for r in self.runs if r[unit] and r["flops"] and r["method"] == method]
-        ratios = ratios or [r[unit] / r["flops"] for r in self.runs if r[unit] and r["flops"]]
-        return float(np.median(ratios)) if ratios else 0.0
 
 
 @dataclass
