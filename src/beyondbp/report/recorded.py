@@ -60,8 +60,8 @@ def study_cells(spec: dict, study_dir: Path) -> tuple[dict, list[Cell]]:
     """(the spec with the planner's sizes, every run's cell): the grid, then the runs the decision
     log added, as `study.plan.extend_plan` orders them."""
     sizes, runs = added(read_decisions(study_dir), str(study_dir / DECISIONS))
+    cells = grid(spec)  # the spec's own grid; the planner's sizes only for the runs it added
     spec = spec_with_sizes(spec, sizes) if sizes else spec
-    cells = grid(spec)
     names, by_label = {c.name for c in cells}, {b[0]: b for b in budgets(spec)}
     for entry in runs:
         label, value, per_param = by_label.get(entry["budget"], (entry["budget"], None, False))

@@ -22,6 +22,7 @@ from ..config import ConfigError, load_yaml
 from ..data.cache import cache_entry
 from ..runs.folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIOUS, check_out_path,
                                 data_change, run_state)
+from .grid import PLAN_RECORD
 from .plan import PlannedRun, StudyPlan, extend_plan, plan_study
 from .spec import normalise_spec
 
@@ -149,3 +150,10 @@ def study_counts(plan: StudyPlan, study_dir: str | Path) -> dict[str, int]:
         state = run_state(Path(study_dir) / "runs" / run.name)
         counts[state] = counts.get(state, 0) + 1
     return counts
+
+
+def write_plan_record(plan: StudyPlan, study_dir: Path) -> None:
+    """DIR/plan.json: each run's name, labels, N and planned tokens, for the report."""
+    runs = [{"name": r.name, "method": r.method, "size": r.size, "budget": r.budget, "lr": r.lr, "seed": r.seed,
+             "n_params": r.n_params, "tokens": r.tokens, "cost": r.cost} for r in plan.runs]
+    atomic_write(study_dir / PLAN_RECORD, json.dumps({"runs": runs}, indent=1) + "\n")

@@ -11,13 +11,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ..atomic_write import atomic_write
 from ..config import RunConfig
 from ..data.images import image_data_shape
 from ..data.tokens import load_token_data
 from ..train.tracking import check_trackers
-from .folder import check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain
-from .grid import PLAN_RECORD
+from .folder import (check_method_records, check_study_dir, prepare_study_dir, refuse_linked_folders, runs_to_retrain,
+                     write_plan_record)
 from .plan import StudyPlan
 
 DATA_CHECKS = {"gpt": load_token_data, "mlp": image_data_shape}  # by model.kind: prepare or load, failing in one line
@@ -42,13 +41,6 @@ def prepare_data(configs: list[RunConfig]) -> None:
         if key not in seen:
             seen.add(key)
             DATA_CHECKS[cfg.model.kind](cfg.data)
-
-
-def write_plan_record(plan: StudyPlan, study_dir: Path) -> None:
-    """DIR/plan.json: each run's name, labels, N and planned tokens, for the report."""
-    runs = [{"name": r.name, "method": r.method, "size": r.size, "budget": r.budget, "lr": r.lr, "seed": r.seed,
-             "n_params": r.n_params, "tokens": r.tokens, "cost": r.cost} for r in plan.runs]
-    atomic_write(study_dir / PLAN_RECORD, json.dumps({"runs": runs}, indent=1) + "\n")
 
 
 def ready_study(plan: StudyPlan, study_dir: Path, data_of: list[RunConfig] | None) -> Path:

@@ -34,7 +34,7 @@ from ..reads import shown
 from ..config import PF_DAY, ConfigError, dump_yaml, load_yaml
 from ..runs.folder import FINISHED, compute_columns, run_state
 from ..runs.schedule import step_schedule
-from .folder import check_study_dir, prepare_study_dir, refuse_linked_folders, study_counts
+from .folder import check_study_dir, prepare_study_dir, refuse_linked_folders, study_counts, write_plan_record
 from .plan import PlannedRun, StudyPlan
 
 LAW_KEYS = ("E", "A", "a", "B", "b", "lr_opt", "lr_sensitivity", "seed_sd")
@@ -144,7 +144,7 @@ def run_simulated(plan: StudyPlan, study_dir: str | Path, truth: dict[str, Truth
     missing = sorted({r.method for r in plan.runs} - set(truth))
     if missing:
         raise ConfigError(f"--truth: no law for method {missing[0]!r} (it has {', '.join(truth)})")
-    prepare_study_dir(study_dir, plan.spec)
+    write_plan_record(plan, prepare_study_dir(study_dir, plan.spec))  # as every executor: for the report
     for run in plan.runs:
         run_dir = study_dir / "runs" / run.name
         if run_state(run_dir) in FINISHED:
