@@ -21,11 +21,13 @@ def study_lines(spec: dict, results: list) -> list[str]:
     """One line each: the methods run (with their rates), the sizes (with their shapes), the runs."""
     methods = [m for m in spec["methods"] if any(r.run.method == m for r in results)] or list(spec["methods"])
     shapes = {}
-    for r in results:
-        model = r.run.model
-        shapes.setdefault(r.run.size, f"{r.run.size} ({model.n_layer} blocks, d_model {model.d_model}, "
-                                      f"N = {r.run.n_params:,})" if model.kind == "gpt" else
-                          f"{r.run.size} (N = {r.run.n_params:,})")
+    counted = set()
+    for r in results:  # a size's first run that recorded its N (none: a folder whose runs never started)
+        model, n = r.run.model, "" if r.run.n_params is None else f"N = {r.run.n_params:,}"
+        if r.run.size not in counted and (n or r.run.size not in shapes):
+            counted.update([r.run.size] if n else [])
+            shapes[r.run.size] = (f"{r.run.size} ({model.n_layer} blocks, d_model {model.d_model}{', ' if n else ''}{n})"
+                                  if model.kind == "gpt" else f"{r.run.size} ({n or 'N not recorded'})")
     done = sum(1 for r in results if r.state == "completed")
     return [f"Methods run, with their learning rates: "
             + "; ".join(f"{m} ({_rates(results, m) or 'no runs'})" for m in methods) + ".",
