@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import beyondbp.data.sources as sources
-import beyondbp.train.loop as train_mod
+import beyondbp.train.method_step as method_step
 from beyondbp.config import ConfigError, build_config
 from beyondbp.data.cache import cache_entry
 from beyondbp.data.prepare import prepare_corpus
@@ -134,7 +134,7 @@ def test_ckpt_a_checkpoint_written_before_identities_still_resumes(tmp_path, cap
 
 
 def test_ckpt_nan_weights_at_the_final_step_mark_the_run_failed(tmp_path, monkeypatch):
-    original, calls = train_mod.apply_update, []
+    original, calls = method_step.apply_update, []
 
     def update(method, optimizer, grad_clip):
         original(method, optimizer, grad_clip)
@@ -142,7 +142,7 @@ def test_ckpt_nan_weights_at_the_final_step_mark_the_run_failed(tmp_path, monkey
         if len(calls) == 20:  # the last step's update
             with torch.no_grad():
                 next(iter(method.trainable_parameters())).fill_(float("nan"))
-    monkeypatch.setattr(train_mod, "apply_update", update)
+    monkeypatch.setattr(method_step, "apply_update", update)
     out = tmp_path / "run"
     summary = train(build_config(overrides=RESUMABLE), out, quiet=True)
     assert summary["status"] == "failed" and summary["final_val_loss"] is None and "NaN" in summary["error"]
