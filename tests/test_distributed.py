@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import beyondbp.train.loop as train_module
+import beyondbp.train.setup as trainer_setup
 from beyondbp.config import build_config
 
 pytestmark = pytest.mark.slow  # each test starts torchrun with two workers
@@ -27,19 +28,20 @@ TINY = ["model.n_layer=2", "model.d_model=16", "model.n_head=2", "model.context=
 REL_TOL = 1e-5
 
 # Trains through beyondbp.train.train() and saves this rank's method state (weights and
-# feedback buffers): build_method is wrapped to keep the object train() builds.
+# feedback buffers): the trainer set-up's build_method is wrapped to keep the object train() builds.
 WORKER = textwrap.dedent("""
     import os, sys
     import torch
     import beyondbp.train.loop as train_module
+    import beyondbp.train.setup as trainer_setup
     from beyondbp.config import build_config
 
     built = []
-    build_method = train_module.build_method
+    build_method = trainer_setup.build_method
     def keep(*args, **kwargs):
         built.append(build_method(*args, **kwargs))
         return built[-1]
-    train_module.build_method = keep
+    trainer_setup.build_method = keep
     out, dump = sys.argv[1], sys.argv[2]
     train_module.train(build_config(overrides=sys.argv[3:]), out, quiet=True)
     torch.save(built[-1].state_dict(), os.path.join(dump, "rank" + os.environ["RANK"] + ".pt"))
@@ -65,10 +67,10 @@ def metrics(run_dir: Path) -> list[dict]:
 def train_single(run_dir: Path, overrides: list[str], monkeypatch) -> torch.nn.Module:
     """One process in this interpreter; returns the trained method."""
     built = []
-    build_method = train_module.build_method
-    monkeypatch.setattr(train_module, "build_method", lambda *a, **k: built.append(build_method(*a, **k)) or built[-1])
+    build_method = trainer_setup.build_method  # the one trainer set-up builds the method
+    monkeypatch.setattr(trainer_setup, "build_method", lambda *a, **k: built.append(build_method(*a, **k)) or built[-1])
     train_module.train(build_config(overrides=overrides), run_dir, quiet=True)
-    monkeypatch.setattr(train_module, "build_method", build_method)
+    monkeypatch.setattr(trainer_setup, "build_method", build_method)
     return built[-1]
 
 

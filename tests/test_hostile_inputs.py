@@ -17,6 +17,7 @@ import torch
 import yaml
 
 import beyondbp.train.loop as train_mod
+import beyondbp.train.setup as trainer_setup
 from beyondbp.train import memory as memory_check
 from beyondbp.cli.main import main
 from beyondbp.config import build_config
@@ -320,7 +321,7 @@ def test_fit_bootstrap_and_seed_ranges(tmp_path, capsys):
 
 # --- 4. a model that cannot fit is refused before it is built -----------------------------------------
 def test_a_model_larger_than_the_machine_is_refused_without_building_it(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(train_mod, "build_model", lambda *a, **k: pytest.fail("the model was built"))
+    monkeypatch.setattr(trainer_setup, "build_model", lambda *a, **k: pytest.fail("the model was built"))
     out = tmp_path / "run"
     line = refused(capsys, "train", "--out", out, *TINY, "model.d_model=16384", "model.n_layer=64", "model.n_head=64",
                    names=["GiB", "train.memory_check=false"])
