@@ -100,7 +100,8 @@ def test_a_budget_too_small_names_the_run_that_would_decide(tmp_path, capsys):
     assert "\n" not in line and line in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kill_at", [("execute", 2), ("execute", 3), ("observe", 2)])
+@pytest.mark.parametrize("kill_at", [("execute", 2), pytest.param(("execute", 3), marks=pytest.mark.slow),
+                                     pytest.param(("observe", 2), marks=pytest.mark.slow)])
 def test_a_killed_round_replans_to_the_same_choice(tmp_path, kill_at):
     """A kill while a round's runs train (one run left unfinished), or before its line is written,
     then the same command: the same decision log and the same runs as an uninterrupted study."""

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from beyondbp.config import to_dict
@@ -135,6 +136,7 @@ def _worker_pids() -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_fails_that_run_and_a_new_worker_trains_the_rest(tmp_path):
     spec = normalise_spec(dict(copy.deepcopy(SPEC), methods=["bp"], seeds=[0, 1, 2], tokens=65536,
                                base={**BASE, "train": {**BASE["train"], "batch_tokens": 512, "threads": 1}}))
