@@ -3,7 +3,7 @@
     python benchmarks/allocation_ratio.py STUDY_DIR [--ratio 80] [--presets quick,cpu] [--bootstrap 2000]
 
 Fits each method's L(N, D) on the study's best-learning-rate runs as `study report` does
-(`report.allocation.allocation_section`), then, at the compute of the smallest and the largest run
+(`report.lnd.allocation_section`), then, at the compute of the smallest and the largest run
 of each named preset (every size trained at its own ratio; C = 6 N D, the ratio does not depend
 on the constant), prints per method:
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from beyondbp.fit.lnd import law, percentile_interval
 from beyondbp.fit.lnd_alloc import _compute_for, optimal_allocation, optimal_loss, optimal_loss_law
-from beyondbp.report.allocation import allocation_section
+from beyondbp.report.lnd import allocation_section
 from beyondbp.report.results import best_lr_runs, collect
 from beyondbp.study.plan import plan_study
 from beyondbp.study.spec import load_spec

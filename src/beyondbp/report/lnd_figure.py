@@ -9,7 +9,7 @@ import numpy as np
 
 from ..fit.lnd_alloc import optimal_allocation, run_span
 from ..runs.folder import PF_DAY
-from .allocation import AllocationSection
+from .lnd import AllocationSection
 from .figures import _pyplot
 
 LAW_LEVELS = 5

@@ -2,7 +2,7 @@
 `report.tuning`), runs.md,
 best_by_size.md, results.json, frontier.{png,svg}, alignment.png (when runs measured
 alignment) and report.html. Diverged and failed runs are left out of the fits and listed.
-A study with several budgets per size also gets the allocation section (`report.allocation`):
+A study with several budgets per size also gets the allocation section (`report.lnd`):
 allocation.md, isoflop.{png,svg}, its part of report.html and results.json's "allocation".
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from ..fit.numerics import quiet_numerics
 from ..fit.strict_json import dumps
 from ..runs.folder import RunState
 from ..study.tracks import get_track
-from .allocation import allocation_json, allocation_section, has_several_budgets
-from .allocation_text import allocation_blocks, blocks_html, blocks_markdown
+from .lnd import allocation_json, allocation_section, has_several_budgets
+from .lnd_text import allocation_blocks, blocks_html, blocks_markdown
 from .decisions import decisions_section
 from .figures import alignment_figure, frontier_figure, png_bytes
 from .lnd_figure import isoflop_figure

@@ -10,7 +10,7 @@ import html
 import numpy as np
 
 from ..runs.folder import PF_DAY
-from .allocation import AllocationSection
+from .lnd import AllocationSection
 from .html import _bold, _html_table
 from .markdown import markdown_table
 from .results import ACCOUNTINGS, REFERENCE, AccountingFits
