@@ -14,7 +14,7 @@ def _executor(args, plan):
         from ..study.simulated import load_truth, run_simulated
         if args.truth is None:
             raise ConfigError("--truth: --executor simulated needs TRUTH.yaml (each method's law)")
-        truth = load_truth(args.truth, plan.spec["methods"])
+        truth = load_truth(args.truth, plan.spec.methods)
         return lambda p: run_simulated(p, args.out, truth)
     if args.truth is not None:
         raise ConfigError("--truth: applies to --executor simulated only")

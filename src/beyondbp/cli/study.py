@@ -113,7 +113,7 @@ def cmd_plan(args) -> int:
     from ..study.tracks import get_track
     plan = _load_plan(args)
     total = 0.0
-    unit = get_track(plan.spec.get("track")).unit
+    unit = get_track(plan.spec.track).unit
     for run in plan.runs:
         total += run.cost
         print(f"{run.name:40s} {run.n_params:>12,} params {run.tokens:>14,} {unit} {run.cost:10.3g} FLOPs")

@@ -25,7 +25,7 @@ def observe(study_dir: str | Path) -> Observation:
              "seed": r.run.seed, "flops": r.run.cost, "state": r.state,
              "pf_days": (r.summary or {}).get("compute_pf_days"), "seconds": (r.summary or {}).get("elapsed_s")}
             for r in results]
-    return Observation(frontier_points(kept, "paper", spec.get("frontier_points", "final")), found,
+    return Observation(frontier_points(kept, "paper", spec.frontier_points), found,
                        pooled_seed_noise(seed_sd(found)), runs)
 
 

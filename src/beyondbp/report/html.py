@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 
+from ..study.spec_types import Spec
 from .results import ACCOUNTINGS, REFERENCE, frontier_kind
 from .study_text import COMPUTE_HEADER, METRICS_HEADER, compute_rows, metric_rows, study_lines
 from .tuning import tuning_lines
@@ -53,7 +54,7 @@ def _method_tables(results: list) -> str:
     return out
 
 
-def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes],
+def report_html(spec: Spec, t1: list[dict], all_fits: dict, results: list, images: dict[str, bytes],
                 allocation: str = "", tuning: dict | None = None) -> str:
     """The page: the frontier figure and the answer first (paper's count), its verdict table with the
     other accountings collapsed below it, Table 1,
@@ -66,12 +67,12 @@ def report_html(spec: dict, t1: list[dict], all_fits: dict, results: list, image
               for name, png in images.items()}
     lead = next(iter(figure), None)  # the frontier figure leads the page
     figures = "".join(f for name, f in figure.items() if name != lead)
-    title = html.escape(f"beyondbp study: {spec['name']}")
-    points = ("each run's final evaluation" if spec.get("frontier_points", "final") == "final"
+    title = html.escape(f"beyondbp study: {spec.name}")
+    points = ("each run's final evaluation" if spec.frontier_points == "final"
               else "every evaluation from half of each run's tokens on")
     answer = "".join(f"<li>{_bold(line)}</li>" for line in answer_lines(all_fits["paper"]))
     study = "".join(f"<li>{html.escape(line)}</li>" for line in study_lines(spec, results))
-    description = html.escape(f"The spec's description: {spec['description']} ") if spec.get("description") else ""
+    description = html.escape(f"The spec's description: {spec.description} ") if spec.description else ""
     frontier = frontier_kind(spec)
     kind = html.escape(f" The frontier's points: {frontier['kind']}: {frontier['note']}.") if frontier["note"] else ""
     return f"""<!DOCTYPE html>

@@ -20,6 +20,7 @@ from ..reads import read_text
 from ..runs.folder import RunState
 from ..study.additions import DECISIONS, added, read_decisions, spec_with_sizes
 from ..study.grid import PLAN_RECORD, Cell, budgets, grid, run_name
+from ..study.spec_types import Spec
 from ..study.tracks import get_track, model_counts
 
 
@@ -38,25 +39,25 @@ class RecordedRun:
     cost: float | None = None  # exact BP training FLOPs as planned (plan.json)
 
 
-def read_spec(study_dir: str | Path) -> dict:
+def read_spec(study_dir: str | Path) -> Spec:
     """The spec a study folder holds (spec.yaml, in the canonical form the executors wrote)."""
     path = Path(study_dir) / "spec.yaml"
     if not path.exists():
         raise ConfigError(f"DIR: {study_dir} is not a study folder (no spec.yaml)")
-    return load_yaml(path, "the study's spec")
+    return Spec.from_dict(load_yaml(path, "the study's spec"), str(path))
 
 
-def _model(spec: dict, method: str, size: str) -> ModelConfig:
+def _model(spec: Spec, method: str, size: str) -> ModelConfig:
     """A run's model keys as its layers give them: base, size, variant, per_method."""
-    variant = (spec.get("variants") or {}).get(method) or {}
-    own = (spec.get("per_method") or {}).get(method) or {}
+    variant = spec.variants.get(method) or {}
+    own = spec.per_method.get(method) or {}
     model = ModelConfig()
-    for keys in (spec["base"].get("model"), spec["sizes"][size], variant.get("model"), own.get("model")):
+    for keys in (spec.base.get("model"), spec.sizes[size], variant.get("model"), own.get("model")):
         apply_mapping(model, keys or {})
     return model
 
 
-def study_cells(spec: dict, study_dir: Path) -> tuple[dict, list[Cell]]:
+def study_cells(spec: Spec, study_dir: Path) -> tuple[Spec, list[Cell]]:
     """(the spec with the planner's sizes, every run's cell): the grid, then the runs the decision
     log added, as `study.plan.extend_plan` orders them."""
     sizes, runs = added(read_decisions(study_dir), str(study_dir / DECISIONS))
@@ -66,7 +67,7 @@ def study_cells(spec: dict, study_dir: Path) -> tuple[dict, list[Cell]]:
     for entry in runs:
         label, value, per_param = by_label.get(entry["budget"], (entry["budget"], None, False))
         name = run_name(entry["method"], entry["size"], entry["lr"], entry["seed"], label)
-        if name not in names and entry["method"] in spec["methods"] and entry["size"] in spec["sizes"]:
+        if name not in names and entry["method"] in spec.methods and entry["size"] in spec.sizes:
             names.add(name)
             cells.append(Cell(name, entry["method"], entry["size"], label, value, per_param, entry["lr"], entry["seed"]))
     return spec, cells
@@ -118,7 +119,7 @@ def recorded_runs(study_dir: str | Path, spec: dict, cells: list[Cell],
     its summary.json, or None}, as the caller read them."""
     study_dir = Path(study_dir)
     planned = _plan_record(study_dir)
-    kind = get_track(spec.get("track")).kind
+    kind = get_track(spec.track).kind
     runs, models = [], {}
     for cell in cells:
         if (cell.method, cell.size) not in models:

@@ -27,6 +27,7 @@ from ..fit.verdict import judge_all
 from ..fit.verdict_types import Verdict
 from ..runs.accounting import ACCOUNTINGS
 from ..runs.folder import RunState, read_metrics, read_summary, run_state
+from ..study.spec_types import Spec
 from .recorded import RecordedRun, read_spec, recorded_runs, study_cells
 
 REFERENCE = "bp"
@@ -85,7 +86,7 @@ class AccountingFits:
 
 # --- results -------------------------------------------------------------------------------
 
-def collect(study_dir: str | Path) -> tuple[dict, list[RunResult]]:
+def collect(study_dir: str | Path) -> tuple[Spec, list[RunResult]]:
     """The folder's spec and each run's state and records (`recorded`: nothing is planned again)."""
     spec = read_spec(study_dir)
     runs_dir = Path(study_dir) / "runs"
@@ -169,10 +170,10 @@ def frontier_points(runs: list[RunResult], accounting: str, mode: str = "final")
     return rows
 
 
-def frontier_kind(spec: dict) -> dict:
+def frontier_kind(spec: Spec) -> dict:
     """What the frontier's points are, and the bias that comes with them (results.json and the report)."""
-    fixed = spec.get("tokens") is not None and not isinstance(spec.get("tokens"), list) and len(spec["sizes"]) > 1
-    curves = spec.get("frontier_points", "final") == "all"
+    fixed = spec.tokens is not None and not isinstance(spec.tokens, list) and len(spec.sizes) > 1
+    curves = spec.frontier_points == "all"
     if fixed and curves:
         return {"kind": "fixed-budget envelope", "note": (
             "every size was trained for the same tokens and the frontier is the envelope of their learning "

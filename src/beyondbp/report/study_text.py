@@ -8,6 +8,8 @@ the exact count measured on its final weights. `metric_rows`: the scalars a meth
 """
 from __future__ import annotations
 
+from ..study.spec_types import Spec
+
 COMPUTE_HEADER = ["method", "size", "paper FLOPs/token", "optimistic FLOPs/token", "exact FLOPs/token (declared)",
                   "exact FLOPs/token (measured)"]
 METRICS_HEADER = ["run", "method metrics at the last evaluation"]
@@ -17,9 +19,9 @@ def _rates(results, label: str) -> str:
     return ", ".join(f"{lr:g}" for lr in sorted({r.run.lr for r in results if r.run.method == label}))
 
 
-def study_lines(spec: dict, results: list) -> list[str]:
+def study_lines(spec: Spec, results: list) -> list[str]:
     """One line each: the methods run (with their rates), the sizes (with their shapes), the runs."""
-    methods = [m for m in spec["methods"] if any(r.run.method == m for r in results)] or list(spec["methods"])
+    methods = [m for m in spec.methods if any(r.run.method == m for r in results)] or list(spec.methods)
     shapes = {}
     counted = set()
     for r in results:  # a size's first run that recorded its N (none: a folder whose runs never started)
@@ -31,7 +33,7 @@ def study_lines(spec: dict, results: list) -> list[str]:
     done = sum(1 for r in results if r.state == "completed")
     return [f"Methods run, with their learning rates: "
             + "; ".join(f"{m} ({_rates(results, m) or 'no runs'})" for m in methods) + ".",
-            "Sizes: " + "; ".join(shapes.get(s, s) for s in spec["sizes"]) + ".",
+            "Sizes: " + "; ".join(shapes.get(s, s) for s in spec.sizes) + ".",
             f"{len(results)} runs, {done} completed."]
 
 

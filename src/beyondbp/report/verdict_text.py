@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 from ..fit.verdict_types import FloorVerdict, MultiplierEntry, PerMethodFloors, Verdict
+from ..study.spec_types import Spec
 from .markdown import markdown_table
 from .results import ACCOUNTINGS, COLLAPSED, REFERENCE, AccountingFits, RunResult
 
@@ -331,12 +332,12 @@ def verdict_notes(fits: AccountingFits, unit: str) -> list[str]:
     return out + [f"{line}." for line in failed]
 
 
-def verdict_markdown(spec: dict, all_fits: dict[str, AccountingFits], excluded: list[RunResult],
+def verdict_markdown(spec: Spec, all_fits: dict[str, AccountingFits], excluded: list[RunResult],
                      kept: list[RunResult] | None = None, extra: list[str] | None = None) -> str:
     """verdict.md: the figure and the answer first, one compact table (the paper's count), the other
     accountings in one small table, the notes once; `extra`: further sections (Markdown lines)."""
     paper = all_fits["paper"]
-    lines = [f"# Verdict: {spec['name']}", "", "![The compute-efficient frontiers](frontier.png)", "",
+    lines = [f"# Verdict: {spec.name}", "", "![The compute-efficient frontiers](frontier.png)", "",
              f"## The answer, under {ACCOUNTINGS['paper'].description}", ""]
     lines += [f"- {line}" for line in answer_lines(paper)] + ["", LEGEND, ""]
     if REFERENCE in paper.fits and paper.verdicts:

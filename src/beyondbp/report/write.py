@@ -36,11 +36,11 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     then written all or none (`write_files_atomically`): a full disk leaves the old report whole, and
     a report folder or file that is a link is refused."""
     spec, results = collect(study_dir)
-    track = get_track(spec.get("track"))
-    methods = spec["methods"]
+    track = get_track(spec.track)
+    methods = spec.methods
     kept = best_lr_runs(results)
     excluded = [r for r in results if r.state in (RunState.DIVERGED, RunState.FAILED)]
-    mode = spec.get("frontier_points", "final")
+    mode = spec.frontier_points
     tuning = tuning_section(results, mode, bootstrap, seed)
     noise = {m: (v["sd"], v["dof"]) for m, v in tuning["seed_noise"].items()}
     all_fits = {name: fit_accounting(frontier_points(kept, name, mode), bootstrap, seed, noise) for name in ACCOUNTINGS}
@@ -55,7 +55,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     files = {"table1.md": table1_markdown(t1), "table1.csv": table1_csv(t1), "table1.tex": table1_tex(t1),
              "verdict.md": verdict_markdown(spec, all_fits, excluded, kept, extra), "runs.md": runs_markdown(results),
              "best_by_size.md": best_by_size_markdown(kept, methods,
-                                                      list(dict.fromkeys([*spec["sizes"], *(r.run.size for r in results)])))}
+                                                      list(dict.fromkeys([*spec.sizes, *(r.run.size for r in results)])))}
     results_json = {
         "frontier_points": mode,
         "frontier_kind": kind,

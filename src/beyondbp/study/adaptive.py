@@ -87,12 +87,12 @@ class Planner:
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
 
     def alternatives(self) -> list[str]:
-        if REFERENCE not in self.base.spec["methods"]:
+        if REFERENCE not in self.base.spec.methods:
             raise ConfigError(f"--until-decided: the study must train {REFERENCE} (every letter is against it)")
         if len(_budgets(self.base.spec)) > 1 or self.base.chains:
             raise ConfigError("--until-decided: the planner adds runs to studies with one budget per size; "
                               "this spec lists several (or branches them)")
-        return [m for m in self.base.spec["methods"] if m != REFERENCE]
+        return [m for m in self.base.spec.methods if m != REFERENCE]
 
     def run(self) -> dict:
         """Rounds until a stop; returns the last line of the decision log."""

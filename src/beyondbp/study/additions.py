@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from ..atomic_write import atomic_write
 from ..config import ConfigError
 from ..reads import read_text, shown
+from .spec_types import Spec
 
 DECISIONS = "decisions.jsonl"
 RUN_KEYS = ("method", "size", "lr", "seed", "budget")
@@ -73,11 +74,10 @@ def added(rounds: list[dict], where: str = DECISIONS) -> tuple[dict[str, dict], 
     return sizes, runs
 
 
-def spec_with_sizes(spec: dict, sizes: dict[str, dict]) -> dict:
+def spec_with_sizes(spec: Spec, sizes: dict[str, dict]) -> Spec:
     """A copy of the spec whose `sizes` also hold the planner's sizes (to build their runs' configs)."""
     out = copy.deepcopy(spec)
-    out["sizes"] = {**out["sizes"], **{k: v for k, v in sizes.items() if k not in out["sizes"]}}
-    return out
+    return replace(out, sizes={**out.sizes, **{k: v for k, v in sizes.items() if k not in out.sizes}})
 
 
 @dataclass

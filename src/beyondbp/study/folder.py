@@ -25,10 +25,12 @@ from ..runs.folder import (CHECKPOINT, DATA_RECORD, EXECUTION_KEYS, LOCK, PREVIO
 from .grid import PLAN_RECORD
 from .plan import PlannedRun, StudyPlan, extend_plan, plan_study
 from .spec import normalise_spec
+from .spec_types import Spec
 
 
-def _comparable(spec: dict) -> dict:
-    spec = normalise_spec(copy.deepcopy(spec))  # folders written by earlier versions hold older forms
+def _comparable(spec: dict | Spec) -> dict:
+    mapping = spec.to_dict() if isinstance(spec, Spec) else spec
+    spec = normalise_spec(copy.deepcopy(mapping)).to_dict()  # folders written by earlier versions hold older forms
     spec.pop("slurm", None)
     for key in EXECUTION_KEYS:
         spec["base"]["train"].pop(key, None)
@@ -45,7 +47,7 @@ def _first_difference(old, new, path: str = "") -> str | None:
     return None if old == new else f"{path or 'spec'} ({old!r} there, {new!r} now)"
 
 
-def check_study_dir(out: str | Path, spec: dict) -> Path:
+def check_study_dir(out: str | Path, spec: Spec) -> Path:
     """DIR as a Path, refused when it holds a study with another spec; writes nothing."""
     out = check_out_path(out)
     spec_path = out / "spec.yaml"
@@ -57,7 +59,7 @@ def check_study_dir(out: str | Path, spec: dict) -> Path:
     return out
 
 
-def prepare_study_dir(out: str | Path, spec: dict) -> Path:
+def prepare_study_dir(out: str | Path, spec: Spec) -> Path:
     """Create DIR with spec.yaml, or check that DIR holds this very spec. Executors call it once
     every check has passed, so that a refused study leaves nothing that blocks the corrected one."""
     out = check_study_dir(out, spec)
@@ -69,7 +71,7 @@ def prepare_study_dir(out: str | Path, spec: dict) -> Path:
         (out / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"--out: cannot create {out} ({exc.strerror or exc})") from None
-    atomic_write(spec_path, yaml.safe_dump(spec, sort_keys=False))
+    atomic_write(spec_path, yaml.safe_dump(spec.to_dict(), sort_keys=False))
     return out
 
 

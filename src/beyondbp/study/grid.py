@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .spec_types import Spec
+
 PLAN_RECORD = "plan.json"  # DIR/plan.json: each run's labels, N and tokens as planned (`preamble`)
 
 
@@ -41,36 +43,36 @@ def run_name(method: str, size: str, lr: float, seed: int, budget: str = "") -> 
     return f"{method}_{middle}_lr{lr:g}_s{seed}"
 
 
-def budgets(spec: dict) -> list[tuple[str, float | None, bool]]:
+def budgets(spec: Spec) -> list[tuple[str, float | None, bool]]:
     """(label, value, per_param) of each budget; labels only when there are several."""
-    if spec.get("tokens_per_param"):
-        values, per_param = spec["tokens_per_param"], True
-    elif spec.get("tokens"):
-        values, per_param = spec["tokens"], False
+    if spec.tokens_per_param:
+        values, per_param = spec.tokens_per_param, True
+    elif spec.tokens:
+        values, per_param = spec.tokens, False
     else:
         return [("", None, False)]  # the MLP track: the budget is base.train.epochs
     values = values if isinstance(values, list) else [values]
     return [(budget_label(v, per_param) if len(values) > 1 else "", v, per_param) for v in values]
 
 
-def run_seeds(spec: dict, size: str, lrs: list[float], lr: float) -> list[int]:
+def run_seeds(spec: Spec, size: str, lrs: list[float], lr: float) -> list[int]:
     """The seeds of one (size, learning rate): the spec's seeds, then `seed_sizes`' extra seeds where
     they apply (its sizes; every rate, or with rates: middle only the middle of the sorted sweep)."""
-    extra = spec.get("seed_sizes")
+    extra = spec.seed_sizes
     if not extra or size not in extra["sizes"]:
-        return list(spec["seeds"])
+        return list(spec.seeds)
     if extra["rates"] == "middle" and lr != sorted(lrs)[(len(lrs) - 1) // 2]:
-        return list(spec["seeds"])
-    return [*spec["seeds"], *extra["seeds"]]
+        return list(spec.seeds)
+    return [*spec.seeds, *extra["seeds"]]
 
 
-def grid(spec: dict) -> list[Cell]:
+def grid(spec: Spec) -> list[Cell]:
     """Every run of a normalised spec, in the plan's order."""
     cells = []
-    for method in spec["methods"]:
-        for size in spec["sizes"]:
+    for method in spec.methods:
+        for size in spec.sizes:
             for budget, value, per_param in budgets(spec):
-                lrs = spec["lrs"][method]
+                lrs = spec.lrs[method]
                 lrs = lrs[size] if isinstance(lrs, dict) else lrs
                 for lr in lrs:
                     for seed in run_seeds(spec, size, lrs, lr):

@@ -42,7 +42,7 @@ from .tracks import track_of
 def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[str] | None]:
     """(workers, threads per run, GPU ids per worker slot or None)."""
     cores = os.cpu_count() or 1
-    device = plan.spec["base"]["train"]["device"]
+    device = plan.spec.base["train"]["device"]
     gpus = 0
     if device in ("auto", "cuda"):
         import torch
@@ -52,7 +52,7 @@ def worker_layout(plan: StudyPlan, workers: int | None) -> tuple[int, int, list[
     if workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {workers}")
     workers = min(workers, max(1, len(plan.chains or plan.runs)))  # a chain is one worker's job
-    threads = plan.spec["base"]["train"]["threads"] or max(1, cores // workers)
+    threads = plan.spec.base["train"]["threads"] or max(1, cores // workers)
     slots = [str(i % gpus) for i in range(workers)] if gpus else None
     return workers, threads, slots
 
@@ -266,7 +266,7 @@ def run_study(plan: StudyPlan, study_dir: str | Path, workers: int | None = None
         check_study_memory(todo, n_workers)
     study_dir = ready_study(plan, study_dir, [r.cfg for r in todo])
     if not quiet:
-        print(f"study {plan.spec['name']}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "
+        print(f"study {plan.spec.name}: {len(plan.runs)} runs, {len(plan.runs) - len(todo)} already done; "
               f"{n_workers} workers x {threads} threads", file=sys.stderr)
     slots = [_Worker(threads, gpus[slot] if gpus else None) for slot in range(n_workers)]
     _drive(slots, [_Job(runs, chain) for chain, runs in group_jobs(plan, todo)], study_dir,

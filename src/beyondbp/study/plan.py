@@ -20,6 +20,7 @@ from ..methods.run_builder import build_run
 from .chain import make_chains
 from .additions import DECISIONS, added, read_decisions, spec_with_sizes
 from .grid import budgets as grid_budgets, grid, run_name
+from .spec_types import Spec
 from .tracks import get_track
 
 
@@ -42,26 +43,26 @@ class PlannedRun:
 
 @dataclass
 class StudyPlan:
-    spec: dict
+    spec: Spec
     runs: list[PlannedRun] = field(default_factory=list)
     chains: list = field(default_factory=list)  # `chains.Chain`s of a spec with budgets: branched
 
 
-def run_layers(spec: dict, method: str, size: str) -> list[tuple[str, dict]]:
+def run_layers(spec: Spec, method: str, size: str) -> list[tuple[str, dict]]:
     """The layers of a run's config before its learning rate and seed (`methods.run_builder`'s
     level 4): the spec's base, the size, the variant (or the method's name), per_method."""
-    variant = (spec.get("variants") or {}).get(method)
-    return [("base.", copy.deepcopy(spec["base"])), ("sizes.", {"model": spec["sizes"][size]}),
+    variant = spec.variants.get(method)
+    return [("base.", copy.deepcopy(spec.base)), ("sizes.", {"model": spec.sizes[size]}),
             (f"variants.{method}.", copy.deepcopy(variant)) if variant is not None else ("", {"method.name": method}),
-            (f"per_method.{method}.", copy.deepcopy(spec["per_method"].get(method, {})))]
+            (f"per_method.{method}.", copy.deepcopy(spec.per_method.get(method, {})))]
 
 
-def planned_run(spec: dict, method: str, size: str, lr: float, seed: int,
+def planned_run(spec: Spec, method: str, size: str, lr: float, seed: int,
                 budget: tuple[str, float | None, bool]) -> PlannedRun:
     """One run of the grid (or one the adaptive planner adds) as a validated RunConfig, built by the
     one run builder; budget: (label, value, per_param) as `grid.budgets` gives it."""
     label, value, per_param = budget
-    name, track = run_name(method, size, lr, seed, label), get_track(spec.get("track"))
+    name, track = run_name(method, size, lr, seed, label), get_track(spec.track)
     try:  # every piece was checked; this is the composed run, before anything starts
         cfg = build_run(run_layers(spec, method, size), {"seed": seed, "train.lr": lr}, kind=track.kind)
     except ConfigError as exc:
@@ -70,13 +71,13 @@ def planned_run(spec: dict, method: str, size: str, lr: float, seed: int,
     return PlannedRun(name, method, size, lr, seed, cfg, n_params, cost, label)
 
 
-def plan_study(spec: dict) -> StudyPlan:
+def plan_study(spec: Spec) -> StudyPlan:
     """Every run of the grid as a validated RunConfig; raises ConfigError before any run starts."""
     plan = StudyPlan(spec)
     for cell in grid(spec):
         plan.runs.append(planned_run(spec, cell.method, cell.size, cell.lr, cell.seed,
                                      (cell.budget, cell.value, cell.per_param)))
-    if spec.get("budgets") == "branched":
+    if spec.budgets == "branched":
         plan.chains = make_chains(plan.runs, lambda r: run_name(r.method, r.size, r.lr, r.seed))
     return plan
 
@@ -92,7 +93,7 @@ def extend_plan(plan: StudyPlan, study_dir: str | Path, rounds: list[dict] | Non
     names = {r.name for r in plan.runs}
     out = StudyPlan(plan.spec, list(plan.runs), plan.chains)
     for entry in runs:
-        if entry["method"] not in spec["methods"] or entry["size"] not in spec["sizes"]:
+        if entry["method"] not in spec.methods or entry["size"] not in spec.sizes:
             raise ConfigError(f"{DECISIONS}: an added run names a method or size the study lacks: {shown(entry)}")
         if entry["budget"] not in budgets:
             raise ConfigError(f"{DECISIONS}: an added run names a budget the study lacks: {shown(entry)}")

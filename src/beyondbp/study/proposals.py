@@ -34,6 +34,7 @@ from ..model.shape import NAMED_SIZES
 from .additions import Observation, spec_with_sizes
 from .grid import budgets as _budgets
 from .plan import StudyPlan, planned_run
+from .spec_types import Spec
 from .tracks import get_track
 
 DEFAULT_STEP = 2.5  # a sweep's ratio where a (method, size) tried one rate only
@@ -58,20 +59,20 @@ class Candidate:
                 "score": self.score, "expected": self.expected, "runs": self.runs}
 
 
-def _model_keys(spec: dict, size: str) -> dict:
-    keys = dict(spec["sizes"][size])
+def _model_keys(spec: Spec, size: str) -> dict:
+    keys = dict(spec.sizes[size])
     if "size" in keys and keys["size"] in NAMED_SIZES:
         n_layer, d_model, n_head, context = NAMED_SIZES[keys.pop("size")]
         keys = {"n_layer": n_layer, "d_model": d_model, "n_head": n_head, **keys}
     return keys
 
 
-def ladder_step(spec: dict, ordered: list[str], up: bool) -> tuple[str, dict] | None:
+def ladder_step(spec: Spec, ordered: list[str], up: bool) -> tuple[str, dict] | None:
     """(name, model keys) of the size one step beyond the end of `ordered` (sizes by N), or None."""
     if len(ordered) < 2:
         return None
     outer, inner = (ordered[-1], ordered[-2]) if up else (ordered[0], ordered[1])
-    entry = spec["sizes"][outer]
+    entry = spec.sizes[outer]
     if set(entry) == {"size"}:  # a named size: the next of the same family
         names = [n for n in NAMED_SIZES if n.split("-")[0] == entry["size"].split("-")[0]]
         i = names.index(entry["size"]) + (1 if up else -1)
@@ -85,8 +86,8 @@ def ladder_step(spec: dict, ordered: list[str], up: bool) -> tuple[str, dict] | 
         new["d_model"] = max(new["n_head"], round(new["d_model"] / new["n_head"]) * new["n_head"])
     if new == a:
         return None
-    name = get_track(spec.get("track")).size_name(new)
-    return None if spec["sizes"].get(name, new) != new else (name, new)
+    name = get_track(spec.track).size_name(new)
+    return None if spec.sizes.get(name, new) != new else (name, new)
 
 
 class Proposer:
@@ -133,7 +134,7 @@ class Proposer:
                        f"best {choice['best']:g} is the sweep's {'highest' if edge == 'high' else 'lowest'}")
             for lr in lrs:
                 loss = rate_loss(tried, [self._cell_loss(method, size, budget, x) for x in tried], lr)
-                runs = [self._run(method, size, lr, s, budget) for s in self.spec["seeds"]]
+                runs = [self._run(method, size, lr, s, budget) for s in self.spec.seeds]
                 label = f"{method} {size}{' ' + budget if budget else ''} at lr {lr:g} ({why})"
                 out.append(self._candidate("rate", label, runs, self._replace(method, size, loss), edge=True))
         return [c for c in out if c is not None]
@@ -142,12 +143,12 @@ class Proposer:
         """For a size that takes its rate from a neighbour (one the planner added, or one the spec
         tries at one rate where it sweeps another): "settled" where it trains that rate (or must
         wait for it), else (neighbour, rate) to run; None for a size with a sweep of its own."""
-        spec_lrs = self.plan.spec["lrs"].get(method, {})
+        spec_lrs = self.plan.spec.lrs.get(method, {})
         spec_lrs = spec_lrs if isinstance(spec_lrs, dict) else {}
-        if size in self.plan.spec["sizes"] and (len(spec_lrs.get(size, [])) != 1
+        if size in self.plan.spec.sizes and (len(spec_lrs.get(size, [])) != 1
                                                 or all(len(r) < 2 for r in spec_lrs.values())):
             return None
-        if size not in self.plan.spec["sizes"]:
+        if size not in self.plan.spec.sizes:
             return "settled"
         carried = self._carried_rate(method, size, budget)
         return carried if carried and carried[1] not in tried else "settled"
@@ -163,7 +164,7 @@ class Proposer:
 
     def _method_step(self, method: str) -> float:
         """The spec's ratio between neighbouring rates of the method's sweeps (median), else DEFAULT_STEP."""
-        lrs = self.plan.spec["lrs"].get(method, {})
+        lrs = self.plan.spec.lrs.get(method, {})
         steps = [b / a for rates in (lrs.values() if isinstance(lrs, dict) else [lrs])
                  for a, b in zip(sorted(rates), sorted(rates)[1:]) if b > a]
         return float(np.median(steps)) if steps else DEFAULT_STEP
@@ -195,7 +196,7 @@ class Proposer:
                 if step is None:
                     continue
                 target, new = step[0], {step[0]: step[1]}
-                self.spec["sizes"].setdefault(target, step[1])
+                self.spec.sizes.setdefault(target, step[1])
             out.append(self._size_candidate(lagging or list(methods), ends, target, new, up))
         return [c for c in out if c is not None]
 
@@ -204,7 +205,7 @@ class Proposer:
         budget = next(iter(self.budgets))
         for m in methods:
             lr = self.choices[(m, ends[m], budget)]["best"]
-            mine = [self._run(m, target, lr, s, budget) for s in self.spec["seeds"]]
+            mine = [self._run(m, target, lr, s, budget) for s in self.spec.seeds]
             compute = mine[0].cost * self.obs.per_flop(m, "pf_days")
             loss = law_loss(self.obs.rows, m, compute)
             if loss is None or not compute:
@@ -231,7 +232,7 @@ class Proposer:
             sd, dof = self.obs.noise.get(m, (abs(residuals[run]), 0))
             if dof and abs(residuals[run]) > 2 * sd / math.sqrt(max(k, 1)):
                 continue  # more than two standard errors of its mean off: the law, not the seeds
-            seed = max([*(t["seed"] for t in cell), *self.spec["seeds"]]) + 1
+            seed = max([*(t["seed"] for t in cell), *self.spec.seeds]) + 1
             loss = row["loss"] * math.exp(-residuals[run] / (k + 1))  # the mean of k + 1 seeds, the new on the law
             rows = [{**r, "loss": loss} if r is row else r for r in self.obs.rows]
             label = f"{m} {row['size']} seed {seed} (its point lies {residuals[run]:+.3f} in ln L off the law)"

@@ -54,6 +54,7 @@ from .chain import group_jobs, write_chain, write_run_yaml
 from .plan import PlannedRun, StudyPlan, plan_study
 from .preamble import open_study, ready_study
 from .slurm_settings import SlurmSettings
+from .spec_types import Spec
 
 # Slurm job states (sacct/squeue) grouped into what `study status` shows
 QUEUED_STATES = {"PENDING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "RESIZING", "SUSPENDED"}
@@ -70,7 +71,7 @@ def require_submitit():
     return submitit
 
 
-def plan_for_slurm(spec: dict, settings: SlurmSettings) -> StudyPlan:
+def plan_for_slurm(spec: Spec, settings: SlurmSettings) -> StudyPlan:
     """The plan, each run checked to split its batch over gpus_per_run processes."""
     plan = plan_study(spec)
     world = settings.gpus_per_run
@@ -245,13 +246,13 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings
     lock_fd = lock_file(study_dir / "submit.lock", False,
                         f"--out: another `study run` is submitting {study_dir}; wait for it")
     try:
-        settings = replace(settings, cpu_only=plan.spec["base"]["train"]["device"] == "cpu")
+        settings = replace(settings, cpu_only=plan.spec.base["train"]["device"] == "cpu")
         statuses = {r.name: run_status(runs_dir / r.name) for r in plan.runs}
         todo = [r for r in plan.runs
                 if statuses[r.name][0] not in (*FINISHED, RunState.QUEUED, RunState.RUNNING) or r.name in again]
         jobs = {}
         for job_dir, runs in _jobs(plan, todo, study_dir, settings):
-            executor = make_executor(job_dir, settings, f"{plan.spec['name']}/{job_dir.name}")
+            executor = make_executor(job_dir, settings, f"{plan.spec.name}/{job_dir.name}")
             with safe_path_env():  # inherited by the job (sbatch exports it; the local cluster's controller)
                 job = executor.submit(TrainJob(str(job_dir)))
             for run in runs:  # each run folder names its job, so `study status` asks the scheduler
@@ -259,7 +260,7 @@ def submit_study(plan: StudyPlan, study_dir: str | Path, settings: SlurmSettings
                 jobs[run.name] = job
         if not quiet:
             active = [n for n, (s, _) in statuses.items() if s in (RunState.QUEUED, RunState.RUNNING)]
-            print(f"study {plan.spec['name']}: {len(plan.runs)} runs, "
+            print(f"study {plan.spec.name}: {len(plan.runs)} runs, "
                   f"{sum(s in FINISHED for s, _ in statuses.values())} already done, "
                   f"{len(active)} already queued or running, {len(jobs)} submitted", file=sys.stderr)
         return jobs

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..config import CHOICES, ConfigError, check_choice, coerce
+from .spec_types import Spec
 
 SLURM_KEYS = ("cluster", "partition", "account", "gpus_per_run", "nodes", "cpus_per_task", "mem_gb",
               "timeout_min", "setup", "extra", "prepare_data")
@@ -90,9 +91,9 @@ def parse_time_minutes(text: str, key: str = "--time") -> int:
     return minutes
 
 
-def resolve_settings(spec: dict, cli: dict) -> SlurmSettings:
+def resolve_settings(spec: Spec, cli: dict) -> SlurmSettings:
     """The spec's slurm section with command-line values on top; checks what Slurm needs."""
-    merged = dict(spec.get("slurm") or {})
+    merged = dict(spec.slurm or {})
     merged.update({k: v for k, v in cli.items() if v is not None})
     settings = SlurmSettings(**normalise_slurm(merged))
     if settings.cluster == "slurm" and not settings.partition:

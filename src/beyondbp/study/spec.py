@@ -52,6 +52,7 @@ from ..model.shape import NAMED_SIZES
 from .names import check_label, check_study_name
 from .presets import load_preset
 from .slurm_settings import normalise_slurm
+from .spec_types import Spec
 from .tracks import Track, get_track
 
 SPEC_KEYS = ("name", "description", "track", "methods", "variants", "sizes", "tokens", "tokens_per_param", "budgets", "lrs",
@@ -83,7 +84,7 @@ def set_dotted(spec: dict, key: str, value) -> None:
 
 
 def load_spec(spec_file: str | Path | None = None, preset: str | None = None,
-              overrides: list[str] | dict | None = None) -> dict:
+              overrides: list[str] | dict | None = None) -> Spec:
     """The normalised spec from a file or preset plus dotted overrides; raises ConfigError."""
     if (spec_file is None) == (preset is None):
         raise ConfigError("study: give exactly one of SPEC (a YAML file) or --preset NAME")
@@ -366,8 +367,8 @@ def _default_lrs(methods: list[str], variants: dict, track: Track, raw_base, sha
     return out
 
 
-def normalise_spec(raw: dict) -> dict:
-    """Validate every field and return the spec in one canonical form (what spec.yaml holds)."""
+def normalise_spec(raw: dict) -> Spec:
+    """Validate every field and return the spec in one canonical form (`to_dict`: what spec.yaml holds)."""
     if not isinstance(raw, dict):
         raise ConfigError("spec: expected a mapping at top level")
     unknown = [k for k in raw if k not in SPEC_KEYS]
@@ -410,4 +411,4 @@ def normalise_spec(raw: dict) -> dict:
         spec["seed_sizes"] = _normalise_seed_sizes(raw["seed_sizes"], spec["seeds"], list(sizes))
     if raw.get("slurm") is not None:  # execution settings; validated here, used by beyondbp.study.slurm
         spec["slurm"] = normalise_slurm(raw["slurm"])
-    return spec
+    return Spec(**spec)
