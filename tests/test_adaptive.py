@@ -48,7 +48,7 @@ def _run(tmp_path: Path, alt: dict, budget: str, out: str = "s") -> tuple[int, l
 def test_simulated_runs_follow_the_law_and_read_as_run_folders(tmp_path):
     spec, truth = _write(tmp_path, {**BP, "seed_sd": 0.0, "lr_opt": 1.5e-2})
     plan = plan_study(load_spec(spec))
-    laws = load_truth(truth, plan.spec["methods"])
+    laws = load_truth(truth, plan.spec.methods)
     run_simulated(plan, tmp_path / "s", laws)
     run = next(r for r in plan.runs if r.name == "bp_L2d16_lr0.025_s0")
     summary = read_summary(tmp_path / "s" / "runs" / run.name)

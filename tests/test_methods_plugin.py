@@ -120,8 +120,8 @@ def test_training_defaults_sit_below_config_and_command_line(tmp_path):
     assert build_from_file(config).train.lr == 3e-3
     assert build_from_file(config, ["train.lr=4e-3"]).train.lr == 4e-3
     study = {"methods": ["bp", "synthetic"], "lrs": {"bp": [1e-2]}}
-    assert load_spec(preset="smoke", overrides=study)["lrs"]["synthetic"] == {s: [1e-3] for s in ("tiny", "small", "medium")}
-    shared = load_spec(preset="smoke", overrides={**study, "base.train.lr": 2e-3})["lrs"]["synthetic"]
+    assert load_spec(preset="smoke", overrides=study).lrs["synthetic"] == {s: [1e-3] for s in ("tiny", "small", "medium")}
+    shared = load_spec(preset="smoke", overrides={**study, "base.train.lr": 2e-3}).lrs["synthetic"]
     assert shared["tiny"] == [2e-3]  # a base learning rate is the spec's own: it wins
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"methods": ["bp", "forward_grad"], "tokens": 8192,

@@ -53,7 +53,7 @@ def write_spec(tmp_path: Path, spec: dict) -> Path:
 
 def submit(spec_path: Path, out: Path, cli: dict | None = None):
     spec = load_spec(spec_path)
-    settings = resolve_settings(spec, cli or {})
+    settings = resolve_settings(spec.slurm, cli or {})
     plan = plan_for_slurm(spec, settings)
     return plan, submit_study(plan, out, settings, quiet=True)
 
@@ -198,14 +198,14 @@ def test_slurm_settings_and_time_limits():
     assert parse_time_minutes("90") == 90 and parse_time_minutes("10:30") == 11
     with pytest.raises(ConfigError, match="--time"):
         parse_time_minutes("3 days")
-    spec = {"slurm": {"partition": "gpu", "gpus_per_run": 8, "nodes": 2, "timeout_min": "2:00:00"}}
-    settings = resolve_settings(spec, {"account": "proj", "gpus_per_run": 16})
+    section = {"partition": "gpu", "gpus_per_run": 8, "nodes": 2, "timeout_min": "2:00:00"}
+    settings = resolve_settings(section, {"account": "proj", "gpus_per_run": 16})
     assert (settings.partition, settings.account, settings.gpus_per_run, settings.timeout_min) == \
         ("gpu", "proj", 16, 120)
     with pytest.raises(ConfigError, match="slurm.gpus_per_run"):
-        resolve_settings({"slurm": {"partition": "gpu", "gpus_per_run": 3, "nodes": 2}}, {})
+        resolve_settings({"partition": "gpu", "gpus_per_run": 3, "nodes": 2}, {})
     with pytest.raises(ConfigError, match="slurm.qos: unknown key"):
-        resolve_settings({"slurm": {"partition": "gpu", "qos": "high"}}, {})
+        resolve_settings({"partition": "gpu", "qos": "high"}, {})
 
 
 @pytest.mark.parametrize("scheduler, files, expected", [

@@ -53,11 +53,11 @@ def test_cpu_preset_shape():
     that grows with size (80 tokens per parameter), and the DFAs' own learning-rate sweeps."""
     plan = plan_study(load_spec(preset="cpu"))
     spec = plan.spec
-    assert spec["methods"] == ["bp", "dfa", "dfa_block", "shallow", "fa"]
-    assert spec["tokens_per_param"] == [80.0] and spec["frontier_points"] == "final"
+    assert spec.methods == ["bp", "dfa", "dfa_block", "shallow", "fa"]
+    assert spec.tokens_per_param == [80.0] and spec.frontier_points == "final"
     assert_fair_sweeps(spec)
-    bp_runs = [r for r in plan.runs if r.method == "bp" and r.seed == 0 and r.lr == sorted(spec["lrs"]["bp"]["L4d12"])[1]]
-    assert len(bp_runs) == len(spec["sizes"]) == 5
+    bp_runs = [r for r in plan.runs if r.method == "bp" and r.seed == 0 and r.lr == sorted(spec.lrs["bp"]["L4d12"])[1]]
+    assert len(bp_runs) == len(spec.sizes) == 5
     assert all(r.cfg.model.n_layer == 4 and r.cfg.train.batch_tokens == 1024 for r in bp_runs)
     assert all(abs(r.tokens / r.n_params - 80) < 1 for r in bp_runs)
     compute = sorted(r.n_params * r.tokens for r in bp_runs)
@@ -68,16 +68,16 @@ def test_cpu_preset_shape():
 def assert_fair_sweeps(spec: dict) -> None:
     """Every method sweeps the same number (3 or more) of rates spread over the same ratio, BP
     included, and 2 or more seeds run at 2 or more sizes (issue 26: fair tuning, measured seed noise)."""
-    spans = {(len(lrs), round(max(lrs) / min(lrs), 6)) for by_size in spec["lrs"].values() for lrs in by_size.values()}
+    spans = {(len(lrs), round(max(lrs) / min(lrs), 6)) for by_size in spec.lrs.values() for lrs in by_size.values()}
     assert len(spans) == 1 and next(iter(spans))[0] >= 3, spans
-    extra = spec["seed_sizes"]
-    assert len(extra["sizes"]) >= 2 and len(spec["seeds"]) + len(extra["seeds"]) >= 2
+    extra = spec.seed_sizes
+    assert len(extra["sizes"]) >= 2 and len(spec.seeds) + len(extra["seeds"]) >= 2
 
 
 def test_quick_preset_shape():
     plan = plan_study(load_spec(preset="quick"))
     spec = plan.spec
-    assert spec["methods"] == ["bp", "dfa_block", "shallow"] and len(spec["sizes"]) >= 4
+    assert spec.methods == ["bp", "dfa_block", "shallow"] and len(spec.sizes) >= 4
     assert_fair_sweeps(spec)
     assert all(r.cfg.model.n_layer == 4 for r in plan.runs)
 
@@ -220,7 +220,7 @@ def test_failed_run_is_recorded_and_the_study_continues(tmp_path, monkeypatch):
 def test_a_study_folder_from_before_tracks_still_resumes(tmp_path):
     from beyondbp.study.folder import prepare_study_dir
     spec = load_spec(write_spec(tmp_path))
-    old = dict(spec)
+    old = spec.to_dict()
     del old["track"]  # spec.yaml as written before the MLP track existed
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "spec.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
@@ -277,3 +277,26 @@ def test_learning_rates_per_size(tmp_path):
         load_spec(write_spec(tmp_path), overrides=["methods=[bp]", "lrs.bp={a: [1e-2]}"])
     with pytest.raises(ConfigError, match="frontier_points: unknown value 'some'"):
         load_spec(write_spec(tmp_path), overrides=["frontier_points=some"])
+
+
+def test_spec_is_typed_and_spec_yaml_keeps_its_keys_in_order(tmp_path):
+    import dataclasses
+    from beyondbp.study.folder import prepare_study_dir
+    from beyondbp.study.spec import normalise_spec
+    from beyondbp.study.spec_types import Spec
+    spec = load_spec(write_spec(tmp_path), overrides=["seed_sizes={seeds: [7], sizes: [a]}"])
+    assert isinstance(spec, Spec) and spec.tokens == [8192] and spec.lrs["bp"] == {"a": [1e-2], "b": [1e-2]}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.seeds = [1]
+    prepare_study_dir(tmp_path / "s", spec)
+    written = yaml.safe_load((tmp_path / "s" / "spec.yaml").read_text())
+    assert list(written) == ["name", "description", "track", "methods", "variants", "sizes", "tokens",
+                             "tokens_per_param", "budgets", "lrs", "seeds", "per_method", "base", "frontier_points",
+                             "seed_sizes"]  # slurm: only when the spec gives it
+    assert written["seed_sizes"] == {"seeds": [7], "sizes": ["a"], "rates": "all"}
+    assert Spec.from_dict(written) == spec == normalise_spec(spec.to_dict())
+    old = {k: v for k, v in written.items() if k not in ("track", "frontier_points", "seed_sizes")}
+    assert (Spec.from_dict(old).track, Spec.from_dict(old).frontier_points, Spec.from_dict(old).seed_sizes) == \
+        ("transformer", "final", None)
+    with pytest.raises(ConfigError, match="spec.yaml: unknown key 'colour'"):
+        Spec.from_dict({**written, "colour": "red"})

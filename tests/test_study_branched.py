@@ -51,7 +51,7 @@ def test_plan_counts_the_saved_compute():
     assert sum(r.cost for r in plan.runs) == pytest.approx(totals["cost"])
     # each run is its budget's standalone constant_cooldown run with the chain's warm-up (5% of 20 steps)
     assert all(r.cfg.train.schedule == "constant_cooldown" and r.cfg.train.warmup_tokens == 1024 for r in plan.runs)
-    independent = plan_study(_spec(tokens=spec["tokens"], budgets="independent", base=spec["base"]))
+    independent = plan_study(_spec(tokens=spec.tokens, budgets="independent", base=spec.base))
     assert not independent.chains and all(r.cfg.train.schedule == "cosine" for r in independent.runs)
     assert plan_totals(independent, [])["cost"] == pytest.approx(totals["standalone_cost"])
 
@@ -115,7 +115,7 @@ def test_slurm_executor_submits_one_job_per_chain(tmp_path):
     from beyondbp.study.slurm import plan_for_slurm, run_status, submit_study, wait_for
     from beyondbp.study.slurm_settings import resolve_settings
     spec = normalise_spec({**copy.deepcopy(SPEC), "methods": ["bp"], "slurm": {"cluster": "local", "timeout_min": 10}})
-    settings = resolve_settings(spec, {})
+    settings = resolve_settings(spec.slurm, {})
     plan = plan_for_slurm(spec, settings)
     study = tmp_path / "study"
     jobs = submit_study(plan, study, settings, quiet=True)

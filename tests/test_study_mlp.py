@@ -45,7 +45,7 @@ def test_mlp_plan_counts_examples_and_flops(tmp_path):
 
 def test_mlp_preset_plans_a_width_sweep():
     plan = plan_study(load_spec(preset="mlp"))
-    assert plan.spec["track"] == "mlp" and set(plan.spec["methods"]) == {"bp", "fa", "dfa"}
+    assert plan.spec.track == "mlp" and set(plan.spec.methods) == {"bp", "fa", "dfa"}
     widths = sorted({r.cfg.model.width for r in plan.runs})
     assert len(widths) >= 5 and widths[-1] / widths[0] >= 16
 

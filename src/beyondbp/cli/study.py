@@ -95,7 +95,7 @@ def _run_slurm(args) -> int:
     cli = {"cluster": args.cluster, "partition": args.partition, "account": args.account,
            "gpus_per_run": args.gpus_per_run,
            "timeout_min": parse_time_minutes(args.time) if args.time is not None else None}
-    settings = resolve_settings(spec, cli)
+    settings = resolve_settings(spec.slurm, cli)
     plan = plan_for_slurm(spec, settings)
     job_ids = run_study_slurm(plan, args.out, settings, wait=args.wait)
     if not args.wait:

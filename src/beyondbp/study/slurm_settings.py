@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass, field
 
 from ..config import CHOICES, ConfigError, check_choice, coerce
-from .spec_types import Spec
 
 SLURM_KEYS = ("cluster", "partition", "account", "gpus_per_run", "nodes", "cpus_per_task", "mem_gb",
               "timeout_min", "setup", "extra", "prepare_data")
@@ -91,9 +90,9 @@ def parse_time_minutes(text: str, key: str = "--time") -> int:
     return minutes
 
 
-def resolve_settings(spec: Spec, cli: dict) -> SlurmSettings:
-    """The spec's slurm section with command-line values on top; checks what Slurm needs."""
-    merged = dict(spec.slurm or {})
+def resolve_settings(section: dict | None, cli: dict) -> SlurmSettings:
+    """The spec's slurm section (`Spec.slurm`) with command-line values on top; checks what Slurm needs."""
+    merged = dict(section or {})
     merged.update({k: v for k, v in cli.items() if v is not None})
     settings = SlurmSettings(**normalise_slurm(merged))
     if settings.cluster == "slurm" and not settings.partition:
