@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .config_mlp import ACTIVATIONS, MLP_RANGES, MLPConfig, current_names, record_names
 from .reads import ConfigError, LockHeld, TooFewPoints, YAMLRefused, parse_yaml, read_text, shown  # noqa: F401
 
 
@@ -42,12 +43,6 @@ class ModelConfig:
     dropout: float = 0.0
     norm: str = "pre"  # pre: LayerNorm before attention/MLP (GPT-2/3); post: after each residual sum
     bias: bool = True  # biases in the Linear and LayerNorm layers
-    # MLP track (kind=mlp)
-    depth: int = 3
-    width: int = 256
-    activation: str = "tanh"  # tanh | relu | sigmoid
-    n_inputs: int | None = None  # None: taken from the dataset
-    n_classes: int | None = None  # None: taken from the dataset
 
 
 class MethodConfig:
@@ -94,7 +89,7 @@ class MethodConfig:
 
 @dataclass
 class TrainConfig:
-    tokens: int = 2_000_000
+    tokens: int = 2_000_000  # the Transformer track's length (the MLP track's is mlp.epochs)
     batch_tokens: int = 4_096
     micro_batch_tokens: int | None = None  # gradient accumulation when smaller than batch_tokens
     lr: float = 6e-3
@@ -120,8 +115,6 @@ class TrainConfig:
     on_data_change: str = "refuse"  # refuse | restart: resuming a run whose corpus now gives other tokens
     tracker: str = "none"  # none | tensorboard | wandb: each metrics row also goes there (train.tracking)
     tracker_group: str | None = None  # the tracker's group of runs; a study sets its folder's name
-    epochs: int = 20  # MLP track only
-    batch_examples: int = 64  # MLP track only: examples per minibatch
 
 
 @dataclass
@@ -150,6 +143,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    mlp: MLPConfig = field(default_factory=MLPConfig)  # the MLP track's shape and length (beyondbp.config_mlp)
 
 
 @functools.cache  # a dataclass's field types never change; get_type_hints costs ~1 ms a call
@@ -240,7 +234,7 @@ def _set(obj: Any, path: list[str], value: Any, full_key: str) -> None:
 def apply_mapping(cfg: Any, mapping: dict, prefix: str = "") -> Any:
     if not isinstance(mapping, dict):
         raise ConfigError(f"config{(' ' + prefix) if prefix else ''}: expected a mapping, got {type(mapping).__name__}")
-    for k, v in mapping.items():
+    for k, v in (current_names(mapping) if isinstance(cfg, RunConfig) else mapping).items():  # old names read
         key = f"{prefix}{k}"
         _set(cfg, str(k).split("."), v, key)
     return cfg
@@ -312,7 +306,7 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(data: dict) -> RunConfig:
-    return apply_mapping(RunConfig(), data)
+    return apply_mapping(RunConfig(), record_names(data))
 
 
 def dump_yaml(cfg: Any) -> str:
@@ -382,22 +376,22 @@ RANGES: dict[str, Range] = {
     "seed": Range(0, 2**63 - 1),
     "model.n_layer": Range(1, BIG), "model.d_model": Range(1, BIG), "model.n_head": Range(1, BIG),
     "model.context": Range(1, BIG), "model.vocab_size": Range(2, BIG), "model.mlp_ratio": Range(1, BIG),
-    "model.dropout": Range(0.0, 1.0, high_open=True), "model.depth": Range(1, BIG), "model.width": Range(1, BIG),
-    "model.n_inputs": Range(1, BIG), "model.n_classes": Range(2, BIG),
+    "model.dropout": Range(0.0, 1.0, high_open=True),
+    **{key: Range(low, BIG if high is None else high) for key, (low, high) in MLP_RANGES.items()},
     "train.tokens": Range(1, BIG), "train.batch_tokens": Range(1, BIG), "train.micro_batch_tokens": Range(1, BIG),
     "train.lr": POSITIVE, "train.min_lr_ratio": FRACTION, "train.warmup_frac": FRACTION,
     "train.warmup_tokens": Range(0, BIG),
     "train.cooldown_frac": FRACTION, "train.weight_decay": Range(0.0), "train.beta1": Range(0.0, 1.0, high_open=True),
     "train.beta2": Range(0.0, 1.0, high_open=True), "train.grad_clip": Range(0.0), "train.n_evals": Range(1, 10_000),
     "train.eval_tokens": Range(1, BIG), "train.alignment_every_evals": AT_LEAST_0, "train.checkpoint_every_s": Range(0.0),
-    "train.threads": AT_LEAST_0, "train.epochs": Range(0, 10**6), "train.batch_examples": Range(1, BIG),
+    "train.threads": AT_LEAST_0,
     "data.vocab_size": Range(2, BIG), "data.val_fraction": Range(0.0, 1.0, low_open=True, high_open=True),
     "data.hf_max_docs": Range(1, BIG), "data.max_tokens": Range(1, BIG), "data.shard_tokens": Range(1, BIG),
     "data.bpe_sample_mb": Range(1, 2**40), "data.workers": Range(0, 4096),
 }
 CHOICES: dict[str, tuple[tuple[str, ...], str]] = {  # key: (valid values, what they are)
     "model.kind": (("gpt", "mlp"), "kind"), "model.norm": (("pre", "post"), "placement"),
-    "model.activation": (("tanh", "relu", "sigmoid"), "activation"),
+    "mlp.activation": (ACTIVATIONS, "activation"),
     "train.schedule": (("cosine", "constant_cooldown"), "schedule"),
     "train.device": (("auto", "cpu", "cuda"), "device"), "train.dtype": (("auto", "float32", "bfloat16"), "dtype"),
     "train.progress": (("auto", "on", "off"), "value"), "train.on_data_change": (("refuse", "restart"), "value"),

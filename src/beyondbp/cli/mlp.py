@@ -1,7 +1,7 @@
 """`beyondbp mlp`: the fully-connected track from the command line.
 
     beyondbp mlp --out runs/digits method=all        # BP, FA and DFA side by side
-    beyondbp mlp --out runs/fa method=fa model.depth=3 model.width=256 train.epochs=20
+    beyondbp mlp --out runs/fa method=fa mlp.depth=3 mlp.width=256 mlp.epochs=20
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "mlp", help="train MLP classifiers (digits, MNIST) with BP/FA/DFA and compare alignment",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="keys: method (bp | fa | dfa | shallow | all), seed, model.depth, model.width, "
-               "model.activation (tanh | relu | sigmoid), train.epochs, train.lr, train.weight_decay, train.batch_examples, "
+        epilog="keys: method (bp | fa | dfa | shallow | all), seed, mlp.depth, mlp.width, "
+               "mlp.activation (tanh | relu | sigmoid), mlp.epochs, train.lr, train.weight_decay, mlp.batch_examples, "
                "data.dataset (digits | mnist | fashion_mnist); see `beyondbp train --help` for all keys.\n"
                "MLP defaults: train.lr=1e-3, train.beta2=0.999, train.weight_decay=3 (AdamW), 20 epochs.\n"
                "method=all trains bp, fa and dfa into OUT/bp, OUT/fa, OUT/dfa and writes "

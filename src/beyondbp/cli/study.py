@@ -26,7 +26,7 @@ SPEC_HELP = """spec keys (dotted KEY=VALUE overrides, values as YAML):
   frontier_points=final|all       each run's final evaluation (default) or every evaluation
   per_method.dfa.train.alignment_every_evals=4   a RunConfig key for one method only
   base.train.batch_tokens=8192    any RunConfig key for every run (see `beyondbp train --help`)
-  track=mlp                       the fully-connected track: sizes.NAME.width=..., base.train.epochs=...
+  track=mlp                       the fully-connected track: sizes.NAME.width=..., base.mlp.epochs=...
                                   (see --preset mlp)
 """
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import ModelConfig
+from ..config import MLPConfig
 from .parts import BlockStack
 from .shape import resolve_mlp_config
 
@@ -34,7 +34,7 @@ class DenseLayer(nn.Module):
 
 
 class MLPClassifier(BlockStack):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: MLPConfig):
         super().__init__()
         resolve_mlp_config(cfg)
         self.config = cfg

@@ -13,7 +13,7 @@ against `MLPClassifier`'s).
 """
 from __future__ import annotations
 
-from ..config import CHOICES, ConfigError, ModelConfig, check_choice
+from ..config import CHOICES, ConfigError, MLPConfig, ModelConfig, check_choice
 
 # name: (n_layer, d_model, n_head, context)
 NAMED_SIZES: dict[str, tuple[int, int, int, int]] = {
@@ -82,37 +82,37 @@ def n_params(cfg: ModelConfig) -> tuple[int, int]:
     return total, total - T * d - (0 if cfg.tie_embeddings else V * d)
 
 
-# --- the MLP classifier (model.kind=mlp) ---------------------------------------------------------
-MLP_ACTIVATIONS = CHOICES["model.activation"][0]  # the one list, config's
+# --- the MLP classifier (model.kind=mlp; its shape is the config's `mlp` section) ---------------------
+MLP_ACTIVATIONS = CHOICES["mlp.activation"][0]  # the one list, config's
 
 
-def resolve_mlp_config(cfg: ModelConfig, n_inputs: int | None = None, n_classes: int | None = None) -> ModelConfig:
+def resolve_mlp_config(cfg: MLPConfig, n_inputs: int | None = None, n_classes: int | None = None) -> MLPConfig:
     """Take input and class counts from the dataset (unless set); validate the shape."""
     if n_inputs is not None and cfg.n_inputs is None:
         cfg.n_inputs = n_inputs
     if n_classes is not None and cfg.n_classes is None:
         cfg.n_classes = n_classes
-    check_choice("model.activation", cfg.activation, MLP_ACTIVATIONS, "activation")
+    check_choice("mlp.activation", cfg.activation, MLP_ACTIVATIONS, "activation")
     for name in ("depth", "width", "n_inputs"):
         if getattr(cfg, name) is None or getattr(cfg, name) < 1:
-            raise ConfigError(f"model.{name}: must be >= 1, got {getattr(cfg, name)}")
+            raise ConfigError(f"mlp.{name}: must be >= 1, got {getattr(cfg, name)}")
     if cfg.n_classes is None or cfg.n_classes < 2:
-        raise ConfigError(f"model.n_classes: must be >= 2, got {cfg.n_classes}")
+        raise ConfigError(f"mlp.n_classes: must be >= 2, got {cfg.n_classes}")
     return cfg
 
 
-def mlp_widths(cfg: ModelConfig) -> list[int]:
+def mlp_widths(cfg: MLPConfig) -> list[int]:
     """Input, hidden and output widths of a resolved MLP config."""
     return [cfg.n_inputs] + [cfg.width] * cfg.depth + [cfg.n_classes]
 
 
-def mlp_n_params(cfg: ModelConfig) -> int:
+def mlp_n_params(cfg: MLPConfig) -> int:
     """Parameters of a resolved MLP config (weights and biases; none is an embedding)."""
     widths = mlp_widths(cfg)
     return sum(a * b + b for a, b in zip(widths, widths[1:]))
 
 
-def mlp_forward_flops(cfg: ModelConfig) -> int:
+def mlp_forward_flops(cfg: MLPConfig) -> int:
     """Exact matmul FLOPs of one example's forward (2 per multiply-accumulate)."""
     widths = mlp_widths(cfg)
     return sum(2 * a * b for a, b in zip(widths, widths[1:]))

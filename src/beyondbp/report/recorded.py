@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ConfigError, ModelConfig, apply_mapping, from_dict, load_yaml
+from ..config import ConfigError, ModelConfig, RunConfig, apply_mapping, from_dict, load_yaml
+from ..config_mlp import run_length
 from ..model.shape import mlp_n_params
 from ..reads import read_text
 from ..runs.folder import RunState
@@ -48,13 +49,15 @@ def read_spec(study_dir: str | Path) -> Spec:
 
 
 def _model(spec: Spec, method: str, size: str) -> ModelConfig:
-    """A run's model keys as its layers give them: base, size, variant, per_method."""
+    """A run's model keys as its layers give them: base, size (the MLP track's: its mlp section),
+    variant, per_method; an old spec.yaml's MLP keys in `model` read as the mlp section's."""
     variant = spec.variants.get(method) or {}
     own = spec.per_method.get(method) or {}
-    model = ModelConfig()
-    for keys in (spec.base.get("model"), spec.sizes[size], variant.get("model"), own.get("model")):
-        apply_mapping(model, keys or {})
-    return model
+    cfg, section = RunConfig(), get_track(spec.track).size_section
+    for part, keys in (("model", spec.base.get("model")), (section, spec.sizes[size]),
+                       ("model", variant.get("model")), ("model", own.get("model"))):
+        apply_mapping(cfg, {part: keys or {}})
+    return cfg.model
 
 
 def study_cells(spec: Spec, study_dir: Path) -> tuple[Spec, list[Cell]]:
@@ -98,10 +101,10 @@ def _from_config(run_dir: Path, kind: str) -> tuple[int | None, int | None]:
         if (run_dir / name).exists():
             cfg = from_dict(load_yaml(run_dir / name, "the run's config"))
             if kind == "mlp":
-                counted = mlp_n_params(cfg.model) if cfg.model.n_inputs and cfg.model.n_classes else None
+                counted = mlp_n_params(cfg.mlp) if cfg.mlp.n_inputs and cfg.mlp.n_classes else None
             else:
                 counted = model_counts(cfg)[0]
-            return counted, cfg.train.tokens
+            return counted, run_length(cfg)
     return None, None
 
 

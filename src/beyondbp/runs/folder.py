@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from ..atomic_write import atomic_write, link_refused, write_error
+from ..config_mlp import NOT_COMPARED, record_names
 from ..config import OLD_KEYS, PF_DAY, ConfigError, LockHeld, MethodConfig, RunConfig, load_yaml, to_dict
 from ..reads import is_regular_file, read_text, shown
 from .dist_env import ranks
@@ -164,7 +165,7 @@ def check_same_config(out: Path, cfg: RunConfig) -> None:
     old_path = out / "config.yaml"
     if not old_path.exists():
         return
-    old, new = load_yaml(old_path, "the run's config"), to_dict(cfg)
+    old, new = record_names(load_yaml(old_path, "the run's config")), to_dict(cfg)  # old names: config_mlp
     if isinstance(old.get("train"), dict):  # a key's old name (config.OLD_KEYS) reads as its name now
         old["train"] = {OLD_KEYS.get(k, k): v for k, v in old["train"].items()}
     for section, values in new.items():
@@ -175,6 +176,8 @@ def check_same_config(out: Path, cfg: RunConfig) -> None:
                 if key in EXECUTION_KEYS or (section == "method" and key not in old.get(section, {})
                                              and key in MethodConfig.FIELDS):
                     continue  # a run written before methods recorded their origin and version
+                if cfg.model.kind == "mlp" and (section, key) in NOT_COMPARED:
+                    continue  # not the MLP track's length (train.tokens), or derived from mlp.epochs (examples)
                 if old.get(section, {}).get(key) != value:
                     raise ConfigError(f"{section}.{key}: {out} holds a run with {section}.{key}="
                                       f"{old.get(section, {}).get(key)!r}, not {value!r}; use another --out")

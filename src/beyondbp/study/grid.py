@@ -50,7 +50,7 @@ def budgets(spec: Spec) -> list[tuple[str, float | None, bool]]:
     elif spec.tokens:
         values, per_param = spec.tokens, False
     else:
-        return [("", None, False)]  # the MLP track: the budget is base.train.epochs
+        return [("", None, False)]  # the MLP track: the budget is base.mlp.epochs
     values = values if isinstance(values, list) else [values]
     return [(budget_label(v, per_param) if len(values) > 1 else "", v, per_param) for v in values]
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ConfigError, RunConfig
+from ..config_mlp import run_length
 from ..reads import shown
 from ..methods.run_builder import build_run
 from .chain import make_chains
@@ -38,7 +39,7 @@ class PlannedRun:
 
     @property
     def tokens(self) -> int:
-        return self.cfg.train.tokens
+        return run_length(self.cfg)  # training tokens; on the MLP track, examples
 
 
 @dataclass
@@ -52,7 +53,7 @@ def run_layers(spec: Spec, method: str, size: str) -> list[tuple[str, dict]]:
     """The layers of a run's config before its learning rate and seed (`methods.run_builder`'s
     level 4): the spec's base, the size, the variant (or the method's name), per_method."""
     variant = spec.variants.get(method)
-    return [("base.", copy.deepcopy(spec.base)), ("sizes.", {"model": spec.sizes[size]}),
+    return [("base.", copy.deepcopy(spec.base)), ("sizes.", {get_track(spec.track).size_section: spec.sizes[size]}),
             (f"variants.{method}.", copy.deepcopy(variant)) if variant is not None else ("", {"method.name": method}),
             (f"per_method.{method}.", copy.deepcopy(spec.per_method.get(method, {})))]
 

@@ -3,8 +3,8 @@
 Spec keys (every one overridable as dotted KEY=VALUE):
   name, description    labels for the report
   track                transformer (default) or mlp: the fully-connected track (`beyondbp mlp`),
-                       sizes then set model.depth/width/activation, the budget is
-                       base.train.epochs (no tokens key), and one "token" is one example
+                       sizes then set mlp.depth/width/activation, the budget is
+                       base.mlp.epochs (no tokens key), a run's length its examples
   methods              training methods or variant labels, e.g. [bp, dfa_block, shallow]
   variants             labelled configurations of a method, usable in `methods`:
                        {dfa_block_literal: {method: dfa_block, method.feedback_point: output}};
@@ -47,6 +47,7 @@ from pathlib import Path
 from ..config import (POSITIVE, RANGES, ConfigError, ModelConfig, RunConfig, apply_mapping, check_choice,
                      check_number, coerce, load_yaml, parse_overrides, to_dict, validate_config)
 from ..config import OLD_KEYS, MethodConfig
+from ..config_mlp import current_names
 from ..methods.lookup import describe, known_names, resolve_method, training_defaults
 from ..model.shape import NAMED_SIZES
 from .names import check_label, check_study_name
@@ -119,9 +120,10 @@ def expand_dotted(mapping: dict, where: str, base: RunConfig | None = None) -> d
 
 def _current_names(mapping: dict) -> dict:
     """`mapping` with the old names of train keys (`config.OLD_KEYS`), dotted or nested, renamed, so
-    an old folder's spec.yaml compares equal to the same spec written today."""
+    an old folder's spec.yaml compares equal to the same spec written today (the MLP track's keys
+    under `mlp`: `config_mlp.current_names`)."""
     out = {}
-    for key, value in mapping.items():
+    for key, value in current_names(mapping).items():
         head, dot, rest = str(key).partition(".")
         if head == "train" and dot:
             key = f"train.{OLD_KEYS.get(rest, rest)}"
@@ -169,7 +171,8 @@ def _normalise_sizes(sizes, track: Track) -> dict[str, dict]:
             value = {"size": value}
         if not isinstance(value, dict) or not value:
             raise ConfigError(f"sizes.{name}: expected a named size or a mapping of model keys, got {value!r}")
-        validate_config(apply_mapping(ModelConfig(), value, prefix=f"sizes.{name}."), f"sizes.{name}.", "model")
+        blank = type(getattr(RunConfig(), track.size_section))()  # a ModelConfig, or the MLP track's MLPConfig
+        validate_config(apply_mapping(blank, value, prefix=f"sizes.{name}."), f"sizes.{name}.", track.size_section)
         out[name] = dict(value)
     return out
 
@@ -280,7 +283,7 @@ def _normalise_budget(raw: dict, track: Track) -> tuple[list[int] | None, list[f
     if not track.budget_keys:
         if tokens is not None or ratio is not None:
             raise ConfigError(f"{'tokens' if tokens is not None else 'tokens_per_param'}: the {track.name} track's "
-                              f"budget is base.train.epochs; leave tokens out")
+                              f"budget is base.mlp.epochs; leave tokens out")
     elif (tokens is None) == (ratio is None):
         raise ConfigError("tokens: give exactly one of tokens (per run) or tokens_per_param")
     return tokens, ratio
@@ -389,7 +392,7 @@ def normalise_spec(raw: dict) -> Spec:
     budgets = str(raw.get("budgets") or "independent")
     check_choice("budgets", budgets, BUDGET_MODES, "mode")
     if budgets == "branched" and not track.budget_keys:
-        raise ConfigError(f"budgets: the {track.name} track cannot branch budgets (its budget is base.train.epochs)")
+        raise ConfigError(f"budgets: the {track.name} track cannot branch budgets (its budget is base.mlp.epochs)")
     spec = {
         "name": check_study_name(raw.get("name") or "study"),
         "description": str(raw.get("description") or ""),

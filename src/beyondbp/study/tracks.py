@@ -2,8 +2,8 @@
 
 - `transformer` (default): GPT-like models on a token corpus; a budget is tokens per run (fixed,
   or per non-embedding parameter); one run is what `beyondbp train` trains.
-- `mlp`: fully-connected classifiers on small image data sets; the budget is base.train.epochs,
-  one "token" is one training example, the loss is the test cross-entropy; one run is what
+- `mlp`: fully-connected classifiers on small image data sets; the budget is base.mlp.epochs, a
+  run's length its training examples (mlp.examples), the loss is the test cross-entropy; one run is what
   `beyondbp mlp` trains.
 
 The spec, the plan, the executors and the report ask a `Track` for what they need instead of
@@ -30,8 +30,9 @@ class Track:
     kind: str  # the model.kind of its runs (methods declare the kinds they can train)
     unit: str  # what a budget counts
     loss_label: str  # what a run's val_loss is
-    budget_keys: bool  # tokens / tokens_per_param set the budget (else base.train.epochs)
+    budget_keys: bool  # tokens / tokens_per_param set the budget (else base.mlp.epochs)
     named_sizes: bool  # sizes may name beyondbp.model.shape.NAMED_SIZES
+    size_section: str  # the RunConfig section a size's keys set: model (a GPT's) or mlp
     paper_columns: bool  # the paper's Table 1 (about GPTs) is printed beside the fits
     memory_preflight: bool  # the local executor checks each run's memory before any starts
     base_config: Callable[[], RunConfig]  # the defaults a run starts from, before the spec's base
@@ -80,24 +81,24 @@ def _mlp_size_name(entry: dict) -> str:
 
 
 def _plan_mlp_run(cfg: RunConfig, budget: float | None = None, per_param: bool = False) -> tuple[int, float]:
-    """Resolve the model's shape from the dataset and set cfg.train.tokens to epochs x training
-    examples (the budget is base.train.epochs); (N, exact BP FLOPs) of the run."""
+    """Resolve the model's shape from the dataset and set cfg.mlp.examples to epochs x training
+    examples (the budget is base.mlp.epochs); (N, exact BP FLOPs) of the run."""
     cfg.model.kind = "mlp"
     n_inputs, n_classes, n_train = image_data_shape(cfg.data)
-    shape.resolve_mlp_config(cfg.model, n_inputs, n_classes)
-    cfg.train.tokens = cfg.train.epochs * n_train
-    return shape.mlp_n_params(cfg.model), 3.0 * shape.mlp_forward_flops(cfg.model) * cfg.train.tokens
+    shape.resolve_mlp_config(cfg.mlp, n_inputs, n_classes)
+    cfg.mlp.examples = cfg.mlp.epochs * n_train
+    return shape.mlp_n_params(cfg.mlp), 3.0 * shape.mlp_forward_flops(cfg.mlp) * cfg.mlp.examples
 
 
 TRACKS: dict[str, Track] = {
     "transformer": Track(
         name="transformer", kind="gpt", unit="tokens", loss_label="validation loss",
-        budget_keys=True, named_sizes=True, paper_columns=True, memory_preflight=True,
+        budget_keys=True, named_sizes=True, size_section="model", paper_columns=True, memory_preflight=True,
         base_config=functools.partial(track_defaults, "gpt"), size_name=_transformer_size_name,
         plan_run=_plan_transformer_run),
     "mlp": Track(
         name="mlp", kind="mlp", unit="examples", loss_label="test loss",
-        budget_keys=False, named_sizes=False, paper_columns=False, memory_preflight=False,
+        budget_keys=False, named_sizes=False, size_section="mlp", paper_columns=False, memory_preflight=False,
         base_config=functools.partial(track_defaults, "mlp"), size_name=_mlp_size_name, plan_run=_plan_mlp_run),
 }
 DEFAULT = "transformer"

@@ -34,8 +34,8 @@ GiB = 2**30
 def training_bytes(cfg: RunConfig, micro_seqs: int, bf16: bool, vocab_size: int | None = None) -> dict[str, int]:
     """{parameters, weights, gradients_and_optimizer, activations, total} of a run, in bytes (the
     parameter count as a count). A GPT: `micro_seqs` sequences; an MLP: `micro_seqs` examples."""
-    model = copy.deepcopy(cfg.model)
-    if model.kind == "mlp":
+    model = copy.deepcopy(cfg.mlp if cfg.model.kind == "mlp" else cfg.model)
+    if cfg.model.kind == "mlp":
         model.n_inputs, model.n_classes = model.n_inputs or 1, model.n_classes or 2
         n_total = model_shape.mlp_n_params(model)
         activations = micro_seqs * 2 * sum(model_shape.mlp_widths(model)) * 4

@@ -70,7 +70,7 @@ class _MLPRun:
                                                      self.test_y[:ANGLE_EXAMPLES])
         test_error, test_loss = test_metrics(self.model, self.test_x, self.test_y)
         examples = epoch * len(self.train_x)
-        steps_per_epoch = math.ceil(len(self.train_x) / self.cfg.train.batch_examples)
+        steps_per_epoch = math.ceil(len(self.train_x) / self.cfg.mlp.batch_examples)
         return {"epoch": epoch, "examples": examples, "train_loss": train_loss,
                 "test_loss": test_loss, "test_error": test_error, "angle_hidden": angle_hidden,
                 "angle_weights": angle_weights, "elapsed_s": elapsed,
@@ -90,7 +90,8 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     check_writable(out)
     cfg.model.kind = "mlp"
     data = load_image_data(cfg.data)
-    resolve_mlp_config(cfg.model, data.n_inputs, data.n_classes)
+    resolve_mlp_config(cfg.mlp, data.n_inputs, data.n_classes)
+    cfg.mlp.examples = cfg.mlp.epochs * len(data.train_x)
     check_same_config(out, cfg)
     done = read_summary(out)
     if done and done.get("status") in FINISHED:
@@ -98,7 +99,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
             print(f"{out}: run already done; nothing to do", file=sys.stderr)
         return done
     device = pick_device(cfg)
-    check_memory(cfg, cfg.train.batch_examples, device)
+    check_memory(cfg, cfg.mlp.batch_examples, device)
     set_threads(cfg, (lambda text: None) if quiet else (lambda text: print(text, file=sys.stderr)))
     run = _MLPRun.build(cfg, data, device)
     atomic_write(out / "config.yaml", dump_yaml(cfg))
@@ -118,17 +119,17 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
 
 
 def _train_epochs(run: _MLPRun, out: Path, quiet: bool, tracker: Tracker) -> tuple[list[dict], float, str]:
-    """Epoch 0 (before training) to train.epochs, a metrics row each; (rows, seconds, status)."""
+    """Epoch 0 (before training) to mlp.epochs, a metrics row each; (rows, seconds, status)."""
     cfg = run.cfg
     per_example = run.method.compute_per_token()  # one "token" is one example
     shuffle = torch.Generator().manual_seed(cfg.seed)
     rows, elapsed, status = [], 0.0, RunState.COMPLETED
-    bar = progress_bar(cfg, cfg.train.epochs, "epoch", enabled=not quiet)
-    for epoch in range(cfg.train.epochs + 1):
+    bar = progress_bar(cfg, cfg.mlp.epochs, "epoch", enabled=not quiet)
+    for epoch in range(cfg.mlp.epochs + 1):
         train_loss = None
         if epoch > 0:
             t0 = time.perf_counter()
-            train_loss = train_epoch(run.method, run.optimizer, run.train_x, run.train_y, cfg.train.batch_examples,
+            train_loss = train_epoch(run.method, run.optimizer, run.train_x, run.train_y, cfg.mlp.batch_examples,
                                      shuffle)
             elapsed += time.perf_counter() - t0
             if not math.isfinite(train_loss):
@@ -149,7 +150,7 @@ def _summary(run: _MLPRun, rows: list[dict], elapsed: float, status: str) -> dic
     examples = last["examples"]
     return {
         "method": cfg.method.name, "seed": cfg.seed, "dataset": cfg.data.dataset,
-        "depth": cfg.model.depth, "width": cfg.model.width, "activation": cfg.model.activation,
+        "depth": cfg.mlp.depth, "width": cfg.mlp.width, "activation": cfg.mlp.activation,
         "n_params": run.model.n_params(), "epochs": last["epoch"], "examples": examples,
         "tokens": examples, "steps": last["step"], **compute_columns(examples, run.method.compute_per_token()),
         "test_error": last["test_error"] if status == RunState.COMPLETED else None,

@@ -23,6 +23,7 @@ import json
 import math
 
 from ..config import OLD_KEYS, RunConfig, to_dict
+from ..config_mlp import old_layout
 from ..runs.folder import EXECUTION_KEYS
 from ..runs.schedule import cooldown_start
 
@@ -43,7 +44,7 @@ _DIGEST_NAMES = {new: old for old, new in OLD_KEYS.items()}  # digests keep the 
 
 def run_identity(cfg: RunConfig, data_fingerprint: str | None) -> dict:
     """What a checkpoint records about the run that wrote it (plain values only)."""
-    config = to_dict(cfg)
+    config = old_layout(to_dict(cfg))  # the layout checkpoints were written with, before the mlp section
     config["method"] = {k: v for k, v in config["method"].items() if k not in ("origin", "version")}
     config["train"] = {_DIGEST_NAMES.get(k, k): v for k, v in config["train"].items() if k not in EXECUTION_KEYS}
     lineage = {**config, "train": {k: v for k, v in config["train"].items() if k not in BRANCH_KEYS}}
