@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.train.alignment import cosine, hidden_signal_alignment, measure_alignment
-from beyondbp.config import MethodConfig, ModelConfig
+from beyondbp.config import MLPConfig, MethodConfig, ModelConfig
 from beyondbp.methods.registry import build_method
 from beyondbp.methods.bp import Backprop
 from beyondbp.model.mlp import MLPClassifier
@@ -68,7 +68,7 @@ def test_measuring_leaves_grads_params_and_rng_bit_identical():
 
 def test_hidden_signal_alignment_is_the_cosine_of_b_e_and_the_backpropagated_gradient():
     torch.manual_seed(0)
-    model = MLPClassifier(ModelConfig(kind="mlp", depth=2, width=6, activation="tanh", n_inputs=4, n_classes=3)).double()
+    model = MLPClassifier(MLPConfig(depth=2, width=6, activation="tanh", n_inputs=4, n_classes=3)).double()
     dfa = build_method(model, MethodConfig(name="dfa", feedback="per_layer"), model_kind="mlp").double()
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(8, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (8,), generator=gen)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
+from beyondbp.config import ConfigError, MLPConfig, MethodConfig, ModelConfig, build_config
 from beyondbp.methods.feedback import OpticalProjection, ternarise
 from beyondbp.methods.registry import build_method
 from beyondbp.methods.dfa import gpt_block_matmul_flops
@@ -19,7 +19,7 @@ TOL = dict(rtol=1e-12, atol=1e-14)
 
 def tiny_mlp():
     torch.manual_seed(0)
-    return MLPClassifier(ModelConfig(kind="mlp", depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)).double()
+    return MLPClassifier(MLPConfig(depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)).double()
 
 
 def tiny_gpt(n_layer=3, vocab=20):

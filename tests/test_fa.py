@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from beyondbp.config import MethodConfig, ModelConfig
+from beyondbp.config import MLPConfig, MethodConfig, ModelConfig
 from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.gpt import GPT
@@ -10,7 +10,7 @@ from beyondbp.model.gpt import GPT
 
 def tiny_mlp():
     torch.manual_seed(0)
-    cfg = ModelConfig(kind="mlp", depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)
+    cfg = MLPConfig(depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)
     return MLPClassifier(cfg).double()
 
 

@@ -273,7 +273,7 @@ def test_inf_learning_rate_exits_before_training_and_the_corrected_command_runs_
 
 @pytest.mark.parametrize("args,key", [
     (["mlp", "train.lr=nan"], "train.lr"), (["mlp", "train.lr=inf"], "train.lr"),
-    (["mlp", "train.epochs=-1"], "train.epochs"), (["data", "prepare", "data.val_fraction=nan"], "data.val_fraction"),
+    (["mlp", "mlp.epochs=-1"], "mlp.epochs"), (["data", "prepare", "data.val_fraction=nan"], "data.val_fraction"),
     (["data", "prepare", "data.workers=-2"], "data.workers"),
 ])
 def test_mlp_and_data_paths_give_the_same_message(tmp_path, capsys, args, key):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from beyondbp.cli.main import main
-from beyondbp.config import ConfigError, DataConfig, MethodConfig, ModelConfig
+from beyondbp.config import ConfigError, DataConfig, MLPConfig, MethodConfig
 from beyondbp.methods.registry import build_method
 from beyondbp.data.images import load_image_data
 from beyondbp.model.mlp import MLPClassifier
@@ -15,11 +15,11 @@ from beyondbp.methods.run_builder import build_from_file
 from beyondbp.train.mlp_loop import measure_angles, run_mlp
 from beyondbp.model.build import build_model
 
-QUICK = ["model.depth=2", "model.width=64", "train.epochs=4", "train.lr=3e-3", "train.progress=off", "train.threads=1"]
+QUICK = ["mlp.depth=2", "mlp.width=64", "mlp.epochs=4", "train.lr=3e-3", "train.progress=off", "train.threads=1"]
 
 
 def small_cfg(**kw):
-    return ModelConfig(kind="mlp", depth=2, width=8, n_inputs=5, n_classes=3, **kw)
+    return MLPConfig(depth=2, width=8, n_inputs=5, n_classes=3, **kw)
 
 
 def test_parts_counts_and_flops():
@@ -39,10 +39,10 @@ def test_parts_counts_and_flops():
     torch.testing.assert_close(loss, F.cross_entropy(logits, y))
     relu = MLPClassifier(small_cfg(activation="relu"))
     assert (relu.blocks[0](torch.randn(10, 5)) >= 0).all()
-    with pytest.raises(ConfigError, match="model.activation"):
+    with pytest.raises(ConfigError, match="mlp.activation"):
         MLPClassifier(small_cfg(activation="swish"))
-    with pytest.raises(ConfigError, match="model.n_inputs"):
-        MLPClassifier(ModelConfig(kind="mlp"))
+    with pytest.raises(ConfigError, match="mlp.n_inputs"):
+        MLPClassifier(MLPConfig())
 
 
 def test_digits_split_is_fixed_stratified_and_standardised():
@@ -112,12 +112,12 @@ def test_measuring_angles_leaves_gradients_and_rng_untouched():
 
 
 def test_cli_trains_and_reports_bad_keys(tmp_path, capsys):
-    assert main(["mlp", "--out", str(tmp_path / "r"), "method=fa", "train.epochs=1", "model.width=16",
+    assert main(["mlp", "--out", str(tmp_path / "r"), "method=fa", "mlp.epochs=1", "mlp.width=16",
                  "train.progress=off"]) == 0
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["method"] == "fa" and summary["epochs"] == 1 and summary["width"] == 16
-    assert main(["mlp", "--out", str(tmp_path / "bad"), "model.activation=swish"]) == 2
-    assert "model.activation" in capsys.readouterr().err
+    assert main(["mlp", "--out", str(tmp_path / "bad"), "mlp.activation=swish"]) == 2
+    assert "mlp.activation" in capsys.readouterr().err
 
 
 def test_one_dfa_step_gives_each_hidden_layer_b_e_times_its_derivative():
@@ -185,7 +185,7 @@ def test_image_data_cache_dir_expands_the_home_folder(tmp_path, monkeypatch):
 def test_every_activation_choice_has_its_function():
     from beyondbp.config import CHOICES
     from beyondbp.model.mlp import ACTIVATIONS
-    assert tuple(ACTIVATIONS) == CHOICES["model.activation"][0]
+    assert tuple(ACTIVATIONS) == CHOICES["mlp.activation"][0]
     x = torch.tensor([-2.0, 0.0, 3.0])
     assert torch.equal(ACTIVATIONS["relu"](x), torch.tensor([0.0, 0.0, 3.0]))
     assert torch.allclose(ACTIVATIONS["sigmoid"](x), 1 / (1 + torch.exp(-x)))

@@ -3,7 +3,7 @@ import pytest
 import torch
 import yaml
 
-from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config, from_dict
+from beyondbp.config import ConfigError, MLPConfig, MethodConfig, ModelConfig, build_config, from_dict
 from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
 from beyondbp.model.build import build_model
@@ -49,7 +49,7 @@ def test_compute_is_2n_and_exact_counts_the_trained_backward():
     assert per_token["paper"] * 3 == model.flops_per_token()["6N"]
     assert per_token["exact"] == (model.forward_flops_per_token()
                                   + 2 * (model.block_forward_flops_per_token() + model.head_forward_flops_per_token()))
-    mlp = MLPClassifier(ModelConfig(kind="mlp", depth=2, width=8, n_inputs=5, n_classes=3))
+    mlp = MLPClassifier(MLPConfig(depth=2, width=8, n_inputs=5, n_classes=3))
     per_example = build_method(mlp, MethodConfig(name="shallow"), model_kind="mlp").compute_per_token()
     assert per_example["paper"] == 2 * mlp.n_params()
     forward = 2 * (5 * 8 + 8 * 8 + 8 * 3)

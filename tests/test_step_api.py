@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from beyondbp.cli.main import main
-from beyondbp.config import ConfigError, MethodConfig, ModelConfig, RunConfig, build_config
+from beyondbp.config import ConfigError, MLPConfig, MethodConfig, ModelConfig, RunConfig, build_config
 from beyondbp.methods import api
 from beyondbp.methods.base import StepInfo
 from beyondbp.methods.bp import Backprop
@@ -169,7 +169,7 @@ class HookedMLP(Backprop):
 
 def test_a_hooked_method_is_refused_on_the_mlp_track_in_one_line(monkeypatch):
     monkeypatch.setitem(REGISTRY, HookedMLP.name, HookedMLP)
-    model = build_model(ModelConfig(kind="mlp", depth=2, width=5, n_inputs=4, n_classes=3))
+    model = build_model(MLPConfig(depth=2, width=5, n_inputs=4, n_classes=3))
     with pytest.raises(ConfigError, match=r"^method: 'hooked_mlp_for_test' uses the step API "
                                           r"\(after_optimizer_step\), which only model.kind=gpt runs$"):
         build_method(model, MethodConfig(HookedMLP.name), model_kind="mlp")

@@ -20,7 +20,7 @@ MLP_SPEC = {
     "sizes": {"w8": {"depth": 2, "width": 8}, "w32": {"depth": 2, "width": 32}, "w128": {"depth": 2, "width": 128}},
     "lrs": {"bp": [3e-3], "fa": [3e-3], "dfa": [3e-3]},
     "seeds": [0],
-    "base": {"data": {"dataset": "digits"}, "train": {"epochs": 4, "threads": 1}},
+    "base": {"data": {"dataset": "digits"}, "mlp": {"epochs": 4}, "train": {"threads": 1}},
 }
 
 
@@ -34,9 +34,9 @@ def test_mlp_plan_counts_examples_and_flops(tmp_path):
     plan = plan_study(load_spec(spec_file(tmp_path)))
     assert len(plan.runs) == 9
     for run in plan.runs:
-        w = run.cfg.model.width
-        assert run.cfg.model.kind == "mlp" and run.cfg.model.depth == 2
-        assert run.tokens == 4 * DIGITS_TRAIN  # one token is one example
+        w = run.cfg.mlp.width
+        assert run.cfg.model.kind == "mlp" and run.cfg.mlp.depth == 2
+        assert run.tokens == run.cfg.mlp.examples == 4 * DIGITS_TRAIN  # a run's length is its examples
         assert run.n_params == (64 * w + w) + (w * w + w) + (w * 10 + 10)
         assert run.cost == pytest.approx(3 * 2 * (64 * w + w * w + w * 10) * 4 * DIGITS_TRAIN)
         # the MLP track's optimizer defaults, not the Transformer's
@@ -46,13 +46,13 @@ def test_mlp_plan_counts_examples_and_flops(tmp_path):
 def test_mlp_preset_plans_a_width_sweep():
     plan = plan_study(load_spec(preset="mlp"))
     assert plan.spec.track == "mlp" and set(plan.spec.methods) == {"bp", "fa", "dfa"}
-    widths = sorted({r.cfg.model.width for r in plan.runs})
+    widths = sorted({r.cfg.mlp.width for r in plan.runs})
     assert len(widths) >= 5 and widths[-1] / widths[0] >= 16
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"methods": ["bp", "dfa_block"]}, "methods: 'dfa_block' cannot train the mlp track"),
-    ({"tokens": 1000}, "tokens: the mlp track's budget is base.train.epochs"),
+    ({"tokens": 1000}, "tokens: the mlp track's budget is base.mlp.epochs"),
     ({"sizes": ["cpu-20k"]}, "sizes.cpu-20k: an MLP size is a mapping of model keys"),
     ({"track": "cnn"}, "track: unknown track 'cnn'"),
     ({"sizes": {"w8": {"depth": 2, "width": 8, "activation": "gelu"}}}, "sizes.w8.activation: unknown activation 'gelu'"),

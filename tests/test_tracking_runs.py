@@ -84,7 +84,7 @@ def test_a_killed_run_resumes_into_the_same_tensorboard_log(tmp_path, tiny_overr
 
 def test_an_mlp_run_writes_tensorboard_scalars_equal_to_its_metrics(tmp_path):
     needs_tensorboard()
-    cfg = build_from_file(None, ["model.depth=2", "model.width=32", "train.epochs=2", "train.progress=off",
+    cfg = build_from_file(None, ["mlp.depth=2", "mlp.width=32", "mlp.epochs=2", "train.progress=off",
                                  "train.threads=1", "method=dfa", "train.tracker=tensorboard"], kind="mlp")
     out = tmp_path / "mlp"
     assert run_mlp(cfg, out, quiet=True)["status"] == "completed"

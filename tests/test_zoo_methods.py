@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beyondbp.config import ConfigError, MethodConfig, ModelConfig, build_config
+from beyondbp.config import ConfigError, MLPConfig, MethodConfig, ModelConfig, build_config
 from beyondbp.methods.run_builder import build_from_file
 from beyondbp.methods.registry import build_method
 from beyondbp.model.mlp import MLPClassifier
@@ -78,7 +78,7 @@ def test_local_update_is_each_blocks_own_auxiliary_loss_gradient():
 
 def test_local_on_the_mlp_uses_the_stopped_output_layer_as_each_head():
     torch.manual_seed(0)
-    model = MLPClassifier(ModelConfig(kind="mlp", depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)).double()
+    model = MLPClassifier(MLPConfig(depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)).double()
     local = build_method(model, MethodConfig(name="local"), model_kind="mlp").double()
     x, y = torch.randn(6, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1, 2])
     grads = grads_of(local, x, y)

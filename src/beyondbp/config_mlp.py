@@ -6,9 +6,9 @@ A fully-connected run (model.kind=mlp, `beyondbp mlp`, a study's `track: mlp`) r
 split's size, set when the run is planned or trained) from here; the Transformer track reads none
 of them. Each key is listed, with its default and range, in the configuration page of the docs.
 
-Until this section existed the keys rode in the Transformer's sections: `model.depth`,
-`model.width`, `model.activation`, `model.n_inputs`, `model.n_classes`, `train.epochs`,
-`train.batch_examples`; and an MLP run recorded its examples as `train.tokens`. Files written then
+Until this section existed the keys rode in the Transformer's sections, as model.depth,
+model.width, model.activation, model.n_inputs, model.n_classes, train.epochs and
+train.batch_examples; and an MLP run recorded its examples as `train.tokens`. Files written then
 (run folders' config.yaml and run.yaml, spec.yaml, presets, command lines) still read:
 `current_names` renames the moved keys wherever a mapping is applied to a RunConfig, and
 `record_names` reads an MLP run's recorded `train.tokens` as `mlp.examples`, on that track only
@@ -41,7 +41,7 @@ NOT_COMPARED = {("train", "tokens"), ("mlp", "examples")}  # on the MLP track: n
 
 def current_names(mapping: dict) -> dict:
     """`mapping` (nested or dotted RunConfig keys) with the moved keys (`MOVED`) under `mlp`, as they
-    were given (dotted `mlp.KEY`, or in a nested `mlp` section); every other key as given, in order."""
+    were given (dotted mlp.KEY, or in a nested `mlp` section); every other key as given, in order."""
     if not isinstance(mapping, dict):
         return mapping
     out: dict = {}
