@@ -4,14 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from beyondbp.methods.api import ConfigError, MethodConfig, ModelConfig, build_method, build_model
+from beyondbp.methods.api import ConfigError, MethodConfig, MLPConfig, build_method, build_model
 from beyondbp.testing import parametrize_with_checks
 from sign_symmetry import SignSymmetry
 
 
 def tiny_mlp():
     torch.manual_seed(0)
-    cfg = ModelConfig(kind="mlp", depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)
+    cfg = MLPConfig(depth=2, width=5, activation="tanh", n_inputs=4, n_classes=3)
     return build_model(cfg).double()
 
 

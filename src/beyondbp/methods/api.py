@@ -8,7 +8,7 @@ groups, an update without backward, logged metrics), is docs/method_api.md.
 """
 from __future__ import annotations
 
-from ..config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, ConfigError, MethodConfig, ModelConfig, Range
+from ..config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, ConfigError, MethodConfig, MLPConfig, ModelConfig, Range
 from ..model.build import build_model
 from .base import StepInfo, TrainingMethod
 from .fa import FALinear, FeedbackLinearMode
@@ -16,5 +16,5 @@ from .registry import build_method
 from .settings import Setting
 
 __all__ = ["AT_LEAST_0", "AT_LEAST_1", "FRACTION", "POSITIVE", "ConfigError", "FALinear", "FeedbackLinearMode",
-           "MethodConfig", "ModelConfig", "Range", "Setting", "StepInfo", "TrainingMethod", "build_method",
+           "MLPConfig", "MethodConfig", "ModelConfig", "Range", "Setting", "StepInfo", "TrainingMethod", "build_method",
            "build_model"]
