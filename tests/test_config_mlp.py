@@ -15,9 +15,10 @@ def test_mlp_keys_live_in_their_own_section():
     cfg = build_config(overrides=["model.kind=mlp", "mlp.depth=2", "mlp.width=7", "mlp.epochs=3",
                                   "mlp.batch_examples=5", "mlp.activation=relu"])
     d = to_dict(cfg)
-    assert d["mlp"] == {"depth": 2, "width": 7, "activation": "relu", "n_inputs": None, "n_classes": None,
+    assert d["mlp"] == {"dataset": "digits", "depth": 2, "width": 7, "activation": "relu", "n_inputs": None, "n_classes": None,
                         "epochs": 3, "batch_examples": 5, "examples": None}
     assert not set(MOVED) & set(d["model"]) and not {"epochs", "batch_examples"} & set(d["train"])
+    assert "dataset" not in d["data"]
     assert from_dict(yaml.safe_load(yaml.safe_dump(d))) == cfg
 
 
@@ -29,10 +30,13 @@ def test_bad_mlp_values_name_the_key(item, key):
 
 
 def test_old_names_on_the_command_line_and_in_files_read_as_mlp_keys(tmp_path):
-    new = build_config(overrides=["model.kind=mlp", "mlp.width=7", "mlp.epochs=3", "mlp.batch_examples=5"])
-    dotted = build_config(overrides=["model.kind=mlp", "model.width=7", "train.epochs=3", "train.batch_examples=5"])
+    new = build_config(overrides=["model.kind=mlp", "mlp.width=7", "mlp.epochs=3", "mlp.batch_examples=5",
+                                  "mlp.dataset=mnist"])
+    dotted = build_config(overrides=["model.kind=mlp", "model.width=7", "train.epochs=3", "train.batch_examples=5",
+                                     "data.dataset=mnist"])
     path = tmp_path / "old.yaml"
-    path.write_text(yaml.safe_dump({"model": {"kind": "mlp", "width": 7}, "train": {"epochs": 3, "batch_examples": 5}}))
+    path.write_text(yaml.safe_dump({"model": {"kind": "mlp", "width": 7}, "train": {"epochs": 3, "batch_examples": 5},
+                                    "data": {"dataset": "mnist"}}))
     assert dotted == new and build_config(path) == new
 
 
@@ -73,7 +77,8 @@ def test_an_old_gpt_run_folder_resumes_and_its_checkpoint_identity_is_unchanged(
 
 def test_an_old_mlp_spec_normalises_as_the_same_spec_in_new_names():
     common = {"track": "mlp", "methods": ["bp"], "sizes": {"s": {"depth": 2, "width": 8}}}
-    old = normalise_spec({**common, "base": {"model": {"activation": "relu"}, "train": {"epochs": 4}},
+    old = normalise_spec({**common, "base": {"model": {"activation": "relu"}, "train": {"epochs": 4},
+                                             "data": {"dataset": "digits"}},
                           "per_method": {"bp": {"train.batch_examples": 32}}})
     new = normalise_spec({**common, "base": {"mlp": {"activation": "relu", "epochs": 4}},
                           "per_method": {"bp": {"mlp.batch_examples": 32}}})

@@ -46,7 +46,7 @@ def test_parts_counts_and_flops():
 
 
 def test_digits_split_is_fixed_stratified_and_standardised():
-    a, b = load_image_data(DataConfig(dataset="digits")), load_image_data(DataConfig(dataset="digits"))
+    a, b = load_image_data("digits", DataConfig()), load_image_data("digits", DataConfig())
     assert (len(a.train_x), len(a.test_x), a.n_inputs, a.n_classes) == (1347, 450, 64, 10)
     assert np.array_equal(a.train_x, b.train_x) and np.array_equal(a.test_y, b.test_y)
     assert (a.train_x.dtype, a.train_y.dtype) == (np.float32, np.int64)
@@ -56,15 +56,15 @@ def test_digits_split_is_fixed_stratified_and_standardised():
     varying = a.train_x.std(0) > 0
     assert np.abs(a.train_x.mean(0)).max() < 1e-5
     np.testing.assert_allclose(a.train_x.std(0)[varying], np.ones(int(varying.sum())), rtol=1e-3, atol=0)
-    with pytest.raises(ConfigError, match="data.dataset"):
-        load_image_data(DataConfig(dataset="cifar"))
+    with pytest.raises(ConfigError, match="mlp.dataset"):
+        load_image_data("cifar", DataConfig())
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
 def test_torchvision_datasets(name):
     pytest.importorskip("torchvision", reason="MNIST/Fashion-MNIST need torchvision, which is not installed")
     try:
-        data = load_image_data(DataConfig(dataset=name))
+        data = load_image_data(name, DataConfig())
     except ConfigError as exc:
         pytest.skip(f"{name} not present and not downloadable here: {exc}")
     assert (len(data.train_x), len(data.test_x), data.n_inputs, data.n_classes) == (60000, 10000, 784, 10)
@@ -177,7 +177,7 @@ def test_image_data_cache_dir_expands_the_home_folder(tmp_path, monkeypatch):
     fake = types.SimpleNamespace(datasets=types.SimpleNamespace(MNIST=FakeMNIST, FashionMNIST=FakeMNIST))
     monkeypatch.setitem(sys.modules, "torchvision", fake)
     monkeypatch.setenv("HOME", str(tmp_path))
-    train_x, train_y, test_x, test_y = images._load_torchvision(DataConfig(dataset="mnist", cache_dir="~/imgcache"))
+    train_x, train_y, test_x, test_y = images._load_torchvision("mnist", DataConfig(cache_dir="~/imgcache"))
     assert roots == [str(tmp_path / "imgcache" / "torchvision")] * 2
     assert train_x.shape == (6, 784) and test_x.shape == (4, 784)
 

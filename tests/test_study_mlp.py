@@ -20,7 +20,7 @@ MLP_SPEC = {
     "sizes": {"w8": {"depth": 2, "width": 8}, "w32": {"depth": 2, "width": 32}, "w128": {"depth": 2, "width": 128}},
     "lrs": {"bp": [3e-3], "fa": [3e-3], "dfa": [3e-3]},
     "seeds": [0],
-    "base": {"data": {"dataset": "digits"}, "mlp": {"epochs": 4}, "train": {"threads": 1}},
+    "base": {"mlp": {"dataset": "digits", "epochs": 4}, "train": {"threads": 1}},
 }
 
 

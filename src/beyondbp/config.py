@@ -133,7 +133,6 @@ class DataConfig:
     shard_tokens: int = 1 << 27  # tokens per shard file (128 MiB of bytes, 256 MiB of uint16)
     bpe_sample_mb: int = 64  # bpe is trained on the first this-many MiB of training text
     workers: int = 0  # tokenizer processes for large corpora: 0 = one per core (at most 8), 1 = this process
-    dataset: str = "digits"  # MLP track: digits | mnist | fashion_mnist
 
 
 @dataclass

@@ -1,14 +1,14 @@
 """The MLP track's section of a run's config (`mlp:`), and the names its keys had before it had one.
 
 A fully-connected run (model.kind=mlp, `beyondbp mlp`, a study's `track: mlp`) reads its shape
-(depth, width, activation, inputs, classes), its length (epochs over the data set, minibatches of
+(depth, width, activation, inputs, classes), its data set, its length (epochs over the data set, minibatches of
 `batch_examples`) and the number of training examples it sees (`examples`: epochs x the training
 split's size, set when the run is planned or trained) from here; the Transformer track reads none
 of them. Each key is listed, with its default and range, in the configuration page of the docs.
 
 Until this section existed the keys rode in the Transformer's sections, as model.depth,
-model.width, model.activation, model.n_inputs, model.n_classes, train.epochs and
-train.batch_examples; and an MLP run recorded its examples as `train.tokens`. Files written then
+model.width, model.activation, model.n_inputs, model.n_classes, train.epochs,
+train.batch_examples and data.dataset; and an MLP run recorded its examples as `train.tokens`. Files written then
 (run folders' config.yaml and run.yaml, spec.yaml, presets, command lines) still read:
 `current_names` renames the moved keys wherever a mapping is applied to a RunConfig, and
 `record_names` reads an MLP run's recorded `train.tokens` as `mlp.examples`, on that track only
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 @dataclass
 class MLPConfig:
+    dataset: str = "digits"  # digits | mnist | fashion_mnist (beyondbp.data.images)
     depth: int = 3  # hidden layers
     width: int = 256  # units per hidden layer
     activation: str = "tanh"  # tanh | relu | sigmoid
@@ -35,7 +36,7 @@ MLP_RANGES = {"mlp.depth": (1, None), "mlp.width": (1, None), "mlp.n_inputs": (1
               "mlp.epochs": (0, 10**6), "mlp.batch_examples": (1, None), "mlp.examples": (0, None)}
 ACTIVATIONS = ("tanh", "relu", "sigmoid")
 MOVED = {("model", "depth"), ("model", "width"), ("model", "activation"), ("model", "n_inputs"),
-         ("model", "n_classes"), ("train", "epochs"), ("train", "batch_examples")}  # (old section, key) -> mlp.key
+         ("model", "n_classes"), ("train", "epochs"), ("train", "batch_examples"), ("data", "dataset")}  # (old section, key) -> mlp.key
 NOT_COMPARED = {("train", "tokens"), ("mlp", "examples")}  # on the MLP track: not its length / derived from epochs
 
 
@@ -49,7 +50,7 @@ def current_names(mapping: dict) -> dict:
         head, dot, rest = str(key).partition(".")
         if dot and (head, rest) in MOVED:
             out[f"mlp.{rest}"] = value
-        elif not dot and head in ("model", "train") and isinstance(value, dict):
+        elif not dot and head in ("model", "train", "data") and isinstance(value, dict):
             out[key] = {k: v for k, v in value.items() if (head, str(k)) not in MOVED}
             moved = {k: v for k, v in value.items() if (head, str(k)) in MOVED}
             if moved:
@@ -83,7 +84,7 @@ def record_names(mapping: dict) -> dict:
 
 def old_layout(config: dict) -> dict:
     """A `to_dict` of a RunConfig in the layout before the `mlp` section (the moved keys back in
-    model and train, `examples` left out): what checkpoints' config digests were computed over."""
+    model, train and data, `examples` left out): what checkpoints' config digests were computed over."""
     out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in config.items() if k != "mlp"}
     for section, key in MOVED:
         out[section][key] = config["mlp"][key]

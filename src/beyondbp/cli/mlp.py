@@ -24,7 +24,7 @@ def add_parser(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="keys: method (bp | fa | dfa | shallow | all), seed, mlp.depth, mlp.width, "
                "mlp.activation (tanh | relu | sigmoid), mlp.epochs, train.lr, train.weight_decay, mlp.batch_examples, "
-               "data.dataset (digits | mnist | fashion_mnist); see `beyondbp train --help` for all keys.\n"
+               "mlp.dataset (digits | mnist | fashion_mnist); see `beyondbp train --help` for all keys.\n"
                "MLP defaults: train.lr=1e-3, train.beta2=0.999, train.weight_decay=3 (AdamW), 20 epochs.\n"
                "method=all trains bp, fa and dfa into OUT/bp, OUT/fa, OUT/dfa and writes "
                "OUT/comparison.md and OUT/angles.png.")

@@ -19,7 +19,8 @@ from .folder import (check_method_records, check_study_dir, prepare_study_dir, r
                      write_plan_record)
 from .plan import StudyPlan
 
-DATA_CHECKS = {"gpt": load_token_data, "mlp": image_data_shape}  # by model.kind: prepare or load, failing in one line
+DATA_CHECKS = {"gpt": lambda cfg: load_token_data(cfg.data),  # by model.kind: prepare or load, failing in one line
+               "mlp": lambda cfg: image_data_shape(cfg.mlp.dataset, cfg.data)}
 
 
 def open_study(plan: StudyPlan, out: str | Path, retrain: bool = True) -> tuple[Path, set[str]]:
@@ -37,10 +38,10 @@ def prepare_data(configs: list[RunConfig]) -> None:
     corpus fails here with one line, and K workers do not tokenize one corpus K times."""
     seen = set()
     for cfg in configs:
-        key = json.dumps(dataclasses.asdict(cfg.data), sort_keys=True)
+        key = json.dumps([dataclasses.asdict(cfg.data), cfg.mlp.dataset], sort_keys=True)
         if key not in seen:
             seen.add(key)
-            DATA_CHECKS[cfg.model.kind](cfg.data)
+            DATA_CHECKS[cfg.model.kind](cfg)
 
 
 def ready_study(plan: StudyPlan, study_dir: Path, data_of: list[RunConfig] | None) -> Path:

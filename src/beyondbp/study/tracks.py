@@ -84,7 +84,7 @@ def _plan_mlp_run(cfg: RunConfig, budget: float | None = None, per_param: bool =
     """Resolve the model's shape from the dataset and set cfg.mlp.examples to epochs x training
     examples (the budget is base.mlp.epochs); (N, exact BP FLOPs) of the run."""
     cfg.model.kind = "mlp"
-    n_inputs, n_classes, n_train = image_data_shape(cfg.data)
+    n_inputs, n_classes, n_train = image_data_shape(cfg.mlp.dataset, cfg.data)
     shape.resolve_mlp_config(cfg.mlp, n_inputs, n_classes)
     cfg.mlp.examples = cfg.mlp.epochs * n_train
     return shape.mlp_n_params(cfg.mlp), 3.0 * shape.mlp_forward_flops(cfg.mlp) * cfg.mlp.examples

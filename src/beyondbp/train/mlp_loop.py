@@ -89,7 +89,7 @@ def run_mlp(cfg: RunConfig, out: str | Path, quiet: bool = False) -> dict:
     cfg.method = resolve_method(cfg.method)
     check_writable(out)
     cfg.model.kind = "mlp"
-    data = load_image_data(cfg.data)
+    data = load_image_data(cfg.mlp.dataset, cfg.data)
     resolve_mlp_config(cfg.mlp, data.n_inputs, data.n_classes)
     cfg.mlp.examples = cfg.mlp.epochs * len(data.train_x)
     check_same_config(out, cfg)
@@ -149,7 +149,7 @@ def _summary(run: _MLPRun, rows: list[dict], elapsed: float, status: str) -> dic
     cfg, last = run.cfg, rows[-1]
     examples = last["examples"]
     return {
-        "method": cfg.method.name, "seed": cfg.seed, "dataset": cfg.data.dataset,
+        "method": cfg.method.name, "seed": cfg.seed, "dataset": cfg.mlp.dataset,
         "depth": cfg.mlp.depth, "width": cfg.mlp.width, "activation": cfg.mlp.activation,
         "n_params": run.model.n_params(), "epochs": last["epoch"], "examples": examples,
         "tokens": examples, "steps": last["step"], **compute_columns(examples, run.method.compute_per_token()),
