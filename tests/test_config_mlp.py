@@ -82,4 +82,4 @@ def test_an_old_mlp_spec_normalises_as_the_same_spec_in_new_names():
                           "per_method": {"bp": {"train.batch_examples": 32}}})
     new = normalise_spec({**common, "base": {"mlp": {"activation": "relu", "epochs": 4}},
                           "per_method": {"bp": {"mlp.batch_examples": 32}}})
-    assert old == new and new["base"]["mlp"]["epochs"] == 4 and "epochs" not in new["base"]["train"]
+    assert old == new and new.base["mlp"]["epochs"] == 4 and "epochs" not in new.base["train"]
