@@ -160,13 +160,17 @@ def test_lnd_refits_that_do_not_converge_are_dropped_and_counted(monkeypatch):
 
 
 def test_fixed_budget_frontiers_are_labelled_as_such():
+    import dataclasses
+
     from beyondbp.report.results import frontier_kind
-    sizes = {"a": {}, "b": {}}
-    paper = frontier_kind({"tokens": 30_000_000_000, "sizes": sizes, "frontier_points": "all"})
+    from beyondbp.study.spec import load_spec
+    quick = load_spec(preset="quick")  # several sizes, 80 tokens per parameter, final points
+    paper = frontier_kind(dataclasses.replace(quick, tokens=30_000_000_000, tokens_per_param=None,
+                                              frontier_points="all"))
     assert paper["kind"] == "fixed-budget envelope" and "mid-run points" in paper["note"]
-    assert frontier_kind({"tokens": 100_000_000, "sizes": sizes})["kind"] == "fixed-budget final points"
-    assert frontier_kind({"tokens": None, "tokens_per_param": 80, "sizes": sizes}) == {"kind": "final points",
-                                                                                      "note": None}
+    fixed = dataclasses.replace(quick, tokens=100_000_000, tokens_per_param=None)
+    assert frontier_kind(fixed)["kind"] == "fixed-budget final points"
+    assert frontier_kind(quick) == {"kind": "final points", "note": None}
 
 
 def test_an_under_tuned_alternative_gets_no_multiplier_interval_while_a_flat_edge_keeps_it():
