@@ -5,7 +5,7 @@ import base64
 import html
 
 from ..study.spec_types import Spec
-from .results import ACCOUNTINGS, REFERENCE, frontier_kind
+from .results import ACCOUNTINGS, REFERENCE, frontier_kind, frontier_sentence
 from .study_text import COMPUTE_HEADER, METRICS_HEADER, compute_rows, metric_rows, study_lines
 from .tuning import tuning_lines
 from .tables import RUNS_HEADER, TABLE1_HEADER, runs_rows, table1_cells
@@ -73,8 +73,8 @@ def report_html(spec: Spec, t1: list[dict], all_fits: dict, results: list, image
     answer = "".join(f"<li>{_bold(line)}</li>" for line in answer_lines(all_fits["paper"]))
     study = "".join(f"<li>{html.escape(line)}</li>" for line in study_lines(spec, results))
     description = html.escape(f"The spec's description: {spec.description} ") if spec.description else ""
-    frontier = frontier_kind(spec)
-    kind = html.escape(f" The frontier's points: {frontier['kind']}: {frontier['note']}.") if frontier["note"] else ""
+    sentence = frontier_sentence(frontier_kind(spec))
+    kind = html.escape(" " + sentence) if sentence else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>

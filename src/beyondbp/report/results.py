@@ -190,6 +190,11 @@ def frontier_kind(spec: Spec) -> dict:
     return {"kind": "final points", "note": None}
 
 
+def frontier_sentence(kind: dict) -> str | None:
+    """The report's one sentence on a `frontier_kind` whose points carry a bias; None where none."""
+    return f"The frontier's points: {kind['kind']}: {kind['note']}." if kind["note"] else None
+
+
 def fit_accounting(rows: list[dict], bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
                    seed_noise: dict[str, tuple[float, int]] | None = None) -> AccountingFits:
     """Fit each method's frontier (methods with too few points are reported, not fatal)

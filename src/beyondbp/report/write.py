@@ -24,7 +24,7 @@ from .figures import alignment_figure, frontier_figure, png_bytes
 from .lnd_figure import isoflop_figure
 from .html import report_html
 from .results import (ACCOUNTINGS, REFERENCE, accounting_json, best_lr_runs, collect, fit_accounting, frontier_kind,
-                      frontier_points)
+                      frontier_points, frontier_sentence)
 from .tuning import tuning_markdown, tuning_section
 from .tables import best_by_size_markdown, runs_markdown, table1_csv, table1_markdown, table1_rows, table1_tex
 from .verdict_text import verdict_markdown
@@ -50,7 +50,7 @@ def write_report(study_dir: str | Path, bootstrap: int = DEFAULT_BOOTSTRAP, seed
     refuse_links(out, inside=study_dir)
     t1 = table1_rows(all_fits["paper"], methods, track.paper_columns)
     kind = frontier_kind(spec)
-    extra = [f"The frontier's points: {kind['kind']}: {kind['note']}.", ""] if kind["note"] else []
+    extra = [frontier_sentence(kind), ""] if kind["note"] else []
     extra += tuning_markdown(tuning).splitlines() + [""]
     files = {"table1.md": table1_markdown(t1), "table1.csv": table1_csv(t1), "table1.tex": table1_tex(t1),
              "verdict.md": verdict_markdown(spec, all_fits, excluded, kept, extra), "runs.md": runs_markdown(results),
