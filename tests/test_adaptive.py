@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ from beyondbp.config import ConfigError
 from beyondbp.fit.tuning import choose_rates, lr_edges
 from beyondbp.report.decisions import observe
 from beyondbp.study.adaptive import Budget, Planner, parse_budget
-from beyondbp.study.additions import read_decisions
+from beyondbp.fit.candidates import unbracketed_optima
+from beyondbp.study.additions import added_budgets, read_decisions
+from beyondbp.study.budget_steps import lnd_fits, method_k
+from beyondbp.study.proposals import Proposer
 from beyondbp.study.folder import load_study
 from beyondbp.study.plan import StudyPlan, plan_study
 from beyondbp.study.simulated import load_truth, run_noise, run_simulated
@@ -98,6 +102,21 @@ def test_a_budget_too_small_names_the_run_that_would_decide(tmp_path, capsys):
     # the expected refit puts the new points on the current laws: one more size is needed there
     assert "dfa_block and bp at L5d16 (one size up), then L6d16 would decide it (expected B), cost 5.8" in line
     assert "\n" not in line and line in capsys.readouterr().err
+
+
+def test_a_letter_no_size_decides_says_what_four_sizes_up_would_leave(tmp_path):
+    """An alternative on BP's own law (never better, never worse): no run decides it, and the stop
+    line says what four more sizes, each on the current laws, would leave the letter at and cost."""
+    rc, rounds = _run(tmp_path, {**BP, "lr_opt": 1.5e-2}, "1e-6")
+    assert rc == 0 and rounds[-1]["stop"] == "no-candidate"
+    line = rounds[-1]["why"]
+    assert "dfa_block undetermined" in line
+    found = re.search(r"; no run decides it: 4 sizes up \(dfa_block and bp at L(\d+)d16 \(one size up\), then "
+                      r"L(\d+)d16, then L(\d+)d16, then L(\d+)d16\), each on the current laws, would leave it "
+                      r"undetermined \([A-D or]+\)( \([A-D] in \d+% of the bootstrap\))?, cost ([0-9.e-]+) PF-days$", line)
+    assert found, line
+    largest = max(int(r["size"][1:-3]) for r in observe(tmp_path / "s").runs)
+    assert [int(found.group(i)) for i in range(1, 5)] == [largest + 1, largest + 2, largest + 3, largest + 4]
 
 
 @pytest.mark.parametrize("kill_at", [("execute", 2), pytest.param(("execute", 3), marks=pytest.mark.slow),
@@ -187,10 +206,38 @@ def test_a_single_rate_size_takes_the_rate_its_neighbour_brackets(tmp_path):
     assert rounds[-1]["stop"] == "decided"
 
 
-def test_a_study_of_several_budgets_is_refused_in_one_line(tmp_path, capsys):
+def test_a_branched_study_is_refused_in_one_line(tmp_path, capsys):
     spec, truth = _write(tmp_path, CROSSING_ONE_SIZE_ON)
-    spec.write_text(yaml.safe_dump({**SPEC, "tokens_per_param": [20, 40]}))
+    spec.write_text(yaml.safe_dump({**SPEC, "tokens_per_param": [20, 40], "budgets": "branched"}))
     assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--executor", "simulated", "--truth",
                  str(truth), "--until-decided", "--budget", "1e-6"]) == 2
-    assert "--until-decided: the planner adds runs to studies with one budget per size" in capsys.readouterr().err
+    assert "--until-decided: the planner adds runs to studies whose budgets train on their own; this spec " \
+           "branches them from one trunk (set budgets: independent)" in capsys.readouterr().err
     assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_an_unbracketed_optimal_budget_gets_a_budget_beyond_the_runs(tmp_path):
+    """Budgets of 10-40 tokens per parameter where the true optimum lies near 60 (B/A = 3.4, a = b):
+    the first round adds 80 tokens per parameter at the sizes next to the optimal N, for both methods,
+    and afterwards each method's fitted optimum lies inside the budgets its runs trained."""
+    lrs = {m: {s: ([r / 2.5, r, r * 2.5] if s == "L2d16" else [r]) for s in SPEC["sizes"]}
+           for m, r in (("bp", 1e-2), ("dfa_block", 1.5e-2))}
+    spec, truth = tmp_path / "spec.yaml", tmp_path / "truth.yaml"
+    spec.write_text(yaml.safe_dump({**SPEC, "tokens_per_param": [10, 20, 40], "budgets": "independent", "lrs": lrs}))
+    truth.write_text(yaml.safe_dump({"bp": {**BP, "B": 68.0}, "dfa_block": {**CROSSING_ONE_SIZE_ON, "B": 68.0}}))
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "s"), "--executor", "simulated", "--truth",
+                 str(truth), "--until-decided", "--budget", "1e-6", "--bootstrap", "300"]) == 0
+    rounds = read_decisions(tmp_path / "s")
+    first = rounds[0]
+    assert first["new_budgets"] == {"tpp80": [80.0, True]} and "bracket the optimal budgets first" in first["why"]
+    assert {(r["method"], r["budget"]) for r in first["runs"]} == {("bp", "tpp80"), ("dfa_block", "tpp80")}
+    assert {r["size"] for r in first["runs"]} <= {"L2d16", "L3d16"}
+    assert all(c["kind"] != "budget" for r in rounds[1:] for c in r.get("candidates", []))
+    plan = load_study(tmp_path / "s")
+    obs = observe(tmp_path / "s")
+    proposer = Proposer(plan, obs, {}, added_budgets(rounds))
+    for method, fit in lnd_fits(proposer, ["bp", "dfa_block"]).items():
+        computes = [r["compute"] * 8.64e19 for r in obs.rows if r["method"] == method]
+        assert unbracketed_optima(fit, [min(computes), max(computes)], method_k(proposer, method)) == []
+    runs_md = (tmp_path / "s" / "report" / "runs.md").read_text()
+    assert "bp_L2d16_tpp80_lr0.01_s0" in runs_md or "bp_L3d16_tpp80_lr0.01_s0" in runs_md

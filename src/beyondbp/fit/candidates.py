@@ -12,6 +12,10 @@ size's point on each method's current law (`law_loss`), a new rate's loss from t
 log10(lr) through its size's rates (`rate_loss`), another seed's point halfway back to the law.
 The score is the openness it removes per unit of compute. This uses the point prediction, one
 refit per candidate, with fewer bootstrap samples than the report (`SCORE_BOOTSTRAP`).
+
+In a study of several budgets per size, `unbracketed_optima` says where a method's fitted L(N, D)
+puts the compute-optimal tokens per parameter outside the range its runs trained (the report's
+`bracketing` check, on the point estimate): there a budget beyond that range is a candidate.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ import numpy as np
 
 from ..config import ConfigError
 from .frontier import fit_frontier
+from .lnd import LNDFit, fit_lnd
+from .lnd_alloc import optimal_allocation
 from .verdict import judge_all
 
 SHARE = 0.9  # the bootstrap share a letter needs to count as decided
@@ -125,3 +131,29 @@ def score(before: dict, after: dict, cost: float) -> tuple[float, float]:
     """(openness removed, openness removed per unit cost) by a candidate whose refit is `after`."""
     gain = openness(before) - openness(after)
     return gain, gain / cost if cost > 0 else 0.0
+
+
+def lnd_estimate(n_params, tokens, loss, method: str) -> LNDFit | None:
+    """A method's L(N, D) point fit (no bootstrap), or None where its runs cannot determine the
+    allocation (too few runs, sizes or budgets; A, B, a or b at a bound of the fit)."""
+    try:
+        fit = fit_lnd(n_params, tokens, loss, method=method, bootstrap=0)
+    except ConfigError:
+        return None
+    return None if set(fit.at_bounds) & {"A", "B", "a", "b"} else fit
+
+
+def unbracketed_optima(fit: LNDFit, computes, k: float) -> list[dict]:
+    """Where the compute-optimal tokens per parameter of `fit` (C = k N D, C in FLOP) lies outside
+    the range of its runs': [{compute, tokens_per_param, n_opt, direction (up: above the range,
+    down: below), run_range}] for each such compute."""
+    run_tpp = fit.tokens / fit.n_params
+    lo, hi = float(run_tpp.min()), float(run_tpp.max())
+    n_opt, d_opt = (v[0] for v in optimal_allocation(fit.params, computes, k))
+    out = []
+    for c, n, d in zip(np.atleast_1d(computes), n_opt, d_opt):
+        tpp = float(d / n)
+        if not lo <= tpp <= hi:
+            out.append({"compute": float(c), "tokens_per_param": tpp, "n_opt": float(n),
+                        "direction": "up" if tpp > hi else "down", "run_range": [lo, hi]})
+    return out

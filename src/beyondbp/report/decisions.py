@@ -23,6 +23,7 @@ def observe(study_dir: str | Path) -> Observation:
     found = trials(results)
     runs = [{"name": r.run.name, "method": r.run.method, "size": r.run.size, "budget": r.run.budget, "lr": r.run.lr,
              "seed": r.run.seed, "flops": r.run.cost, "state": r.state,
+             "n_params": r.run.n_params, "tokens": (r.summary or {}).get("tokens") or r.run.tokens,
              "pf_days": (r.summary or {}).get("compute_pf_days"), "seconds": (r.summary or {}).get("elapsed_s")}
             for r in results]
     return Observation(frontier_points(kept, "paper", spec.frontier_points), found,

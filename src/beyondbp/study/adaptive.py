@@ -16,13 +16,16 @@ their scores and costs, what was chosen and why, the compute spent so far. The c
 written there before any starts, so a kill while they train resumes them; a kill before the line
 is written replans from the same finished runs to the same choice (the fits are seeded). While a
 letter is open, rate brackets come first (a best rate at an edge of its sweep, for BP or an open
-alternative): a point read off an untuned rate would mislead the rest. Otherwise the candidate
+alternative): a point read off an untuned rate would mislead the rest; in a study of several
+budgets per size, so do budgets that bracket an optimal tokens per parameter the runs do not
+(`budget_steps`). Otherwise the candidate
 that removes the most openness per unit of compute is chosen; where none removes more than the
 refit's noise but a path of up to `LOOK_AHEAD` sizes would decide a letter within the budget,
 that path's first step. The budget counts the paper's
 PF-days, or with a time (`30min`, `2h`) the runs' summed training seconds (device time, what
 the `wall_clock` accounting counts), both over every run of the study, the grid included. A
-study of several budgets per size, or a branched one, is refused before its grid runs.
+branched study (budgets branched from one trunk) is refused before its grid runs: a run the
+planner adds would need a trunk of its own.
 """
 from __future__ import annotations
 
@@ -35,8 +38,7 @@ from typing import Callable
 
 from ..config import ConfigError
 from ..fit.candidates import SCORE_BOOTSTRAP, SHARE, is_decided, openness, pair_verdict, score, top_letter
-from .additions import added, read_decisions, write_decisions
-from .grid import budgets as _budgets
+from .additions import added, added_budgets, read_decisions, write_decisions
 from .plan import StudyPlan, extend_plan
 from .proposals import Candidate, Observation, Proposer
 
@@ -89,9 +91,9 @@ class Planner:
     def alternatives(self) -> list[str]:
         if REFERENCE not in self.base.spec.methods:
             raise ConfigError(f"--until-decided: the study must train {REFERENCE} (every letter is against it)")
-        if len(_budgets(self.base.spec)) > 1 or self.base.chains:
-            raise ConfigError("--until-decided: the planner adds runs to studies with one budget per size; "
-                              "this spec lists several (or branches them)")
+        if self.base.chains:
+            raise ConfigError("--until-decided: the planner adds runs to studies whose budgets train on their own; "
+                              "this spec branches them from one trunk (set budgets: independent)")
         return [m for m in self.base.spec.methods if m != REFERENCE]
 
     def run(self) -> dict:
@@ -114,14 +116,14 @@ class Planner:
         """One round's line: the choice, or the stop and why."""
         obs = self.observe(self.study_dir)
         verdicts = {m: pair_verdict(obs.rows, m, REFERENCE, self.bootstrap, 0, obs.noise) for m in alternatives}
-        new_sizes = added(rounds)[0]
-        proposer = Proposer(plan, obs, new_sizes)
+        proposer = Proposer(plan, obs, added(rounds)[0], added_budgets(rounds))
         spent = {"pf_days": obs.spent("pf_days"), "seconds": obs.spent("seconds")}
         line = {"round": len([r for r in rounds if "stop" not in r]) + 1, "spent": spent,
                 "letters": {m: _letter(v) for m, v in verdicts.items()}}
-        edges = proposer.rates([REFERENCE, *alternatives]) if any(not is_decided(v) for v in verdicts.values()) \
-            else []
         open_ = [m for m, v in verdicts.items() if not is_decided(v)]
+        edges = proposer.rates([REFERENCE, *alternatives]) if open_ else []
+        for m in open_:
+            edges += [c for c in proposer.budget_brackets([m, REFERENCE]) if all(c.label != o.label for o in edges)]
         if not open_ and not edges:
             return {**line, "stop": "decided", "why": "every letter is decided: " + _letters(line["letters"])}
         if line["round"] > self.max_rounds:
@@ -139,7 +141,9 @@ class Planner:
                     "why": self._stop_line(open_, verdicts, proposer, obs, left)}
         runs = [r for c in chosen for r in c.runs]
         sizes = {k: v for c in chosen for k, v in c.new_sizes.items()}
-        return {**line, "chosen": [c.label for c in chosen], "why": why, "runs": runs, "new_sizes": sizes}
+        budgets = {k: v for c in chosen for k, v in c.new_budgets.items()}
+        return {**line, "chosen": [c.label for c in chosen], "why": why, "runs": runs, "new_sizes": sizes,
+                **({"new_budgets": budgets} if budgets else {})}
 
     def _weigh(self, edges, proposer: Proposer, open_, verdicts, obs) -> list[Candidate]:
         """Every candidate with its expected effect on the letter it serves."""
@@ -162,7 +166,9 @@ class Planner:
         affordable = [c for c in candidates if c.cost[self.budget.unit] <= left]
         edges = [c for c in affordable if c.edge]
         if edges:
-            return edges, ("bracket the best rates first, a letter read off an untuned point does not count: "
+            what = " and ".join(dict.fromkeys("the optimal budgets" if c.kind == "budget" else "the best rates"
+                                              for c in edges))
+            return edges, (f"bracket {what} first, a letter read off an untuned point does not count: "
                            + "; ".join(c.label for c in edges))
         least = noise_gain(self.score_bootstrap)
         useful = sorted((c for c in affordable if c.gain >= least), key=lambda c: (-c.score, c.label))
@@ -177,8 +183,8 @@ class Planner:
         (`_would_decide`) would decide a letter within the budget: that path's first step."""
         for m in open_:
             found = self._would_decide(m, proposer, obs)
-            if found and found[2] <= left:
-                first, text, _ = found
+            if found and found[3] and found[2] <= left:
+                first, text = found[:2]
                 return [first], (f"{first.label}: the first step of the runs that would decide {m} ({text}); "
                                  f"no one candidate removes openness beyond the refit's noise")
         return [], ""
@@ -194,26 +200,29 @@ class Planner:
         parts = []
         for m in open_ or list(verdicts):
             would = self._would_decide(m, proposer, obs)
-            parts.append(f"{_letters({m: _letter(verdicts[m])})}" + (f"; {would[1]}" if would else
-                                                                      "; no run within four sizes would decide it"))
+            parts.append(f"{_letters({m: _letter(verdicts[m])})}; " + (would[1] if would else
+                                                                     "no size up the ladder can be planned"))
         return f"stopped: {head}: " + "; ".join(parts)
 
-    def _would_decide(self, alt: str, proposer: Proposer, obs: Observation) -> tuple[Candidate, str, float] | None:
+    def _would_decide(self, alt: str, proposer: Proposer, obs: Observation
+                      ) -> tuple[Candidate, str, float, bool] | None:
         """The first candidate (rates, seeds, then sizes up to LOOK_AHEAD steps) whose expected refit
-        decides `alt`'s letter: (its first step, 'X would decide it (expected L), cost C', C)."""
+        decides `alt`'s letter: (its first step, 'X would decide it (expected L), cost C', C, True);
+        where none does, (the first size step, what the LOOK_AHEAD sizes up would leave, their
+        cost, False); None where no size up can be planned."""
         ahead = Proposer(proposer.plan, obs, {})
-        ahead.spec = proposer.spec
+        ahead.spec, ahead.budgets = proposer.spec, dict(proposer.budgets)
         for c in ahead.rates([alt, REFERENCE]) + ahead.seeds([alt, REFERENCE]):
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):
                 cost = c.cost[self.budget.unit]
                 return c, (f"{c.label} would decide it (expected {after['scenario']}), "
-                           f"cost {self.budget.show(cost)}"), cost
-        cost, labels, first = 0.0, [], None
+                           f"cost {self.budget.show(cost)}"), cost, True
+        cost, labels, first, after = 0.0, [], None, None
         for _ in range(LOOK_AHEAD):
             steps = [c for c in ahead.sizes([alt, REFERENCE]) if "up" in c.label]
             if not steps:
-                return None
+                break
             c = steps[0]
             first = first or c
             cost += c.cost[self.budget.unit]
@@ -221,9 +230,13 @@ class Planner:
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):
                 return first, (f"{', then '.join(labels)} would decide it (expected {after['scenario']}), "
-                               f"cost {self.budget.show(cost)}"), cost
+                               f"cost {self.budget.show(cost)}"), cost, True
             ahead = _advanced(ahead, c)
-        return None
+        if first is None:
+            return None
+        return first, (f"no run decides it: {len(labels)} size{'s' if len(labels) > 1 else ''} up ("
+                       f"{', then '.join(labels)}), each on the current laws, would leave it "
+                       f"{_letters({alt: _letter(after)}).split(' ', 1)[1]}, cost {self.budget.show(cost)}"), cost, False
 
 
 def _advanced(proposer: Proposer, c: Candidate) -> Proposer:
@@ -232,7 +245,7 @@ def _advanced(proposer: Proposer, c: Candidate) -> Proposer:
     out = Proposer(proposer.plan, Observation(c.rows, obs.trials + [
         {**r, "loss": next(x["loss"] for x in c.rows if x["size"] == r["size"] and x["method"] == r["method"]),
          "select_loss": None} for r in c.runs], obs.noise, obs.runs), {})
-    out.spec = proposer.spec
+    out.spec, out.budgets = proposer.spec, dict(proposer.budgets)
     n_of = {r.size: r.n_params for r in proposer.plan.runs}
     out.ordered = [*proposer.ordered, *[s for s in c.new_sizes if s not in n_of]]
     return out

@@ -1,8 +1,9 @@
 """The runs a study's planner added to its grid (`study run --until-decided`), read back from its
 decision log, DIR/decisions.jsonl: one JSON object per round (`beyondbp.study.adaptive` writes it).
 
-A round that chose runs lists them under `runs` ({method, size, lr, seed, budget}) and the model
-keys of any size it added beyond the spec's under `new_sizes` ({name: model keys}). `plan.extend_plan`
+A round that chose runs lists them under `runs` ({method, size, lr, seed, budget}), the model
+keys of any size it added beyond the spec's under `new_sizes` ({name: model keys}) and any budget
+it added beyond the spec's under `new_budgets` ({label: [value, per_param]}). `plan.extend_plan`
 appends those runs to the grid the spec plans, so that the executors, `study status` and the
 report see one study; the spec itself (DIR/spec.yaml) never changes. The log is replaced whole
 on every write (`write_decisions`), so a kill leaves the previous rounds or the new one, never a
@@ -74,6 +75,27 @@ def added(rounds: list[dict], where: str = DECISIONS) -> tuple[dict[str, dict], 
     return sizes, runs
 
 
+def added_budgets(rounds: list[dict], where: str = DECISIONS) -> dict[str, tuple[str, float, bool]]:
+    """{label: (label, value, per_param)} of the budgets the rounds added beyond the spec's."""
+    out: dict[str, tuple[str, float, bool]] = {}
+    for entry in rounds:
+        new = entry.get("new_budgets") or {}
+        if not isinstance(new, dict):
+            raise ConfigError(f"{where}: new_budgets must map budget labels to [value, per_param], got {shown(new)}")
+        for label, pair in new.items():
+            try:
+                value, per_param = pair
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{where}: new_budgets: {shown(label)} needs [value, per_param], "
+                                  f"got {shown(pair)}") from None
+            if not value > 0 or not isinstance(per_param, bool):
+                raise ConfigError(f"{where}: new_budgets: {shown(label)} needs a positive value and a boolean, "
+                                  f"got {shown(pair)}")
+            out[str(label)] = (str(label), value, per_param)
+    return out
+
+
 def spec_with_sizes(spec: Spec, sizes: dict[str, dict]) -> Spec:
     """A copy of the spec whose `sizes` also hold the planner's sizes (to build their runs' configs)."""
     out = copy.deepcopy(spec)
@@ -86,7 +108,8 @@ class Observation:
     rows: list[dict]  # frontier points, paper's count: {method, compute, loss, run, size}
     trials: list[dict]  # finished runs: {method, size, budget, lr, seed, loss, select_loss}
     noise: dict[str, tuple[float, int]]  # pooled seed noise per method
-    runs: list[dict]  # every planned run: {name, method, size, budget, lr, seed, flops, pf_days, seconds, state}
+    runs: list[dict]  # every planned run: {name, method, size, budget, lr, seed, flops, n_params, tokens,
+    #                   pf_days, seconds, state}
 
     def spent(self, unit: str) -> float:
         return float(sum(r[unit] or 0.0 for r in self.runs))

@@ -19,7 +19,7 @@ from ..config_mlp import run_length
 from ..reads import shown
 from ..methods.run_builder import build_run
 from .chain import make_chains
-from .additions import DECISIONS, added, read_decisions, spec_with_sizes
+from .additions import DECISIONS, added, added_budgets, read_decisions, spec_with_sizes
 from .grid import budgets as grid_budgets, grid, run_name
 from .spec_types import Spec
 from .tracks import get_track
@@ -91,6 +91,8 @@ def extend_plan(plan: StudyPlan, study_dir: str | Path, rounds: list[dict] | Non
         return plan
     spec = spec_with_sizes(plan.spec, sizes)
     budgets = {label: (label, value, per_param) for label, value, per_param in grid_budgets(spec)}
+    budgets.update({k: v for k, v in added_budgets(rounds, str(Path(study_dir) / DECISIONS)).items()
+                    if k not in budgets})
     names = {r.name for r in plan.runs}
     out = StudyPlan(plan.spec, list(plan.runs), plan.chains)
     for entry in runs:

@@ -8,7 +8,12 @@ its cost and its expected effect on the study's frontier rows (scored by `beyond
   neighbouring sizes; `lr_edges` in the report lists such cells as single-rate);
 - `seed`: another seed at the size whose point lies farthest off its method's law, while that
   offset is within two standard errors of the point's mean over its k seeds (the method's pooled
-  seed noise); the new seed is expected on the law, moving the mean by 1/(k + 1) of the offset.
+  seed noise); the new seed is expected on the law, moving the mean by 1/(k + 1) of the offset;
+- `budget` (studies of several budgets per size, `budget_steps`): a budget beyond the range the
+  runs trained where the fitted L(N, D) puts the optimal tokens per parameter outside it.
+
+In a study of several budgets per size, a new size trains at every budget its neighbour trained,
+each expected on the method's L(N, D) (on its frontier law where the L(N, D) cannot be fitted).
 
 A (method, size) of the spec swept at one rate takes the best rate of the nearest size whose
 sweep brackets its best: where it ran a different rate, that best rate is its candidate; while
@@ -32,6 +37,7 @@ from ..fit.candidates import law_loss, log_residuals, rate_loss
 from ..fit.tuning import choose_rates, edge_of
 from ..model.shape import NAMED_SIZES
 from .additions import Observation, spec_with_sizes
+from .budget_steps import budget_brackets, lnd_fits
 from .grid import budgets as _budgets
 from .plan import StudyPlan, planned_run
 from .spec_types import Spec
@@ -42,7 +48,7 @@ DEFAULT_STEP = 2.5  # a sweep's ratio where a (method, size) tried one rate only
 
 @dataclass
 class Candidate:
-    kind: str  # rate, size or seed
+    kind: str  # rate, size, seed or budget
     label: str  # what it runs, in a few words
     runs: list[dict]  # {method, size, lr, seed, budget}
     cost: dict[str, float]  # pf_days and seconds
@@ -53,6 +59,7 @@ class Candidate:
     gain: float = 0.0
     score: float = 0.0
     expected: dict = field(default_factory=dict)  # the refit's letter and share
+    new_budgets: dict = field(default_factory=dict)  # {label: [value, per_param]} beyond the study's
 
     def record(self, unit: str) -> dict:
         return {"kind": self.kind, "label": self.label, "cost": self.cost[unit], "gain": round(self.gain, 4),
@@ -93,10 +100,12 @@ def ladder_step(spec: Spec, ordered: list[str], up: bool) -> tuple[str, dict] | 
 class Proposer:
     """Candidates for one pair (alternative, reference) of a study, given its observation."""
 
-    def __init__(self, plan: StudyPlan, obs: Observation, new_sizes: dict[str, dict]):
+    def __init__(self, plan: StudyPlan, obs: Observation, new_sizes: dict[str, dict],
+                 new_budgets: dict[str, tuple[str, float, bool]] | None = None):
         self.plan, self.obs = plan, obs
         self.spec = spec_with_sizes(plan.spec, new_sizes)
         self.budgets = {label: (label, value, per) for label, value, per in _budgets(self.spec)}
+        self.budgets.update({k: v for k, v in (new_budgets or {}).items() if k not in self.budgets})
         self.choices = choose_rates(obs.trials)
         self.planned = {r.name for r in plan.runs}
         n_of = {r.size: r.n_params for r in plan.runs}
@@ -142,7 +151,10 @@ class Proposer:
     def _follows(self, method: str, size: str, budget: str, tried: list[float]):
         """For a size that takes its rate from a neighbour (one the planner added, or one the spec
         tries at one rate where it sweeps another): "settled" where it trains that rate (or must
-        wait for it), else (neighbour, rate) to run; None for a size with a sweep of its own."""
+        wait for it), else (neighbour, rate) to run; None for a size with a sweep of its own. A
+        budget the planner added is settled: it trains the rate of its size's nearest budget."""
+        if budget not in {label for label, _, _ in _budgets(self.plan.spec)}:
+            return "settled"  # a budget the planner added trains the rate it was given
         spec_lrs = self.plan.spec.lrs.get(method, {})
         spec_lrs = spec_lrs if isinstance(spec_lrs, dict) else {}
         if size in self.plan.spec.sizes and (len(spec_lrs.get(size, [])) != 1
@@ -200,20 +212,39 @@ class Proposer:
             out.append(self._size_candidate(lagging or list(methods), ends, target, new, up))
         return [c for c in out if c is not None]
 
+    def budget_brackets(self, methods) -> list[Candidate]:
+        return budget_brackets(self, methods)
+
+    def expected_loss(self, method: str, run, compute: float, fits: dict | None = None) -> float | None:
+        """A new run's loss: on the method's L(N, D) where `fits` has it, else on its frontier law."""
+        fit = (fits or {}).get(method)
+        return float(fit.predict(run.n_params, run.tokens)) if fit is not None else law_loss(self.obs.rows, method,
+                                                                                              compute)
+
     def _size_candidate(self, methods, ends, target, new, up) -> Candidate | None:
         rows, runs = list(self.obs.rows), []
-        budget = next(iter(self.budgets))
+        fits = lnd_fits(self, methods) if len(self.budgets) > 1 else {}
         for m in methods:
-            lr = self.choices[(m, ends[m], budget)]["best"]
-            mine = [self._run(m, target, lr, s, budget) for s in self.spec.seeds]
-            compute = mine[0].cost * self.obs.per_flop(m, "pf_days")
-            loss = law_loss(self.obs.rows, m, compute)
-            if loss is None or not compute:
+            trained = [(b, self.choices[(m, ends[m], b)]["best"]) for b in self.budgets if (m, ends[m], b) in self.choices]
+            if not trained:
                 return None
-            rows.append({"method": m, "compute": compute, "loss": loss, "run": mine[0].name, "size": target})
-            runs += mine
+            for budget, lr in trained:
+                mine = [self._run(m, target, lr, s, budget) for s in self.spec.seeds]
+                compute = mine[0].cost * self.obs.per_flop(m, "pf_days")
+                loss = self.expected_loss(m, mine[0], compute, fits)
+                if loss is None or not compute:
+                    return None
+                rows.append({"method": m, "compute": compute, "loss": loss, "run": mine[0].name, "size": target})
+                runs += mine
         label = f"{' and '.join(methods)} at {target} (one size {'up' if up else 'down'})"
         return self._candidate("size", label, runs, rows, new)
+
+    def _row_budget(self, row: dict) -> str:
+        """The budget label of a frontier row (its run's, or its seeds' where it averages several)."""
+        for r in self.obs.runs:
+            if row["run"] in (r["name"], r["name"].rsplit("_s", 1)[0] + "_seeds"):
+                return r["budget"]
+        return next(iter(self.budgets))
 
     def seeds(self, methods) -> list[Candidate]:
         out = []
@@ -223,7 +254,7 @@ class Proposer:
                 continue
             run = max(sorted(residuals), key=lambda k: abs(residuals[k]))
             row = next(r for r in self.obs.rows if r["run"] == run)
-            budget = next(iter(self.budgets))
+            budget = self._row_budget(row)
             choice = self.choices.get((m, row["size"], budget))
             if choice is None:
                 continue
