@@ -241,3 +241,11 @@ def test_an_unbracketed_optimal_budget_gets_a_budget_beyond_the_runs(tmp_path):
         assert unbracketed_optima(fit, [min(computes), max(computes)], method_k(proposer, method)) == []
     runs_md = (tmp_path / "s" / "report" / "runs.md").read_text()
     assert "bp_L2d16_tpp80_lr0.01_s0" in runs_md or "bp_L3d16_tpp80_lr0.01_s0" in runs_md
+
+    # on the grid alone: every candidate at a budget the study lacks carries it, however often asked
+    grid = plan_study(load_spec(spec))
+    run_simulated(grid, tmp_path / "g", load_truth(truth))
+    proposer = Proposer(grid, observe(tmp_path / "g"), {}, {})
+    for _ in range(2):
+        found = proposer.budget_brackets(["dfa_block", "bp"])
+        assert len(found) == 2 and all(c.new_budgets == {"tpp80": [80.0, True]} for c in found)

@@ -135,12 +135,12 @@ def score(before: dict, after: dict, cost: float) -> tuple[float, float]:
 
 def lnd_estimate(n_params, tokens, loss, method: str) -> LNDFit | None:
     """A method's L(N, D) point fit (no bootstrap), or None where its runs cannot determine the
-    allocation (too few runs, sizes or budgets; A, B, a or b at a bound of the fit)."""
+    allocation (too few runs, sizes or budgets; an exponent, a or b, at a bound of the fit)."""
     try:
         fit = fit_lnd(n_params, tokens, loss, method=method, bootstrap=0)
     except ConfigError:
         return None
-    return None if set(fit.at_bounds) & {"A", "B", "a", "b"} else fit
+    return None if set(fit.at_bounds) & {"a", "b"} else fit
 
 
 def unbracketed_optima(fit: LNDFit, computes, k: float) -> list[dict]:

@@ -243,7 +243,8 @@ def _advanced(proposer: Proposer, c: Candidate) -> Proposer:
     """A proposer that sees `c`'s expected rows as measured (to look one more size ahead)."""
     obs = proposer.obs
     out = Proposer(proposer.plan, Observation(c.rows, obs.trials + [
-        {**r, "loss": next(x["loss"] for x in c.rows if x["size"] == r["size"] and x["method"] == r["method"]),
+        {**r, "loss": next(x["loss"] for x in c.rows if x["size"] == r["size"] and x["method"] == r["method"]
+                           and x.get("budget", r["budget"]) == r["budget"]),
          "select_loss": None} for r in c.runs], obs.noise, obs.runs), {})
     out.spec, out.budgets = proposer.spec, dict(proposer.budgets)
     n_of = {r.size: r.n_params for r in proposer.plan.runs}

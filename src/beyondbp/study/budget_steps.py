@@ -8,7 +8,8 @@ The run: both methods of the pair (every method tuned alike), at the size on the
 optimal N from the side that brackets it (up: the largest size at or below it, trained longer;
 down: the smallest at or above it, trained shorter), each at the best rate of its nearest budget
 at that size, at the first budget on the study's ladder (the spec's budgets, those the planner
-added, and one step beyond its end, the spec's ratio between neighbouring budgets) whose tokens
+added in earlier rounds, and one step beyond its end: the median ratio between its neighbouring
+budgets) whose tokens
 per parameter at that size lie beyond the optimum. Its loss is expected on each method's
 current L(N, D); its cost, as every candidate's, from the study's measured compute per planned
 FLOP. Like a rate beyond an edge, it comes before the scored candidates while a letter is open.
@@ -54,7 +55,8 @@ def _a_run(proposer, method: str, size: str, budget: str) -> dict | None:
 
 def _ladder(proposer) -> tuple[list[tuple[str, float]], bool, float]:
     """([(label, value)] by value, per_param, step) of the study's budgets, spec's and added."""
-    values = sorted(((label, v) for label, v, _ in proposer.budgets.values()), key=lambda x: x[1])
+    values = sorted(((label, v) for label, v, _ in (proposer.budgets[k] for k in proposer.known_budgets)),
+                    key=lambda x: x[1])
     per_param = next(iter(proposer.budgets.values()))[2]
     ratios = [b / a for (_, a), (_, b) in zip(values, values[1:]) if b > a]
     return values, per_param, float(np.median(ratios)) if ratios else 2.0
@@ -108,7 +110,7 @@ def _bracketing_budget(proposer, n_params: int, miss: dict) -> tuple[str, float,
 
 def _candidate(proposer, methods, size: str, budget: tuple[str, float, bool], fits, miss: dict, method: str):
     label = budget[0]
-    new = {} if label in proposer.budgets else {label: [budget[1], budget[2]]}
+    new = {} if label in proposer.known_budgets else {label: [budget[1], budget[2]]}
     proposer.budgets.setdefault(label, budget)
     rows, runs = list(proposer.obs.rows), []
     for m in methods:
@@ -123,7 +125,8 @@ def _candidate(proposer, methods, size: str, budget: tuple[str, float, bool], fi
                 else proposer.expected_loss(m, planned[0], compute))
         if loss is None or not compute:
             return None
-        rows.append({"method": m, "compute": compute, "loss": loss, "run": planned[0].name, "size": size})
+        rows.append({"method": m, "compute": compute, "loss": loss, "run": planned[0].name, "size": size,
+                     "budget": label})
         runs += planned
     where = "above" if miss["direction"] == "up" else "below"
     text = (f"{' and '.join(methods)} at {size} {label} ({method}'s optimal tokens per parameter at "

@@ -106,6 +106,7 @@ class Proposer:
         self.spec = spec_with_sizes(plan.spec, new_sizes)
         self.budgets = {label: (label, value, per) for label, value, per in _budgets(self.spec)}
         self.budgets.update({k: v for k, v in (new_budgets or {}).items() if k not in self.budgets})
+        self.known_budgets = set(self.budgets)  # the spec's and the logged ones (candidates add to budgets)
         self.choices = choose_rates(obs.trials)
         self.planned = {r.name for r in plan.runs}
         n_of = {r.size: r.n_params for r in plan.runs}
@@ -145,7 +146,7 @@ class Proposer:
                 loss = rate_loss(tried, [self._cell_loss(method, size, budget, x) for x in tried], lr)
                 runs = [self._run(method, size, lr, s, budget) for s in self.spec.seeds]
                 label = f"{method} {size}{' ' + budget if budget else ''} at lr {lr:g} ({why})"
-                out.append(self._candidate("rate", label, runs, self._replace(method, size, loss), edge=True))
+                out.append(self._candidate("rate", label, runs, self._replace(method, size, budget, loss), edge=True))
         return [c for c in out if c is not None]
 
     def _follows(self, method: str, size: str, budget: str, tried: list[float]):
@@ -186,9 +187,10 @@ class Proposer:
                   if (t["method"], t["size"], t.get("budget", ""), float(t["lr"])) == (method, size, budget, lr)]
         return float(math.exp(np.mean(np.log(losses))))
 
-    def _replace(self, method: str, size: str, loss: float) -> list[dict]:
-        """The rows with `method`'s point at `size` lowered to `loss` where that is lower."""
-        return [{**r, "loss": min(r["loss"], loss)} if (r["method"], r["size"]) == (method, size) else r
+    def _replace(self, method: str, size: str, budget: str, loss: float) -> list[dict]:
+        """The rows with `method`'s point at `size` and `budget` lowered to `loss` where that is lower."""
+        return [{**r, "loss": min(r["loss"], loss)}
+                if (r["method"], r["size"]) == (method, size) and self._row_budget(r) == budget else r
                 for r in self.obs.rows]
 
     def sizes(self, methods) -> list[Candidate]:
@@ -234,13 +236,16 @@ class Proposer:
                 loss = self.expected_loss(m, mine[0], compute, fits)
                 if loss is None or not compute:
                     return None
-                rows.append({"method": m, "compute": compute, "loss": loss, "run": mine[0].name, "size": target})
+                rows.append({"method": m, "compute": compute, "loss": loss, "run": mine[0].name, "size": target,
+                             "budget": budget})
                 runs += mine
         label = f"{' and '.join(methods)} at {target} (one size {'up' if up else 'down'})"
         return self._candidate("size", label, runs, rows, new)
 
     def _row_budget(self, row: dict) -> str:
         """The budget label of a frontier row (its run's, or its seeds' where it averages several)."""
+        if "budget" in row:
+            return row["budget"]
         for r in self.obs.runs:
             if row["run"] in (r["name"], r["name"].rsplit("_s", 1)[0] + "_seeds"):
                 return r["budget"]
@@ -258,7 +263,8 @@ class Proposer:
             choice = self.choices.get((m, row["size"], budget))
             if choice is None:
                 continue
-            cell = [t for t in self.obs.trials if (t["method"], t["size"]) == (m, row["size"])]
+            cell = [t for t in self.obs.trials
+                    if (t["method"], t["size"], t.get("budget", "")) == (m, row["size"], budget)]
             k = sum(1 for t in cell if float(t["lr"]) == choice["best"])
             sd, dof = self.obs.noise.get(m, (abs(residuals[run]), 0))
             if dof and abs(residuals[run]) > 2 * sd / math.sqrt(max(k, 1)):
