@@ -249,3 +249,29 @@ def test_an_unbracketed_optimal_budget_gets_a_budget_beyond_the_runs(tmp_path):
     for _ in range(2):
         found = proposer.budget_brackets(["dfa_block", "bp"])
         assert len(found) == 2 and all(c.new_budgets == {"tpp80": [80.0, True]} for c in found)
+
+
+@pytest.mark.slow
+def test_the_local_executor_trains_the_runs_the_planner_adds(tmp_path):
+    """Real training, not the simulated executor: the runs a round adds (here at a budget beyond
+    the spec's) are trained by the local workers and read back by `study status`."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "real", "methods": ["bp", "dfa_block"],
+        "sizes": {f"L1d{d}": {"n_layer": 1, "d_model": d, "n_head": 1} for d in (8, 12, 16)},
+        "tokens_per_param": [2, 4, 8], "budgets": "independent", "lrs": {"bp": [1e-2], "dfa_block": [1e-2]},
+        "seeds": [0], "base": {"data": {"corpus": "shakespeare", "tokenizer": "byte"}, "model": {"context": 16},
+                               "train": {"batch_tokens": 256, "n_evals": 2, "eval_tokens": 512,
+                                         "checkpoint_every_s": 0}}}))
+    out = tmp_path / "s"
+    assert main(["study", "run", str(spec), "--out", str(out), "--until-decided", "--budget", "10min",
+                 "--max-rounds", "1", "--workers", "2", "--bootstrap", "100"]) == 0
+    rounds = read_decisions(out)
+    added = [r for r in rounds[0]["runs"]]
+    assert added and rounds[-1]["stop"] == "rounds"
+    assert rounds[0]["new_budgets"] and {r["budget"] for r in added} - {"tpp2", "tpp4", "tpp8"}
+    plan = {r.name: r for r in load_study(out).runs}
+    assert len(plan) == 18 + len({(r["method"], r["size"], r["lr"], r["seed"], r["budget"]) for r in added})
+    for run in plan.values():
+        summary = read_summary(out / "runs" / run.name)
+        assert summary["status"] == "completed" and summary["tokens"] == run.tokens
