@@ -148,14 +148,46 @@ def test_a_killed_round_replans_to_the_same_choice(tmp_path, kill_at):
     with pytest.raises(KeyboardInterrupt):
         planner.run()
     _run(tmp_path, alt, "1e-6", out="cut")
-    assert read_decisions(tmp_path / "cut") == read_decisions(tmp_path / "whole")
+    assert _unclocked(read_decisions(tmp_path / "cut")) == _unclocked(read_decisions(tmp_path / "whole"))
     assert sorted(p.name for p in (tmp_path / "cut" / "runs").iterdir()) == \
         sorted(p.name for p in (tmp_path / "whole" / "runs").iterdir())
 
 
+def _unclocked(rounds: list[dict]) -> list[dict]:
+    """The decision log without the wall time each line records (it differs between two runs)."""
+    return [{**r, "spent": {k: v for k, v in r["spent"].items() if k != "wall"}} for r in rounds]
+
+
+def test_a_wall_time_budget_counts_the_study_s_clock_across_resumes(tmp_path):
+    """`--budget 150s` is the study's wall time: every command's time from its start to each round's
+    line, the logged time carried over when the study is run again (here each execution takes 100 s
+    of a fake clock)."""
+    spec, truth = _write(tmp_path, {**CROSSING_ONE_SIZE_ON, "lr_opt": 0.12})
+    base, laws, now = plan_study(load_spec(spec)), load_truth(truth), [0.0]
+
+    def execute(plan):
+        now[0] += 100.0
+        return run_simulated(plan, tmp_path / "s", laws)
+
+    def planner(budget):
+        return Planner(base, tmp_path / "s", execute, observe, parse_budget(budget), 300, say=lambda line: None,
+                       clock=lambda: now[0])
+
+    last = planner("150s").run()
+    rounds = read_decisions(tmp_path / "s")
+    assert [r["spent"]["wall"] for r in rounds] == [100.0, 200.0] and rounds[0].get("chosen")
+    assert last["stop"] == "budget" and last["why"].startswith("stopped: budget spent (3.3 min of 2.5 min)")
+    now[0] = 5000.0  # another command, later: only the time it spends is added to the logged 200 s
+    last = planner("350s").run()
+    rounds = read_decisions(tmp_path / "s")
+    assert [r["spent"]["wall"] for r in rounds] == [100.0, 200.0, 300.0, 400.0]
+    assert last["stop"] == "budget" and last["why"].startswith("stopped: budget spent (6.7 min of 5.8 min)")
+
+
 def test_budget_and_truth_errors_are_one_line(tmp_path, capsys):
-    assert parse_budget("30min") == Budget(1800.0, "seconds") and parse_budget("2e-7") == Budget(2e-7, "pf_days")
-    for bad in ("-1", "soon", "5 parsecs"):
+    assert parse_budget("30min") == Budget(1800.0, "wall") and parse_budget("2e-7") == Budget(2e-7, "pf_days")
+    assert parse_budget("30min-train") == Budget(1800.0, "seconds") and parse_budget("2h") == Budget(7200.0, "wall")
+    for bad in ("-1", "soon", "5 parsecs", "2e-7-train", "-train"):
         with pytest.raises(ConfigError, match="--budget"):
             parse_budget(bad)
     spec, truth = _write(tmp_path, {**BP, "a": -0.3})

@@ -31,7 +31,7 @@ def run_adaptive(args, plan, counts_line) -> int:
     from ..study.adaptive import MAX_ROUNDS, Planner, parse_budget
     from ..study.folder import study_counts
     if args.until_decided and args.budget is None:
-        raise ConfigError("--budget: --until-decided needs a budget (PF-days, e.g. 1e-6, or a time, e.g. 30min)")
+        raise ConfigError("--budget: --until-decided needs a budget (PF-days, e.g. 1e-6, or wall time, e.g. 30min)")
     if args.budget is not None and not args.until_decided:
         raise ConfigError("--budget: applies with --until-decided only")
     execute = _executor(args, plan)

@@ -227,7 +227,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--until-decided", action="store_true",
                    help="after the grid, add runs until every letter is decided (DIR/decisions.jsonl)")
     p.add_argument("--budget", default=None,
-                   help="--until-decided: PF-days of the paper's count (1e-6), or training time (30min, 2h)")
+                   help="--until-decided: PF-days of the paper's count (1e-6), the study's wall time (30min, 2h), "
+                        "or the runs' summed training time (30min-train)")
     p.add_argument("--max-rounds", type=int, default=None,
                    help="--until-decided: stop after this many rounds that chose runs (default 20), saying "
                         "which run would decide each open letter")

@@ -9,7 +9,8 @@ whichever disagrees more), and at least 1 - SHARE.
 
 A candidate is scored by refitting the pair with the candidate's expected outcome in place: a new
 size's point on each method's current law (`law_loss`), a new rate's loss from the parabola in
-log10(lr) through its size's rates (`rate_loss`), another seed's point halfway back to the law.
+log10(lr) through its size's rates (`rate_loss`), another seed's mean moved toward the law
+(`beyondbp.study.proposals`).
 The score is the openness it removes per unit of compute. This uses the point prediction, one
 refit per candidate, with fewer bootstrap samples than the report (`SCORE_BOOTSTRAP`).
 

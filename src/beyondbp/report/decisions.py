@@ -13,7 +13,9 @@ from .figures import _color, _pyplot
 from .results import best_lr_runs, collect, frontier_points, trials
 
 TITLE = "How this study chose its runs"
-HEADER = ("round", "letters (share of the most common)", "chosen", "why", "spent (PF-days)", "spent (s)")
+HEADER = ("round", "letters (share of the most common): what keeps them open", "candidates (expected gain, cost)",
+          "chosen", "why", "spent (PF-days)", "spent (training s)", "wall (s)")
+SHOWN_CANDIDATES = 6  # per round, by score; the rest are counted
 
 
 def observe(study_dir: str | Path) -> Observation:
@@ -32,15 +34,26 @@ def observe(study_dir: str | Path) -> Observation:
 
 def _letters_cell(letters: dict) -> str:
     return "; ".join(f"{m} {v['scenario'] or 'open (' + '/'.join(v['possible'] or []) + ')'}"
-                     + (f" {v['top']} {v['share']:.2f}" if v.get("top") else "") for m, v in letters.items())
+                     + (f" {v['top']} {v['share']:.2f}" if v.get("top") else "")
+                     + (f": {v['open_because']}" if v.get("open_because") else "") for m, v in letters.items())
+
+
+def _candidates_cell(r: dict) -> str:
+    found = sorted(r.get("candidates") or [], key=lambda c: -(c.get("score") or 0.0))
+    unit = {"pf_days": " PF-days", "wall": " s", "seconds": " s of training"}.get(r.get("budget_unit"), "")
+    shown = [f"{c['label']} ({c.get('gain', 0.0):+.2f}, {c.get('cost', 0.0):.3g}{unit})" for c in found[:SHOWN_CANDIDATES]]
+    more = len(found) - SHOWN_CANDIDATES
+    return "; ".join(shown) + (f"; {more} more" if more > 0 else "")
 
 
 def decision_rows(rounds: list[dict]) -> list[list[str]]:
     rows = []
     for r in rounds:
         chosen = "stop: " + r["stop"] if "stop" in r else ", ".join(r.get("chosen") or [])
-        rows.append([str(r.get("round", "")), _letters_cell(r.get("letters") or {}), chosen, r.get("why", ""),
-                     f"{r['spent']['pf_days']:.3g}", f"{r['spent']['seconds']:.0f}"])
+        wall = r["spent"].get("wall")
+        rows.append([str(r.get("round", "")), _letters_cell(r.get("letters") or {}), _candidates_cell(r), chosen,
+                     r.get("why", ""), f"{r['spent']['pf_days']:.3g}", f"{r['spent']['seconds']:.0f}",
+                     "-" if wall is None else f"{wall:.0f}"])
     return rows
 
 

@@ -22,8 +22,15 @@ budgets per size, so do budgets that bracket an optimal tokens per parameter the
 that removes the most openness per unit of compute is chosen; where none removes more than the
 refit's noise but a path of up to `LOOK_AHEAD` sizes would decide a letter within the budget,
 that path's first step. The budget counts the paper's
-PF-days, or with a time (`30min`, `2h`) the runs' summed training seconds (device time, what
-the `wall_clock` accounting counts), both over every run of the study, the grid included. A
+PF-days over every run of the study, the grid included; or, with a time (`30min`, `2h`, `90s`),
+the study's wall time on this machine: every command that planned it, from its start to each
+round's line, summed across resumes (a killed command's time after its last line is lost), the
+grid and the planning included; or, with `-train` (`30min-train`), the runs' summed training
+seconds (device time, what the `wall_clock` accounting counts). A candidate's cost in wall time
+is its training seconds (exact with one worker, an upper bound with several). With a wall-time
+budget a resumed study may stop a round earlier or later than an uninterrupted one: its clock
+runs differently. While a letter is open, and after, the best rates are bracketed: a study stops
+"decided" only when no best rate sits at an edge of its sweep. A
 branched study (budgets branched from one trunk) is refused before its grid runs: a run the
 planner adds would need a trunk of its own.
 """
@@ -32,7 +39,8 @@ from __future__ import annotations
 import math
 import re
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -44,6 +52,7 @@ from .proposals import Candidate, Observation, Proposer
 
 REFERENCE = "bp"
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
+SHOWN = {"pf_days": "PF-days", "wall": "wall time", "seconds": "training time"}
 LOOK_AHEAD = 4  # size steps the stop message looks through for the run that would decide a letter
 MAX_ROUNDS = 20  # rounds that choose runs before the planner stops and says what is still open
 
@@ -57,23 +66,30 @@ def noise_gain(samples: int) -> float:
 @dataclass(frozen=True)
 class Budget:
     value: float
-    unit: str  # pf_days or seconds
+    unit: str  # pf_days, wall (the study's wall time, seconds) or seconds (summed training seconds)
 
     def show(self, amount: float) -> str:
-        return f"{amount:.3g} PF-days" if self.unit == "pf_days" else f"{amount / 60:.1f} min"
+        if self.unit == "pf_days":
+            return f"{amount:.3g} PF-days"
+        text = f"{amount:.0f} s" if abs(amount) < 90 else f"{amount / 60:.1f} min"
+        return text + (" of training" if self.unit == "seconds" else "")
 
 
 def parse_budget(text: str) -> Budget:
-    """'1e-6' (PF-days, the paper's count) or '30min' / '2h' / '90s' (training seconds)."""
-    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(s|sec|min|h)?\s*", str(text))
+    """'1e-6' (PF-days, the paper's count), '30min' / '2h' / '90s' (the study's wall time on this
+    machine) or '30min-train' (the runs' summed training seconds)."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(s|sec|min|h)?(-train)?\s*", str(text))
     try:
-        value = float(match.group(1)) if match else math.nan
+        value = float(match.group(1)) if match and (match.group(2) or not match.group(3)) else math.nan
     except ValueError:
         value = math.nan
     if not value > 0 or value == math.inf:
-        raise ConfigError(f"--budget: expected PF-days (1e-6) or a time (30min, 2h, 90s), got {text!r}")
+        raise ConfigError(f"--budget: expected PF-days (1e-6), wall time (30min, 2h, 90s) or training time "
+                          f"(30min-train), got {text!r}")
     unit = match.group(2)
-    return Budget(value * UNITS[unit], "seconds") if unit else Budget(value, "pf_days")
+    if not unit:
+        return Budget(value, "pf_days")
+    return Budget(value * UNITS[unit], "seconds" if match.group(3) else "wall")
 
 
 @dataclass
@@ -87,6 +103,9 @@ class Planner:
     score_bootstrap: int = SCORE_BOOTSTRAP
     max_rounds: int = MAX_ROUNDS
     say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)
+    clock: Callable[[], float] = time.monotonic  # the wall-time budget's clock
+    _wall: tuple[float, float] = (0.0, 0.0)  # (wall seconds logged before this command, its start)
+    _spent: dict = field(default_factory=dict)  # the round's spent {pf_days, seconds, wall}
 
     def alternatives(self) -> list[str]:
         if REFERENCE not in self.base.spec.methods:
@@ -99,6 +118,8 @@ class Planner:
     def run(self) -> dict:
         """Rounds until a stop; returns the last line of the decision log."""
         alternatives = self.alternatives()
+        logged = read_decisions(self.study_dir)
+        self._wall = (float(logged[-1]["spent"].get("wall", 0.0)) if logged else 0.0, self.clock())
         while True:
             rounds = read_decisions(self.study_dir)
             plan = extend_plan(self.base, self.study_dir, rounds)
@@ -117,11 +138,13 @@ class Planner:
         obs = self.observe(self.study_dir)
         verdicts = {m: pair_verdict(obs.rows, m, REFERENCE, self.bootstrap, 0, obs.noise) for m in alternatives}
         proposer = Proposer(plan, obs, added(rounds)[0], added_budgets(rounds))
-        spent = {"pf_days": obs.spent("pf_days"), "seconds": obs.spent("seconds")}
-        line = {"round": len([r for r in rounds if "stop" not in r]) + 1, "spent": spent,
+        spent = {"pf_days": obs.spent("pf_days"), "seconds": obs.spent("seconds"),
+                 "wall": self._wall[0] + self.clock() - self._wall[1]}
+        self._spent = spent
+        line = {"round": len([r for r in rounds if "stop" not in r]) + 1, "spent": spent, "budget_unit": self.budget.unit,
                 "letters": {m: _letter(v) for m, v in verdicts.items()}}
         open_ = [m for m, v in verdicts.items() if not is_decided(v)]
-        edges = proposer.rates([REFERENCE, *alternatives]) if open_ else []
+        edges = proposer.rates([REFERENCE, *alternatives])
         for m in open_:
             edges += [c for c in proposer.budget_brackets([m, REFERENCE]) if all(c.label != o.label for o in edges)]
         if not open_ and not edges:
@@ -164,7 +187,11 @@ class Planner:
 
     def _choose(self, candidates: list[Candidate], left: float) -> tuple[list[Candidate], str]:
         affordable = [c for c in candidates if c.cost[self.budget.unit] <= left]
-        edges = [c for c in affordable if c.edge]
+        edges, total = [], 0.0
+        for c in (c for c in affordable if c.edge):  # in order, while their sum fits the budget
+            if total + c.cost[self.budget.unit] <= left:
+                edges.append(c)
+                total += c.cost[self.budget.unit]
         if edges:
             what = " and ".join(dict.fromkeys("the optimal budgets" if c.kind == "budget" else "the best rates"
                                               for c in edges))
@@ -192,7 +219,7 @@ class Planner:
     def _stop_line(self, open_, verdicts, proposer: Proposer, obs: Observation, left: float | None) -> str:
         """One line: why the planner stops (left None: the round cap), the letters still open, and
         the run that would decide them."""
-        spent = obs.spent(self.budget.unit)
+        spent = self._spent[self.budget.unit]
         head = (f"the round cap is reached (--max-rounds {self.max_rounds}; "
                 f"{self.budget.show(spent)} of {self.budget.show(self.budget.value)} spent)" if left is None else
                 f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
@@ -256,7 +283,21 @@ def _letter(verdict: dict) -> dict:
     letter, share = top_letter(verdict)
     return {"scenario": verdict.get("scenario"), "possible": verdict.get("possible_letters"),
             "top": letter, "share": round(share, 4), "decided": is_decided(verdict),
-            "openness": round(openness(verdict), 4)}
+            "openness": round(openness(verdict), 4), "open_because": open_because(verdict)}
+
+
+def open_because(verdict: dict) -> str | None:
+    """What keeps a letter open, in a few words (None when it is decided)."""
+    if is_decided(verdict):
+        return None
+    if verdict.get("scenario") is None:
+        possible = verdict.get("possible_letters")
+        return (f"its intervals admit {' or '.join(possible)}" if possible
+                else f"no letter: {verdict.get('reason') or 'the pair cannot be fitted'}")
+    share = verdict.get("bootstrap_share") or 0.0
+    if share < SHARE:
+        return f"bootstrap share {share:.2f} < {SHARE}"
+    return f"a floor per method gives {(verdict.get('per_method_floors') or {}).get('scenario')}"
 
 
 def _letters(letters: dict) -> str:
@@ -266,5 +307,6 @@ def _letters(letters: dict) -> str:
 
 
 def _without_round(line: dict) -> dict:
-    return {k: v for k, v in line.items() if k != "round"}
+    """A stop line without what changes each time it is made again (its round, the time spent)."""
+    return {k: v for k, v in line.items() if k not in ("round", "spent", "why")}
 

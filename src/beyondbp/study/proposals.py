@@ -6,9 +6,11 @@ its cost and its expected effect on the study's frontier rows (scored by `beyond
 - `size`: one step above the largest size (or below the smallest) on the spec's size ladder,
   for the pair's methods, each at the best rate of its nearest size (rates move little between
   neighbouring sizes; `lr_edges` in the report lists such cells as single-rate);
-- `seed`: another seed at the size whose point lies farthest off its method's law, while that
-  offset is within two standard errors of the point's mean over its k seeds (the method's pooled
-  seed noise); the new seed is expected on the law, moving the mean by 1/(k + 1) of the offset;
+- `seed`: another seed at the size whose point lies farthest off its method's law. The new seed
+  is expected on the law where the offset is within two standard errors of the point's mean over
+  its k seeds (the method's pooled seed noise; without it, always), else two standard errors
+  nearer the law than the point (the rest of the offset is the law's, and seeds will not move
+  it); the mean of the k + 1 seeds moves by 1/(k + 1) of that;
 - `budget` (studies of several budgets per size, `budget_steps`): a budget beyond the range the
   runs trained where the fitted L(N, D) puts the optimal tokens per parameter outside it.
 
@@ -116,7 +118,9 @@ class Proposer:
         return planned_run(self.spec, method, size, lr, seed, self.budgets[budget])
 
     def _cost(self, runs) -> dict[str, float]:
-        return {unit: sum(r.cost * self.obs.per_flop(r.method, unit) for r in runs) for unit in ("pf_days", "seconds")}
+        """pf_days, seconds (training) and wall: its training seconds, exact with one worker."""
+        cost = {unit: sum(r.cost * self.obs.per_flop(r.method, unit) for r in runs) for unit in ("pf_days", "seconds")}
+        return {**cost, "wall": cost["seconds"]}
 
     def _candidate(self, kind, label, runs, rows, new_sizes=None, noise=None, edge=False) -> Candidate | None:
         runs = [r for r in runs if r.name not in self.planned]
@@ -267,10 +271,10 @@ class Proposer:
                     if (t["method"], t["size"], t.get("budget", "")) == (m, row["size"], budget)]
             k = sum(1 for t in cell if float(t["lr"]) == choice["best"])
             sd, dof = self.obs.noise.get(m, (abs(residuals[run]), 0))
-            if dof and abs(residuals[run]) > 2 * sd / math.sqrt(max(k, 1)):
-                continue  # more than two standard errors of its mean off: the law, not the seeds
+            offset = residuals[run]
+            moved = math.copysign(min(abs(offset), 2 * sd / math.sqrt(max(k, 1))), offset) if dof else offset
             seed = max([*(t["seed"] for t in cell), *self.spec.seeds]) + 1
-            loss = row["loss"] * math.exp(-residuals[run] / (k + 1))  # the mean of k + 1 seeds, the new on the law
+            loss = row["loss"] * math.exp(-moved / (k + 1))  # the mean of k + 1 seeds, the new one `moved` nearer
             rows = [{**r, "loss": loss} if r is row else r for r in self.obs.rows]
             label = f"{m} {row['size']} seed {seed} (its point lies {residuals[run]:+.3f} in ln L off the law)"
             out.append(self._candidate("seed", label, [self._run(m, row["size"], choice["best"], seed, budget)], rows,
