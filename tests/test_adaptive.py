@@ -104,6 +104,20 @@ def test_a_budget_too_small_names_the_run_that_would_decide(tmp_path, capsys):
     assert "\n" not in line and line in capsys.readouterr().err
 
 
+def test_decided_letters_with_a_rate_at_an_edge_stop_saying_what_would_bracket_it(tmp_path):
+    """An alternative clearly better (A) whose best rate lies above its sweep: the letter is decided
+    on the grid, but the study is not done until the rate is bracketed; with a budget too small for
+    that, the stop line says so and what bracketing would cost."""
+    rc, rounds = _run(tmp_path, {**BP, "A": 16.0, "a": 0.32, "lr_opt": 0.12}, "1.105e-8")  # the grid: 1.102e-8
+    assert rc == 0 and [r.get("stop") for r in rounds] == ["budget"]
+    assert rounds[0]["letters"]["dfa_block"]["scenario"] == "A" and rounds[0]["letters"]["dfa_block"]["decided"]
+    line = rounds[0]["why"]
+    assert line.startswith("stopped: no candidate run within the budget") and "brackets the best rates: every " \
+        "letter is decided (dfa_block A (A in 100% of the bootstrap)), but best rates sit at an edge of their " \
+        "sweeps: dfa_block L1d16 at lr 0.09375 (best 0.0375 is the sweep's highest)" in line
+    assert re.search(r"would bracket them, cost [0-9.e-]+ PF-days$", line), line
+
+
 def test_a_letter_no_size_decides_says_what_four_sizes_up_would_leave(tmp_path):
     """An alternative on BP's own law (never better, never worse): no run decides it, and the stop
     line says what four more sizes, each on the current laws, would leave the letter at and cost."""

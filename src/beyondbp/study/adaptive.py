@@ -150,7 +150,7 @@ class Planner:
         if not open_ and not edges:
             return {**line, "stop": "decided", "why": "every letter is decided: " + _letters(line["letters"])}
         if line["round"] > self.max_rounds:
-            return {**line, "stop": "rounds", "why": self._stop_line(open_, verdicts, proposer, obs, None)}
+            return {**line, "stop": "rounds", "why": self._stop_line(open_, verdicts, proposer, obs, None, edges)}
         candidates = self._weigh(edges, proposer, open_, verdicts, obs)
         line["candidates"] = [c.record(self.budget.unit) for c in candidates]
         left = self.budget.value - spent[self.budget.unit]
@@ -159,9 +159,9 @@ class Planner:
             chosen, why = self._first_step(open_, proposer, obs, left)
         if not chosen:
             least = noise_gain(self.score_bootstrap)
-            over = any(c.gain >= least and c.cost[self.budget.unit] > left for c in candidates)
+            over = any((c.edge or c.gain >= least) and c.cost[self.budget.unit] > left for c in candidates)
             return {**line, "stop": "budget" if left <= 0 or over else "no-candidate",
-                    "why": self._stop_line(open_, verdicts, proposer, obs, left)}
+                    "why": self._stop_line(open_, verdicts, proposer, obs, left, edges)}
         runs = [r for c in chosen for r in c.runs]
         sizes = {k: v for c in chosen for k, v in c.new_sizes.items()}
         budgets = {k: v for c in chosen for k, v in c.new_budgets.items()}
@@ -216,16 +216,23 @@ class Planner:
                                  f"no one candidate removes openness beyond the refit's noise")
         return [], ""
 
-    def _stop_line(self, open_, verdicts, proposer: Proposer, obs: Observation, left: float | None) -> str:
+    def _stop_line(self, open_, verdicts, proposer: Proposer, obs: Observation, left: float | None,
+                   edges: list[Candidate]) -> str:
         """One line: why the planner stops (left None: the round cap), the letters still open, and
-        the run that would decide them."""
+        the run that would decide them; with every letter decided, the best rates still at an edge."""
         spent = self._spent[self.budget.unit]
         head = (f"the round cap is reached (--max-rounds {self.max_rounds}; "
                 f"{self.budget.show(spent)} of {self.budget.show(self.budget.value)} spent)" if left is None else
                 f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
                 else f"no candidate run within the budget ({self.budget.show(left)} left) changes a letter")
+        if not open_:
+            cost = sum(c.cost[self.budget.unit] for c in edges)
+            return (f"stopped: {head.replace(' changes a letter', ' brackets the best rates')}: every letter is "
+                    f"decided ({_letters({m: _letter(v) for m, v in verdicts.items()})}), but best rates sit at an "
+                    f"edge of their sweeps: {'; '.join(c.label for c in edges)} would bracket them, cost "
+                    f"{self.budget.show(cost)}")
         parts = []
-        for m in open_ or list(verdicts):
+        for m in open_:
             would = self._would_decide(m, proposer, obs)
             parts.append(f"{_letters({m: _letter(verdicts[m])})}; " + (would[1] if would else
                                                                      "no size up the ladder can be planned"))
