@@ -198,6 +198,27 @@ def test_a_wall_time_budget_counts_the_study_s_clock_across_resumes(tmp_path):
     assert last["stop"] == "budget" and last["why"].startswith("stopped: budget spent (6.7 min of 5.8 min)")
 
 
+@pytest.mark.parametrize("entry, named", [
+    ({"new_sizes": {"../../../evil": {"n_layer": 1, "d_model": 16, "n_head": 1}},
+      "runs": [{"method": "bp", "size": "../../../evil", "lr": 0.01, "seed": 0, "budget": ""}]}, "new_sizes"),
+    ({"runs": [{"method": "bp", "size": "L1d16", "lr": 0.01, "seed": 0, "budget": "../x"}]}, "an added run's budget"),
+    ({"new_budgets": {"tpp81": [80.0, True]},
+      "runs": [{"method": "bp", "size": "L1d16", "lr": 0.01, "seed": 0, "budget": "tpp81"}]},
+     "new_budgets: 'tpp81' is not the label of [80.0, True] (expected 'tpp80')"),
+])
+def test_a_received_decision_log_cannot_name_folders_outside_the_study(tmp_path, capsys, entry, named):
+    """The log's names become run folders' names: a label that is not safe (or a budget label that
+    is not its value's) is one line naming the file, and nothing is written outside the study."""
+    rc, _ = _run(tmp_path, CROSSING_ONE_SIZE_ON, "1e-6")
+    log = tmp_path / "s" / "decisions.jsonl"
+    log.write_text(json.dumps({"round": 1, "spent": {"pf_days": 0, "seconds": 0}, **entry}) + "\n")
+    capsys.readouterr()
+    assert main(["study", "status", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert str(log) in err and named in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s", "spec.yaml", "truth.yaml"]
+
+
 def test_budget_and_truth_errors_are_one_line(tmp_path, capsys):
     assert parse_budget("30min") == Budget(1800.0, "wall") and parse_budget("2e-7") == Budget(2e-7, "pf_days")
     assert parse_budget("30min-train") == Budget(1800.0, "seconds") and parse_budget("2h") == Budget(7200.0, "wall")

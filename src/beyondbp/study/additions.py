@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,8 @@ import numpy as np
 from ..atomic_write import atomic_write
 from ..config import ConfigError
 from ..reads import read_text, shown
+from .grid import budget_label
+from .names import check_label
 from .spec_types import Spec
 
 DECISIONS = "decisions.jsonl"
@@ -56,10 +59,14 @@ def _check_run(entry, path: str) -> dict:
     if not isinstance(entry, dict) or any(k not in entry for k in RUN_KEYS):
         raise ConfigError(f"{path}: an added run must be a mapping with {', '.join(RUN_KEYS)}, got {shown(entry)}")
     try:
-        return {"method": str(entry["method"]), "size": str(entry["size"]), "lr": float(entry["lr"]),
-                "seed": int(entry["seed"]), "budget": str(entry["budget"])}
+        run = {"method": str(entry["method"]), "size": str(entry["size"]), "lr": float(entry["lr"]),
+               "seed": int(entry["seed"]), "budget": str(entry["budget"])}
     except (TypeError, ValueError):
         raise ConfigError(f"{path}: an added run has a bad value: {shown(entry)}") from None
+    for key in ("method", "size", "budget"):  # they name the run's folder: a received log is data
+        if run[key] or key != "budget":
+            check_label(f"{path}: an added run's {key}", run[key], method=key == "method")
+    return run
 
 
 def added(rounds: list[dict], where: str = DECISIONS) -> tuple[dict[str, dict], list[dict]]:
@@ -70,7 +77,7 @@ def added(rounds: list[dict], where: str = DECISIONS) -> tuple[dict[str, dict], 
         new = entry.get("new_sizes") or {}
         if not isinstance(new, dict) or not all(isinstance(v, dict) for v in new.values()):
             raise ConfigError(f"{where}: new_sizes must map size names to model keys, got {shown(new)}")
-        sizes.update({str(k): dict(v) for k, v in new.items()})
+        sizes.update({check_label(f"{where}: new_sizes", k): dict(v) for k, v in new.items()})
         runs += [_check_run(r, where) for r in entry.get("runs") or []]
     return sizes, runs
 
@@ -89,9 +96,12 @@ def added_budgets(rounds: list[dict], where: str = DECISIONS) -> dict[str, tuple
             except (TypeError, ValueError):
                 raise ConfigError(f"{where}: new_budgets: {shown(label)} needs [value, per_param], "
                                   f"got {shown(pair)}") from None
-            if not value > 0 or not isinstance(per_param, bool):
+            if not (value > 0 and math.isfinite(value)) or not isinstance(per_param, bool):
                 raise ConfigError(f"{where}: new_budgets: {shown(label)} needs a positive value and a boolean, "
                                   f"got {shown(pair)}")
+            if str(label) != budget_label(value, per_param):  # the label names run folders
+                raise ConfigError(f"{where}: new_budgets: {shown(label)} is not the label of {shown(pair)} "
+                                  f"(expected {budget_label(value, per_param)!r})")
             out[str(label)] = (str(label), value, per_param)
     return out
 
