@@ -48,7 +48,8 @@ TPP = 40
 RATES = [4e-3, 1e-2, 2.5e-2]  # the middle size's sweep; the others start at its middle rate
 SIZES = {f"L{n}d16": {"n_layer": n, "d_model": 16, "n_head": 1} for n in (1, 2, 3, 4)}
 SPEC = {"name": "bench", "methods": ["bp", "alt"], "variants": {"alt": {"method": "dfa_block"}}, "sizes": SIZES,
-        "tokens_per_param": TPP, "lrs": {m: {s: RATES if s == "L2d16" else [1e-2] for s in SIZES} for m in ("bp", "alt")},
+        "tokens_per_param": TPP,
+        "lrs": {m: {s: RATES if s == "L2d16" else [1e-2] for s in SIZES} for m in ("bp", "alt")},
         "seeds": [0], "base": {"data": {"corpus": "shakespeare", "tokenizer": "byte"}, "model": {"context": 64},
                                "train": {"batch_tokens": 512, "n_evals": 2, "eval_tokens": 1024}}}
 BP = dict(E=1.0, A=20.0, a=0.30, B=30.0, b=0.30, lr_opt=1e-2, lr_sensitivity=0.1, seed_sd=0.003)

@@ -127,7 +127,8 @@ def test_a_letter_no_size_decides_says_what_four_sizes_up_would_leave(tmp_path):
     assert "dfa_block undetermined" in line
     found = re.search(r"; no run decides it: 4 sizes up \(dfa_block and bp at L(\d+)d16 \(one size up\), then "
                       r"L(\d+)d16, then L(\d+)d16, then L(\d+)d16\), each on the current laws, would leave it "
-                      r"undetermined \([A-D or]+\)( \([A-D] in \d+% of the bootstrap\))?, cost ([0-9.e-]+) PF-days$", line)
+                      r"undetermined \([A-D or]+\)( \([A-D] in \d+% of the bootstrap\))?, "
+                      r"cost ([0-9.e-]+) PF-days$", line)
     assert found, line
     largest = max(int(r["size"][1:-3]) for r in observe(tmp_path / "s").runs)
     assert [int(found.group(i)) for i in range(1, 5)] == [largest + 1, largest + 2, largest + 3, largest + 4]

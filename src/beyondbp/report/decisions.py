@@ -41,7 +41,8 @@ def _letters_cell(letters: dict) -> str:
 def _candidates_cell(r: dict) -> str:
     found = sorted(r.get("candidates") or [], key=lambda c: -(c.get("score") or 0.0))
     unit = {"pf_days": " PF-days", "wall": " s", "seconds": " s of training"}.get(r.get("budget_unit"), "")
-    shown = [f"{c['label']} ({c.get('gain', 0.0):+.2f}, {c.get('cost', 0.0):.3g}{unit})" for c in found[:SHOWN_CANDIDATES]]
+    shown = [f"{c['label']} ({c.get('gain', 0.0):+.2f}, {c.get('cost', 0.0):.3g}{unit})"
+             for c in found[:SHOWN_CANDIDATES]]
     more = len(found) - SHOWN_CANDIDATES
     return "; ".join(shown) + (f"; {more} more" if more > 0 else "")
 

@@ -15,7 +15,7 @@ Every round is one line of DIR/decisions.jsonl (`additions`): what was open, the
 their scores and costs, what was chosen and why, the compute spent so far. The chosen runs are
 written there before any starts, so a kill while they train resumes them; a kill before the line
 is written replans from the same finished runs to the same choice (the fits are seeded). While a
-letter is open, rate brackets come first (a best rate at an edge of its sweep, for BP or an open
+letter is open, rate brackets come first (a best rate at an edge of its sweep, for BP or an
 alternative): a point read off an untuned rate would mislead the rest; in a study of several
 budgets per size, so do budgets that bracket an optimal tokens per parameter the runs do not
 (`budget_steps`). Otherwise the candidate
@@ -52,7 +52,6 @@ from .proposals import Candidate, Observation, Proposer
 
 REFERENCE = "bp"
 UNITS = {"s": 1.0, "sec": 1.0, "min": 60.0, "h": 3600.0}
-SHOWN = {"pf_days": "PF-days", "wall": "wall time", "seconds": "training time"}
 LOOK_AHEAD = 4  # size steps the stop message looks through for the run that would decide a letter
 MAX_ROUNDS = 20  # rounds that choose runs before the planner stops and says what is still open
 
@@ -141,8 +140,8 @@ class Planner:
         spent = {"pf_days": obs.spent("pf_days"), "seconds": obs.spent("seconds"),
                  "wall": self._wall[0] + self.clock() - self._wall[1]}
         self._spent = spent
-        line = {"round": len([r for r in rounds if "stop" not in r]) + 1, "spent": spent, "budget_unit": self.budget.unit,
-                "letters": {m: _letter(v) for m, v in verdicts.items()}}
+        line = {"round": len([r for r in rounds if "stop" not in r]) + 1, "spent": spent,
+                "budget_unit": self.budget.unit, "letters": {m: _letter(v) for m, v in verdicts.items()}}
         open_ = [m for m, v in verdicts.items() if not is_decided(v)]
         edges = proposer.rates([REFERENCE, *alternatives])
         for m in open_:
@@ -268,9 +267,10 @@ class Planner:
             ahead = _advanced(ahead, c)
         if first is None:
             return None
+        left_at = _letters({alt: _letter(after)}).split(" ", 1)[1]
         return first, (f"no run decides it: {len(labels)} size{'s' if len(labels) > 1 else ''} up ("
-                       f"{', then '.join(labels)}), each on the current laws, would leave it "
-                       f"{_letters({alt: _letter(after)}).split(' ', 1)[1]}, cost {self.budget.show(cost)}"), cost, False
+                       f"{', then '.join(labels)}), each on the current laws, would leave it {left_at}, "
+                       f"cost {self.budget.show(cost)}"), cost, False
 
 
 def _advanced(proposer: Proposer, c: Candidate) -> Proposer:

@@ -231,7 +231,8 @@ class Proposer:
         rows, runs = list(self.obs.rows), []
         fits = lnd_fits(self, methods) if len(self.budgets) > 1 else {}
         for m in methods:
-            trained = [(b, self.choices[(m, ends[m], b)]["best"]) for b in self.budgets if (m, ends[m], b) in self.choices]
+            trained = [(b, self.choices[(m, ends[m], b)]["best"]) for b in self.budgets
+                       if (m, ends[m], b) in self.choices]
             if not trained:
                 return None
             for budget, lr in trained:
