@@ -17,9 +17,10 @@ would have had to run by hand for the same information, every size on the ladder
 smallest to the largest the study reached, every rate the planner tried for a method at every
 size, and the most seeds it ran in any (size, rate) at every point. A second ratio counts that
 grid at one seed (what a grid without the planner's extra seeds costs). Deciding fits use 300
-bootstrap samples, candidate refits 100 (the report's default is 2000).
+bootstrap samples, candidate refits 100 (`--bootstrap 2000 --score-bootstrap 200`: what
+`study run --until-decided` uses by default).
 
-    PYTHONPATH=src python benchmarks/adaptive.py [--replicates 20] [--workers 2]
+    PYTHONPATH=src python benchmarks/adaptive.py [--replicates 20] [--workers 2] [--bootstrap 300] [--score-bootstrap 100]
 """
 from __future__ import annotations
 
@@ -92,8 +93,8 @@ def full_grid_compute(study_dir: Path, truth: dict[str, Truth], one_seed: bool =
     return total
 
 
-def one_study(job: tuple[str, int]) -> dict:
-    name, replicate = job
+def one_study(job: tuple[str, int, int, int]) -> dict:
+    name, replicate, bootstrap, score_bootstrap = job
     rng = np.random.default_rng(replicate)
     alt = {**BP, **SCENARIOS[name]}
     alt["A"] *= math.exp(0.02 * rng.standard_normal())
@@ -102,10 +103,10 @@ def one_study(job: tuple[str, int]) -> dict:
         out = Path(tmp) / "s"
         plan = plan_study(normalise_spec(SPEC))
         planner = Planner(plan, out, lambda p: run_simulated(p, out, truth), observe, Budget(2e-7, "pf_days"),
-                          300, 100, say=lambda line: None)
+                          bootstrap, score_bootstrap, say=lambda line: None)
         last = planner.run()
         obs = observe(out)
-        verdict = pair_verdict(obs.rows, "alt", "bp", 300, 0, obs.noise)
+        verdict = pair_verdict(obs.rows, "alt", "bp", bootstrap, 0, obs.noise)
         decided = last["stop"] == "decided"
         right = decided and verdict["scenario"] == true_letter(truth, verdict["c_min_pf_days"],
                                                                 verdict["horizon_pf_days"])
@@ -118,8 +119,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--bootstrap", type=int, default=300, help="the deciding fits' samples")
+    parser.add_argument("--score-bootstrap", type=int, default=100, help="each candidate refit's samples")
     args = parser.parse_args()
-    jobs = [(name, r) for r in range(args.replicates) for name in SCENARIOS]
+    jobs = [(name, r, args.bootstrap, args.score_bootstrap) for r in range(args.replicates) for name in SCENARIOS]
     results = []
     with Pool(args.workers) as pool:
         for result in pool.imap_unordered(one_study, jobs, chunksize=1):
