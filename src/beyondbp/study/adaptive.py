@@ -223,10 +223,11 @@ class Planner:
         head = (f"the round cap is reached (--max-rounds {self.max_rounds}; "
                 f"{self.budget.show(spent)} of {self.budget.show(self.budget.value)} spent)" if left is None else
                 f"budget spent ({self.budget.show(spent)} of {self.budget.show(self.budget.value)})" if left <= 0
-                else f"no candidate run within the budget ({self.budget.show(left)} left) changes a letter")
+                else f"no candidate run within the budget ({self.budget.show(left)} left) "
+                     f"{'changes a letter' if open_ else 'brackets the best rates'}")
         if not open_:
             cost = sum(c.cost[self.budget.unit] for c in edges)
-            return (f"stopped: {head.replace(' changes a letter', ' brackets the best rates')}: every letter is "
+            return (f"stopped: {head}: every letter is "
                     f"decided ({_letters({m: _letter(v) for m, v in verdicts.items()})}), but best rates sit at an "
                     f"edge of their sweeps: {'; '.join(c.label for c in edges)} would bracket them, cost "
                     f"{self.budget.show(cost)}")
@@ -245,6 +246,7 @@ class Planner:
         cost, False); None where no size up can be planned."""
         ahead = Proposer(proposer.plan, obs, {})
         ahead.spec, ahead.budgets = proposer.spec, dict(proposer.budgets)
+        ahead.lnd_cache = proposer.lnd_cache  # the same observation, the same fits
         for c in ahead.rates([alt, REFERENCE]) + ahead.seeds([alt, REFERENCE]):
             after = pair_verdict(c.rows, alt, REFERENCE, self.score_bootstrap, 0, c.noise)
             if is_decided(after):

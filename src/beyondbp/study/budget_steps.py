@@ -34,18 +34,16 @@ def method_k(proposer, method: str) -> float | None:
 
 
 def lnd_fits(proposer, methods) -> dict[str, LNDFit]:
-    """Each method's L(N, D) point fit through its best-rate cells (seeds averaged in ln loss)."""
-    out = {}
+    """Each method's L(N, D) point fit through its best-rate cells (seeds averaged in ln loss),
+    fitted once per proposer (its observation does not change)."""
+    cache = proposer.lnd_cache
     for method in methods:
-        cells = []
-        for (m, size, budget), choice in sorted(proposer.choices.items()):
-            run = _a_run(proposer, m, size, budget)
-            if m == method and run:
-                cells.append((run["n_params"], run["tokens"], proposer._cell_loss(m, size, budget, choice["best"])))
-        fit = lnd_estimate(*zip(*cells), method=method) if len(cells) >= 3 else None
-        if fit is not None:
-            out[method] = fit
-    return out
+        if method not in cache:
+            cells = [(run["n_params"], run["tokens"], proposer._cell_loss(m, size, budget, choice["best"]))
+                     for (m, size, budget), choice in sorted(proposer.choices.items())
+                     if m == method and (run := _a_run(proposer, m, size, budget))]
+            cache[method] = lnd_estimate(*zip(*cells), method=method) if len(cells) >= 3 else None
+    return {m: cache[m] for m in methods if cache[m] is not None}
 
 
 def _a_run(proposer, method: str, size: str, budget: str) -> dict | None:
@@ -77,7 +75,7 @@ def budget_brackets(proposer, methods) -> list:
         for miss in unbracketed_optima(fit, [min(computes), max(computes)], k) if k else []:
             size = _bracketing_size(proposer.ordered, n_of, miss)
             budget = _bracketing_budget(proposer, n_of[size], miss)
-            if budget is None or (size, budget[0]) in seen:
+            if (size, budget[0]) in seen:
                 continue
             seen.add((size, budget[0]))
             found = _candidate(proposer, methods, size, budget, fits, miss, method)
@@ -94,17 +92,16 @@ def _bracketing_size(ordered: list[str], n_of: dict[str, int], miss: dict) -> st
     return above[0] if above else ordered[-1]
 
 
-def _bracketing_budget(proposer, n_params: int, miss: dict) -> tuple[str, float, bool] | None:
-    """(label, value, per_param) of the first budget whose tokens per parameter at this size lie
-    beyond the optimum, on the ladder and one step beyond its end; else that step."""
+def _bracketing_budget(proposer, n_params: int, miss: dict) -> tuple[str, float, bool]:
+    """(label, value, per_param) of the first budget on the ladder whose tokens per parameter at
+    this size lie beyond the optimum; else the step beyond the ladder's end."""
     values, per_param, step = _ladder(proposer)
     up = miss["direction"] == "up"
-    beyond = values[-1][1] * step if up else values[0][1] / step
-    beyond = float(f"{beyond:.3g}")
-    for label, value in [*(values if up else values[::-1]), (None, beyond)]:
+    for label, value in values if up else values[::-1]:
         tpp = value if per_param else value / n_params
         if (tpp > miss["tokens_per_param"]) if up else (tpp < miss["tokens_per_param"]):
-            return (label or budget_label(value, per_param), value, per_param)
+            return (label, value, per_param)
+    beyond = float(f"{values[-1][1] * step if up else values[0][1] / step:.3g}")
     return (budget_label(beyond, per_param), beyond, per_param)
 
 
@@ -120,9 +117,7 @@ def _candidate(proposer, methods, size: str, budget: tuple[str, float, bool], fi
         near = min(mine, key=lambda x: abs(math.log(proposer.budgets[x[0]][1] / budget[1])))
         planned = [proposer._run(m, size, near[1], s, label) for s in proposer.spec.seeds]
         compute = planned[0].cost * proposer.obs.per_flop(m, "pf_days")
-        fit = fits.get(m)
-        loss = (float(fit.predict(planned[0].n_params, planned[0].tokens)) if fit is not None
-                else proposer.expected_loss(m, planned[0], compute))
+        loss = proposer.expected_loss(m, planned[0], compute, fits)
         if loss is None or not compute:
             return None
         rows.append({"method": m, "compute": compute, "loss": loss, "run": planned[0].name, "size": size,

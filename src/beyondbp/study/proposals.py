@@ -113,6 +113,7 @@ class Proposer:
         self.planned = {r.name for r in plan.runs}
         n_of = {r.size: r.n_params for r in plan.runs}
         self.ordered = sorted(n_of, key=lambda s: n_of[s])
+        self.lnd_cache: dict = {}  # method -> its L(N, D) point fit or None (`budget_steps.lnd_fits`)
 
     def _run(self, method, size, lr, seed, budget):
         return planned_run(self.spec, method, size, lr, seed, self.budgets[budget])
